@@ -1,0 +1,179 @@
+//! The bridge driver: a Linux bridge per network (`weft0` for the predefined `bridge`
+//! network, `br-<id12>` or `com.docker.network.bridge.name` otherwise) holding the gateway
+//! addresses; one veth per endpoint, created with its sandbox end already inside the
+//! sandbox; masquerade, isolation and internal-ness in nftables; ICC off as bridge port
+//! isolation.
+
+use async_trait::async_trait;
+
+use super::{mtu_option, DriverCapabilities, EndpointInfo, JoinInfo, JoinTarget, NetworkDriver};
+use crate::error::{Error, Result};
+use crate::firewall::{FwChange, NetRules};
+use crate::model::{Network, Scope};
+use crate::net::{NsRef, Step, Tx};
+
+pub const OPT_NAME: &str = "com.docker.network.bridge.name";
+pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
+pub const OPT_MASQ: &str = "com.docker.network.bridge.enable_ip_masquerade";
+pub const OPT_HOST_BINDING: &str = "com.docker.network.bridge.host_binding_ipv4";
+pub const OPT_DEFAULT: &str = "com.docker.network.bridge.default_bridge";
+/// The kernel bridge of the predefined `bridge` network.
+pub const DEFAULT_BRIDGE: &str = "weft0";
+
+/// The bridge driver.
+pub struct Bridge;
+
+/// The bridge interface of a network.
+pub fn bridge_name(net: &Network) -> String {
+    if let Some(n) = net.driver_data.get("bridge") {
+        return n.clone();
+    }
+    if let Some(n) = net.option(OPT_NAME) {
+        return n.to_string();
+    }
+    if net.predefined {
+        return DEFAULT_BRIDGE.to_string();
+    }
+    format!("br-{}", &net.id[..12])
+}
+
+/// The host-side veth name of an endpoint (15 characters, the kernel's limit).
+pub fn host_veth(endpoint_id: &str) -> String {
+    format!("veth{}", &endpoint_id[..11])
+}
+
+fn valid_ifname(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 15
+        && n.bytes()
+            .all(|c| c.is_ascii_graphic() && c != b'/' && c != b':')
+}
+
+#[async_trait]
+impl NetworkDriver for Bridge {
+    fn name(&self) -> &str {
+        "bridge"
+    }
+
+    fn capabilities(&self) -> DriverCapabilities {
+        DriverCapabilities {
+            scope: Scope::Local,
+            needs_ipam: true,
+            connectable: true,
+        }
+    }
+
+    fn validate(&self, net: &Network, existing: &[Network]) -> Result<()> {
+        let name = bridge_name(net);
+        if !valid_ifname(&name) {
+            return Err(Error::invalid(format!(
+                "invalid bridge name {name:?} in option {OPT_NAME}: use at most 15 characters, no spaces, '/' or ':'"
+            )));
+        }
+        if let Some(other) = existing
+            .iter()
+            .find(|n| n.driver == "bridge" && bridge_name(n) == name)
+        {
+            return Err(Error::Conflict(format!(
+                "bridge name {name} is already used by network {}: choose another {OPT_NAME}",
+                other.name
+            )));
+        }
+        mtu_option(net)?;
+        net.bool_option(OPT_ICC, true)?;
+        net.bool_option(OPT_MASQ, true)?;
+        if let Some(h) = net.option(OPT_HOST_BINDING) {
+            h.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                Error::invalid(format!(
+                    "invalid host binding address {h:?} in option {OPT_HOST_BINDING}"
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn create_network(&self, tx: &mut Tx<'_>, net: &mut Network) -> Result<()> {
+        let br = bridge_name(net);
+        if tx.kernel().host().link(&br).await?.is_some() {
+            return Err(Error::Conflict(format!(
+                "a link named {br} already exists on this host: remove it or choose another {OPT_NAME}"
+            )));
+        }
+        let mtu = mtu_option(net)?;
+        tx.apply(Step::Bridge {
+            name: br.clone(),
+            mtu,
+            mac: None,
+        })
+        .await?;
+        for p in &net.pools {
+            if let Some(gw) = p.gateway {
+                let addr =
+                    ipnetwork::IpNetwork::new(gw, p.subnet.prefix()).map_err(Error::internal)?;
+                tx.apply(Step::Address {
+                    ns: NsRef::Host,
+                    link: br.clone(),
+                    addr,
+                })
+                .await?;
+            }
+        }
+        if !net.internal {
+            // Never undone: other networks (and the host) may rely on forwarding too.
+            crate::net::sysctl::write(Some(tx.kernel().host_ns()), "net/ipv4/ip_forward", "1")?;
+            if net.pools.iter().any(|p| p.is_v6()) {
+                crate::net::sysctl::write(
+                    Some(tx.kernel().host_ns()),
+                    "net/ipv6/conf/all/forwarding",
+                    "1",
+                )?;
+            }
+        }
+        let rules = NetRules {
+            id: net.id[..12].to_string(),
+            iface: br.clone(),
+            subnets: net.pools.iter().map(|p| p.subnet).collect(),
+            internal: net.internal,
+            masquerade: net.bool_option(OPT_MASQ, true)?,
+        };
+        tx.apply(Step::Firewall {
+            change: FwChange::Add(rules),
+        })
+        .await?;
+        net.driver_data.insert("bridge".into(), br);
+        Ok(())
+    }
+
+    async fn join(
+        &self,
+        tx: &mut Tx<'_>,
+        net: &Network,
+        ep: &EndpointInfo,
+        target: &JoinTarget,
+    ) -> Result<JoinInfo> {
+        let br = bridge_name(net);
+        let host = host_veth(&ep.id);
+        let mtu = mtu_option(net)?;
+        tx.apply(Step::Veth {
+            name: host.clone(),
+            peer: target.ifname.clone(),
+            peer_ns: target.ns.clone(),
+            master: Some(br),
+            mtu,
+            peer_mac: Some(ep.mac.clone()),
+            group: None,
+            peer_index: None,
+        })
+        .await?;
+        if !net.bool_option(OPT_ICC, true)? {
+            tx.apply(Step::PortIsolated { name: host }).await?;
+        }
+        let mut info = JoinInfo::placed();
+        info.mtu = mtu;
+        if !net.internal {
+            info.gateway4 = net.pools_v4().find_map(|p| p.gateway);
+            info.gateway6 = net.pools_v6().find_map(|p| p.gateway);
+        }
+        Ok(info)
+    }
+}

@@ -1,0 +1,140 @@
+//! Network namespaces: create one pinned by a bind mount, open one by path, enter one for
+//! the length of a closure (per thread, restored afterwards), and remove a pin.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+
+use super::NetError;
+
+/// The calling thread's current network namespace.
+pub fn current() -> Result<File, NetError> {
+    File::open("/proc/thread-self/ns/net")
+        .map_err(|e| NetError::io("open /proc/thread-self/ns/net", e))
+}
+
+/// Open a namespace by path (a pin, or /proc/PID/ns/net).
+pub fn open(path: &Path) -> Result<File, NetError> {
+    File::open(path)
+        .map_err(|e| NetError::io(format!("open network namespace {}", path.display()), e))
+}
+
+/// While alive, the calling thread is inside another namespace; dropping it returns.
+///
+/// Only hold it across synchronous code: an `.await` could move the task to another thread.
+pub struct NsGuard {
+    orig: File,
+}
+
+impl NsGuard {
+    pub fn enter(target: &File) -> Result<NsGuard, NetError> {
+        let orig = current()?;
+        setns(target.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| NetError::errno("enter network namespace", e as i32))?;
+        Ok(NsGuard { orig })
+    }
+}
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        if let Err(e) = setns(self.orig.as_fd(), CloneFlags::CLONE_NEWNET) {
+            // A thread stuck in the wrong namespace would corrupt every later operation.
+            eprintln!("weft: fatal: cannot return to the original network namespace: {e}");
+            std::process::abort();
+        }
+    }
+}
+
+/// Run `f` with the calling thread inside `ns` (or where it is, for `None`).
+pub fn run_in<T>(ns: Option<&File>, f: impl FnOnce() -> T) -> Result<T, NetError> {
+    let _g = match ns {
+        Some(ns) => Some(NsGuard::enter(ns)?),
+        None => None,
+    };
+    Ok(f())
+}
+
+/// Create a fresh network namespace pinned at `pin` (a bind mount of the namespace file),
+/// and run `inside` in it before returning to the caller's namespace. `inside` is where a
+/// netlink socket for the new namespace can be opened.
+pub fn create_pinned<T>(pin: &Path, inside: impl FnOnce() -> T) -> Result<T, NetError> {
+    let orig = current()?;
+    if let Some(dir) = pin.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| NetError::io(format!("create {}", dir.display()), e))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(pin)
+        .map_err(|e| NetError::io(format!("create namespace pin {}", pin.display()), e))?;
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
+        let _ = std::fs::remove_file(pin);
+        return Err(NetError::errno("unshare network namespace", e as i32));
+    }
+    let restore = || {
+        if let Err(e) = setns(orig.as_fd(), CloneFlags::CLONE_NEWNET) {
+            eprintln!("weft: fatal: cannot return to the original network namespace: {e}");
+            std::process::abort();
+        }
+    };
+    if let Err(e) = mount(
+        Some("/proc/thread-self/ns/net"),
+        pin,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        restore();
+        let _ = std::fs::remove_file(pin);
+        return Err(NetError::errno(
+            format!("pin namespace at {}", pin.display()),
+            e as i32,
+        ));
+    }
+    let out = inside();
+    restore();
+    Ok(out)
+}
+
+/// Unpin a namespace created by [`create_pinned`]. The kernel destroys it (and every link
+/// in it) once nothing else holds it. Missing pins are fine.
+pub fn remove_pinned(pin: &Path) -> Result<(), NetError> {
+    match umount2(pin, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => {
+            return Err(NetError::errno(
+                format!("unmount {}", pin.display()),
+                e as i32,
+            ))
+        }
+    }
+    match std::fs::remove_file(pin) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(NetError::io(format!("remove {}", pin.display()), e)),
+    }
+}
+
+/// The namespace inode of a path (to tell whether two paths are the same namespace).
+pub fn inode(path: &Path) -> Result<u64, NetError> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| m.ino())
+        .map_err(|e| NetError::io(format!("stat {}", path.display()), e))
+}
+
+/// Is `path` a network namespace file (a pin or /proc/PID/ns/net)?
+pub fn is_netns(path: &Path) -> bool {
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    // NS_GET_NSTYPE ioctl: _IO(0xb7, 0x3)
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    use std::os::fd::AsRawFd;
+    let t = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
+    t == libc::CLONE_NEWNET
+}

@@ -1,0 +1,152 @@
+//! Docker-shaped JSON views: `docker network inspect` / `network ls` objects and the
+//! `NetworkSettings` of `docker inspect`, with dockerd's key names and order (the docker CLI
+//! prints inspect output verbatim, so the key order is what users see).
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::model::{Endpoint, Network, Sandbox};
+
+fn ipam_config(net: &Network) -> Value {
+    if net.pools.is_empty() && net.predefined {
+        return Value::Null;
+    }
+    let cfgs: Vec<Value> = net
+        .pools
+        .iter()
+        .map(|p| {
+            let mut m = Map::new();
+            m.insert("Subnet".into(), json!(p.subnet.to_string()));
+            if let Some(r) = p.ip_range {
+                m.insert("IPRange".into(), json!(r.to_string()));
+            }
+            if let Some(g) = p.gateway {
+                m.insert("Gateway".into(), json!(g.to_string()));
+            }
+            if !p.aux_addresses.is_empty() {
+                let aux: BTreeMap<&String, String> = p
+                    .aux_addresses
+                    .iter()
+                    .map(|(k, v)| (k, v.to_string()))
+                    .collect();
+                m.insert("AuxiliaryAddresses".into(), json!(aux));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    json!(cfgs)
+}
+
+/// The Network object of `GET /networks/{id}` (and, with `containers: None`, of the list).
+pub fn network(net: &Network, containers: Option<&[Endpoint]>) -> Value {
+    let mut ctrs = Map::new();
+    if let Some(eps) = containers {
+        let mut eps: Vec<&Endpoint> = eps.iter().collect();
+        eps.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
+        for e in eps {
+            ctrs.insert(
+                e.sandbox_id.clone(),
+                json!({
+                    "Name": e.name,
+                    "EndpointID": e.id,
+                    "MacAddress": e.mac,
+                    "IPv4Address": e.ipv4.map(|a| a.to_string()).unwrap_or_default(),
+                    "IPv6Address": e.ipv6.map(|a| a.to_string()).unwrap_or_default(),
+                }),
+            );
+        }
+    }
+    json!({
+        "Name": net.name,
+        "Id": net.id,
+        "Created": net.created,
+        "Scope": net.scope.as_str(),
+        "Driver": net.driver,
+        "EnableIPv4": net.enable_ipv4,
+        "EnableIPv6": net.enable_ipv6,
+        "IPAM": {
+            "Driver": net.ipam_driver,
+            "Options": if net.predefined { Value::Null } else { json!(net.ipam_options) },
+            "Config": ipam_config(net),
+        },
+        "Internal": net.internal,
+        "Attachable": net.attachable,
+        "Ingress": net.ingress,
+        "ConfigFrom": { "Network": net.config_from.clone().unwrap_or_default() },
+        "ConfigOnly": net.config_only,
+        "Containers": ctrs,
+        "Options": net.options,
+        "Labels": net.labels,
+    })
+}
+
+/// One entry of `NetworkSettings.Networks` (an EndpointSettings).
+pub fn endpoint_settings(ep: &Endpoint, net: &Network) -> Value {
+    let ipam_cfg = if ep.requested_v4.is_some() || ep.requested_v6.is_some() {
+        let mut m = Map::new();
+        if let Some(a) = ep.requested_v4 {
+            m.insert("IPv4Address".into(), json!(a.to_string()));
+        }
+        if let Some(a) = ep.requested_v6 {
+            m.insert("IPv6Address".into(), json!(a.to_string()));
+        }
+        Value::Object(m)
+    } else {
+        Value::Null
+    };
+    let dns_names = if net.predefined {
+        Value::Null
+    } else {
+        let mut v = vec![ep.name.clone()];
+        v.extend(ep.aliases.iter().cloned());
+        v.push(ep.sandbox_id[..12].to_string());
+        json!(v)
+    };
+    json!({
+        "IPAMConfig": ipam_cfg,
+        "Links": if ep.links.is_empty() { Value::Null } else { json!(ep.links) },
+        "Aliases": if ep.aliases.is_empty() { Value::Null } else { json!(ep.aliases) },
+        "MacAddress": ep.mac,
+        "DriverOpts": if ep.driver_opts.is_empty() { Value::Null } else { json!(ep.driver_opts) },
+        "GwPriority": ep.gw_priority,
+        "NetworkID": net.id,
+        "EndpointID": ep.id,
+        "Gateway": ep.gateway_v4.map(|g| g.to_string()).unwrap_or_default(),
+        "IPAddress": ep.ipv4.map(|a| a.ip().to_string()).unwrap_or_default(),
+        "IPPrefixLen": ep.ipv4.map(|a| a.prefix()).unwrap_or(0),
+        "IPv6Gateway": ep.gateway_v6.map(|g| g.to_string()).unwrap_or_default(),
+        "GlobalIPv6Address": ep.ipv6.map(|a| a.ip().to_string()).unwrap_or_default(),
+        "GlobalIPv6PrefixLen": ep.ipv6.map(|a| a.prefix()).unwrap_or(0),
+        "DNSNames": dns_names,
+    })
+}
+
+/// `docker inspect <container>`, the parts a network engine owns.
+pub fn sandbox(sb: &Sandbox, eps: &[(Endpoint, Network)]) -> Value {
+    let mut nets = Map::new();
+    for (ep, net) in eps {
+        nets.insert(net.name.clone(), endpoint_settings(ep, net));
+    }
+    if nets.is_empty() && (sb.network_mode == "host" || sb.network_mode == "none") {
+        // Docker lists the mode's network with empty settings.
+        nets.insert(sb.network_mode.clone(), json!({}));
+    }
+    let primary = eps.iter().find(|(e, _)| e.default_route).or(eps.first());
+    json!({
+        "Id": sb.id,
+        "Created": sb.created,
+        "Name": format!("/{}", sb.name),
+        "State": { "Status": "running", "Running": true },
+        "HostConfig": { "NetworkMode": sb.network_mode },
+        "NetworkSettings": {
+            "SandboxID": sb.id,
+            "SandboxKey": sb.key.display().to_string(),
+            "Ports": {},
+            "Gateway": primary.and_then(|(e, _)| e.gateway_v4).map(|g| g.to_string()).unwrap_or_default(),
+            "IPAddress": primary.and_then(|(e, _)| e.ipv4).map(|a| a.ip().to_string()).unwrap_or_default(),
+            "MacAddress": primary.map(|(e, _)| e.mac.clone()).unwrap_or_default(),
+            "Networks": nets,
+        },
+    })
+}

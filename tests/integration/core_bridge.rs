@@ -1,0 +1,385 @@
+//! The bridge driver end to end: the seed's `your-bridge` network through the CLI, traffic
+//! within and between networks, ICC off, internal networks, masquerade, two networks on
+//! one sandbox, IPv6.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::harness::*;
+use weft::model::{ConnectOptions, NetworkCreate, SandboxCreate};
+
+fn sandbox_ip(h: &TestHost, name: &str) -> IpAddr {
+    let sb = h.engine().sandbox(name).unwrap();
+    h.engine().sandbox_endpoints(&sb.id).unwrap()[0]
+        .ipv4
+        .unwrap()
+        .ip()
+}
+
+fn key(h: &TestHost, name: &str) -> PathBuf {
+    h.engine().sandbox(name).unwrap().key
+}
+
+fn net(h: &TestHost, name: &str, opts: &[(&str, &str)], internal: bool) {
+    let mut req = NetworkCreate {
+        name: name.into(),
+        internal,
+        ..Default::default()
+    };
+    for (k, v) in opts {
+        req.options.insert(k.to_string(), v.to_string());
+    }
+    h.block_on(h.engine().create_network(req)).unwrap();
+}
+
+fn sandbox(h: &TestHost, name: &str, network: &str) {
+    h.block_on(h.engine().create_sandbox(SandboxCreate {
+        name: name.into(),
+        network: Some(network.into()),
+        ..Default::default()
+    }))
+    .unwrap();
+}
+
+#[test]
+fn your_bridge_example_through_the_cli() {
+    let h = TestHost::new("yourbr");
+    let id = h.weft_ok(&[
+        "network",
+        "create",
+        "--subnet=172.30.0.0/16",
+        "--ip-range=172.30.1.0/24",
+        "--gateway=172.30.1.254",
+        "--label=trial-bridge",
+        "--opt",
+        "com.docker.network.driver.mtu=9000",
+        "your-bridge",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "create prints the 64-hex id: {id}");
+    assert!(id.bytes().all(|c| c.is_ascii_hexdigit()));
+
+    let v = json(&h.weft_ok(&["network", "inspect", "your-bridge"]));
+    let n = &v[0];
+    assert_eq!(n["Name"], "your-bridge");
+    assert_eq!(n["Id"], id);
+    assert_eq!(n["Driver"], "bridge");
+    assert_eq!(n["Scope"], "local");
+    assert_eq!(n["IPAM"]["Driver"], "default");
+    assert_eq!(
+        n["IPAM"]["Config"],
+        serde_json::json!([{"Subnet": "172.30.0.0/16", "IPRange": "172.30.1.0/24", "Gateway": "172.30.1.254"}])
+    );
+    assert_eq!(n["Labels"], serde_json::json!({"trial-bridge": ""}));
+    assert_eq!(
+        n["Options"],
+        serde_json::json!({"com.docker.network.driver.mtu": "9000"})
+    );
+    assert_eq!(n["Internal"], false);
+    assert_eq!(n["EnableIPv4"], true);
+    let keys: Vec<&str> = n.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "Name",
+            "Id",
+            "Created",
+            "Scope",
+            "Driver",
+            "EnableIPv4",
+            "EnableIPv6",
+            "IPAM",
+            "Internal",
+            "Attachable",
+            "Ingress",
+            "ConfigFrom",
+            "ConfigOnly",
+            "Containers",
+            "Options",
+            "Labels"
+        ],
+        "dockerd's keys in dockerd's order"
+    );
+    assert_eq!(
+        h.weft_ok(&["network", "inspect", "-f", "{{json .IPAM}}", "your-bridge"])
+            .trim(),
+        r#"{"Driver":"default","Options":{},"Config":[{"Subnet":"172.30.0.0/16","IPRange":"172.30.1.0/24","Gateway":"172.30.1.254"}]}"#
+    );
+
+    let sb_id = h.weft_ok(&["sandbox", "create", "--network", "your-bridge", "web"]);
+    let v = json(&h.weft_ok(&["sandbox", "inspect", "web"]));
+    let settings = &v[0]["NetworkSettings"]["Networks"]["your-bridge"];
+    let ip: IpAddr = settings["IPAddress"].as_str().unwrap().parse().unwrap();
+    assert!(
+        "172.30.1.0/24"
+            .parse::<ipnetwork::IpNetwork>()
+            .unwrap()
+            .contains(ip),
+        "{ip} not in the ip-range"
+    );
+    assert_eq!(settings["IPPrefixLen"], 16);
+    assert_eq!(settings["Gateway"], "172.30.1.254");
+    assert_eq!(v[0]["Id"], sb_id.trim());
+    let key = PathBuf::from(v[0]["NetworkSettings"]["SandboxKey"].as_str().unwrap());
+
+    // The kernel agrees: MTU 9000, the address, the default route via the gateway.
+    let link = h.ip_lines(&key, &["-o", "link", "show", "eth0"]).join("");
+    assert!(link.contains("mtu 9000"), "{link}");
+    let addr = h
+        .ip_lines(&key, &["-o", "-4", "addr", "show", "eth0"])
+        .join("");
+    assert!(addr.contains(&format!("{ip}/16")), "{addr}");
+    let routes = h.ip_lines(&key, &["route", "show", "default"]);
+    assert_eq!(routes, ["default via 172.30.1.254 dev eth0"]);
+    let mac = settings["MacAddress"].as_str().unwrap();
+    let IpAddr::V4(v4) = ip else { unreachable!() };
+    assert_eq!(
+        mac,
+        weft::model::mac_from_ipv4(v4),
+        "MAC derived from the IPv4 address, Docker-style"
+    );
+    // The bridge carries the gateway and the MTU.
+    let br = format!("br-{}", &id[..12]);
+    let bl = h
+        .ip_lines(&h.host_ns, &["-o", "addr", "show", &br])
+        .join("");
+    assert!(bl.contains("172.30.1.254/16"), "{bl}");
+    assert!(h
+        .ip_lines(&h.host_ns, &["-o", "link", "show", &br])
+        .join("")
+        .contains("mtu 9000"));
+    // Containers in network inspect.
+    let v = json(&h.weft_ok(&["network", "inspect", "your-bridge"]));
+    let c = &v[0]["Containers"][sb_id.trim()];
+    assert_eq!(c["Name"], "web");
+    assert_eq!(c["IPv4Address"], format!("{ip}/16"));
+    assert_eq!(c["MacAddress"], mac);
+    // The gateway answers.
+    assert!(ping(&key, "172.30.1.254".parse().unwrap()));
+
+    h.weft_ok(&["sandbox", "rm", "web"]);
+    h.weft_ok(&["network", "rm", "your-bridge"]);
+    assert_eq!(h.host_links(), ["lo"]);
+}
+
+#[test]
+fn traffic_within_a_network_but_not_between_networks() {
+    let h = TestHost::new("traffic");
+    net(&h, "a", &[], false);
+    net(&h, "b", &[], false);
+    sandbox(&h, "a1", "a");
+    sandbox(&h, "a2", "a");
+    sandbox(&h, "b1", "b");
+    let (a1, a2, b1) = (key(&h, "a1"), key(&h, "a2"), key(&h, "b1"));
+    let ip_a2 = sandbox_ip(&h, "a2");
+    let ip_b1 = sandbox_ip(&h, "b1");
+    // Same network: ICMP and TCP.
+    assert!(ping(&a1, ip_a2), "a1 → a2 ping");
+    let peer = tcp_exchange(&a1, &a2, SocketAddr::new(ip_a2, 8080)).expect("a1 → a2 TCP");
+    assert_eq!(peer.ip(), sandbox_ip(&h, "a1"), "no NAT inside a network");
+    // Different networks: isolated both ways.
+    assert!(!ping(&a1, ip_b1), "a1 → b1 must be blocked");
+    assert!(!ping(&b1, ip_a2), "b1 → a2 must be blocked");
+    assert!(
+        tcp_exchange(&a1, &b1, SocketAddr::new(ip_b1, 8081)).is_none(),
+        "a1 → b1 TCP must be blocked"
+    );
+}
+
+#[test]
+fn icc_off_blocks_sandboxes_on_one_bridge_but_not_the_gateway() {
+    let h = TestHost::new("icc");
+    net(
+        &h,
+        "quiet",
+        &[("com.docker.network.bridge.enable_icc", "false")],
+        false,
+    );
+    sandbox(&h, "q1", "quiet");
+    sandbox(&h, "q2", "quiet");
+    let (q1, q2) = (key(&h, "q1"), key(&h, "q2"));
+    let ip_q2 = sandbox_ip(&h, "q2");
+    assert!(!ping(&q1, ip_q2), "ICC off: q1 → q2 must be blocked");
+    assert!(tcp_exchange(&q1, &q2, SocketAddr::new(ip_q2, 9000)).is_none());
+    let gw = h.engine().network("quiet").unwrap().pools[0]
+        .gateway
+        .unwrap();
+    assert!(ping(&q1, gw), "the gateway stays reachable");
+}
+
+#[test]
+fn internal_network_cannot_leave_and_normal_network_is_masqueraded() {
+    let h = TestHost::new("masq");
+    let outside = h.outside("wout", "198.51.100.1", "198.51.100.2");
+    net(&h, "pub", &[], false);
+    net(&h, "priv", &[], true);
+    sandbox(&h, "p1", "pub");
+    sandbox(&h, "i1", "priv");
+    let target: IpAddr = "198.51.100.2".parse().unwrap();
+    // The outside knows no route to the sandbox subnets: only masquerade makes replies work.
+    let peer = tcp_exchange(&key(&h, "p1"), &outside, SocketAddr::new(target, 7000))
+        .expect("pub → outside");
+    assert_eq!(
+        peer.ip().to_string(),
+        "198.51.100.1",
+        "the outside sees the host's address (masquerade)"
+    );
+    assert!(ping(&key(&h, "p1"), target));
+    // Internal: no default route, and forwarding is dropped even with one.
+    assert!(
+        h.ip_lines(&key(&h, "i1"), &["route", "show", "default"])
+            .is_empty(),
+        "internal: no default route"
+    );
+    let gw = h.engine().network("priv").unwrap().pools[0]
+        .gateway
+        .unwrap();
+    let o = h.ip(
+        &key(&h, "i1"),
+        &["route", "add", "default", "via", &gw.to_string()],
+    );
+    assert!(o.status.success());
+    assert!(
+        !ping(&key(&h, "i1"), target),
+        "internal → outside must be dropped"
+    );
+    assert!(tcp_exchange(&key(&h, "i1"), &outside, SocketAddr::new(target, 7001)).is_none());
+    // No masquerade rule for the internal network.
+    let rules = h.nft_ruleset();
+    let priv_id = &h.engine().network("priv").unwrap().id[..12];
+    let nat_chain = rules
+        .split(&format!("chain nw-{priv_id}-nat"))
+        .nth(1)
+        .unwrap()
+        .split('}')
+        .next()
+        .unwrap();
+    assert!(!nat_chain.contains("masquerade"), "{nat_chain}");
+}
+
+#[test]
+fn a_sandbox_on_two_networks_has_two_interfaces_and_disconnect_removes_one() {
+    let h = TestHost::new("twonet");
+    net(&h, "front", &[], false);
+    net(&h, "back", &[], false);
+    sandbox(&h, "app", "front");
+    let e = h.engine();
+    h.block_on(e.connect("back", "app", ConnectOptions::default()))
+        .unwrap();
+    let k = key(&h, "app");
+    let eps = e.sandbox_endpoints(&e.sandbox("app").unwrap().id).unwrap();
+    assert_eq!(eps.len(), 2);
+    assert_eq!(
+        (eps[0].ifname.as_str(), eps[1].ifname.as_str()),
+        ("eth0", "eth1")
+    );
+    assert_ne!(eps[0].mac, eps[1].mac);
+    for ep in &eps {
+        let a = h.ip_lines(&k, &["-o", "-4", "addr", "show", &ep.ifname]);
+        assert_eq!(a.len(), 1, "one address on {}: {a:?}", ep.ifname);
+        assert!(a[0].contains(&ep.ipv4.unwrap().to_string()));
+    }
+    // The default route belongs to the first network only.
+    assert_eq!(
+        h.ip_lines(&k, &["route", "show", "default"]),
+        [format!(
+            "default via {} dev eth0",
+            eps[0].gateway_v4.unwrap()
+        )]
+    );
+    // Disconnecting the first hands the default route to the second.
+    h.block_on(e.disconnect("front", "app", false)).unwrap();
+    let links = links(&k);
+    assert!(
+        !links.contains(&"eth0".to_string()) && links.contains(&"eth1".to_string()),
+        "{links:?}"
+    );
+    assert_eq!(
+        h.ip_lines(&k, &["route", "show", "default"]),
+        [format!(
+            "default via {} dev eth1",
+            eps[1].gateway_v4.unwrap()
+        )]
+    );
+    let host_links = h.host_links();
+    assert_eq!(
+        host_links.iter().filter(|l| l.starts_with("veth")).count(),
+        1,
+        "{host_links:?}"
+    );
+    // Reconnecting takes the lowest free name again.
+    h.block_on(e.connect("front", "app", ConnectOptions::default()))
+        .unwrap();
+    assert!(links_of(&k).contains(&"eth0".to_string()));
+}
+
+fn links_of(k: &std::path::Path) -> Vec<String> {
+    links(k)
+}
+
+#[test]
+fn ipv6_network_gives_v4_and_v6_addresses_and_traffic_flows() {
+    let h = TestHost::new("v6");
+    let out = h.weft_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "fd00:77::/64",
+        "v6net",
+    ]);
+    assert_eq!(out.trim().len(), 64);
+    sandbox(&h, "s1", "v6net");
+    sandbox(&h, "s2", "v6net");
+    let e = h.engine();
+    let ep2 = &e.sandbox_endpoints(&e.sandbox("s2").unwrap().id).unwrap()[0];
+    let v6 = ep2.ipv6.expect("a v6 address").ip();
+    assert!(v6.to_string().starts_with("fd00:77::"), "{v6}");
+    assert!(ep2.ipv4.is_some(), "IPv4 stays on by default");
+    let peer = tcp_exchange(&key(&h, "s1"), &key(&h, "s2"), SocketAddr::new(v6, 8443))
+        .expect("TCP over IPv6");
+    assert!(peer.ip().is_ipv6());
+    let v = json(&h.weft_ok(&["network", "inspect", "v6net"]));
+    assert_eq!(v[0]["EnableIPv6"], true);
+    let c = v[0]["Containers"].as_object().unwrap();
+    assert!(c
+        .values()
+        .all(|c| c["IPv6Address"].as_str().unwrap().starts_with("fd00:77::")));
+    let _ = Duration::from_secs(0);
+}
+
+#[test]
+fn external_namespace_given_by_path() {
+    let h = TestHost::new("extns");
+    net(&h, "rt", &[], false);
+    // A runtime's own namespace (here: one the test made), with a link of its own named eth0.
+    let ns = h.make_ns("runtime");
+    let o = h.ip(
+        &ns,
+        &[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
+        ],
+    );
+    assert!(o.status.success());
+    h.block_on(h.engine().create_sandbox(SandboxCreate {
+        name: "ctr".into(),
+        network: Some("rt".into()),
+        netns: Some(ns.clone()),
+        ..Default::default()
+    }))
+    .unwrap();
+    let ep = &h
+        .engine()
+        .sandbox_endpoints(&h.engine().sandbox("ctr").unwrap().id)
+        .unwrap()[0];
+    assert_eq!(ep.ifname, "eth1", "eth0 is taken by the runtime's own link");
+    assert!(ping(&ns, ep.gateway_v4.unwrap()));
+    h.block_on(h.engine().remove_sandbox("ctr", false)).unwrap();
+    // weft never removes a namespace it did not make, nor links it did not make.
+    let l = links(&ns);
+    assert!(
+        l.contains(&"eth0".to_string()) && !l.contains(&"eth1".to_string()),
+        "{l:?}"
+    );
+}

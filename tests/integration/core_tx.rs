@@ -1,0 +1,210 @@
+//! Transactions: a failure injected in the middle of an operation undoes what was done; a
+//! process killed in the middle leaves a journal that the next start replays.
+
+use crate::harness::*;
+use weft::model::{ConnectOptions, NetworkCreate, SandboxCreate};
+
+fn setup(h: &TestHost) {
+    let e = h.engine();
+    h.block_on(e.create_network(NetworkCreate {
+        name: "n".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    h.block_on(e.create_sandbox(SandboxCreate {
+        name: "s".into(),
+        network: Some("none".into()),
+        ..Default::default()
+    }))
+    .unwrap();
+    h.block_on(e.create_sandbox(SandboxCreate {
+        name: "t".into(),
+        network: Some("n".into()),
+        ..Default::default()
+    }))
+    .unwrap();
+}
+
+#[test]
+fn failure_in_the_middle_of_connect_leaves_nothing() {
+    let h = TestHost::new("failconn");
+    let e = h.engine();
+    h.block_on(e.create_network(NetworkCreate {
+        name: "n".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let first = h
+        .block_on(e.create_sandbox(SandboxCreate {
+            name: "a".into(),
+            network: Some("n".into()),
+            ..Default::default()
+        }))
+        .unwrap();
+    let first_ip = e.sandbox_endpoints(&first.id).unwrap()[0]
+        .ipv4
+        .unwrap()
+        .ip();
+    // An empty sandbox to connect (a namespace weft owns, no networks yet)…
+    let key = h.dir.join("victim.ns");
+    weft::net::ns::create_pinned(&key, || ()).unwrap();
+    h.block_on(e.create_sandbox(SandboxCreate {
+        name: "b".into(),
+        network: Some("n".into()),
+        netns: Some(key.clone()),
+        ..Default::default()
+    }))
+    .unwrap();
+    h.block_on(e.disconnect("n", "b", false)).unwrap();
+    let links_before = h.host_links();
+    let ns_links_before = links(&key);
+    // …whose connect fails after the veth exists, at the address, at the route.
+    for kind in ["veth", "address", "route"] {
+        e.kernel().set_failpoint(Some(kind));
+        let err = h
+            .block_on(e.connect("n", "b", ConnectOptions::default()))
+            .unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{err}");
+        assert_eq!(
+            h.host_links(),
+            links_before,
+            "after a failure at {kind}: host links"
+        );
+        assert_eq!(
+            links(&key),
+            ns_links_before,
+            "after a failure at {kind}: sandbox links"
+        );
+        assert!(
+            e.sandbox_endpoints(&e.sandbox("b").unwrap().id)
+                .unwrap()
+                .is_empty(),
+            "no endpoint record"
+        );
+    }
+    e.kernel().set_failpoint(None);
+    assert!(
+        h.run_dir_files()
+            .iter()
+            .all(|f| !f.to_string_lossy().contains("journal")),
+        "journals removed"
+    );
+    // No address leaked by the three failures: b's first connect took the address after a's,
+    // so (sequential allocation) the next one is the one after that.
+    let ep = h
+        .block_on(e.connect("n", "b", ConnectOptions::default()))
+        .unwrap();
+    let want = match first_ip {
+        std::net::IpAddr::V4(a) => std::net::Ipv4Addr::from(u32::from(a) + 2),
+        _ => unreachable!(),
+    };
+    assert_eq!(ep.ipv4.unwrap().ip(), std::net::IpAddr::V4(want));
+}
+
+#[test]
+fn failure_while_creating_a_network_or_sandbox_leaves_nothing() {
+    let h = TestHost::new("failnet");
+    let e = h.engine();
+    let links_before = h.host_links();
+    e.kernel().set_failpoint(Some("firewall"));
+    let err = h
+        .block_on(e.create_network(NetworkCreate {
+            name: "n".into(),
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert_eq!(h.host_links(), links_before, "the bridge was removed again");
+    assert!(e.network("n").is_err());
+    e.kernel().set_failpoint(None);
+    // The pool was released: the retry gets the same subnet.
+    let id = h
+        .block_on(e.create_network(NetworkCreate {
+            name: "n".into(),
+            ..Default::default()
+        }))
+        .unwrap()
+        .id;
+    assert_eq!(
+        e.network(&id).unwrap().pools[0].subnet.to_string(),
+        "172.18.0.0/16"
+    );
+    e.kernel().set_failpoint(Some("address"));
+    assert!(h
+        .block_on(e.create_sandbox(SandboxCreate {
+            name: "s".into(),
+            network: Some("n".into()),
+            ..Default::default()
+        }))
+        .is_err());
+    e.kernel().set_failpoint(None);
+    assert!(
+        !h.dir.join("run/netns/s").exists(),
+        "the sandbox namespace was removed"
+    );
+    assert!(e.sandbox("s").is_err());
+    assert_eq!(
+        h.host_links()
+            .iter()
+            .filter(|l| l.starts_with("veth"))
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn a_crash_mid_connect_is_cleaned_up_on_the_next_start() {
+    let mut h = TestHost::new("crash");
+    setup(&h);
+    let links_before = h.host_links();
+    let ep_count = h
+        .engine()
+        .network_endpoints(&h.engine().network("n").unwrap().id)
+        .unwrap()
+        .len();
+    // The CLI process dies (abort, like kill -9) after the veth and address, before the route.
+    h.engine = None;
+    let o = h.weft_env(
+        &["sandbox", "create", "--network", "n", "victim"],
+        &[("WEFT_FAILPOINT", "crash:route")],
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("crash before route"));
+    // The kernel has the half-made endpoint; the journal says how to undo it.
+    assert!(
+        h.host_links().len() > links_before.len(),
+        "the crash left a veth behind, as a real crash would"
+    );
+    assert!(h.dir.join("run/netns/victim").exists());
+    assert_eq!(
+        std::fs::read_dir(h.dir.join("run/journal"))
+            .unwrap()
+            .count(),
+        1
+    );
+    // The next start replays it.
+    h.reopen();
+    assert_eq!(h.host_links(), links_before);
+    assert!(!h.dir.join("run/netns/victim").exists());
+    assert_eq!(
+        std::fs::read_dir(h.dir.join("run/journal"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let e = h.engine();
+    assert!(e.sandbox("victim").is_err(), "nothing was committed");
+    assert_eq!(
+        e.network_endpoints(&e.network("n").unwrap().id)
+            .unwrap()
+            .len(),
+        ep_count
+    );
+    // And the engine works on.
+    h.block_on(e.create_sandbox(SandboxCreate {
+        name: "victim".into(),
+        network: Some("n".into()),
+        ..Default::default()
+    }))
+    .unwrap();
+}

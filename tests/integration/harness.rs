@@ -1,0 +1,465 @@
+//! Test hosts: each test runs weft inside a fresh network namespace that plays "the host",
+//! with its own state root and run dir under a unique temporary directory. Everything the
+//! test makes lives inside that host (links, nft tables) or is pinned under that directory
+//! (sandbox namespaces), so dropping the [`TestHost`] — on success or on panic — unmounts the
+//! pins and removes the directory, and the kernel destroys the rest with the namespaces.
+//!
+//! Traffic helpers (TCP, ICMP) run on threads that enter a namespace with setns; nothing
+//! leaves the namespaces the test made.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use weft::{Config, Engine};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique suffix for names in this test process.
+pub fn unique(tag: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let mut r = [0u8; 2];
+    getrandom_bytes(&mut r);
+    format!("{tag}-{}-{n}-{:02x}{:02x}", std::process::id(), r[0], r[1])
+}
+
+fn getrandom_bytes(b: &mut [u8]) {
+    let mut f = File::open("/dev/urandom").expect("urandom");
+    f.read_exact(b).unwrap();
+}
+
+/// Fail loudly (not skip) when the tests cannot do what they are for.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "weft's integration tests create network namespaces, links and nftables rules: run them as root"
+    );
+}
+
+pub struct TestHost {
+    pub dir: PathBuf,
+    pub host_ns: PathBuf,
+    pub rt: tokio::runtime::Runtime,
+    pub engine: Option<Engine>,
+}
+
+impl TestHost {
+    pub fn new(tag: &str) -> TestHost {
+        require_root();
+        let dir = std::env::temp_dir().join(format!("weft-test-{}", unique(tag)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let host_ns = dir.join("host.ns");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut h = TestHost {
+            dir,
+            host_ns,
+            rt,
+            engine: None,
+        };
+        let pin = h.host_ns.clone();
+        h.rt.block_on(async {
+            weft::net::ns::create_pinned(&pin, || ()).expect("create the test host namespace");
+        });
+        h.ns_up_lo(&pin.clone());
+        h.engine = Some(
+            h.rt.block_on(Engine::open(h.config()))
+                .expect("open engine"),
+        );
+        h
+    }
+
+    pub fn config(&self) -> Config {
+        Config {
+            root: self.dir.join("root"),
+            run_root: self.dir.join("run"),
+            host_netns: Some(self.host_ns.clone()),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        self.engine.as_ref().unwrap()
+    }
+
+    /// Close and reopen the engine (what a new CLI process or a restarted daemon does).
+    pub fn reopen(&mut self) {
+        self.engine = None;
+        self.engine = Some(
+            self.rt
+                .block_on(Engine::open(self.config()))
+                .expect("reopen engine"),
+        );
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    fn ns_up_lo(&self, ns: &Path) {
+        let out = self.ip(ns, &["link", "set", "lo", "up"]);
+        assert!(out.status.success());
+    }
+
+    /// A pinned namespace of the test's own (an "outside" host, a LAN, a runtime's netns).
+    pub fn make_ns(&self, name: &str) -> PathBuf {
+        let pin = self.dir.join(format!("{name}.ns"));
+        weft::net::ns::create_pinned(&pin, || ()).expect("create namespace");
+        self.ns_up_lo(&pin);
+        pin
+    }
+
+    /// Run `ip` inside a namespace (iproute2 is only the test's eyes, never weft's hands).
+    pub fn ip(&self, ns: &Path, args: &[&str]) -> Output {
+        run_in_ns(ns, "ip", args)
+    }
+
+    /// `ip -br <what>` in a namespace, as lines.
+    pub fn ip_lines(&self, ns: &Path, args: &[&str]) -> Vec<String> {
+        let o = self.ip(ns, args);
+        assert!(
+            o.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| l.trim_end().to_string())
+            .collect()
+    }
+
+    /// Link names in the host namespace.
+    pub fn host_links(&self) -> Vec<String> {
+        links(&self.host_ns)
+    }
+
+    /// weft's nftables table in the host, as text ("" if absent).
+    pub fn nft_ruleset(&self) -> String {
+        let o = run_in_ns(&self.host_ns, "nft", &["list", "ruleset"]);
+        assert!(
+            o.status.success(),
+            "nft: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Connect an "outside" namespace to the host by a veth: host side `addr_host`/24 on
+    /// link `name`, outside side `addr_out`/24. Returns the outside namespace.
+    pub fn outside(&self, name: &str, addr_host: &str, addr_out: &str) -> PathBuf {
+        let out = self.make_ns(name);
+        let peer = format!("{name}-p");
+        let o = self.ip(
+            &self.host_ns,
+            &["link", "add", name, "type", "veth", "peer", "name", &peer],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = self.ip(
+            &self.host_ns,
+            &["link", "set", &peer, "netns", out.to_str().unwrap()],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for (ns, dev, a) in [
+            (&self.host_ns, name, addr_host),
+            (&out, peer.as_str(), addr_out),
+        ] {
+            let o = self.ip(ns, &["addr", "add", &format!("{a}/24"), "dev", dev]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let o = self.ip(ns, &["link", "set", dev, "up"]);
+            assert!(o.status.success());
+        }
+        out
+    }
+
+    /// Run the `weft` binary inside the test host with this host's state.
+    pub fn weft(&self, args: &[&str]) -> Output {
+        self.weft_env(args, &[])
+    }
+
+    pub fn weft_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let ns = File::open(&self.host_ns).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+        cmd.arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--run-root")
+            .arg(self.dir.join("run"))
+            .args(args);
+        cmd.env_remove("WEFT_FAILPOINT");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+            });
+        }
+        cmd.output().expect("run weft")
+    }
+
+    /// Run the CLI and require success; returns stdout.
+    pub fn weft_ok(&self, args: &[&str]) -> String {
+        let o = self.weft(args);
+        assert!(
+            o.status.success(),
+            "weft {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Run the CLI and require failure; returns stderr.
+    pub fn weft_err(&self, args: &[&str]) -> String {
+        let o = self.weft(args);
+        assert!(
+            !o.status.success(),
+            "weft {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).trim().to_string()
+    }
+
+    /// Everything under the run dir that is not a directory (pins, journals).
+    pub fn run_dir_files(&self) -> Vec<PathBuf> {
+        fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p, out);
+                    } else {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+        let mut v = vec![];
+        walk(&self.dir.join("run"), &mut v);
+        v
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        self.engine = None;
+        // Unpin every namespace under the test's directory (sandboxes, the host, outsides).
+        if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let mut mounts: Vec<String> = mi
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+                .filter(|m| m.starts_with(self.dir.to_str().unwrap()))
+                .collect();
+            mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in mounts {
+                let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Run a program inside a namespace (setns in the child before exec).
+pub fn run_in_ns(ns: &Path, prog: &str, args: &[&str]) -> Output {
+    let f = File::open(ns).unwrap_or_else(|e| panic!("open {}: {e}", ns.display()));
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+        });
+    }
+    cmd.output().unwrap_or_else(|e| panic!("run {prog}: {e}"))
+}
+
+pub fn links(ns: &Path) -> Vec<String> {
+    let o = run_in_ns(ns, "ip", &["-o", "link", "show"]);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split(": ")
+                .nth(1)
+                .map(|n| n.split('@').next().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// Run a closure on a thread inside a namespace.
+pub fn in_ns<T: Send + 'static>(
+    ns: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let file = File::open(ns).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// A TCP listener inside `ns` that accepts one connection, echoes what it reads, and returns
+/// the peer's address (None on timeout).
+pub fn tcp_server(ns: &Path, addr: SocketAddr) -> std::thread::JoinHandle<Option<SocketAddr>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = in_ns(ns, move || {
+        let l = TcpListener::bind(addr).expect("bind");
+        l.set_nonblocking(true).unwrap();
+        tx.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            match l.accept() {
+                Ok((mut s, peer)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    let mut buf = [0u8; 64];
+                    if let Ok(n) = s.read(&mut buf) {
+                        let _ = s.write_all(&buf[..n]);
+                    }
+                    return Some(peer);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        None
+    });
+    rx.recv().unwrap();
+    h
+}
+
+/// Connect from inside `ns` to `addr`, send a line, expect it echoed. True on success.
+pub fn tcp_echo(ns: &Path, addr: SocketAddr, timeout: Duration) -> bool {
+    in_ns(ns, move || {
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
+            return false;
+        };
+        s.set_read_timeout(Some(timeout)).unwrap();
+        if s.write_all(b"weft\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).is_ok() && &buf == b"weft\n"
+    })
+    .join()
+    .unwrap()
+}
+
+/// Full TCP exchange between two namespaces; returns what the server saw as the peer.
+pub fn tcp_exchange(client_ns: &Path, server_ns: &Path, server: SocketAddr) -> Option<SocketAddr> {
+    let h = tcp_server(server_ns, server);
+    let ok = tcp_echo(client_ns, server, Duration::from_secs(2));
+    let peer = h.join().unwrap();
+    if ok {
+        peer
+    } else {
+        None
+    }
+}
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in b.chunks(2) {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
+        sum += w as u32;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// ICMP echo from inside `ns` to an IPv4 address (raw socket, no external tool). True if a
+/// reply came back within the timeout.
+pub fn ping(ns: &Path, dst: IpAddr) -> bool {
+    let IpAddr::V4(dst) = dst else {
+        panic!("ping helper is IPv4 only")
+    };
+    in_ns(ns, move || unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 200_000,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const _,
+            std::mem::size_of_val(&tv) as _,
+        );
+        let id = (std::process::id() as u16) ^ (COUNTER.fetch_add(1, Ordering::SeqCst) as u16);
+        let mut pkt = [
+            8u8,
+            0,
+            0,
+            0,
+            (id >> 8) as u8,
+            id as u8,
+            0,
+            1,
+            b'w',
+            b'e',
+            b'f',
+            b't',
+        ];
+        let c = checksum(&pkt);
+        pkt[2..4].copy_from_slice(&c.to_be_bytes());
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(dst).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut got = false;
+        'outer: for _ in 0..3 {
+            libc::sendto(
+                fd,
+                pkt.as_ptr() as *const _,
+                pkt.len(),
+                0,
+                &sa as *const _ as *const _,
+                std::mem::size_of_val(&sa) as _,
+            );
+            while Instant::now() < deadline {
+                let mut buf = [0u8; 256];
+                let n = libc::recv(fd, buf.as_mut_ptr() as *mut _, buf.len(), 0);
+                if n <= 0 {
+                    break;
+                }
+                let ihl = ((buf[0] & 0x0f) * 4) as usize;
+                let src = std::net::Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]);
+                if n as usize >= ihl + 8
+                    && buf[ihl] == 0
+                    && src == dst
+                    && buf[ihl + 4..ihl + 6] == [(id >> 8) as u8, id as u8]
+                {
+                    got = true;
+                    break 'outer;
+                }
+            }
+        }
+        libc::close(fd);
+        got
+    })
+    .join()
+    .unwrap()
+}
+
+/// The parsed JSON of a CLI inspect.
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
