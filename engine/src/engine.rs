@@ -91,8 +91,13 @@ impl Drop for OpGuard<'_> {
     }
 }
 
-fn op_marker(op: &str) -> String {
-    format!("op/{op}")
+/// How recovery tells whether an operation committed: the record it writes (or removes).
+/// A journal found after a crash is replayed only if its witness says "not committed".
+struct Witness {
+    table: Table,
+    key: String,
+    /// The operation's commit makes the record exist (true) or vanish (false).
+    present: bool,
 }
 
 impl Engine {
@@ -212,24 +217,18 @@ impl Engine {
         OpGuard { _m: m, fd }
     }
 
-    fn journal(&self, op: &str, what: &str) -> Result<Journal> {
+    fn journal(&self, op: &str, what: &str, w: Witness) -> Result<Journal> {
         let path = self.cfg.run_root.join("journal").join(format!("{op}.json"));
-        Journal::create(path, &serde_json::json!({"op": op, "what": what}))
-            .map_err(|e| Error::internal(format!("cannot write journal: {e}")))
+        let header = serde_json::json!({
+            "op": op,
+            "what": what,
+            "witness": {"table": w.table.name(), "key": w.key, "present": w.present},
+        });
+        Journal::create(path, &header).map_err(|e| Error::internal(format!("cannot write journal: {e}")))
     }
 
-    /// Commit `w` (with the operation's marker, so a journal that outlives the commit is
-    /// recognised as settled), then drop the journal. On a failed commit, undo the kernel work.
-    async fn commit(
-        &self,
-        mut w: Box<dyn WriteTxn + '_>,
-        op: &str,
-        undo: Vec<Step>,
-        journal: Option<Journal>,
-    ) -> Result<()> {
-        if journal.is_some() {
-            w.put(Table::Meta, op_marker(op).as_bytes(), b"1")?;
-        }
+    /// Commit `w`, then drop the journal. On a failed commit, undo the kernel work.
+    async fn commit(&self, w: Box<dyn WriteTxn + '_>, undo: Vec<Step>, journal: Option<Journal>) -> Result<()> {
         if let Err(e) = w.commit() {
             for err in plan::teardown(&self.kernel, &undo, None).await {
                 tracing::warn!("undo after failed commit: {err}");
@@ -245,30 +244,38 @@ impl Engine {
         Ok(())
     }
 
-    /// Undo the kernel work of operations a crash interrupted (their journals are still
-    /// there and their commit marker is not).
+    /// Undo the kernel work of operations a crash interrupted: their journal is still there
+    /// and their witness record says they did not commit.
     async fn recover(&self) -> Result<()> {
         let dir = self.cfg.run_root.join("journal");
         let mut entries: Vec<PathBuf> = match std::fs::read_dir(&dir) {
             Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
             Err(_) => vec![],
         };
+        if entries.is_empty() {
+            return Ok(());
+        }
         entries.sort();
-        let markers = self.store.read()?.scan(Table::Meta, b"op/")?;
+        let r = self.store.read()?;
         for path in entries {
             let Ok((header, steps)) = Journal::read(&path) else {
                 continue;
             };
-            let op = header
-                .get("op")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string();
-            let committed = markers.iter().any(|(k, _)| k == op_marker(&op).as_bytes());
+            let wit = &header["witness"];
+            let committed = match (
+                wit["table"].as_str().and_then(Table::from_name),
+                wit["key"].as_str(),
+                wit["present"].as_bool(),
+            ) {
+                (Some(t), Some(k), Some(present)) => r.get(t, k.as_bytes())?.is_some() == present,
+                // An unreadable header: the kernel objects are the ones at risk of leaking.
+                _ => false,
+            };
             if !committed {
                 tracing::warn!(
-                    "undoing interrupted operation {op} ({}): {} kernel changes",
-                    header.get("what").and_then(|v| v.as_str()).unwrap_or("?"),
+                    "undoing interrupted operation {} ({}): {} kernel changes",
+                    header["op"].as_str().unwrap_or("?"),
+                    header["what"].as_str().unwrap_or("?"),
                     steps.len()
                 );
                 for e in plan::teardown(&self.kernel, &steps, None).await {
@@ -276,13 +283,6 @@ impl Engine {
                 }
             }
             let _ = std::fs::remove_file(&path);
-        }
-        if !markers.is_empty() {
-            let mut w = self.store.write()?;
-            for (k, _) in markers {
-                w.delete(Table::Meta, &k)?;
-            }
-            w.commit()?;
         }
         Ok(())
     }
@@ -576,7 +576,7 @@ impl Engine {
         }
 
         let op = new_id();
-        let mut tx = self.kernel.tx(Some(self.journal(&op, "network create")?));
+        let mut tx = self.kernel.tx(Some(self.journal(&op, "network create", Witness { table: Table::Networks, key: net.id.clone(), present: true })?));
         if let Err(e) = driver.create_network(&mut tx, &mut net).await {
             tx.rollback().await;
             return Err(e);
@@ -585,7 +585,7 @@ impl Engine {
         net.undo = undo.clone();
         net.realized = true;
         save_network(&mut *w, &net)?;
-        self.commit(w, &op, undo, journal).await?;
+        self.commit(w, undo, journal).await?;
         tracing::info!(network = %net.name, id = %net.id, driver = %net.driver, "network created");
         Ok(Created {
             id: net.id,
@@ -782,7 +782,7 @@ impl Engine {
             sb.key = p.clone();
         }
         let op = new_id();
-        let mut tx = self.kernel.tx(Some(self.journal(&op, "sandbox create")?));
+        let mut tx = self.kernel.tx(Some(self.journal(&op, "sandbox create", Witness { table: Table::Sandboxes, key: sb.id.clone(), present: true })?));
         let r = async {
             if matches!(sb.mode, NsMode::Owned | NsMode::None) {
                 tx.apply(Step::Netns {
@@ -804,7 +804,7 @@ impl Engine {
         }
         let (undo, journal) = tx.finish();
         save_sandbox(&mut *w, &sb)?;
-        self.commit(w, &op, undo, journal).await?;
+        self.commit(w, undo, journal).await?;
         tracing::info!(sandbox = %sb.name, "sandbox created");
         Ok(sb)
     }
@@ -860,35 +860,37 @@ impl Engine {
                 todo.extend(sharers.into_iter().cloned());
             }
         }
+        // Endpoints first, all sandboxes' together: their host links go in one batch.
+        let mut logs: Vec<(Vec<Step>, Option<PathBuf>)> = Vec::new();
         for sb in &todo {
-            self.remove_sandbox_in(&mut *w, sb, force).await?;
+            let gone = matches!(sb.mode, NsMode::Owned | NsMode::None).then(|| sb.key.clone());
+            for ep in sandbox_endpoints(w.as_read(), &sb.id)? {
+                let net = load_network(w.as_read(), &ep.network_id)?
+                    .ok_or_else(|| Error::internal(format!("endpoint {} of a missing network", ep.id)))?;
+                self.endpoint_hooks(&net, &ep, force).await?;
+                self.release_endpoint(&mut *w, &net, &ep).await?;
+                logs.push((ep.undo, gone.clone()));
+            }
         }
-        w.commit()?;
-        Ok(())
-    }
-
-    async fn remove_sandbox_in(
-        &self,
-        w: &mut dyn WriteTxn,
-        sb: &Sandbox,
-        force: bool,
-    ) -> Result<()> {
-        let gone = matches!(sb.mode, NsMode::Owned | NsMode::None).then_some(sb.key.as_path());
-        for ep in sandbox_endpoints(w.as_read(), &sb.id)? {
-            let net = load_network(w.as_read(), &ep.network_id)?.ok_or_else(|| {
-                Error::internal(format!("endpoint {} of a missing network", ep.id))
-            })?;
-            self.teardown_endpoint(w, &net, &ep, gone, force).await?;
-        }
-        let errors = plan::teardown(&self.kernel, &sb.undo, None).await;
-        if let Some(e) = errors.into_iter().next() {
+        let refs: Vec<(&[Step], Option<&Path>)> = logs.iter().map(|(u, g)| (u.as_slice(), g.as_deref())).collect();
+        if let Some(e) = plan::teardown_many(&self.kernel, &refs).await.into_iter().next() {
             if !force {
                 return Err(e.into());
             }
-            tracing::warn!("removing sandbox {}: {e}", sb.name);
+            tracing::warn!("removing sandboxes: {e}");
         }
-        w.delete(Table::Sandboxes, sb.id.as_bytes())?;
-        w.delete(Table::SandboxNames, sb.name.as_bytes())?;
+        for sb in &todo {
+            let errors = plan::teardown(&self.kernel, &sb.undo, None).await;
+            if let Some(e) = errors.into_iter().next() {
+                if !force {
+                    return Err(e.into());
+                }
+                tracing::warn!("removing sandbox {}: {e}", sb.name);
+            }
+            w.delete(Table::Sandboxes, sb.id.as_bytes())?;
+            w.delete(Table::SandboxNames, sb.name.as_bytes())?;
+        }
+        w.commit()?;
         Ok(())
     }
 
@@ -906,7 +908,11 @@ impl Engine {
         let mut net = resolve_network(w.as_read(), network)?;
         let mut sb = resolve_sandbox(w.as_read(), sandbox)?;
         let op = new_id();
-        let mut tx = self.kernel.tx(Some(self.journal(&op, "connect")?));
+        let mut tx = self.kernel.tx(Some(self.journal(
+            &op,
+            "connect",
+            Witness { table: Table::SandboxEndpoints, key: format!("{}/{}", sb.id, net.id), present: true },
+        )?));
         let ep = match self
             .connect_in(&mut *w, &mut tx, &mut net, &mut sb, opts)
             .await
@@ -918,7 +924,7 @@ impl Engine {
             }
         };
         let (undo, journal) = tx.finish();
-        self.commit(w, &op, undo, journal).await?;
+        self.commit(w, undo, journal).await?;
         Ok(ep)
     }
 
@@ -1034,11 +1040,7 @@ impl Engine {
         let mark = tx.mark();
         driver.create_endpoint(tx, net, &mut info).await?;
         ep.mac = info.mac.clone();
-        let target = JoinTarget {
-            sandbox_id: sb.id.clone(),
-            ns: ns_ref.clone(),
-            ifname: ep.ifname.clone(),
-        };
+        let target = JoinTarget { sandbox_id: sb.id.clone(), ns: ns_ref.clone(), ifname: ep.ifname.clone() };
         let join = driver.join(tx, net, &info, &target).await?;
         if let JoinLink::Move { name } = &join.link {
             tx.apply(Step::MoveLink {
@@ -1051,12 +1053,7 @@ impl Engine {
             .await?;
         }
         for addr in [ep.ipv4, ep.ipv6].into_iter().flatten() {
-            tx.apply(Step::Address {
-                ns: ns_ref.clone(),
-                link: ep.ifname.clone(),
-                addr,
-            })
-            .await?;
+            tx.apply(Step::Address { ns: ns_ref.clone(), link: ep.ifname.clone(), addr }).await?;
         }
         for (dst, via) in &join.routes {
             tx.apply(Step::Route {
@@ -1176,7 +1173,11 @@ impl Engine {
                     .then(b.order.cmp(&a.order))
             });
             if let Some(next) = next {
-                let mut tx = self.kernel.tx(Some(self.journal(&op, "disconnect")?));
+                let mut tx = self.kernel.tx(Some(self.journal(
+                    &op,
+                    "disconnect",
+                    Witness { table: Table::SandboxEndpoints, key: key.clone(), present: false },
+                )?));
                 let mut n = next.clone();
                 let mark = tx.mark();
                 let mut r = Ok(());
@@ -1196,7 +1197,7 @@ impl Engine {
                 (undo, journal) = tx.finish();
             }
         }
-        self.commit(w, &op, undo, journal).await?;
+        self.commit(w, undo, journal).await?;
         Ok(())
     }
 
@@ -1210,6 +1211,19 @@ impl Engine {
         gone_ns: Option<&Path>,
         force: bool,
     ) -> Result<()> {
+        self.endpoint_hooks(net, ep, force).await?;
+        let errors = plan::teardown(&self.kernel, &ep.undo, gone_ns).await;
+        if let Some(e) = errors.into_iter().next() {
+            if !force {
+                return Err(e.into());
+            }
+            tracing::warn!("disconnect {} from {}: {e}", ep.name, net.name);
+        }
+        self.release_endpoint(w, net, ep).await
+    }
+
+    /// The driver's leave and delete-endpoint calls.
+    async fn endpoint_hooks(&self, net: &Network, ep: &Endpoint, force: bool) -> Result<()> {
         let driver = self.driver(&net.driver)?;
         let info = EndpointInfo {
             id: ep.id.clone(),
@@ -1230,13 +1244,11 @@ impl Engine {
             }
             tracing::warn!("driver {} leave/delete-endpoint: {e}", net.driver);
         }
-        let errors = plan::teardown(&self.kernel, &ep.undo, gone_ns).await;
-        if let Some(e) = errors.into_iter().next() {
-            if !force {
-                return Err(e.into());
-            }
-            tracing::warn!("disconnect {} from {}: {e}", ep.name, net.name);
-        }
+        Ok(())
+    }
+
+    /// Give back an endpoint's addresses and forget it.
+    async fn release_endpoint(&self, w: &mut dyn WriteTxn, net: &Network, ep: &Endpoint) -> Result<()> {
         let ipam = self.ipam(&net.ipam_driver)?;
         if let (Some(p), Some(a)) = (&ep.pool_v4, ep.ipv4) {
             ipam.release_address(w, p, a.ip()).await?;
@@ -1245,10 +1257,7 @@ impl Engine {
             ipam.release_address(w, p, a.ip()).await?;
         }
         w.delete(Table::Endpoints, format!("{}/{}", net.id, ep.id).as_bytes())?;
-        w.delete(
-            Table::SandboxEndpoints,
-            format!("{}/{}", ep.sandbox_id, net.id).as_bytes(),
-        )?;
+        w.delete(Table::SandboxEndpoints, format!("{}/{}", ep.sandbox_id, net.id).as_bytes())?;
         Ok(())
     }
 

@@ -591,13 +591,14 @@ pub fn run(cli: Cli) -> Exit {
                 return 1;
             }
         };
-        match run_cmd(&engine, cli.cmd).await {
+        let code = match run_cmd(&engine, cli.cmd).await {
             Ok(code) => code,
             Err(e) => {
                 err_line(e);
                 1
             }
-        }
+        };
+        code
     })
 }
 
@@ -811,14 +812,22 @@ async fn sandbox_cmd(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
             Ok(print_inspect(found, errors, format.as_deref()))
         }
         SandboxCmd::Rm { force, sandboxes } => {
+            // Missing names are reported one by one; the rest go in one batched operation.
             let mut code = 0;
-            for n in sandboxes {
-                match engine.remove_sandbox(&n, force).await {
-                    Ok(()) => println!("{n}"),
+            let mut found = Vec::new();
+            for n in &sandboxes {
+                match engine.sandbox(n) {
+                    Ok(_) => found.push(n.as_str()),
                     Err(e) => {
                         err_line(e);
                         code = 1;
                     }
+                }
+            }
+            if !found.is_empty() {
+                engine.remove_sandboxes(&found, force).await?;
+                for n in found {
+                    println!("{n}");
                 }
             }
             Ok(code)

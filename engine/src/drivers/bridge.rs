@@ -162,7 +162,7 @@ impl NetworkDriver for Bridge {
             mtu,
             peer_mac: Some(ep.mac.clone()),
             group: None,
-            peer_index: None,
+            peer_ipv6: ep.ipv6.is_some(),
         })
         .await?;
         if !net.bool_option(OPT_ICC, true)? {

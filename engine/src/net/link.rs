@@ -62,12 +62,10 @@ impl MacvlanMode {
 #[derive(Debug, Clone)]
 pub enum NewKind {
     Bridge,
-    /// `peer_index`: ask the kernel for this ifindex (so no lookup is needed afterwards).
     Veth {
         peer: String,
         peer_ns: Option<RawFd>,
         peer_mac: Option<[u8; 6]>,
-        peer_index: Option<u32>,
     },
     Macvlan {
         parent: u32,
@@ -214,14 +212,10 @@ impl Netlink {
                 peer,
                 peer_ns,
                 peer_mac,
-                peer_index,
             } => {
                 // The peer cannot be created up: veth_open() fails with ENOTCONN until both
                 // ends are linked. The caller brings it up afterwards.
                 let mut p = LinkMessage::default();
-                if let Some(i) = peer_index {
-                    p.header.index = *i;
-                }
                 p.attributes.push(LinkAttribute::IfName(peer.clone()));
                 if let Some(mtu) = l.mtu {
                     p.attributes.push(LinkAttribute::Mtu(mtu));
@@ -407,6 +401,33 @@ impl Netlink {
             NLM_F_REQUEST | NLM_F_ACK,
             || format!("set bridge port #{index} isolated"),
         )
+        .await
+        .map(|_| ())
+    }
+
+    /// Put a link (by name) into a link group.
+    pub async fn set_group_by_name(&self, name: &str, group: u32) -> Result<(), NetError> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes.push(LinkAttribute::Group(group));
+        self.send(RouteNetlinkMessage::SetLink(m), NLM_F_REQUEST | NLM_F_ACK, || format!("set group of link {name}"))
+            .await
+            .map(|_| ())
+    }
+
+    /// Stop a link (by name) from ever getting IPv6 link-local addresses: no DAD, MLD or
+    /// router solicitation timers for links that are only bridge ports. Must happen while
+    /// the link is down.
+    pub async fn set_no_ipv6_ll_by_name(&self, name: &str) -> Result<(), NetError> {
+        use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode};
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+            In6AddrGenMode::None,
+        )])]));
+        self.send(RouteNetlinkMessage::SetLink(m), NLM_F_REQUEST | NLM_F_ACK, || {
+            format!("set addrgenmode none on link {name}")
+        })
         .await
         .map(|_| ())
     }

@@ -52,9 +52,10 @@ pub enum Step {
         mtu: Option<u32>,
         peer_mac: Option<String>,
         group: Option<u32>,
-        /// The ifindex to give the peer (only in namespaces weft owns, where it is known free).
+        /// The sandbox end gets IPv6 link-local addresses (IPv6 networks only; elsewhere it
+        /// gets no IPv6 address at all, as Docker's containers on IPv4-only networks).
         #[serde(default)]
-        peer_index: Option<u32>,
+        peer_ipv6: bool,
     },
     /// A macvlan on host link `parent`, created directly in `ns` as `name`, up.
     Macvlan {
@@ -147,9 +148,12 @@ pub enum Step {
     DelNetns {
         pin: PathBuf,
     },
+    /// Delete a link. `peer`: the other end of a veth, which goes with it.
     DelLink {
         ns: NsRef,
         name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<(NsRef, String)>,
     },
     DelAddress {
         ns: NsRef,
@@ -209,21 +213,25 @@ impl Step {
     /// (Sysctl's inverse needs the old value and is computed while applying.)
     pub fn inverse(&self) -> Option<Step> {
         Some(match self {
-            Step::Bridge { name, .. } | Step::Vlan { name, .. } => Step::DelLink {
+            Step::Bridge { name, .. } | Step::Vlan { name, .. } | Step::Vxlan { name, .. } => Step::DelLink {
                 ns: NsRef::Host,
                 name: name.clone(),
+                peer: None,
             },
-            Step::Vxlan { name, .. } | Step::Veth { name, .. } => Step::DelLink {
+            Step::Veth { name, peer, peer_ns, .. } => Step::DelLink {
                 ns: NsRef::Host,
                 name: name.clone(),
+                peer: Some((peer_ns.clone(), peer.clone())),
             },
             Step::Macvlan { name, ns, .. } => Step::DelLink {
                 ns: ns.clone(),
                 name: name.clone(),
+                peer: None,
             },
             Step::MoveLink { to, new_name, .. } => Step::DelLink {
                 ns: to.clone(),
                 name: new_name.clone(),
+                peer: None,
             },
             Step::Address { ns, link, addr } => Step::DelAddress {
                 ns: ns.clone(),
@@ -278,7 +286,17 @@ impl Step {
             Step::DelAddress { ns, link, .. } | Step::DelNeigh { ns, link, .. } => Some((ns, link)),
             Step::DelRoute { ns, dev, .. } => Some((ns, dev)),
             Step::DelFdb { link, .. } => Some((&NsRef::Host, link)),
-            Step::DelLink { ns, name } => Some((ns, name)),
+            // Per-interface sysctls (net/ipv6/conf/<if>/…) go with the interface.
+            Step::Sysctl { ns, key, .. } => {
+                let mut parts = key.split('/');
+                match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                    (Some("net"), Some(_), Some("conf"), Some(ifname)) if !["all", "default"].contains(&ifname) => {
+                        Some((ns, ifname))
+                    }
+                    _ => None,
+                }
+            }
+            Step::DelLink { ns, name, .. } => Some((ns, name)),
             _ => None,
         }
     }
@@ -309,6 +327,8 @@ pub struct Kernel {
     host_nl: Netlink,
     firewall: Firewall,
     failpoint: Mutex<Option<String>>,
+    /// Total time spent applying steps (kernel round trips, nft), for `time_in_kernel`.
+    busy_ns: std::sync::atomic::AtomicU64,
 }
 
 impl Kernel {
@@ -332,6 +352,7 @@ impl Kernel {
             host_nl,
             firewall,
             failpoint: Mutex::new(failpoint),
+            busy_ns: Default::default(),
         })
     }
 
@@ -346,6 +367,12 @@ impl Kernel {
     }
     pub fn firewall(&self) -> &Firewall {
         &self.firewall
+    }
+
+    /// Time spent in kernel steps since the engine opened (the rest of an operation's time
+    /// is weft's own work and the store's fsync).
+    pub fn time_in_kernel(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.busy_ns.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Make the next step of this kind fail (tests: "a failure injected in the middle").
@@ -510,7 +537,12 @@ impl<'k> Tx<'k> {
         if let (Some(inv), Some(j)) = (&inverse, &mut self.journal) {
             j.append(inv);
         }
-        if let Err(e) = self.exec(&step).await {
+        let started = std::time::Instant::now();
+        let result = self.exec(&step).await;
+        let took = started.elapsed();
+        self.k.busy_ns.fetch_add(took.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::trace!(step = step.kind(), us = took.as_micros() as u64, ok = result.is_ok(), "kernel step");
+        if let Err(e) = result {
             if let (Some(_), Some(j)) = (&inverse, &mut self.journal) {
                 j.retract();
             }
@@ -600,7 +632,7 @@ impl<'k> Tx<'k> {
                 mtu,
                 peer_mac,
                 group,
-                peer_index,
+                peer_ipv6,
             } => {
                 let master = match master {
                     Some(m) => Some(self.index(&NsRef::Host, m).await?),
@@ -616,18 +648,20 @@ impl<'k> Tx<'k> {
                         peer: peer.clone(),
                         peer_ns: peer_fd,
                         peer_mac: mac_opt(peer_mac)?,
-                        peer_index: *peer_index,
                     },
                 );
                 l.mtu = *mtu;
                 l.master = master;
-                l.up = true;
                 l.group = *group;
                 self.k.host_nl.create_link(&l).await?;
-                if let Some(i) = peer_index {
-                    self.indexes.insert((peer_ns.clone(), peer.clone()), *i);
-                }
+                // The host end is a bridge port: it needs no IPv6 link-local address, and
+                // hundreds of them keep the kernel busy (DAD, MLD) under the RTNL lock.
+                self.k.host_nl.set_no_ipv6_ll_by_name(name).await?;
+                self.k.host_nl.set_up_by_name(name).await?;
                 let (nl, _) = self.conn(peer_ns)?;
+                if !peer_ipv6 {
+                    nl.set_no_ipv6_ll_by_name(peer).await?;
+                }
                 nl.set_up_by_name(peer).await
             }
             Step::Macvlan {
@@ -814,7 +848,7 @@ impl<'k> Tx<'k> {
                 self.conns.remove(pin);
                 ns::remove_pinned(pin)
             }
-            Step::DelLink { ns, name } => {
+            Step::DelLink { ns, name, .. } => {
                 self.forget(ns, name);
                 let (nl, _) = self.conn(ns)?;
                 nl.delete_link(name).await
@@ -882,12 +916,82 @@ pub async fn teardown(k: &Kernel, undo: &[Step], gone_ns: Option<&Path>) -> Vec<
     run_teardown(&mut tx, undo, gone_ns).await
 }
 
+/// Replay several undo logs at once. Host links they delete are deleted together at the
+/// end, in one netlink message (a link group): the kernel then waits for one RCU grace
+/// period for all of them instead of one per link, which is what makes tearing down many
+/// sandboxes cheap.
+pub async fn teardown_many(k: &Kernel, logs: &[(&[Step], Option<&Path>)]) -> Vec<NetError> {
+    let mut tx = k.tx(None);
+    let mut errors = Vec::new();
+    let mut links = Vec::new();
+    for (undo, gone) in logs {
+        let (host_links, rest): (Vec<Step>, Vec<Step>) =
+            undo.iter().cloned().partition(|s| matches!(s, Step::DelLink { ns: NsRef::Host, .. }));
+        // Steps on links that go with the batch are subsumed as usual.
+        errors.extend(run_teardown_with(&mut tx, &rest, *gone, &host_links).await);
+        links.extend(host_links.into_iter().filter_map(|s| match s {
+            Step::DelLink { name, .. } => Some(name),
+            _ => None,
+        }));
+    }
+    if links.len() == 1 {
+        if let Err(e) = k.host_nl.delete_link(&links[0]).await {
+            if !e.is_not_found() {
+                errors.push(e);
+            }
+        }
+    } else if !links.is_empty() {
+        let mut g = [0u8; 2];
+        getrandom::fill(&mut g).ok();
+        let group = 0x5ef7_0000 | u16::from_le_bytes(g) as u32;
+        let mut grouped = 0;
+        for l in &links {
+            match k.host_nl.set_group_by_name(l, group).await {
+                Ok(()) => grouped += 1,
+                Err(e) if e.is_not_found() => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        if grouped > 0 {
+            if let Err(e) = k.host_nl.delete_group(group).await {
+                if !e.is_not_found() {
+                    errors.push(e);
+                }
+            }
+        }
+    }
+    errors
+}
+
 async fn run_teardown(tx: &mut Tx<'_>, undo: &[Step], gone_ns: Option<&Path>) -> Vec<NetError> {
+    run_teardown_with(tx, undo, gone_ns, &[]).await
+}
+
+/// The peers of veths deleted by steps other than `me`.
+fn deleted_peers<'a>(undo: &'a [Step], also: &'a [Step], me: &'a Step) -> impl Iterator<Item = &'a (NsRef, String)> + 'a {
+    undo.iter().chain(also).filter(move |s| *s != me).filter_map(|s| match s {
+        Step::DelLink { peer: Some(p), .. } => Some(p),
+        _ => None,
+    })
+}
+
+/// `also_deleted`: link deletions that happen elsewhere (batched) and subsume steps here.
+async fn run_teardown_with(
+    tx: &mut Tx<'_>,
+    undo: &[Step],
+    gone_ns: Option<&Path>,
+    also_deleted: &[Step],
+) -> Vec<NetError> {
     let deleted: Vec<(NsRef, String)> = undo
         .iter()
-        .filter_map(|s| match s {
-            Step::DelLink { ns, name } => Some((ns.clone(), name.clone())),
-            _ => None,
+        .chain(also_deleted)
+        .flat_map(|s| match s {
+            Step::DelLink { ns, name, peer } => {
+                let mut v = vec![(ns.clone(), name.clone())];
+                v.extend(peer.clone());
+                v
+            }
+            _ => vec![],
         })
         .collect();
     let in_gone = |ns: &NsRef| matches!((ns, gone_ns), (NsRef::Path(p), Some(g)) if p == g);
@@ -896,12 +1000,18 @@ async fn run_teardown(tx: &mut Tx<'_>, undo: &[Step], gone_ns: Option<&Path>) ->
         if step.ns().is_some_and(in_gone) {
             continue;
         }
-        if !matches!(step, Step::DelLink { .. }) {
-            if let Some((ns, link)) = step.target_link() {
-                if deleted.iter().any(|(n, l)| n == ns && l == link) {
-                    continue;
-                }
+        let subsumed = match step {
+            // A veth's peer goes with it: deleting it again would only fail.
+            Step::DelLink { ns, name, .. } => {
+                deleted_peers(undo, also_deleted, step).any(|(n, l)| n == ns && l == name)
             }
+            // Addresses, routes, neighbours on a link that is deleted anyway.
+            other => other
+                .target_link()
+                .is_some_and(|(ns, link)| deleted.iter().any(|(n, l)| n == ns && l == link)),
+        };
+        if subsumed {
+            continue;
         }
         match Box::pin(tx.exec(step)).await {
             Ok(()) => {}

@@ -55,6 +55,10 @@ impl Table {
         Table::Meta,
     ];
 
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Table::Networks => "networks",
@@ -96,6 +100,10 @@ pub trait Store: Send + Sync + 'static {
     fn write(&self) -> Result<Box<dyn WriteTxn + '_>>;
     /// A short description for logs and `weft info` (e.g. the file path).
     fn describe(&self) -> String;
+    /// Total time spent committing (durability: fsync), for measurements.
+    fn commit_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// Typed helpers: records are JSON (readable with any redb/etcd tool, tolerant to new fields).

@@ -19,6 +19,7 @@ fn def(t: Table) -> Def {
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
+    commit_ns: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RedbStore {
@@ -28,15 +29,20 @@ impl RedbStore {
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .create(path)
             .map_err(|e| Error::Store(format!("cannot open {}: {e}", path.display())))?;
-        let txn = db.begin_write()?;
-        for t in Table::ALL {
-            txn.open_table(def(t))?;
+        // Create missing tables (first open only: a write here would cost every CLI call
+        // a commit).
+        let missing = {
+            let r = db.begin_read()?;
+            Table::ALL.iter().any(|t| r.open_table(def(*t)).is_err())
+        };
+        if missing {
+            let txn = db.begin_write()?;
+            for t in Table::ALL {
+                txn.open_table(def(t))?;
+            }
+            txn.commit()?;
         }
-        txn.commit()?;
-        Ok(RedbStore {
-            db,
-            path: path.to_owned(),
-        })
+        Ok(RedbStore { db, path: path.to_owned(), commit_ns: Default::default() })
     }
 }
 
@@ -68,7 +74,7 @@ impl ReadTxn for RedbRead {
     }
 }
 
-struct RedbWrite(redb::WriteTransaction);
+struct RedbWrite(redb::WriteTransaction, std::sync::Arc<std::sync::atomic::AtomicU64>);
 
 impl ReadTxn for RedbWrite {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -94,7 +100,11 @@ impl WriteTxn for RedbWrite {
         Ok(existed)
     }
     fn commit(self: Box<Self>) -> Result<()> {
+        let t = std::time::Instant::now();
         self.0.commit()?;
+        let took = t.elapsed();
+        self.1.fetch_add(took.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::trace!(us = took.as_micros() as u64, "store commit");
         Ok(())
     }
     fn as_read(&self) -> &dyn ReadTxn {
@@ -107,10 +117,13 @@ impl Store for RedbStore {
         Ok(Box::new(RedbRead(self.db.begin_read()?)))
     }
     fn write(&self) -> Result<Box<dyn WriteTxn + '_>> {
-        Ok(Box::new(RedbWrite(self.db.begin_write()?)))
+        Ok(Box::new(RedbWrite(self.db.begin_write()?, self.commit_ns.clone())))
     }
     fn describe(&self) -> String {
         format!("embedded ({})", self.path.display())
+    }
+    fn commit_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.commit_ns.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
