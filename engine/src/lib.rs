@@ -34,4 +34,9 @@ pub mod store;
 pub mod view;
 
 pub use engine::{Config, Created, Engine};
+
+/// The README's code compiles (it is tested as a doctest).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
 pub use error::{Error, Result};

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install what weft's tests and demo need on a fresh Debian machine: nftables (weft's
+# firewall), iproute2 and iputils-ping (the demo's and tests' own eyes), the Rust target for
+# Wasm plugins. Idempotent; quiet when everything is there.
+set -euo pipefail
+missing=()
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
+command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2 >&2
+fi

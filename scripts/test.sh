@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: unit tests, then integration tests that build real namespaces, bridges,
+# veths and nftables rules inside throwaway namespaces (root required: they fail, not skip,
+# without it). Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "weft's tests create network namespaces and nftables rules: run them as root" >&2
+  exit 1
+fi
+./scripts/deps.sh
+cargo test --workspace "$@"
