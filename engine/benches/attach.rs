@@ -86,22 +86,45 @@ fn in_ns_cmd(ns: &Path, prog: &str) -> Command {
 }
 
 fn run_stdin(mut c: Command, input: &str) {
-    c.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = c.spawn().expect("spawn");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn bench_weft_lib(n: usize) -> Stats {
     let s = Scratch::new("lib");
     let host = s.ns("host");
     let sbs: Vec<PathBuf> = (0..n).map(|i| s.ns(&format!("c{i}"))).collect();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let cfg = Config { root: s.dir.join("root"), run_root: s.dir.join("run"), host_netns: Some(host.clone()) };
+        let cfg = Config {
+            root: s.dir.join("root"),
+            run_root: s.dir.join("run"),
+            host_netns: Some(host.clone()),
+        };
         let e = Engine::open(cfg).await.unwrap();
-        e.create_network(NetworkCreate { name: "bench".into(), ..Default::default() }).await.unwrap();
+        e.create_network(NetworkCreate {
+            name: "bench".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         let mut attach = Vec::new();
         let mut own = Vec::new();
         for (i, p) in sbs.iter().enumerate() {
@@ -131,7 +154,12 @@ fn bench_weft_lib(n: usize) -> Stats {
         let t = Instant::now();
         e.remove_sandboxes(&refs, false).await.unwrap();
         let batch = t.elapsed() / rest.len().max(1) as u32;
-        Stats { attach, own, detach, batch_detach: Some(batch) }
+        Stats {
+            attach,
+            own,
+            detach,
+            batch_detach: Some(batch),
+        }
     })
 }
 
@@ -139,19 +167,35 @@ fn bench_weft_lib(n: usize) -> Stats {
 fn bench_weft_lib_full(n: usize) -> Stats {
     let s = Scratch::new("full");
     let host = s.ns("host");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let cfg = Config { root: s.dir.join("root"), run_root: s.dir.join("run"), host_netns: Some(host.clone()) };
+        let cfg = Config {
+            root: s.dir.join("root"),
+            run_root: s.dir.join("run"),
+            host_netns: Some(host.clone()),
+        };
         let e = Engine::open(cfg).await.unwrap();
-        e.create_network(NetworkCreate { name: "bench".into(), ..Default::default() }).await.unwrap();
+        e.create_network(NetworkCreate {
+            name: "bench".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         let mut attach = Vec::new();
         let mut own = Vec::new();
         for i in 0..n {
             let (k0, c0) = (e.kernel().time_in_kernel(), e.store().commit_time());
             let t = Instant::now();
-            e.create_sandbox(SandboxCreate { name: format!("c{i}"), network: Some("bench".into()), ..Default::default() })
-                .await
-                .unwrap();
+            e.create_sandbox(SandboxCreate {
+                name: format!("c{i}"),
+                network: Some("bench".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
             let total = t.elapsed();
             attach.push(total);
             own.push(total - (e.kernel().time_in_kernel() - k0) - (e.store().commit_time() - c0));
@@ -162,7 +206,12 @@ fn bench_weft_lib_full(n: usize) -> Stats {
             e.remove_sandbox(&format!("c{i}"), false).await.unwrap();
             detach.push(t.elapsed());
         }
-        Stats { attach, own, detach, batch_detach: None }
+        Stats {
+            attach,
+            own,
+            detach,
+            batch_detach: None,
+        }
     })
 }
 
@@ -172,7 +221,11 @@ fn bench_weft_cli(n: usize) -> Stats {
     let sbs: Vec<PathBuf> = (0..n).map(|i| s.ns(&format!("c{i}"))).collect();
     let weft = |args: &[&str]| {
         let mut c = in_ns_cmd(&host, env!("CARGO_BIN_EXE_weft"));
-        c.arg("--root").arg(s.dir.join("root")).arg("--run-root").arg(s.dir.join("run")).args(args);
+        c.arg("--root")
+            .arg(s.dir.join("root"))
+            .arg("--run-root")
+            .arg(s.dir.join("run"))
+            .args(args);
         c.stdout(Stdio::null());
         let st = c.status().unwrap();
         assert!(st.success());
@@ -181,7 +234,15 @@ fn bench_weft_cli(n: usize) -> Stats {
     let mut attach = Vec::new();
     for (i, p) in sbs.iter().enumerate() {
         let t = Instant::now();
-        weft(&["sandbox", "create", "--network", "bench", "--netns", p.to_str().unwrap(), &format!("c{i}")]);
+        weft(&[
+            "sandbox",
+            "create",
+            "--network",
+            "bench",
+            "--netns",
+            p.to_str().unwrap(),
+            &format!("c{i}"),
+        ]);
         attach.push(t.elapsed());
     }
     let mut detach = Vec::new();
@@ -190,7 +251,12 @@ fn bench_weft_cli(n: usize) -> Stats {
         weft(&["sandbox", "rm", &format!("c{i}")]);
         detach.push(t.elapsed());
     }
-    Stats { attach, own: vec![], detach, batch_detach: None }
+    Stats {
+        attach,
+        own: vec![],
+        detach,
+        batch_detach: None,
+    }
 }
 
 fn netavark_opts(i: usize) -> String {
@@ -225,7 +291,12 @@ fn bench_netavark(n: usize) -> Stats {
         nv("teardown", p, i);
         detach.push(t.elapsed());
     }
-    Stats { attach, own: vec![], detach, batch_detach: None }
+    Stats {
+        attach,
+        own: vec![],
+        detach,
+        batch_detach: None,
+    }
 }
 
 fn bench_cni(n: usize) -> Stats {
@@ -257,19 +328,28 @@ fn bench_cni(n: usize) -> Stats {
         cni("DEL", p, i);
         detach.push(t.elapsed());
     }
-    Stats { attach, own: vec![], detach, batch_detach: None }
+    Stats {
+        attach,
+        own: vec![],
+        detach,
+        batch_detach: None,
+    }
 }
 
 fn print_row(name: &str, s: &Stats, base: Option<Duration>) {
     let a = pct(&s.attach, 0.5);
-    let ratio = base.map(|b| format!("{:.1}×", a.as_secs_f64() / b.as_secs_f64())).unwrap_or_else(|| "1.0×".into());
+    let ratio = base
+        .map(|b| format!("{:.1}×", a.as_secs_f64() / b.as_secs_f64()))
+        .unwrap_or_else(|| "1.0×".into());
     println!(
         "  {:<30} attach median {:>9}  p90 {:>9}   detach median {:>9}{}   attach vs weft lib {}",
         name,
         ms(a),
         ms(pct(&s.attach, 0.9)),
         ms(pct(&s.detach, 0.5)),
-        s.batch_detach.map(|b| format!("  (batched {})", ms(b))).unwrap_or_default(),
+        s.batch_detach
+            .map(|b| format!("  (batched {})", ms(b)))
+            .unwrap_or_default(),
         ratio
     );
     if !s.own.is_empty() {
@@ -282,23 +362,40 @@ fn print_row(name: &str, s: &Stats, base: Option<Duration>) {
 }
 
 fn main() {
-    assert!(nix::unistd::geteuid().is_root(), "the benchmark makes namespaces and links: run it as root");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the benchmark makes namespaces and links: run it as root"
+    );
     let args: Vec<String> = std::env::args().collect();
     let list = |flag: &str, default: &str| -> Vec<usize> {
-        let v = args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).map(String::as_str).unwrap_or(default);
+        let v = args
+            .iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+            .unwrap_or(default);
         v.split(',').filter_map(|x| x.parse().ok()).collect()
     };
     let ns = list("--n", "50,200,1000");
     let peers_n = list("--peers-n", "50,200");
     let peers = !args.iter().any(|a| a == "--no-peers");
     let have = |p: &str| Path::new(p).exists();
-    println!("weft attach/detach benchmark (per-sandbox times; {} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "weft attach/detach benchmark (per-sandbox times; {} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     for n in ns {
         println!("N = {n}");
         let lib = bench_weft_lib(n);
         let base = pct(&lib.attach, 0.5);
         print_row("weft library (given netns)", &lib, None);
-        print_row("weft library (own netns)", &bench_weft_lib_full(n), Some(base));
+        print_row(
+            "weft library (own netns)",
+            &bench_weft_lib_full(n),
+            Some(base),
+        );
         if peers_n.contains(&n) {
             print_row("weft CLI (process per op)", &bench_weft_cli(n), Some(base));
             if peers && have("/usr/lib/podman/netavark") {

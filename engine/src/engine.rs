@@ -135,7 +135,11 @@ impl Engine {
             .write(true)
             .open(&lock_path)
             .map_err(|e| Error::internal(format!("cannot open {}: {e}", lock_path.display())))?;
-        let kernel = Kernel::open(cfg.host_netns.as_deref())?;
+        let host = match &cfg.host_netns {
+            Some(p) => p.clone(),
+            None => pin_own_netns(&cfg.run_root.join("host.ns"))?,
+        };
+        let kernel = Kernel::open(Some(&host))?;
         let mut ipams: BTreeMap<String, Arc<dyn Ipam>> = BTreeMap::new();
         ipams.insert("default".into(), Arc::new(NativeIpam));
         let engine = Engine {
@@ -224,11 +228,17 @@ impl Engine {
             "what": what,
             "witness": {"table": w.table.name(), "key": w.key, "present": w.present},
         });
-        Journal::create(path, &header).map_err(|e| Error::internal(format!("cannot write journal: {e}")))
+        Journal::create(path, &header)
+            .map_err(|e| Error::internal(format!("cannot write journal: {e}")))
     }
 
     /// Commit `w`, then drop the journal. On a failed commit, undo the kernel work.
-    async fn commit(&self, w: Box<dyn WriteTxn + '_>, undo: Vec<Step>, journal: Option<Journal>) -> Result<()> {
+    async fn commit(
+        &self,
+        w: Box<dyn WriteTxn + '_>,
+        undo: Vec<Step>,
+        journal: Option<Journal>,
+    ) -> Result<()> {
         if let Err(e) = w.commit() {
             for err in plan::teardown(&self.kernel, &undo, None).await {
                 tracing::warn!("undo after failed commit: {err}");
@@ -489,8 +499,6 @@ impl Engine {
             undo: vec![],
             driver_data: BTreeMap::new(),
         };
-        let existing: Vec<Network> = list_json(w.as_read(), Table::Networks)?;
-        driver.validate(&net, &existing)?;
 
         if caps.needs_ipam {
             let space = if scope == Scope::Local {
@@ -575,8 +583,21 @@ impl Engine {
             }
         }
 
+        // With the pools known, the driver checks the network against the others (shared
+        // parents, overlapping subnets…). An error here only aborts the store transaction.
+        let existing: Vec<Network> = list_json(w.as_read(), Table::Networks)?;
+        driver.validate(&net, &existing)?;
+
         let op = new_id();
-        let mut tx = self.kernel.tx(Some(self.journal(&op, "network create", Witness { table: Table::Networks, key: net.id.clone(), present: true })?));
+        let mut tx = self.kernel.tx(Some(self.journal(
+            &op,
+            "network create",
+            Witness {
+                table: Table::Networks,
+                key: net.id.clone(),
+                present: true,
+            },
+        )?));
         if let Err(e) = driver.create_network(&mut tx, &mut net).await {
             tx.rollback().await;
             return Err(e);
@@ -782,7 +803,15 @@ impl Engine {
             sb.key = p.clone();
         }
         let op = new_id();
-        let mut tx = self.kernel.tx(Some(self.journal(&op, "sandbox create", Witness { table: Table::Sandboxes, key: sb.id.clone(), present: true })?));
+        let mut tx = self.kernel.tx(Some(self.journal(
+            &op,
+            "sandbox create",
+            Witness {
+                table: Table::Sandboxes,
+                key: sb.id.clone(),
+                present: true,
+            },
+        )?));
         let r = async {
             if matches!(sb.mode, NsMode::Owned | NsMode::None) {
                 tx.apply(Step::Netns {
@@ -794,6 +823,22 @@ impl Engine {
             if let Some(mut net) = target_net {
                 self.connect_in(&mut *w, &mut tx, &mut net, &mut sb, req.connect.clone())
                     .await?;
+            } else if matches!(sb.mode, NsMode::Host | NsMode::None) {
+                // Like Docker, a host- or none-mode sandbox shows up on that network, with no
+                // interface or address of its own.
+                let driver = if sb.mode == NsMode::Host {
+                    "host"
+                } else {
+                    "null"
+                };
+                let nets: Vec<Network> = list_json(w.as_read(), Table::Networks)?;
+                if let Some(net) = nets
+                    .into_iter()
+                    .find(|n| n.predefined && n.driver == driver)
+                {
+                    save_endpoint(&mut *w, &bare_endpoint(&net, &sb))?;
+                    sb.next_order += 1;
+                }
             }
             Ok::<_, Error>(())
         }
@@ -865,15 +910,23 @@ impl Engine {
         for sb in &todo {
             let gone = matches!(sb.mode, NsMode::Owned | NsMode::None).then(|| sb.key.clone());
             for ep in sandbox_endpoints(w.as_read(), &sb.id)? {
-                let net = load_network(w.as_read(), &ep.network_id)?
-                    .ok_or_else(|| Error::internal(format!("endpoint {} of a missing network", ep.id)))?;
+                let net = load_network(w.as_read(), &ep.network_id)?.ok_or_else(|| {
+                    Error::internal(format!("endpoint {} of a missing network", ep.id))
+                })?;
                 self.endpoint_hooks(&net, &ep, force).await?;
                 self.release_endpoint(&mut *w, &net, &ep).await?;
                 logs.push((ep.undo, gone.clone()));
             }
         }
-        let refs: Vec<(&[Step], Option<&Path>)> = logs.iter().map(|(u, g)| (u.as_slice(), g.as_deref())).collect();
-        if let Some(e) = plan::teardown_many(&self.kernel, &refs).await.into_iter().next() {
+        let refs: Vec<(&[Step], Option<&Path>)> = logs
+            .iter()
+            .map(|(u, g)| (u.as_slice(), g.as_deref()))
+            .collect();
+        if let Some(e) = plan::teardown_many(&self.kernel, &refs)
+            .await
+            .into_iter()
+            .next()
+        {
             if !force {
                 return Err(e.into());
             }
@@ -911,7 +964,11 @@ impl Engine {
         let mut tx = self.kernel.tx(Some(self.journal(
             &op,
             "connect",
-            Witness { table: Table::SandboxEndpoints, key: format!("{}/{}", sb.id, net.id), present: true },
+            Witness {
+                table: Table::SandboxEndpoints,
+                key: format!("{}/{}", sb.id, net.id),
+                present: true,
+            },
         )?));
         let ep = match self
             .connect_in(&mut *w, &mut tx, &mut net, &mut sb, opts)
@@ -1040,7 +1097,11 @@ impl Engine {
         let mark = tx.mark();
         driver.create_endpoint(tx, net, &mut info).await?;
         ep.mac = info.mac.clone();
-        let target = JoinTarget { sandbox_id: sb.id.clone(), ns: ns_ref.clone(), ifname: ep.ifname.clone() };
+        let target = JoinTarget {
+            sandbox_id: sb.id.clone(),
+            ns: ns_ref.clone(),
+            ifname: ep.ifname.clone(),
+        };
         let join = driver.join(tx, net, &info, &target).await?;
         if let JoinLink::Move { name } = &join.link {
             tx.apply(Step::MoveLink {
@@ -1053,7 +1114,12 @@ impl Engine {
             .await?;
         }
         for addr in [ep.ipv4, ep.ipv6].into_iter().flatten() {
-            tx.apply(Step::Address { ns: ns_ref.clone(), link: ep.ifname.clone(), addr }).await?;
+            tx.apply(Step::Address {
+                ns: ns_ref.clone(),
+                link: ep.ifname.clone(),
+                addr,
+            })
+            .await?;
         }
         for (dst, via) in &join.routes {
             tx.apply(Step::Route {
@@ -1140,7 +1206,7 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        if net.driver == "host" || sb.mode == NsMode::Host {
+        if net.driver == "host" {
             return Err(Error::DisconnectFromHost);
         }
         if net.driver == "null" {
@@ -1176,7 +1242,11 @@ impl Engine {
                 let mut tx = self.kernel.tx(Some(self.journal(
                     &op,
                     "disconnect",
-                    Witness { table: Table::SandboxEndpoints, key: key.clone(), present: false },
+                    Witness {
+                        table: Table::SandboxEndpoints,
+                        key: key.clone(),
+                        present: false,
+                    },
                 )?));
                 let mut n = next.clone();
                 let mark = tx.mark();
@@ -1248,7 +1318,12 @@ impl Engine {
     }
 
     /// Give back an endpoint's addresses and forget it.
-    async fn release_endpoint(&self, w: &mut dyn WriteTxn, net: &Network, ep: &Endpoint) -> Result<()> {
+    async fn release_endpoint(
+        &self,
+        w: &mut dyn WriteTxn,
+        net: &Network,
+        ep: &Endpoint,
+    ) -> Result<()> {
         let ipam = self.ipam(&net.ipam_driver)?;
         if let (Some(p), Some(a)) = (&ep.pool_v4, ep.ipv4) {
             ipam.release_address(w, p, a.ip()).await?;
@@ -1257,7 +1332,10 @@ impl Engine {
             ipam.release_address(w, p, a.ip()).await?;
         }
         w.delete(Table::Endpoints, format!("{}/{}", net.id, ep.id).as_bytes())?;
-        w.delete(Table::SandboxEndpoints, format!("{}/{}", ep.sandbox_id, net.id).as_bytes())?;
+        w.delete(
+            Table::SandboxEndpoints,
+            format!("{}/{}", ep.sandbox_id, net.id).as_bytes(),
+        )?;
         Ok(())
     }
 
@@ -1299,6 +1377,33 @@ impl Engine {
 }
 
 // ------------------------------------------------------------------ helpers
+
+/// The caller's own namespace, pinned at `pin` so that it has a path that outlives this
+/// process (host-mode sandboxes record it as their `SandboxKey`). Re-pinned when the caller
+/// runs in another namespace than the one pinned.
+fn pin_own_netns(pin: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata("/proc/thread-self/ns/net")?.ino();
+    if std::fs::metadata(pin).map(|m| m.ino()).ok() == Some(own) {
+        return Ok(pin.to_path_buf());
+    }
+    let _ = ns::remove_pinned(pin);
+    std::fs::File::create(pin)?;
+    nix::mount::mount(
+        Some("/proc/thread-self/ns/net"),
+        pin,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::internal(format!(
+            "cannot pin the host namespace at {}: {e}",
+            pin.display()
+        ))
+    })?;
+    Ok(pin.to_path_buf())
+}
 
 fn gateway_opts() -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
@@ -1385,6 +1490,34 @@ async fn allocate(
         }
     }
     Err(last)
+}
+
+/// An endpoint with no interface: a host- or none-mode sandbox's membership of that network.
+fn bare_endpoint(net: &Network, sb: &Sandbox) -> Endpoint {
+    Endpoint {
+        id: new_id(),
+        network_id: net.id.clone(),
+        sandbox_id: sb.id.clone(),
+        name: sb.name.clone(),
+        ifname: String::new(),
+        mac: String::new(),
+        ipv4: None,
+        ipv6: None,
+        pool_v4: None,
+        pool_v6: None,
+        gateway_v4: None,
+        gateway_v6: None,
+        gateway_onlink: false,
+        requested_v4: None,
+        requested_v6: None,
+        aliases: vec![],
+        links: vec![],
+        driver_opts: BTreeMap::new(),
+        gw_priority: 0,
+        order: sb.next_order,
+        default_route: false,
+        undo: vec![],
+    }
 }
 
 fn has_gateway(ep: &Endpoint) -> bool {

@@ -128,10 +128,6 @@ pub fn sandbox(sb: &Sandbox, eps: &[(Endpoint, Network)]) -> Value {
     for (ep, net) in eps {
         nets.insert(net.name.clone(), endpoint_settings(ep, net));
     }
-    if nets.is_empty() && (sb.network_mode == "host" || sb.network_mode == "none") {
-        // Docker lists the mode's network with empty settings.
-        nets.insert(sb.network_mode.clone(), json!({}));
-    }
     let primary = eps.iter().find(|(e, _)| e.default_route).or(eps.first());
     json!({
         "Id": sb.id,

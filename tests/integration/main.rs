@@ -7,3 +7,5 @@ mod core_bridge;
 mod core_errors;
 mod core_scale;
 mod core_tx;
+mod macvlan;
+mod modes;

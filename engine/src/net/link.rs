@@ -62,6 +62,7 @@ impl MacvlanMode {
 #[derive(Debug, Clone)]
 pub enum NewKind {
     Bridge,
+    Dummy,
     Veth {
         peer: String,
         peer_ns: Option<RawFd>,
@@ -208,6 +209,7 @@ impl Netlink {
         }
         let (kind, data) = match &l.kind {
             NewKind::Bridge => (InfoKind::Bridge, None),
+            NewKind::Dummy => (InfoKind::Dummy, None),
             NewKind::Veth {
                 peer,
                 peer_ns,
@@ -410,9 +412,13 @@ impl Netlink {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
         m.attributes.push(LinkAttribute::Group(group));
-        self.send(RouteNetlinkMessage::SetLink(m), NLM_F_REQUEST | NLM_F_ACK, || format!("set group of link {name}"))
-            .await
-            .map(|_| ())
+        self.send(
+            RouteNetlinkMessage::SetLink(m),
+            NLM_F_REQUEST | NLM_F_ACK,
+            || format!("set group of link {name}"),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Stop a link (by name) from ever getting IPv6 link-local addresses: no DAD, MLD or
@@ -422,12 +428,15 @@ impl Netlink {
         use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode};
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        m.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
-            In6AddrGenMode::None,
-        )])]));
-        self.send(RouteNetlinkMessage::SetLink(m), NLM_F_REQUEST | NLM_F_ACK, || {
-            format!("set addrgenmode none on link {name}")
-        })
+        m.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]));
+        self.send(
+            RouteNetlinkMessage::SetLink(m),
+            NLM_F_REQUEST | NLM_F_ACK,
+            || format!("set addrgenmode none on link {name}"),
+        )
         .await
         .map(|_| ())
     }

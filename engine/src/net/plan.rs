@@ -36,6 +36,10 @@ pub enum NsRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Step {
+    /// A dummy link in the host namespace, up.
+    Dummy {
+        name: String,
+    },
     /// A bridge in the host namespace, up.
     Bridge {
         name: String,
@@ -65,6 +69,9 @@ pub enum Step {
         ns: NsRef,
         mac: Option<String>,
         mtu: Option<u32>,
+        /// IPv6 link-local addresses on it (IPv6 networks only).
+        #[serde(default)]
+        ipv6: bool,
     },
     /// A VXLAN device in the host namespace.
     Vxlan {
@@ -187,6 +194,7 @@ impl Step {
             Step::Bridge { .. } => "bridge",
             Step::Veth { .. } => "veth",
             Step::Macvlan { .. } => "macvlan",
+            Step::Dummy { .. } => "dummy",
             Step::Vxlan { .. } => "vxlan",
             Step::Vlan { .. } => "vlan",
             Step::MoveLink { .. } => "move",
@@ -213,12 +221,20 @@ impl Step {
     /// (Sysctl's inverse needs the old value and is computed while applying.)
     pub fn inverse(&self) -> Option<Step> {
         Some(match self {
-            Step::Bridge { name, .. } | Step::Vlan { name, .. } | Step::Vxlan { name, .. } => Step::DelLink {
+            Step::Bridge { name, .. }
+            | Step::Vlan { name, .. }
+            | Step::Vxlan { name, .. }
+            | Step::Dummy { name } => Step::DelLink {
                 ns: NsRef::Host,
                 name: name.clone(),
                 peer: None,
             },
-            Step::Veth { name, peer, peer_ns, .. } => Step::DelLink {
+            Step::Veth {
+                name,
+                peer,
+                peer_ns,
+                ..
+            } => Step::DelLink {
                 ns: NsRef::Host,
                 name: name.clone(),
                 peer: Some((peer_ns.clone(), peer.clone())),
@@ -290,7 +306,9 @@ impl Step {
             Step::Sysctl { ns, key, .. } => {
                 let mut parts = key.split('/');
                 match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                    (Some("net"), Some(_), Some("conf"), Some(ifname)) if !["all", "default"].contains(&ifname) => {
+                    (Some("net"), Some(_), Some("conf"), Some(ifname))
+                        if !["all", "default"].contains(&ifname) =>
+                    {
                         Some((ns, ifname))
                     }
                     _ => None,
@@ -332,7 +350,8 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// `host_ns`: the namespace that plays "the host" (default: the caller's own).
+    /// `host_ns`: the namespace that plays "the host" (default: the caller's own, as
+    /// /proc/PID/ns/net, which only lives as long as the process).
     pub fn open(host_ns: Option<&Path>) -> Result<Kernel, NetError> {
         let (file, path) = match host_ns {
             Some(p) => (ns::open(p)?, p.to_path_buf()),
@@ -540,8 +559,15 @@ impl<'k> Tx<'k> {
         let started = std::time::Instant::now();
         let result = self.exec(&step).await;
         let took = started.elapsed();
-        self.k.busy_ns.fetch_add(took.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-        tracing::trace!(step = step.kind(), us = took.as_micros() as u64, ok = result.is_ok(), "kernel step");
+        self.k
+            .busy_ns
+            .fetch_add(took.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::trace!(
+            step = step.kind(),
+            us = took.as_micros() as u64,
+            ok = result.is_ok(),
+            "kernel step"
+        );
         if let Err(e) = result {
             if let (Some(_), Some(j)) = (&inverse, &mut self.journal) {
                 j.retract();
@@ -617,6 +643,11 @@ impl<'k> Tx<'k> {
 
     async fn exec(&mut self, step: &Step) -> Result<(), NetError> {
         match step {
+            Step::Dummy { name } => {
+                let mut l = NewLink::new(name, NewKind::Dummy);
+                l.up = true;
+                self.k.host_nl.create_link(&l).await
+            }
             Step::Bridge { name, mtu, mac } => {
                 let mut l = NewLink::new(name, NewKind::Bridge);
                 l.mtu = *mtu;
@@ -671,6 +702,7 @@ impl<'k> Tx<'k> {
                 ns,
                 mac,
                 mtu,
+                ipv6,
             } => {
                 let parent = self.k.host_nl.index(parent).await?;
                 let fd = match ns {
@@ -689,16 +721,11 @@ impl<'k> Tx<'k> {
                 l.mtu = *mtu;
                 self.k.host_nl.create_link(&l).await?;
                 // Created inside the target namespace: bring it up there.
-                let idx = self.index(ns, name).await?;
                 let (nl, _) = self.conn(ns)?;
-                nl.set_link(
-                    idx,
-                    &LinkChange {
-                        up: Some(true),
-                        ..Default::default()
-                    },
-                )
-                .await
+                if !ipv6 {
+                    nl.set_no_ipv6_ll_by_name(name).await?;
+                }
+                nl.set_up_by_name(name).await
             }
             Step::Vxlan {
                 name,
@@ -925,8 +952,15 @@ pub async fn teardown_many(k: &Kernel, logs: &[(&[Step], Option<&Path>)]) -> Vec
     let mut errors = Vec::new();
     let mut links = Vec::new();
     for (undo, gone) in logs {
-        let (host_links, rest): (Vec<Step>, Vec<Step>) =
-            undo.iter().cloned().partition(|s| matches!(s, Step::DelLink { ns: NsRef::Host, .. }));
+        let (host_links, rest): (Vec<Step>, Vec<Step>) = undo.iter().cloned().partition(|s| {
+            matches!(
+                s,
+                Step::DelLink {
+                    ns: NsRef::Host,
+                    ..
+                }
+            )
+        });
         // Steps on links that go with the batch are subsumed as usual.
         errors.extend(run_teardown_with(&mut tx, &rest, *gone, &host_links).await);
         links.extend(host_links.into_iter().filter_map(|s| match s {
@@ -968,11 +1002,18 @@ async fn run_teardown(tx: &mut Tx<'_>, undo: &[Step], gone_ns: Option<&Path>) ->
 }
 
 /// The peers of veths deleted by steps other than `me`.
-fn deleted_peers<'a>(undo: &'a [Step], also: &'a [Step], me: &'a Step) -> impl Iterator<Item = &'a (NsRef, String)> + 'a {
-    undo.iter().chain(also).filter(move |s| *s != me).filter_map(|s| match s {
-        Step::DelLink { peer: Some(p), .. } => Some(p),
-        _ => None,
-    })
+fn deleted_peers<'a>(
+    undo: &'a [Step],
+    also: &'a [Step],
+    me: &'a Step,
+) -> impl Iterator<Item = &'a (NsRef, String)> + 'a {
+    undo.iter()
+        .chain(also)
+        .filter(move |s| *s != me)
+        .filter_map(|s| match s {
+            Step::DelLink { peer: Some(p), .. } => Some(p),
+            _ => None,
+        })
 }
 
 /// `also_deleted`: link deletions that happen elsewhere (batched) and subsume steps here.

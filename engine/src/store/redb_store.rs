@@ -42,7 +42,11 @@ impl RedbStore {
             }
             txn.commit()?;
         }
-        Ok(RedbStore { db, path: path.to_owned(), commit_ns: Default::default() })
+        Ok(RedbStore {
+            db,
+            path: path.to_owned(),
+            commit_ns: Default::default(),
+        })
     }
 }
 
@@ -74,7 +78,10 @@ impl ReadTxn for RedbRead {
     }
 }
 
-struct RedbWrite(redb::WriteTransaction, std::sync::Arc<std::sync::atomic::AtomicU64>);
+struct RedbWrite(
+    redb::WriteTransaction,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+);
 
 impl ReadTxn for RedbWrite {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -103,7 +110,8 @@ impl WriteTxn for RedbWrite {
         let t = std::time::Instant::now();
         self.0.commit()?;
         let took = t.elapsed();
-        self.1.fetch_add(took.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.1
+            .fetch_add(took.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         tracing::trace!(us = took.as_micros() as u64, "store commit");
         Ok(())
     }
@@ -117,7 +125,10 @@ impl Store for RedbStore {
         Ok(Box::new(RedbRead(self.db.begin_read()?)))
     }
     fn write(&self) -> Result<Box<dyn WriteTxn + '_>> {
-        Ok(Box::new(RedbWrite(self.db.begin_write()?, self.commit_ns.clone())))
+        Ok(Box::new(RedbWrite(
+            self.db.begin_write()?,
+            self.commit_ns.clone(),
+        )))
     }
     fn describe(&self) -> String {
         format!("embedded ({})", self.path.display())
