@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command: unit tests, then integration tests that build real namespaces, bridges,
-# veths and nftables rules inside throwaway namespaces (root required: they fail, not skip,
-# without it). Extra arguments go to `cargo test`.
+# The test command: builds the Wasm guests (plugins), then runs the unit tests and the
+# integration tests that build real namespaces, bridges, veths and nftables rules inside
+# throwaway namespaces (root required: they fail, not skip, without it). Extra arguments go
+# to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -9,4 +10,5 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 ./scripts/deps.sh
+./scripts/build-guests.sh >/dev/null
 cargo test --workspace "$@"

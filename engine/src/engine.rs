@@ -14,13 +14,15 @@ use std::sync::{Arc, RwLock};
 
 use ipnetwork::IpNetwork;
 
-use crate::drivers::{EndpointInfo, JoinLink, JoinTarget, NetworkDriver, Registry};
+use crate::drivers::{Ctx, EndpointInfo, JoinLink, JoinTarget, NetworkDriver, Registry};
 use crate::error::{Error, Result};
 use crate::ipam::{
     native::NativeIpam, AddressRequest, Ipam, PoolRequest, GLOBAL_SPACE, LOCAL_SPACE,
 };
 use crate::model::*;
 use crate::net::{ns, plan, Journal, Kernel, NsRef, Step, Tx};
+use crate::plugin::adapters::{PluginDriver, PluginIpam};
+use crate::plugin::{Grants, Kind, PluginHost, PluginRecord};
 use crate::store::{self, get_json, get_str, list_json, put_json, ReadTxn, Store, Table, WriteTxn};
 
 /// Where the engine keeps things.
@@ -77,6 +79,7 @@ pub struct Engine {
     ipams: RwLock<BTreeMap<String, Arc<dyn Ipam>>>,
     op: tokio::sync::Mutex<()>,
     lock_file: File,
+    plugins: Arc<PluginHost>,
 }
 
 /// Held for the length of a mutation.
@@ -142,6 +145,7 @@ impl Engine {
         let kernel = Kernel::open(Some(&host))?;
         let mut ipams: BTreeMap<String, Arc<dyn Ipam>> = BTreeMap::new();
         ipams.insert("default".into(), Arc::new(NativeIpam));
+        let cfg_root = cfg.root.clone();
         let engine = Engine {
             cfg,
             store,
@@ -150,7 +154,11 @@ impl Engine {
             ipams: RwLock::new(ipams),
             op: tokio::sync::Mutex::new(()),
             lock_file,
+            plugins: Arc::new(PluginHost::new(&cfg_root)),
         };
+        for rec in list_json::<PluginRecord>(&*engine.store.read()?, Table::Plugins)? {
+            engine.register_plugin(rec);
+        }
         {
             let _g = engine.lock().await;
             engine.recover().await?;
@@ -598,7 +606,16 @@ impl Engine {
                 present: true,
             },
         )?));
-        if let Err(e) = driver.create_network(&mut tx, &mut net).await {
+        let made = driver
+            .create_network(
+                &mut Ctx {
+                    tx: &mut tx,
+                    store: &mut *w,
+                },
+                &mut net,
+            )
+            .await;
+        if let Err(e) = made {
             tx.rollback().await;
             return Err(e);
         }
@@ -664,7 +681,15 @@ impl Engine {
         }
         let driver = self.driver(&net.driver)?;
         let mut tx = self.kernel.tx(None);
-        driver.delete_network(&mut tx, net).await?;
+        driver
+            .delete_network(
+                &mut Ctx {
+                    tx: &mut tx,
+                    store: w,
+                },
+                net,
+            )
+            .await?;
         let errors = plan::teardown(&self.kernel, &net.undo, None).await;
         if let Some(e) = errors.into_iter().next() {
             return Err(e.into());
@@ -913,7 +938,7 @@ impl Engine {
                 let net = load_network(w.as_read(), &ep.network_id)?.ok_or_else(|| {
                     Error::internal(format!("endpoint {} of a missing network", ep.id))
                 })?;
-                self.endpoint_hooks(&net, &ep, force).await?;
+                self.endpoint_hooks(&mut *w, &net, &ep, force).await?;
                 self.release_endpoint(&mut *w, &net, &ep).await?;
                 logs.push((ep.undo, gone.clone()));
             }
@@ -1023,7 +1048,9 @@ impl Engine {
         // The predefined bridge's kernel objects appear on first use.
         if !net.realized {
             let mark = tx.mark();
-            driver.create_network(tx, net).await?;
+            driver
+                .create_network(&mut Ctx { tx, store: w }, net)
+                .await?;
             net.undo = tx.undo_since(mark);
             net.realized = true;
             save_network(w, net)?;
@@ -1095,15 +1122,26 @@ impl Engine {
             options: opts.driver_opts.clone(),
         };
         let mark = tx.mark();
-        driver.create_endpoint(tx, net, &mut info).await?;
+        driver
+            .create_endpoint(&mut Ctx { tx, store: w }, net, &mut info)
+            .await?;
         ep.mac = info.mac.clone();
         let target = JoinTarget {
             sandbox_id: sb.id.clone(),
             ns: ns_ref.clone(),
             ifname: ep.ifname.clone(),
         };
-        let join = driver.join(tx, net, &info, &target).await?;
+        let join = driver
+            .join(&mut Ctx { tx, store: w }, net, &info, &target)
+            .await?;
         if let JoinLink::Move { name } = &join.link {
+            if let Some(prefix) = join.ifname_prefix.as_deref().filter(|p| *p != "eth") {
+                let used: HashSet<&str> = siblings.iter().map(|e| e.ifname.as_str()).collect();
+                ep.ifname = (0..)
+                    .map(|i| format!("{prefix}{i}"))
+                    .find(|n| !used.contains(n.as_str()))
+                    .unwrap();
+            }
             tx.apply(Step::MoveLink {
                 name: name.clone(),
                 to: ns_ref.clone(),
@@ -1281,7 +1319,7 @@ impl Engine {
         gone_ns: Option<&Path>,
         force: bool,
     ) -> Result<()> {
-        self.endpoint_hooks(net, ep, force).await?;
+        self.endpoint_hooks(w, net, ep, force).await?;
         let errors = plan::teardown(&self.kernel, &ep.undo, gone_ns).await;
         if let Some(e) = errors.into_iter().next() {
             if !force {
@@ -1293,7 +1331,13 @@ impl Engine {
     }
 
     /// The driver's leave and delete-endpoint calls.
-    async fn endpoint_hooks(&self, net: &Network, ep: &Endpoint, force: bool) -> Result<()> {
+    async fn endpoint_hooks(
+        &self,
+        w: &mut dyn WriteTxn,
+        net: &Network,
+        ep: &Endpoint,
+        force: bool,
+    ) -> Result<()> {
         let driver = self.driver(&net.driver)?;
         let info = EndpointInfo {
             id: ep.id.clone(),
@@ -1304,8 +1348,12 @@ impl Engine {
         };
         let mut tx = self.kernel.tx(None);
         let hooks = async {
-            driver.leave(&mut tx, net, &info).await?;
-            driver.delete_endpoint(&mut tx, net, &info).await
+            let mut ctx = Ctx {
+                tx: &mut tx,
+                store: w,
+            };
+            driver.leave(&mut ctx, net, &info).await?;
+            driver.delete_endpoint(&mut ctx, net, &info).await
         }
         .await;
         if let Err(e) = hooks {
@@ -1336,6 +1384,176 @@ impl Engine {
             Table::SandboxEndpoints,
             format!("{}/{}", ep.sandbox_id, net.id).as_bytes(),
         )?;
+        Ok(())
+    }
+
+    // ================================================================== plugins
+
+    fn register_plugin(&self, rec: PluginRecord) {
+        match rec.kind {
+            Kind::Driver => {
+                self.register_driver(Arc::new(PluginDriver::new(self.plugins.clone(), rec)))
+            }
+            Kind::Ipam => self.register_ipam(Arc::new(PluginIpam::new(self.plugins.clone(), rec))),
+        }
+    }
+
+    /// Install a plugin component under `name`. `grants` are `key=value` items; with
+    /// `grant_requested`, the plugin first gets everything its metadata asks for.
+    pub async fn install_plugin(
+        &self,
+        file: &Path,
+        name: &str,
+        grants: &[String],
+        grant_requested: bool,
+    ) -> Result<PluginRecord> {
+        if !crate::plugin::valid_name(name) {
+            return Err(Error::invalid(format!(
+                "invalid plugin name {name:?}: use a lowercase letter, then a-z, 0-9, '-' or '_' (at most 32)"
+            )));
+        }
+        const NATIVE: [&str; 8] = [
+            "bridge", "host", "null", "none", "macvlan", "default", "overlay", "ipvlan",
+        ];
+        if NATIVE.contains(&name) {
+            return Err(Error::Conflict(format!(
+                "{name} is the name of one of weft's own drivers: choose another"
+            )));
+        }
+        let (mut rec, bytes) = self.plugins.examine(file, name).await?;
+        let mut g = Grants::minimal(name);
+        if grant_requested {
+            let a = rec.asked.clone();
+            if let Some(p) = &a.link_prefix {
+                g.apply(&format!("link-prefix={p}"))?;
+            }
+            for p in &a.parents {
+                g.apply(&format!("parent={p}"))?;
+            }
+            for s in &a.sysctls {
+                g.apply(&format!("sysctl={s}"))?;
+            }
+            for h in &a.http_hosts {
+                g.apply(&format!("http={h}"))?;
+            }
+            if let Some(m) = a.memory_mib {
+                g.apply(&format!("memory={m}M"))?;
+            }
+        }
+        for spec in grants {
+            g.apply(spec)?;
+        }
+        rec.grants = g;
+        let _guard = self.lock().await;
+        let mut w = self.store.write()?;
+        if get_json::<PluginRecord>(w.as_read(), Table::Plugins, name)?.is_some() {
+            return Err(Error::Conflict(format!(
+                "plugin {name} is already installed: remove it first (weft plugin rm {name})"
+            )));
+        }
+        if let Some(p) = &rec.grants.link_prefix {
+            for other in list_json::<PluginRecord>(w.as_read(), Table::Plugins)? {
+                if let Some(q) = &other.grants.link_prefix {
+                    if p.starts_with(q.as_str()) || q.starts_with(p.as_str()) {
+                        return Err(Error::Conflict(format!(
+                            "link prefix {p} overlaps plugin {}'s prefix {q}: give this plugin another link-prefix",
+                            other.name
+                        )));
+                    }
+                }
+            }
+        }
+        std::fs::create_dir_all(self.plugins.dir())?;
+        let tmp = rec.file.with_extension("wasm.tmp");
+        std::fs::write(&tmp, &bytes)
+            .and_then(|_| std::fs::rename(&tmp, &rec.file))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                Error::internal(format!(
+                    "cannot store the plugin at {}: {e}",
+                    rec.file.display()
+                ))
+            })?;
+        put_json(&mut *w, Table::Plugins, name, &rec)?;
+        w.commit()?;
+        self.register_plugin(rec.clone());
+        tracing::info!(plugin = %name, kind = rec.kind.as_str(), "plugin installed");
+        Ok(rec)
+    }
+
+    pub fn plugins(&self) -> Result<Vec<PluginRecord>> {
+        list_json(&*self.store.read()?, Table::Plugins)
+    }
+
+    pub fn plugin(&self, name: &str) -> Result<PluginRecord> {
+        get_json(&*self.store.read()?, Table::Plugins, name)?
+            .ok_or_else(|| Error::PluginNotFound(name.to_string()))
+    }
+
+    /// Remove a plugin (refused while a network uses it), its kv space and its files.
+    pub async fn remove_plugin(&self, name: &str) -> Result<()> {
+        let _guard = self.lock().await;
+        let mut w = self.store.write()?;
+        let rec: PluginRecord = get_json(w.as_read(), Table::Plugins, name)?
+            .ok_or_else(|| Error::PluginNotFound(name.to_string()))?;
+        let users: Vec<String> = list_json::<Network>(w.as_read(), Table::Networks)?
+            .into_iter()
+            .filter(|n| n.driver == name || n.ipam_driver == name)
+            .map(|n| n.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(Error::Forbidden(format!(
+                "plugin {name} is in use by network {}: remove the network first",
+                users.join(", ")
+            )));
+        }
+        let shared = list_json::<PluginRecord>(w.as_read(), Table::Plugins)?
+            .iter()
+            .any(|o| o.name != name && o.grants.kv_space == rec.grants.kv_space);
+        if !shared {
+            let mut prefix = rec.grants.kv_space.as_bytes().to_vec();
+            prefix.push(0);
+            for (k, _) in w.scan(Table::PluginKv, &prefix)? {
+                w.delete(Table::PluginKv, &k)?;
+            }
+        }
+        w.delete(Table::Plugins, name.as_bytes())?;
+        w.commit()?;
+        match rec.kind {
+            Kind::Driver => self.unregister_driver(name),
+            Kind::Ipam => self.unregister_ipam(name),
+        }
+        let _ = std::fs::remove_file(&rec.file);
+        Ok(())
+    }
+
+    /// A cluster peer (its underlay address) appeared or went away: every driver hears of
+    /// it (multi-host drivers program their tunnels).
+    pub async fn cluster_peer(&self, peer: IpAddr, present: bool) -> Result<()> {
+        let _guard = self.lock().await;
+        let mut w = self.store.write()?;
+        let drivers: Vec<Arc<dyn NetworkDriver>> = {
+            let r = self.drivers.read().unwrap();
+            r.names().filter_map(|n| r.get(n)).collect()
+        };
+        let mut tx = self.kernel.tx(None);
+        for d in drivers {
+            let mut ctx = Ctx {
+                tx: &mut tx,
+                store: &mut *w,
+            };
+            let r = if present {
+                d.discover_new(&mut ctx, peer).await
+            } else {
+                d.discover_delete(&mut ctx, peer).await
+            };
+            if let Err(e) = r {
+                tx.rollback().await;
+                return Err(e);
+            }
+        }
+        tx.finish();
+        w.commit()?;
         Ok(())
     }
 

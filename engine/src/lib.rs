@@ -30,6 +30,7 @@ pub mod firewall;
 pub mod ipam;
 pub mod model;
 pub mod net;
+pub mod plugin;
 pub mod store;
 pub mod view;
 

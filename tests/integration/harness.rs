@@ -463,3 +463,39 @@ pub fn ping(ns: &Path, dst: IpAddr) -> bool {
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
+
+/// The freshly built Wasm guests (drivers/, ipam-plugins/, tests/plugins/): built once per
+/// test process (incrementally, a second or so when nothing changed), into a target dir of
+/// their own so the nested cargo never waits on the outer one's lock.
+pub fn guests() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo.join("target"));
+        let target = target.join("guests");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "-q", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(repo.join("guests/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET")
+            .output()
+            .expect("run cargo to build the Wasm guests");
+        assert!(
+            out.status.success(),
+            "building the Wasm guests failed (is the wasm32-wasip2 target installed? scripts/deps.sh adds it):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target.join("wasm32-wasip2/release")
+    })
+}
+
+/// The path of a built guest component, e.g. `guest("routed")`.
+pub fn guest(name: &str) -> PathBuf {
+    let p = guests().join(format!("weft_plugin_{}.wasm", name.replace('-', "_")));
+    assert!(p.exists(), "{} was not built", p.display());
+    p
+}

@@ -9,3 +9,4 @@ mod core_scale;
 mod core_tx;
 mod macvlan;
 mod modes;
+mod plugins;

@@ -58,9 +58,37 @@ pub enum Cmd {
     /// Manage sandboxes (network namespaces: what a container sees).
     #[command(subcommand)]
     Sandbox(SandboxCmd),
+    /// Manage Wasm plugins (network drivers and IPAM).
+    #[command(subcommand)]
+    Plugin(PluginCmd),
     /// Engine-wide commands.
     #[command(subcommand)]
     System(SystemCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCmd {
+    /// Install a plugin component (.wasm) under a name; shows what it asks for and what it gets.
+    Install {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// Grant a power: link-prefix=P, parent=IF, sysctl=S, kv=SPACE, kv-global=BOOL,
+        /// http=HOST[:PORT], memory=64M, deadline=500ms, fuel=N. Repeatable.
+        #[arg(long = "grant")]
+        grant: Vec<String>,
+        /// Grant everything the plugin asks for (then --grant items on top).
+        #[arg(long = "grant-requested")]
+        grant_requested: bool,
+    },
+    /// List installed plugins.
+    #[command(alias = "list")]
+    Ls,
+    /// Show a plugin's record: what it is, what it asked for, what it was granted.
+    Inspect { name: String },
+    /// Remove a plugin (refused while a network uses it).
+    #[command(alias = "remove")]
+    Rm { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -245,6 +273,12 @@ pub enum SystemCmd {
     },
     /// Print where state lives and what drivers exist.
     Info,
+    /// Tell the drivers that a cluster peer (its underlay address) appeared or went away.
+    Peer {
+        #[arg(value_parser = ["add", "rm"])]
+        action: String,
+        address: IpAddr,
+    },
 }
 
 /// The CLI's result: an exit code (errors are already printed).
@@ -606,7 +640,87 @@ async fn run_cmd(engine: &Engine, cmd: Cmd) -> Result<Exit, Error> {
     match cmd {
         Cmd::Network(n) => network_cmd(engine, n).await,
         Cmd::Sandbox(s) => sandbox_cmd(engine, s).await,
+        Cmd::Plugin(p) => plugin_cmd(engine, p).await,
         Cmd::System(s) => system_cmd(engine, s).await,
+    }
+}
+
+fn asked_text(a: &crate::plugin::Asked) -> String {
+    let list = |v: &Vec<String>| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    format!(
+        "  link-prefix  {}\n  parents      {}\n  sysctls      {}\n  http         {}\n  memory       {}",
+        a.link_prefix.as_deref().unwrap_or("none"),
+        list(&a.parents),
+        list(&a.sysctls),
+        list(&a.http_hosts),
+        a.memory_mib.map(|m| format!("{m} MiB")).unwrap_or_else(|| "default".into())
+    )
+}
+
+async fn plugin_cmd(engine: &Engine, cmd: PluginCmd) -> Result<Exit, Error> {
+    match cmd {
+        PluginCmd::Install {
+            file,
+            name,
+            grant,
+            grant_requested,
+        } => {
+            let rec = engine
+                .install_plugin(&file, &name, &grant, grant_requested)
+                .await?;
+            println!(
+                "Installed {} ({} {}): {}",
+                rec.name,
+                rec.kind.as_str(),
+                rec.version,
+                rec.description
+            );
+            println!("It asks for:\n{}", asked_text(&rec.asked));
+            println!("It was granted:\n{}", rec.grants);
+            if rec.asked.link_prefix.is_some() && rec.grants.link_prefix.is_none() {
+                eprintln!("note: it asked for host links but was granted none; add --grant link-prefix=… or --grant-requested");
+            }
+            Ok(0)
+        }
+        PluginCmd::Ls => {
+            let mut rows = vec![vec![
+                "NAME".to_string(),
+                "KIND".into(),
+                "VERSION".into(),
+                "LINK PREFIX".into(),
+                "DESCRIPTION".into(),
+            ]];
+            for p in engine.plugins()? {
+                rows.push(vec![
+                    p.name.clone(),
+                    p.kind.as_str().to_string(),
+                    p.version.clone(),
+                    p.grants.link_prefix.clone().unwrap_or_else(|| "-".into()),
+                    p.description.clone(),
+                ]);
+            }
+            print!("{}", table(&rows));
+            Ok(0)
+        }
+        PluginCmd::Inspect { name } => {
+            let p = engine.plugin(&name)?;
+            println!(
+                "{}",
+                pretty(&serde_json::to_value(&p).map_err(|e| Error::internal(e))?)
+            );
+            Ok(0)
+        }
+        PluginCmd::Rm { name } => {
+            engine.remove_plugin(&name).await?;
+            println!("{name}");
+            Ok(0)
+        }
     }
 }
 
@@ -845,6 +959,10 @@ async fn system_cmd(engine: &Engine, cmd: SystemCmd) -> Result<Exit, Error> {
                 ));
             }
             engine.reset().await?;
+            Ok(0)
+        }
+        SystemCmd::Peer { action, address } => {
+            engine.cluster_peer(address, action == "add").await?;
             Ok(0)
         }
         SystemCmd::Info => {

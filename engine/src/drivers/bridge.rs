@@ -6,11 +6,12 @@
 
 use async_trait::async_trait;
 
+use super::Ctx;
 use super::{mtu_option, DriverCapabilities, EndpointInfo, JoinInfo, JoinTarget, NetworkDriver};
 use crate::error::{Error, Result};
 use crate::firewall::{FwChange, NetRules};
 use crate::model::{Network, Scope};
-use crate::net::{NsRef, Step, Tx};
+use crate::net::{NsRef, Step};
 
 pub const OPT_NAME: &str = "com.docker.network.bridge.name";
 pub const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
@@ -92,38 +93,40 @@ impl NetworkDriver for Bridge {
         Ok(())
     }
 
-    async fn create_network(&self, tx: &mut Tx<'_>, net: &mut Network) -> Result<()> {
+    async fn create_network(&self, ctx: &mut Ctx<'_, '_>, net: &mut Network) -> Result<()> {
         let br = bridge_name(net);
-        if tx.kernel().host().link(&br).await?.is_some() {
+        if ctx.tx.kernel().host().link(&br).await?.is_some() {
             return Err(Error::Conflict(format!(
                 "a link named {br} already exists on this host: remove it or choose another {OPT_NAME}"
             )));
         }
         let mtu = mtu_option(net)?;
-        tx.apply(Step::Bridge {
-            name: br.clone(),
-            mtu,
-            mac: None,
-        })
-        .await?;
+        ctx.tx
+            .apply(Step::Bridge {
+                name: br.clone(),
+                mtu,
+                mac: None,
+            })
+            .await?;
         for p in &net.pools {
             if let Some(gw) = p.gateway {
                 let addr =
                     ipnetwork::IpNetwork::new(gw, p.subnet.prefix()).map_err(Error::internal)?;
-                tx.apply(Step::Address {
-                    ns: NsRef::Host,
-                    link: br.clone(),
-                    addr,
-                })
-                .await?;
+                ctx.tx
+                    .apply(Step::Address {
+                        ns: NsRef::Host,
+                        link: br.clone(),
+                        addr,
+                    })
+                    .await?;
             }
         }
         if !net.internal {
             // Never undone: other networks (and the host) may rely on forwarding too.
-            crate::net::sysctl::write(Some(tx.kernel().host_ns()), "net/ipv4/ip_forward", "1")?;
+            crate::net::sysctl::write(Some(ctx.tx.kernel().host_ns()), "net/ipv4/ip_forward", "1")?;
             if net.pools.iter().any(|p| p.is_v6()) {
                 crate::net::sysctl::write(
-                    Some(tx.kernel().host_ns()),
+                    Some(ctx.tx.kernel().host_ns()),
                     "net/ipv6/conf/all/forwarding",
                     "1",
                 )?;
@@ -136,17 +139,18 @@ impl NetworkDriver for Bridge {
             internal: net.internal,
             masquerade: net.bool_option(OPT_MASQ, true)?,
         };
-        tx.apply(Step::Firewall {
-            change: FwChange::Add(rules),
-        })
-        .await?;
+        ctx.tx
+            .apply(Step::Firewall {
+                change: FwChange::Add(rules),
+            })
+            .await?;
         net.driver_data.insert("bridge".into(), br);
         Ok(())
     }
 
     async fn join(
         &self,
-        tx: &mut Tx<'_>,
+        ctx: &mut Ctx<'_, '_>,
         net: &Network,
         ep: &EndpointInfo,
         target: &JoinTarget,
@@ -154,19 +158,20 @@ impl NetworkDriver for Bridge {
         let br = bridge_name(net);
         let host = host_veth(&ep.id);
         let mtu = mtu_option(net)?;
-        tx.apply(Step::Veth {
-            name: host.clone(),
-            peer: target.ifname.clone(),
-            peer_ns: target.ns.clone(),
-            master: Some(br),
-            mtu,
-            peer_mac: Some(ep.mac.clone()),
-            group: None,
-            peer_ipv6: ep.ipv6.is_some(),
-        })
-        .await?;
+        ctx.tx
+            .apply(Step::Veth {
+                name: host.clone(),
+                peer: target.ifname.clone(),
+                peer_ns: target.ns.clone(),
+                master: Some(br),
+                mtu,
+                peer_mac: Some(ep.mac.clone()),
+                group: None,
+                peer_ipv6: ep.ipv6.is_some(),
+            })
+            .await?;
         if !net.bool_option(OPT_ICC, true)? {
-            tx.apply(Step::PortIsolated { name: host }).await?;
+            ctx.tx.apply(Step::PortIsolated { name: host }).await?;
         }
         let mut info = JoinInfo::placed();
         info.mtu = mtu;

@@ -3,10 +3,10 @@
 
 use async_trait::async_trait;
 
+use super::Ctx;
 use super::{DriverCapabilities, EndpointInfo, JoinInfo, JoinTarget, NetworkDriver};
 use crate::error::{Error, Result};
 use crate::model::{Network, Scope};
-use crate::net::Tx;
 
 pub struct Host;
 
@@ -30,12 +30,12 @@ impl NetworkDriver for Host {
         }
         Ok(())
     }
-    async fn create_network(&self, _tx: &mut Tx<'_>, _net: &mut Network) -> Result<()> {
+    async fn create_network(&self, _ctx: &mut Ctx<'_, '_>, _net: &mut Network) -> Result<()> {
         Ok(())
     }
     async fn join(
         &self,
-        _: &mut Tx<'_>,
+        _: &mut Ctx<'_, '_>,
         _: &Network,
         _: &EndpointInfo,
         _: &JoinTarget,

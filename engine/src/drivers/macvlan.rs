@@ -6,11 +6,12 @@
 
 use async_trait::async_trait;
 
+use super::Ctx;
 use super::{mtu_option, DriverCapabilities, EndpointInfo, JoinInfo, JoinTarget, NetworkDriver};
 use crate::error::{Error, Result};
 use crate::ipam::native::overlaps;
 use crate::model::{Network, Scope};
-use crate::net::{MacvlanMode, Step, Tx};
+use crate::net::{MacvlanMode, Step};
 
 pub const OPT_PARENT: &str = "parent";
 pub const OPT_MODE: &str = "macvlan_mode";
@@ -106,11 +107,11 @@ impl NetworkDriver for Macvlan {
         Ok(())
     }
 
-    async fn create_network(&self, tx: &mut Tx<'_>, net: &mut Network) -> Result<()> {
+    async fn create_network(&self, ctx: &mut Ctx<'_, '_>, net: &mut Network) -> Result<()> {
         let id12 = net.id[..12].to_string();
         let parent = match net.option(OPT_PARENT).map(str::to_string) {
             Some(p) => {
-                let host = tx.kernel().host();
+                let host = ctx.tx.kernel().host();
                 if host.link(&p).await?.is_none() {
                     // IFACE.VLAN: make the 802.1q sub-interface on IFACE.
                     let Some((base, vid)) = p.rsplit_once('.') else {
@@ -132,7 +133,7 @@ impl NetworkDriver for Macvlan {
                             "-o parent interface was not found on the host: {base}"
                         )));
                     }
-                    match tx.apply(Step::Vlan { name: p.clone(), parent: base.to_string(), id: vid }).await {
+                    match ctx.tx.apply(Step::Vlan { name: p.clone(), parent: base.to_string(), id: vid }).await {
                         Ok(()) => {}
                         Err(e) if e.errno == Some(libc::EOPNOTSUPP) => {
                             return Err(Error::invalid(format!(
@@ -148,24 +149,25 @@ impl NetworkDriver for Macvlan {
             None => {
                 // Docker makes a dummy link; this kernel may have no dummy type.
                 let name = format!("dm-{id12}");
-                match tx.apply(Step::Dummy { name: name.clone() }).await {
+                match ctx.tx.apply(Step::Dummy { name: name.clone() }).await {
                     Ok(()) => {}
                     Err(e) if e.errno == Some(libc::EOPNOTSUPP) => {
                         tracing::warn!(
                             network = %net.name,
                             "this kernel has no dummy links: the internal macvlan network rides on a veth pair ({name}, dp-{id12}) instead"
                         );
-                        tx.apply(Step::Veth {
-                            name: name.clone(),
-                            peer: format!("dp-{id12}"),
-                            peer_ns: crate::net::NsRef::Host,
-                            master: None,
-                            mtu: None,
-                            peer_mac: None,
-                            group: None,
-                            peer_ipv6: false,
-                        })
-                        .await?;
+                        ctx.tx
+                            .apply(Step::Veth {
+                                name: name.clone(),
+                                peer: format!("dp-{id12}"),
+                                peer_ns: crate::net::NsRef::Host,
+                                master: None,
+                                mtu: None,
+                                peer_mac: None,
+                                group: None,
+                                peer_ipv6: false,
+                            })
+                            .await?;
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -180,7 +182,7 @@ impl NetworkDriver for Macvlan {
 
     async fn join(
         &self,
-        tx: &mut Tx<'_>,
+        ctx: &mut Ctx<'_, '_>,
         net: &Network,
         ep: &EndpointInfo,
         target: &JoinTarget,
@@ -189,7 +191,8 @@ impl NetworkDriver for Macvlan {
             Error::internal(format!("macvlan network {} has no parent", net.name))
         })?;
         let mode = mode(net)?;
-        let r = tx
+        let r = ctx
+            .tx
             .apply(Step::Macvlan {
                 name: target.ifname.clone(),
                 parent: parent.clone(),

@@ -22,6 +22,15 @@ use ipnetwork::IpNetwork;
 use crate::error::Result;
 use crate::model::{Network, Scope};
 use crate::net::{NsRef, Tx};
+use crate::store::WriteTxn;
+
+/// What a driver call works with: the operation's kernel transaction (every kernel change
+/// goes through it) and its store transaction (plugins keep their kv space there, so their
+/// writes commit or vanish with the operation).
+pub struct Ctx<'a, 'k> {
+    pub tx: &'a mut Tx<'k>,
+    pub store: &'a mut dyn WriteTxn,
+}
 
 /// What a driver is.
 #[derive(Debug, Clone)]
@@ -67,6 +76,8 @@ pub enum JoinLink {
 #[derive(Debug, Clone)]
 pub struct JoinInfo {
     pub link: JoinLink,
+    /// For a moved link: the interface name prefix inside the sandbox (default "eth").
+    pub ifname_prefix: Option<String>,
     pub gateway4: Option<IpAddr>,
     pub gateway6: Option<IpAddr>,
     /// Extra routes inside the sandbox: destination, optional next hop.
@@ -80,6 +91,7 @@ impl JoinInfo {
     pub fn placed() -> Self {
         JoinInfo {
             link: JoinLink::Placed,
+            ifname_prefix: None,
             gateway4: None,
             gateway6: None,
             routes: vec![],
@@ -100,14 +112,14 @@ pub trait NetworkDriver: Send + Sync {
         Ok(())
     }
     /// Make the network's kernel objects. The driver may record data in `net.driver_data`.
-    async fn create_network(&self, tx: &mut Tx<'_>, net: &mut Network) -> Result<()>;
+    async fn create_network(&self, ctx: &mut Ctx<'_, '_>, net: &mut Network) -> Result<()>;
     /// Driver-side cleanup before the engine replays the network's undo log.
-    async fn delete_network(&self, _tx: &mut Tx<'_>, _net: &Network) -> Result<()> {
+    async fn delete_network(&self, _ctx: &mut Ctx<'_, '_>, _net: &Network) -> Result<()> {
         Ok(())
     }
     async fn create_endpoint(
         &self,
-        _tx: &mut Tx<'_>,
+        _ctx: &mut Ctx<'_, '_>,
         _net: &Network,
         _ep: &mut EndpointInfo,
     ) -> Result<()> {
@@ -115,7 +127,7 @@ pub trait NetworkDriver: Send + Sync {
     }
     async fn delete_endpoint(
         &self,
-        _tx: &mut Tx<'_>,
+        _ctx: &mut Ctx<'_, '_>,
         _net: &Network,
         _ep: &EndpointInfo,
     ) -> Result<()> {
@@ -123,19 +135,24 @@ pub trait NetworkDriver: Send + Sync {
     }
     async fn join(
         &self,
-        tx: &mut Tx<'_>,
+        ctx: &mut Ctx<'_, '_>,
         net: &Network,
         ep: &EndpointInfo,
         target: &JoinTarget,
     ) -> Result<JoinInfo>;
-    async fn leave(&self, _tx: &mut Tx<'_>, _net: &Network, _ep: &EndpointInfo) -> Result<()> {
+    async fn leave(
+        &self,
+        _ctx: &mut Ctx<'_, '_>,
+        _net: &Network,
+        _ep: &EndpointInfo,
+    ) -> Result<()> {
         Ok(())
     }
     /// A cluster peer appeared / went away (multi-host drivers).
-    async fn discover_new(&self, _tx: &mut Tx<'_>, _peer: IpAddr) -> Result<()> {
+    async fn discover_new(&self, _ctx: &mut Ctx<'_, '_>, _peer: IpAddr) -> Result<()> {
         Ok(())
     }
-    async fn discover_delete(&self, _tx: &mut Tx<'_>, _peer: IpAddr) -> Result<()> {
+    async fn discover_delete(&self, _ctx: &mut Ctx<'_, '_>, _peer: IpAddr) -> Result<()> {
         Ok(())
     }
 }

@@ -103,6 +103,12 @@ pub enum Step {
         ns: NsRef,
         name: String,
     },
+    /// Set a link's MTU.
+    SetMtu {
+        ns: NsRef,
+        name: String,
+        mtu: u32,
+    },
     /// Enslave a link to a bridge.
     SetMaster {
         ns: NsRef,
@@ -200,6 +206,7 @@ impl Step {
             Step::MoveLink { .. } => "move",
             Step::LinkUp { .. } => "up",
             Step::SetMaster { .. } => "master",
+            Step::SetMtu { .. } => "mtu",
             Step::PortIsolated { .. } => "isolate",
             Step::Address { .. } => "address",
             Step::Route { .. } => "route",
@@ -285,6 +292,7 @@ impl Step {
             Step::Netns { pin } => Step::DelNetns { pin: pin.clone() },
             Step::LinkUp { .. }
             | Step::SetMaster { .. }
+            | Step::SetMtu { .. }
             | Step::PortIsolated { .. }
             | Step::Sysctl { .. } => return None,
             Step::DelLink { .. }
@@ -815,6 +823,18 @@ impl<'k> Tx<'k> {
                     idx,
                     &LinkChange {
                         master: Some(m),
+                        ..Default::default()
+                    },
+                )
+                .await
+            }
+            Step::SetMtu { ns, name, mtu } => {
+                let idx = self.index(ns, name).await?;
+                let (nl, _) = self.conn(ns)?;
+                nl.set_link(
+                    idx,
+                    &LinkChange {
+                        mtu: Some(*mtu),
                         ..Default::default()
                     },
                 )

@@ -1,0 +1,226 @@
+//! A Weave-style mesh network driver, as a weft plugin: one bridge and one VXLAN device per
+//! network, with unicast FDB entries to every peer host it hears of (discover-new), kept in
+//! its kv space so a new network learns the peers that came before it. On one host it
+//! behaves as a bridge; across hosts, frames travel in VXLAN to the peers.
+//!
+//! Options: `vni` (default: derived from the network id), `vxlan-port` (4789), `parent`
+//! (underlay link, must be granted), `local` (underlay address), `mtu` (1450).
+
+use std::net::IpAddr;
+
+use weft_plugin_sdk as sdk;
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "driver-plugin",
+    with: { "weft:plugin/types@0.1.0": weft_plugin_sdk::types },
+});
+
+use exports::weft::plugin::network_driver::{
+    DriverCapabilities, Endpoint, EndpointInfo, Guest as Driver, JoinInfo, Network,
+};
+use exports::weft::plugin::plugin::{Guest as Plugin, PluginMetadata, RequestedGrants};
+use sdk::types::{Error, IpAddress, Scope};
+use weft::plugin::host_net as net;
+use weft::plugin::kv;
+use weft::plugin::log::{log, Level};
+
+const PREFIX: &str = "wm";
+const FLOOD: (u8, u8, u8, u8, u8, u8) = (0, 0, 0, 0, 0, 0);
+
+struct Mesh;
+
+/// A network's devices, as kept in kv: "bridge vxlan vni mtu".
+struct NetDevs {
+    bridge: String,
+    vxlan: String,
+    mtu: u32,
+}
+
+fn devs(network_id: &str) -> Result<NetDevs, Error> {
+    let raw = kv::get(&format!("net/{network_id}"))?
+        .ok_or_else(|| sdk::not_found(format!("mesh network {network_id} is unknown")))?;
+    let s = String::from_utf8_lossy(&raw).into_owned();
+    let mut it = s.split_whitespace();
+    let bridge = it.next().unwrap_or_default().to_string();
+    let vxlan = it.next().unwrap_or_default().to_string();
+    let _vni = it.next();
+    let mtu = it.next().and_then(|m| m.parse().ok()).unwrap_or(1450);
+    Ok(NetDevs { bridge, vxlan, mtu })
+}
+
+/// FNV-1a of the network id, folded to a non-zero 24-bit VNI.
+fn derived_vni(id: &str) -> u32 {
+    let mut h: u32 = 0x811c9dc5;
+    for b in id.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    ((h ^ (h >> 24)) & 0x00ff_ffff).max(1)
+}
+
+fn peers() -> Result<Vec<IpAddr>, Error> {
+    Ok(kv::list_prefix("peer/")?
+        .into_iter()
+        .filter_map(|(k, _)| k.strip_prefix("peer/").and_then(|a| a.parse().ok()))
+        .collect())
+}
+
+fn networks() -> Result<Vec<String>, Error> {
+    Ok(kv::list_prefix("net/")?
+        .into_iter()
+        .filter_map(|(k, _)| k.strip_prefix("net/").map(str::to_string))
+        .collect())
+}
+
+impl Plugin for Mesh {
+    fn metadata() -> PluginMetadata {
+        PluginMetadata {
+            name: "mesh".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Weave-style mesh: a bridge and a VXLAN device per network, FDB entries to every peer host".into(),
+            grants: RequestedGrants {
+                link_prefix: Some(PREFIX.into()),
+                parents: vec![],
+                sysctls: vec![],
+                http_hosts: vec![],
+                memory_mib: Some(16),
+            },
+        }
+    }
+}
+
+impl Driver for Mesh {
+    fn capabilities() -> DriverCapabilities {
+        DriverCapabilities {
+            scope: Scope::Local,
+        }
+    }
+
+    fn create_network(n: Network) -> Result<(), Error> {
+        let id10 = sdk::short(&n.id, 10);
+        let bridge = format!("{PREFIX}b{id10}");
+        let vxlan = format!("{PREFIX}x{id10}");
+        let vni = match sdk::option(&n.options, "vni") {
+            Some(v) => v
+                .parse()
+                .map_err(|_| sdk::invalid(format!("vni {v:?}: give a number in 1–16777215")))?,
+            None => derived_vni(&n.id),
+        };
+        let port = match sdk::option(&n.options, "vxlan-port") {
+            Some(p) => p
+                .parse()
+                .map_err(|_| sdk::invalid(format!("vxlan-port {p:?}: give a UDP port")))?,
+            None => 4789,
+        };
+        let mtu: u32 = match sdk::option(&n.options, "mtu") {
+            Some(m) => m.parse().map_err(|_| sdk::invalid(format!("mtu {m:?}")))?,
+            None => 1450,
+        };
+        let local = match sdk::option(&n.options, "local") {
+            Some(a) => Some(sdk::addr(a.parse().map_err(|_| {
+                sdk::invalid(format!("local {a:?}: give an IP address"))
+            })?)),
+            None => None,
+        };
+        let parent = sdk::option(&n.options, "parent").map(str::to_string);
+        net::create_bridge(&bridge, Some(mtu))?;
+        net::create_vxlan(&vxlan, vni, local, parent.as_deref(), port, true, Some(mtu))?;
+        net::set_master(&vxlan, &bridge)?;
+        net::set_up(&vxlan)?;
+        net::set_up(&bridge)?;
+        // The host reaches the mesh through the bridge, at the gateway address.
+        for d in n.ipv4.iter().chain(n.ipv6.iter()) {
+            if let Some(gw) = &d.gateway {
+                net::add_address(&bridge, *gw)?;
+            }
+        }
+        for p in peers()? {
+            net::add_fdb(&vxlan, FLOOD, sdk::addr(p))?;
+        }
+        kv::put(
+            &format!("net/{}", n.id),
+            format!("{bridge} {vxlan} {vni} {mtu}").as_bytes(),
+        )?;
+        log(
+            Level::Info,
+            &format!("mesh network {} on VNI {vni}", n.name),
+        );
+        Ok(())
+    }
+
+    fn delete_network(network_id: String) -> Result<(), Error> {
+        if let Ok(d) = devs(&network_id) {
+            for l in [&d.vxlan, &d.bridge] {
+                if net::link_exists(l)? {
+                    net::delete_link(l)?;
+                }
+            }
+        }
+        kv::delete(&format!("net/{network_id}"))?;
+        Ok(())
+    }
+
+    fn create_endpoint(_ep: Endpoint) -> Result<EndpointInfo, Error> {
+        Ok(EndpointInfo { mac: None })
+    }
+
+    fn delete_endpoint(_network_id: String, _endpoint_id: String) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn join(
+        network_id: String,
+        endpoint_id: String,
+        _sandbox_key: String,
+    ) -> Result<JoinInfo, Error> {
+        let d = devs(&network_id)?;
+        let e10 = sdk::short(&endpoint_id, 10);
+        let (host, peer) = (format!("{PREFIX}v{e10}"), format!("{PREFIX}p{e10}"));
+        net::create_veth(&host, &peer, Some(d.mtu))?;
+        net::set_master(&host, &d.bridge)?;
+        net::set_up(&host)?;
+        Ok(JoinInfo {
+            link: peer,
+            ifname_prefix: "eth".into(),
+            gateway4: None,
+            gateway6: None,
+            gateway_onlink: false,
+            routes: vec![],
+            mtu: Some(d.mtu),
+        })
+    }
+
+    fn leave(_network_id: String, endpoint_id: String) -> Result<(), Error> {
+        let host = format!("{PREFIX}v{}", sdk::short(&endpoint_id, 10));
+        if net::link_exists(&host)? {
+            net::delete_link(&host)?;
+        }
+        Ok(())
+    }
+
+    fn discover_new(peer: IpAddress) -> Result<(), Error> {
+        let ip = sdk::ip(&peer);
+        kv::put(&format!("peer/{ip}"), b"")?;
+        for n in networks()? {
+            let d = devs(&n)?;
+            net::add_fdb(&d.vxlan, FLOOD, peer)?;
+        }
+        Ok(())
+    }
+
+    fn discover_delete(peer: IpAddress) -> Result<(), Error> {
+        let ip = sdk::ip(&peer);
+        kv::delete(&format!("peer/{ip}"))?;
+        for n in networks()? {
+            let d = devs(&n)?;
+            match net::del_fdb(&d.vxlan, FLOOD, peer) {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+export!(Mesh);

@@ -1,0 +1,170 @@
+//! A Calico-style routed network driver, as a weft plugin: no bridge. Each endpoint gets a
+//! veth whose host end has proxy ARP on and a /32 (/128) host route to the endpoint; the
+//! sandbox's default route goes via the link-local gateway 169.254.1.1, which the host end
+//! answers by proxy ARP. Sandboxes reach each other through the host's routing table.
+//!
+//! Grants it asks for: link prefix `rt`; the per-link sysctls proxy_arp, proxy_delay and
+//! forwarding; no parents, no HTTP.
+
+use std::net::IpAddr;
+
+use weft_plugin_sdk as sdk;
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "driver-plugin",
+    with: { "weft:plugin/types@0.1.0": weft_plugin_sdk::types },
+});
+
+use exports::weft::plugin::network_driver::{
+    DriverCapabilities, Endpoint, EndpointInfo, Guest as Driver, JoinInfo, Network,
+};
+use exports::weft::plugin::plugin::{Guest as Plugin, PluginMetadata, RequestedGrants};
+use sdk::types::{Error, IpAddress, Scope};
+use weft::plugin::host_net::{self as net, LinkSysctl};
+use weft::plugin::kv;
+use weft::plugin::log::{log, Level};
+
+const PREFIX: &str = "rt";
+/// The gateway every sandbox routes through; the host end of its veth answers for it.
+const GATEWAY: (u8, u8, u8, u8) = (169, 254, 1, 1);
+
+struct Routed;
+
+/// Host-side link of an endpoint, and the sandbox-side end before the engine moves it.
+fn links(endpoint_id: &str) -> (String, String) {
+    let s = sdk::short(endpoint_id, 10);
+    (format!("{PREFIX}{s}"), format!("{PREFIX}{s}p"))
+}
+
+/// The link that anchors 169.254.1.1 on the host, so proxy ARP has a route to answer for.
+fn anchor(network_id: &str) -> String {
+    format!("{PREFIX}g{}", sdk::short(network_id, 10))
+}
+
+fn text(v: Option<Vec<u8>>) -> Option<String> {
+    v.map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+impl Plugin for Routed {
+    fn metadata() -> PluginMetadata {
+        PluginMetadata {
+            name: "routed".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Calico-style routed networking: a veth and a host route per endpoint, proxy ARP, no bridge".into(),
+            grants: RequestedGrants {
+                link_prefix: Some(PREFIX.into()),
+                parents: vec![],
+                sysctls: vec!["proxy_arp".into(), "proxy_delay".into(), "forwarding".into()],
+                http_hosts: vec![],
+                memory_mib: Some(16),
+            },
+        }
+    }
+}
+
+impl Driver for Routed {
+    fn capabilities() -> DriverCapabilities {
+        DriverCapabilities {
+            scope: Scope::Local,
+        }
+    }
+
+    fn create_network(n: Network) -> Result<(), Error> {
+        if n.ipv4.is_empty() && n.ipv6.is_empty() {
+            return Err(sdk::invalid("a routed network needs an address pool"));
+        }
+        let a = anchor(&n.id);
+        net::create_bridge(&a, None)?;
+        net::set_up(&a)?;
+        net::add_route(sdk::prefix(IpAddr::from([169, 254, 1, 1]), 32), None, &a)?;
+        kv::put(&format!("net/{}", n.id), a.as_bytes())?;
+        log(Level::Info, &format!("routed network {} ready", n.name));
+        Ok(())
+    }
+
+    fn delete_network(network_id: String) -> Result<(), Error> {
+        if let Some(a) = text(kv::get(&format!("net/{network_id}"))?) {
+            if net::link_exists(&a)? {
+                net::delete_link(&a)?;
+            }
+        }
+        kv::delete(&format!("net/{network_id}"))?;
+        Ok(())
+    }
+
+    fn create_endpoint(ep: Endpoint) -> Result<EndpointInfo, Error> {
+        let mut v = Vec::new();
+        for p in [&ep.ipv4, &ep.ipv6].into_iter().flatten() {
+            v.push(sdk::ip(&p.address).to_string());
+        }
+        if v.is_empty() {
+            return Err(sdk::invalid("a routed endpoint needs an address"));
+        }
+        kv::put(&format!("ep/{}", ep.id), v.join(" ").as_bytes())?;
+        Ok(EndpointInfo { mac: None })
+    }
+
+    fn delete_endpoint(_network_id: String, endpoint_id: String) -> Result<(), Error> {
+        kv::delete(&format!("ep/{endpoint_id}"))?;
+        Ok(())
+    }
+
+    fn join(
+        _network_id: String,
+        endpoint_id: String,
+        _sandbox_key: String,
+    ) -> Result<JoinInfo, Error> {
+        let addrs = text(kv::get(&format!("ep/{endpoint_id}"))?)
+            .ok_or_else(|| sdk::not_found(format!("endpoint {endpoint_id} was never created")))?;
+        let (host, peer) = links(&endpoint_id);
+        net::create_veth(&host, &peer, None)?;
+        net::set_sysctl(&host, LinkSysctl::ProxyArp, "1")?;
+        // Answer ARP at once, not after a random delay of up to 0.8 s.
+        net::set_sysctl(&host, LinkSysctl::ProxyDelay, "0")?;
+        net::set_sysctl(&host, LinkSysctl::Forwarding, "1")?;
+        net::set_up(&host)?;
+        let mut has_v6 = false;
+        for a in addrs.split_whitespace() {
+            let ip: IpAddr = a
+                .parse()
+                .map_err(|_| sdk::internal(format!("bad address {a} in kv")))?;
+            has_v6 |= ip.is_ipv6();
+            let len = if ip.is_ipv4() { 32 } else { 128 };
+            net::add_route(sdk::prefix(ip, len), None, &host)?;
+        }
+        if has_v6 {
+            log(
+                Level::Warn,
+                "routed: IPv6 endpoints get a host route but no IPv6 default route",
+            );
+        }
+        Ok(JoinInfo {
+            link: peer,
+            ifname_prefix: "eth".into(),
+            gateway4: Some(GATEWAY),
+            gateway6: None,
+            gateway_onlink: true,
+            routes: vec![],
+            mtu: None,
+        })
+    }
+
+    fn leave(_network_id: String, endpoint_id: String) -> Result<(), Error> {
+        let (host, _) = links(&endpoint_id);
+        if net::link_exists(&host)? {
+            net::delete_link(&host)?;
+        }
+        Ok(())
+    }
+
+    fn discover_new(_peer: IpAddress) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn discover_delete(_peer: IpAddress) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+export!(Routed);

@@ -1,0 +1,306 @@
+//! Grants: what a plugin may do, recorded at install and checked on every host call. Like a
+//! phone app's permissions, a plugin asks (its metadata) and the user gives (`--grant`).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Per-link sysctls a plugin can be granted (WIT `host-net.link-sysctl`).
+pub const LINK_SYSCTLS: [&str; 5] = [
+    "proxy_arp",
+    "proxy_delay",
+    "forwarding",
+    "forwarding6",
+    "proxy_ndp",
+];
+
+/// Link name prefixes weft's own drivers use: no plugin may have them.
+const RESERVED_PREFIXES: [&str; 8] = ["veth", "br-", "weft", "eth", "lo", "dm-", "dp-", "host"];
+
+/// A plugin's powers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    /// The plugin may create and touch host links whose names start with this. None: no links.
+    pub link_prefix: Option<String>,
+    /// Existing host links it may use as parents (VXLAN underlay, macvlan parent).
+    pub parents: Vec<String>,
+    /// Per-link sysctls it may set.
+    pub sysctls: Vec<String>,
+    /// Its kv space (default: the plugin's name). Two plugins can share one only if both are
+    /// granted the same name.
+    pub kv_space: String,
+    /// The kv space is cluster-wide (kept in the cluster store when there is one).
+    pub kv_global: bool,
+    /// Outbound HTTP authorities (host:port) it may reach over wasi:http. Default none.
+    pub http_hosts: Vec<String>,
+    /// Memory ceiling per call, bytes.
+    pub memory_bytes: u64,
+    /// Deadline per call, milliseconds (epoch interruption).
+    pub deadline_ms: u64,
+    /// Fuel per call (instructions, roughly); None = unlimited.
+    pub fuel: Option<u64>,
+}
+
+pub const DEFAULT_MEMORY: u64 = 64 << 20;
+pub const DEFAULT_DEADLINE_MS: u64 = 2000;
+
+impl Grants {
+    /// Nothing but the plugin's own kv space and the default limits.
+    pub fn minimal(plugin: &str) -> Grants {
+        Grants {
+            link_prefix: None,
+            parents: vec![],
+            sysctls: vec![],
+            kv_space: plugin.to_string(),
+            kv_global: false,
+            http_hosts: vec![],
+            memory_bytes: DEFAULT_MEMORY,
+            deadline_ms: DEFAULT_DEADLINE_MS,
+            fuel: None,
+        }
+    }
+
+    /// Apply one `--grant key=value` (repeatable keys add to lists).
+    pub fn apply(&mut self, spec: &str) -> Result<()> {
+        let (k, v) = spec.split_once('=').ok_or_else(|| {
+            Error::invalid(format!(
+                "invalid grant {spec:?}: use key=value with key one of link-prefix, parent, sysctl, kv, kv-global, http, memory, deadline, fuel"
+            ))
+        })?;
+        let v = v.trim();
+        match k.trim() {
+            "link-prefix" => {
+                check_prefix(v)?;
+                self.link_prefix = Some(v.to_string());
+            }
+            "parent" => {
+                if v.is_empty() || v.len() > 15 {
+                    return Err(Error::invalid(format!("invalid parent interface {v:?}")));
+                }
+                push_unique(&mut self.parents, v);
+            }
+            "sysctl" => {
+                if !LINK_SYSCTLS.contains(&v) {
+                    return Err(Error::invalid(format!(
+                        "sysctl {v:?} cannot be granted: use one of {}",
+                        LINK_SYSCTLS.join(", ")
+                    )));
+                }
+                push_unique(&mut self.sysctls, v);
+            }
+            "kv" => {
+                if v.is_empty() || v.contains('\0') {
+                    return Err(Error::invalid("kv space name must be non-empty"));
+                }
+                self.kv_space = v.to_string();
+            }
+            "kv-global" => {
+                self.kv_global = crate::model::parse_bool(v)
+                    .ok_or_else(|| Error::invalid(format!("kv-global={v}: use true or false")))?
+            }
+            "http" => {
+                check_authority(v)?;
+                push_unique(&mut self.http_hosts, v);
+            }
+            "memory" => self.memory_bytes = parse_size(v)?,
+            "deadline" => self.deadline_ms = parse_ms(v)?,
+            "fuel" => {
+                self.fuel = Some(v.parse().map_err(|_| Error::invalid(format!("fuel={v}: use a whole number")))?)
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "unknown grant {other:?}: use link-prefix, parent, sysctl, kv, kv-global, http, memory, deadline or fuel"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Is `name` a link this plugin owns?
+    pub fn owns_link(&self, name: &str) -> bool {
+        match &self.link_prefix {
+            Some(p) => name.len() > p.len() && name.starts_with(p.as_str()) && valid_ifname(name),
+            None => false,
+        }
+    }
+
+    /// May the plugin use `name` as a parent (its own links, or ones it was given)?
+    pub fn may_use_parent(&self, name: &str) -> bool {
+        self.owns_link(name) || self.parents.iter().any(|p| p == name)
+    }
+}
+
+fn push_unique(v: &mut Vec<String>, s: &str) {
+    if !v.iter().any(|x| x == s) {
+        v.push(s.to_string());
+    }
+}
+
+pub fn valid_ifname(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 15
+        && n.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+pub fn check_prefix(p: &str) -> Result<()> {
+    if p.len() < 2
+        || p.len() > 8
+        || !p
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    {
+        return Err(Error::invalid(format!(
+            "link prefix {p:?}: use 2–8 characters of a-z, 0-9 and '-'"
+        )));
+    }
+    if let Some(r) = RESERVED_PREFIXES
+        .iter()
+        .find(|r| p.starts_with(*r) || r.starts_with(p))
+    {
+        return Err(Error::invalid(format!(
+            "link prefix {p:?} clashes with weft's own links ({r}…): choose another"
+        )));
+    }
+    Ok(())
+}
+
+fn check_authority(v: &str) -> Result<()> {
+    let ok = match v.rsplit_once(':') {
+        Some((h, port)) => !h.is_empty() && port.parse::<u16>().is_ok(),
+        None => !v.is_empty(),
+    };
+    if !ok || v.contains('/') || v.contains('@') {
+        return Err(Error::invalid(format!(
+            "http grant {v:?}: give host or host:port, such as netbox.lan:8000"
+        )));
+    }
+    Ok(())
+}
+
+fn parse_size(v: &str) -> Result<u64> {
+    let (n, mult) = match v.to_ascii_lowercase() {
+        s if s.ends_with("gib") || s.ends_with('g') => (
+            s.trim_end_matches("gib").trim_end_matches('g').to_string(),
+            1u64 << 30,
+        ),
+        s if s.ends_with("mib") || s.ends_with('m') => (
+            s.trim_end_matches("mib").trim_end_matches('m').to_string(),
+            1u64 << 20,
+        ),
+        s if s.ends_with("kib") || s.ends_with('k') => (
+            s.trim_end_matches("kib").trim_end_matches('k').to_string(),
+            1u64 << 10,
+        ),
+        s => (s, 1),
+    };
+    let n: u64 = n
+        .trim()
+        .parse()
+        .map_err(|_| Error::invalid(format!("memory={v}: use a size such as 64M")))?;
+    let bytes = n * mult;
+    if !(1 << 20..=4 << 30).contains(&bytes) {
+        return Err(Error::invalid(format!("memory={v}: use between 1M and 4G")));
+    }
+    Ok(bytes)
+}
+
+fn parse_ms(v: &str) -> Result<u64> {
+    let ms = if let Some(n) = v.strip_suffix("ms") {
+        n.trim().parse::<u64>().ok()
+    } else if let Some(n) = v.strip_suffix('s') {
+        n.trim().parse::<u64>().ok().map(|s| s * 1000)
+    } else {
+        v.parse::<u64>().ok()
+    };
+    match ms {
+        Some(ms) if (1..=600_000).contains(&ms) => Ok(ms),
+        _ => Err(Error::invalid(format!(
+            "deadline={v}: use a duration such as 500ms or 2s (at most 600s)"
+        ))),
+    }
+}
+
+impl fmt::Display for Grants {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &Vec<String>| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        writeln!(
+            f,
+            "  link-prefix  {}",
+            self.link_prefix
+                .as_deref()
+                .unwrap_or("none (no host links)")
+        )?;
+        writeln!(f, "  parents      {}", list(&self.parents))?;
+        writeln!(f, "  sysctls      {}", list(&self.sysctls))?;
+        writeln!(
+            f,
+            "  kv           {}{}",
+            self.kv_space,
+            if self.kv_global {
+                " (cluster-wide)"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(f, "  http         {}", list(&self.http_hosts))?;
+        writeln!(f, "  memory       {} MiB", self.memory_bytes >> 20)?;
+        writeln!(f, "  deadline     {} ms per call", self.deadline_ms)?;
+        write!(
+            f,
+            "  fuel         {}",
+            self.fuel
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "unlimited".into())
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_parse_and_check() {
+        let mut g = Grants::minimal("rt");
+        for s in [
+            "link-prefix=rt",
+            "sysctl=proxy_arp",
+            "parent=eth1",
+            "memory=16M",
+            "deadline=250ms",
+            "http=netbox.lan:8000",
+        ] {
+            g.apply(s).unwrap();
+        }
+        assert_eq!(g.memory_bytes, 16 << 20);
+        assert_eq!(g.deadline_ms, 250);
+        assert!(g.owns_link("rt1234"));
+        assert!(!g.owns_link("rt"), "the bare prefix is not a name");
+        assert!(!g.owns_link("eth0"));
+        assert!(!g.owns_link("rt12345678901234"), "too long for the kernel");
+        assert!(g.may_use_parent("eth1"));
+        assert!(!g.may_use_parent("eth0"));
+        for bad in [
+            "link-prefix=veth",
+            "link-prefix=e",
+            "sysctl=ip_forward",
+            "memory=1T",
+            "deadline=0",
+            "http=a/b",
+            "nope=1",
+            "x",
+        ] {
+            assert!(g.clone().apply(bad).is_err(), "{bad} accepted");
+        }
+        assert!(check_prefix("br").is_err(), "br is a prefix of br-");
+    }
+}

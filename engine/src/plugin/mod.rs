@@ -1,0 +1,140 @@
+//! Wasm plugins: third-party network drivers and IPAM as sandboxed WebAssembly components.
+//!
+//! - [`runtime`]: the wasmtime engine, the compile cache, the WIT version check;
+//! - [`host`]: what the plugin's imports do (checked `host-net`, private `kv`, `log`);
+//! - [`adapters`]: make a component a [`crate::drivers::NetworkDriver`] or an
+//!   [`crate::ipam::Ipam`] like any native one, and validate what it returns;
+//! - [`grants`]: what a plugin may do;
+//! - [`lend`]: how an operation's transactions reach a plugin call.
+//!
+//! Every call gets a fresh instance (from an `InstancePre`: microseconds), a memory ceiling,
+//! a deadline (epoch interruption) and optional fuel. A plugin that traps, loops, allocates
+//! without end or asks for what it was not granted fails that one operation, which the
+//! engine rolls back; the next call starts from a clean instance.
+
+pub mod adapters;
+pub mod bindings;
+pub mod grants;
+pub mod host;
+pub mod lend;
+pub mod runtime;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::model::Scope;
+pub use grants::Grants;
+use runtime::Runtime;
+
+/// What a plugin is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Driver,
+    Ipam,
+}
+
+impl Kind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Driver => "network driver",
+            Kind::Ipam => "IPAM",
+        }
+    }
+}
+
+/// What a plugin asked for (its metadata).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Asked {
+    pub link_prefix: Option<String>,
+    pub parents: Vec<String>,
+    pub sysctls: Vec<String>,
+    pub http_hosts: Vec<String>,
+    pub memory_mib: Option<u32>,
+}
+
+/// An installed plugin, as the store records it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginRecord {
+    pub name: String,
+    pub kind: Kind,
+    /// Where weft keeps its copy of the component.
+    pub file: PathBuf,
+    pub sha256: String,
+    pub version: String,
+    pub description: String,
+    pub asked: Asked,
+    pub grants: Grants,
+    /// Drivers: the scope of their networks.
+    pub scope: Scope,
+    /// IPAM: wants the endpoint's MAC with each request.
+    pub requires_mac: bool,
+    pub installed: String,
+}
+
+/// The lazily created wasmtime runtime shared by all plugins of an engine.
+pub struct PluginHost {
+    dir: PathBuf,
+    runtime: OnceLock<Arc<Runtime>>,
+}
+
+impl PluginHost {
+    pub fn new(root: &Path) -> PluginHost {
+        PluginHost {
+            dir: root.join("plugins"),
+            runtime: OnceLock::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The runtime, created on first use (about a millisecond), so commands that use no
+    /// plugin pay nothing.
+    pub fn runtime(&self) -> Result<Arc<Runtime>> {
+        if let Some(r) = self.runtime.get() {
+            return Ok(r.clone());
+        }
+        let r = Runtime::new(&self.dir.join("cache"))?;
+        Ok(self.runtime.get_or_init(|| r).clone())
+    }
+
+    /// Read a component file, compile it (or load it from the cache), and ask it what it is.
+    pub async fn examine(&self, file: &Path, name: &str) -> Result<(PluginRecord, Vec<u8>)> {
+        let bytes = std::fs::read(file)
+            .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let rt = self.runtime()?;
+        let component = rt.load(&bytes, &sha256)?;
+        let kind = rt.kind_of(&component)?;
+        let mut rec = PluginRecord {
+            name: name.to_string(),
+            kind,
+            file: self.dir.join(format!("{name}.wasm")),
+            sha256,
+            version: String::new(),
+            description: String::new(),
+            asked: Asked::default(),
+            grants: Grants::minimal(name),
+            scope: Scope::Local,
+            requires_mac: false,
+            installed: crate::model::now_rfc3339(),
+        };
+        adapters::describe(&rt, &component, &mut rec).await?;
+        Ok((rec, bytes))
+    }
+}
+
+/// Plugin names: they become driver names (`-d NAME`) and file names.
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 32
+        && n.bytes().next().is_some_and(|c| c.is_ascii_lowercase())
+        && n.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+}

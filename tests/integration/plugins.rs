@@ -1,0 +1,456 @@
+//! Wasm plugins end to end: the example drivers and IPAM carry real traffic in real
+//! namespaces; hostile plugins fail their operation with an error naming them and the
+//! reason, leave nothing behind, and do not stop the engine or the other plugins.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use crate::harness::*;
+
+fn install(h: &TestHost, name: &str, guest_name: &str, extra: &[&str]) -> String {
+    let file = guest(guest_name);
+    let mut args = vec!["plugin", "install", file.to_str().unwrap(), "--name", name];
+    args.extend_from_slice(extra);
+    h.weft_ok(&args)
+}
+
+fn ip_of(h: &TestHost, sb: &str) -> IpAddr {
+    let e = h.engine();
+    e.sandbox_endpoints(&e.sandbox(sb).unwrap().id).unwrap()[0]
+        .ipv4
+        .unwrap()
+        .ip()
+}
+
+fn key(h: &TestHost, sb: &str) -> PathBuf {
+    h.engine().sandbox(sb).unwrap().key
+}
+
+fn reopen(h: &mut TestHost) {
+    // Plugins installed through the CLI are registered when an engine opens.
+    h.reopen();
+}
+
+#[test]
+fn routed_plugin_with_host_local_ipam_carries_traffic() {
+    let mut h = TestHost::new("plugrouted");
+    let out = install(&h, "routed", "routed", &["--grant-requested"]);
+    assert!(
+        out.contains("It asks for:") && out.contains("link-prefix  rt"),
+        "{out}"
+    );
+    assert!(
+        out.contains("It was granted:")
+            && out.contains("sysctls      proxy_arp, proxy_delay, forwarding"),
+        "{out}"
+    );
+    install(&h, "host-local", "host-local", &["--grant-requested"]);
+    reopen(&mut h);
+    h.weft_ok(&[
+        "network",
+        "create",
+        "-d",
+        "routed",
+        "--ipam-driver",
+        "host-local",
+        "--subnet",
+        "10.80.0.0/24",
+        "--ipam-opt",
+        "range-start=10.80.0.50",
+        "--ipam-opt",
+        "exclude=10.80.0.51",
+        "rnet",
+    ]);
+    for s in ["a", "b"] {
+        h.weft_ok(&["sandbox", "create", "--network", "rnet", s]);
+    }
+    // host-local's semantics: from range-start, skipping the excluded address.
+    assert_eq!(ip_of(&h, "a").to_string(), "10.80.0.50");
+    assert_eq!(ip_of(&h, "b").to_string(), "10.80.0.52");
+    // Calico-style: default route via 169.254.1.1 on-link, host routes per endpoint.
+    assert_eq!(
+        h.ip_lines(&key(&h, "a"), &["route", "show", "default"]),
+        ["default via 169.254.1.1 dev eth0 onlink"]
+    );
+    let host_routes = h.ip_lines(&h.host_ns, &["route", "show"]).join("\n");
+    assert!(
+        host_routes.contains("10.80.0.50 dev rt") && host_routes.contains("10.80.0.52 dev rt"),
+        "{host_routes}"
+    );
+    // Real traffic through the host's routing table.
+    assert!(ping(&key(&h, "a"), ip_of(&h, "b")));
+    let peer = tcp_exchange(
+        &key(&h, "a"),
+        &key(&h, "b"),
+        SocketAddr::new(ip_of(&h, "b"), 8080),
+    )
+    .expect("TCP a → b");
+    assert_eq!(peer.ip(), ip_of(&h, "a"));
+    // The plugin cannot be removed while a network uses it.
+    assert_eq!(
+        h.weft_err(&["plugin", "rm", "routed"]),
+        "Error: plugin routed is in use by network rnet: remove the network first"
+    );
+    h.weft_ok(&["sandbox", "rm", "a", "b"]);
+    h.weft_ok(&["network", "rm", "rnet"]);
+    assert_eq!(h.host_links(), ["lo"], "every link the plugin made is gone");
+    // Addresses went back to host-local: a new network on the same subnet starts over.
+    h.weft_ok(&[
+        "network",
+        "create",
+        "-d",
+        "routed",
+        "--ipam-driver",
+        "host-local",
+        "--subnet",
+        "10.80.0.0/24",
+        "rnet2",
+    ]);
+    h.weft_ok(&["sandbox", "create", "--network", "rnet2", "c"]);
+    assert_eq!(ip_of(&h, "c").to_string(), "10.80.0.2");
+}
+
+#[test]
+fn mesh_plugin_bridges_locally_and_programs_peers() {
+    let mut h = TestHost::new("plugmesh");
+    install(&h, "mesh", "mesh", &["--grant-requested"]);
+    reopen(&mut h);
+    let id = h.weft_ok(&[
+        "network",
+        "create",
+        "-d",
+        "mesh",
+        "--subnet",
+        "10.81.0.0/24",
+        "-o",
+        "vni=4242",
+        "mnet",
+    ]);
+    let id10 = &id.trim()[..10];
+    let vx = format!("wmx{id10}");
+    let d = h
+        .ip_lines(&h.host_ns, &["-d", "-o", "link", "show", &vx])
+        .join("");
+    assert!(d.contains("vxlan id 4242"), "{d}");
+    assert!(d.contains(&format!("master wmb{id10}")), "{d}");
+    h.weft_ok(&["sandbox", "create", "--network", "mnet", "m1"]);
+    h.weft_ok(&["sandbox", "create", "--network", "mnet", "m2"]);
+    assert_eq!(
+        tcp_exchange(
+            &key(&h, "m1"),
+            &key(&h, "m2"),
+            SocketAddr::new(ip_of(&h, "m2"), 9090)
+        )
+        .unwrap()
+        .ip(),
+        ip_of(&h, "m1")
+    );
+    assert!(ping(&key(&h, "m2"), ip_of(&h, "m1")));
+    // Peers heard of get a flood entry on every mesh network, and lose it again.
+    h.weft_ok(&["system", "peer", "add", "192.0.2.10"]);
+    let fdb = String::from_utf8_lossy(
+        &run_in_ns(&h.host_ns, "bridge", &["fdb", "show", "dev", &vx]).stdout,
+    )
+    .into_owned();
+    assert!(fdb.contains("00:00:00:00:00:00 dst 192.0.2.10"), "{fdb}");
+    // A network made later learns the peers that came before it (kept in the plugin's kv).
+    let id2 = h.weft_ok(&[
+        "network",
+        "create",
+        "-d",
+        "mesh",
+        "--subnet",
+        "10.82.0.0/24",
+        "mnet2",
+    ]);
+    let vx2 = format!("wmx{}", &id2.trim()[..10]);
+    let fdb2 = String::from_utf8_lossy(
+        &run_in_ns(&h.host_ns, "bridge", &["fdb", "show", "dev", &vx2]).stdout,
+    )
+    .into_owned();
+    assert!(fdb2.contains("dst 192.0.2.10"), "{fdb2}");
+    h.weft_ok(&["system", "peer", "rm", "192.0.2.10"]);
+    let fdb = String::from_utf8_lossy(
+        &run_in_ns(&h.host_ns, "bridge", &["fdb", "show", "dev", &vx]).stdout,
+    )
+    .into_owned();
+    assert!(!fdb.contains("192.0.2.10"), "{fdb}");
+    h.weft_ok(&["sandbox", "rm", "m1", "m2"]);
+    h.weft_ok(&["network", "rm", "mnet", "mnet2"]);
+    assert_eq!(h.host_links(), ["lo"]);
+}
+
+#[test]
+fn plugins_of_another_wit_version_or_not_components_are_refused() {
+    let h = TestHost::new("plugver");
+    // A component built for weft:plugin@0.9.0 (the same bytes, renamed interfaces).
+    let bytes = std::fs::read(guest("routed")).unwrap();
+    let (from, to) = (b"weft:plugin/".as_slice(), b"@0.1.0".as_slice());
+    let mut patched = bytes.clone();
+    let mut i = 0;
+    let mut n = 0;
+    while i + from.len() < patched.len() {
+        if patched[i..].starts_with(from) {
+            let end = (i..patched.len().min(i + 64)).find(|j| patched[*j..].starts_with(to));
+            if let Some(j) = end {
+                patched[j..j + to.len()].copy_from_slice(b"@0.9.0");
+                n += 1;
+                i = j;
+            }
+        }
+        i += 1;
+    }
+    assert!(n > 0);
+    let f = h.dir.join("future.wasm");
+    std::fs::write(&f, &patched).unwrap();
+    let err = h.weft_err(&["plugin", "install", f.to_str().unwrap(), "--name", "future"]);
+    assert_eq!(
+        err,
+        "Error: this plugin was built for weft:plugin@0.9.0, but this engine speaks weft:plugin@0.1.0: rebuild it against weft's wit/ directory"
+    );
+    let junk = h.dir.join("junk.wasm");
+    std::fs::write(&junk, b"\0asm not really").unwrap();
+    assert!(h
+        .weft_err(&[
+            "plugin",
+            "install",
+            junk.to_str().unwrap(),
+            "--name",
+            "junk"
+        ])
+        .contains("not a valid WebAssembly component"));
+    assert!(h
+        .weft_err(&[
+            "plugin",
+            "install",
+            junk.to_str().unwrap(),
+            "--name",
+            "bridge"
+        ])
+        .contains("weft's own drivers"));
+    assert_eq!(
+        h.weft_ok(&["plugin", "ls"]).lines().count(),
+        1,
+        "nothing was installed"
+    );
+}
+
+/// A host with the hostile driver (prefix hx, short deadline) and well-behaved neighbours.
+fn hostile_host(tag: &str) -> TestHost {
+    let mut h = TestHost::new(tag);
+    install(&h, "routed", "routed", &["--grant-requested"]);
+    install(&h, "host-local", "host-local", &["--grant-requested"]);
+    install(
+        &h,
+        "hostile",
+        "hostile-driver",
+        &[
+            "--grant",
+            "link-prefix=hx",
+            "--grant",
+            "deadline=300ms",
+            "--grant",
+            "memory=32M",
+        ],
+    );
+    install(
+        &h,
+        "hostile-ipam",
+        "hostile-ipam",
+        &["--grant", "deadline=300ms", "--grant", "memory=32M"],
+    );
+    reopen(&mut h);
+    // Something for the others to keep serving, and data the snoop must not see.
+    h.weft_ok(&[
+        "network",
+        "create",
+        "-d",
+        "routed",
+        "--ipam-driver",
+        "host-local",
+        "--subnet",
+        "10.90.0.0/24",
+        "good",
+    ]);
+    h.weft_ok(&["sandbox", "create", "--network", "good", "g1"]);
+    h
+}
+
+/// The refusal names the plugin and the reason; nothing is left; the engine and the other
+/// plugins keep working.
+fn assert_contained(
+    h: &TestHost,
+    err: &str,
+    plugin: &str,
+    reason: &str,
+    links_before: &[String],
+    label: &str,
+    net_made: bool,
+) {
+    assert!(
+        err.starts_with(&format!("Error: plugin {plugin}: ")),
+        "{label}: {err}"
+    );
+    assert!(
+        err.contains(reason),
+        "{label}: expected {reason:?} in {err:?}"
+    );
+    let mut now = h.host_links();
+    now.sort();
+    let mut before = links_before.to_vec();
+    before.sort();
+    assert_eq!(now, before, "{label}: links left behind");
+    let nets = h.weft_ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert_eq!(
+        nets.lines().any(|n| n == "bad"),
+        net_made,
+        "{label}: networks now: {nets}"
+    );
+    assert!(
+        h.weft_err(&["sandbox", "inspect", "victim"])
+            .contains("No such container"),
+        "{label}: sandbox record stayed"
+    );
+    // Other plugins keep working, and so does the engine.
+    h.weft_ok(&["sandbox", "create", "--network", "good", "probe"]);
+    assert!(
+        ping(&key(h, "probe"), ip_of(h, "g1")),
+        "{label}: the routed network stopped working"
+    );
+    h.weft_ok(&["sandbox", "rm", "probe"]);
+}
+
+#[test]
+fn hostile_driver_calls_fail_alone_and_leave_nothing() {
+    let h = hostile_host("hostdrv");
+    let before = h.host_links();
+    // Misbehaviour while creating the network.
+    for (mode, reason) in [
+        (
+            "foreign-link",
+            "denied: link \"evil0\" is not this plugin's",
+        ),
+        ("touch-eth0", "denied: link \"eth0\" is not this plugin's"),
+        ("delete-eth0", "denied: link \"eth0\" is not this plugin's"),
+        ("other-prefix", "denied: link \"rtx1\" is not this plugin's"),
+        (
+            "route-hijack",
+            "denied: route to 8.8.8.0/24 is outside the network's subnets",
+        ),
+        ("kv-snoop", "no foreign kv data is visible"),
+    ] {
+        let err = h.weft_err(&[
+            "network",
+            "create",
+            "-d",
+            "hostile",
+            "--subnet",
+            "10.91.0.0/24",
+            "-o",
+            &format!("hostile={mode}"),
+            "bad",
+        ]);
+        assert_contained(&h, &err, "hostile", reason, &before, mode, false);
+    }
+    // Misbehaviour while connecting: the network is made, the sandbox is not.
+    for (mode, reason) in [
+        (
+            "loop-join",
+            "join ran past its deadline of 300 ms and was stopped",
+        ),
+        (
+            "trap-endpoint",
+            "create-endpoint trapped: it panicked or hit unreachable code",
+        ),
+        (
+            "foreign-join-link",
+            "join returned link \"eth0\", which is not one of its own",
+        ),
+        (
+            "ghost-link",
+            "join returned link \"hxghost\", which does not exist",
+        ),
+        (
+            "bad-gateway",
+            "join returned gateway 10.99.99.99 outside the endpoint's subnet",
+        ),
+        (
+            "multicast-mac",
+            "create-endpoint returned MAC 01:00:5e:00:00:01, which is not a unicast address",
+        ),
+    ] {
+        h.weft_ok(&[
+            "network",
+            "create",
+            "-d",
+            "hostile",
+            "--subnet",
+            "10.92.0.0/24",
+            "-o",
+            &format!("hostile={mode}"),
+            "bad",
+        ]);
+        let with_net = h.host_links();
+        let err = h.weft_err(&["sandbox", "create", "--network", "bad", "victim"]);
+        assert_contained(&h, &err, "hostile", reason, &with_net, mode, true);
+        h.weft_ok(&["network", "rm", "bad"]);
+        assert_eq!(h.host_links(), before, "{mode}: network removal left links");
+    }
+}
+
+#[test]
+fn hostile_ipam_calls_fail_alone_and_leave_nothing() {
+    let h = hostile_host("hostipam");
+    let before = h.host_links();
+    for (mode, reason) in [
+        (
+            "bomb",
+            "request-address tried to use more than its 32 MiB of memory and was stopped",
+        ),
+        (
+            "loop",
+            "request-address ran past its deadline of 300 ms and was stopped",
+        ),
+        (
+            "outside",
+            "returned address 203.0.113.7/24 outside the pool 10.93.0.0/24",
+        ),
+    ] {
+        h.weft_ok(&[
+            "network",
+            "create",
+            "--ipam-driver",
+            "hostile-ipam",
+            "--subnet",
+            "10.93.0.0/24",
+            "--ipam-opt",
+            &format!("hostile={mode}"),
+            "bad",
+        ]);
+        let with_net = h.host_links();
+        let err = h.weft_err(&["sandbox", "create", "--network", "bad", "victim"]);
+        assert_contained(&h, &err, "hostile-ipam", reason, &with_net, mode, true);
+        h.weft_ok(&["network", "rm", "bad"]);
+        assert_eq!(h.host_links(), before);
+    }
+    let err = h.weft_err(&[
+        "network",
+        "create",
+        "--ipam-driver",
+        "hostile-ipam",
+        "--subnet",
+        "10.94.0.0/24",
+        "--ipam-opt",
+        "hostile=wrong-pool",
+        "bad",
+    ]);
+    assert_contained(
+        &h,
+        &err,
+        "hostile-ipam",
+        "request-pool returned 192.0.2.0/24, but 10.94.0.0/24 was asked for",
+        &before,
+        "wrong-pool",
+        false,
+    );
+}
