@@ -176,12 +176,12 @@ impl Driver for Mesh {
     ) -> Result<JoinInfo, Error> {
         let d = devs(&network_id)?;
         let e10 = sdk::short(&endpoint_id, 10);
-        let (host, peer) = (format!("{PREFIX}v{e10}"), format!("{PREFIX}p{e10}"));
-        net::create_veth(&host, &peer, Some(d.mtu))?;
+        let host = format!("{PREFIX}v{e10}");
+        net::create_sandbox_veth(&host, Some(d.mtu))?;
         net::set_master(&host, &d.bridge)?;
         net::set_up(&host)?;
         Ok(JoinInfo {
-            link: peer,
+            link: host,
             ifname_prefix: "eth".into(),
             gateway4: None,
             gateway6: None,

@@ -31,10 +31,9 @@ const GATEWAY: (u8, u8, u8, u8) = (169, 254, 1, 1);
 
 struct Routed;
 
-/// Host-side link of an endpoint, and the sandbox-side end before the engine moves it.
-fn links(endpoint_id: &str) -> (String, String) {
-    let s = sdk::short(endpoint_id, 10);
-    (format!("{PREFIX}{s}"), format!("{PREFIX}{s}p"))
+/// Host-side link of an endpoint (its other end is made inside the sandbox by the engine).
+fn host_link(endpoint_id: &str) -> String {
+    format!("{PREFIX}{}", sdk::short(endpoint_id, 10))
 }
 
 /// The link that anchors 169.254.1.1 on the host, so proxy ARP has a route to answer for.
@@ -117,8 +116,8 @@ impl Driver for Routed {
     ) -> Result<JoinInfo, Error> {
         let addrs = text(kv::get(&format!("ep/{endpoint_id}"))?)
             .ok_or_else(|| sdk::not_found(format!("endpoint {endpoint_id} was never created")))?;
-        let (host, peer) = links(&endpoint_id);
-        net::create_veth(&host, &peer, None)?;
+        let host = host_link(&endpoint_id);
+        net::create_sandbox_veth(&host, None)?;
         net::set_sysctl(&host, LinkSysctl::ProxyArp, "1")?;
         // Answer ARP at once, not after a random delay of up to 0.8 s.
         net::set_sysctl(&host, LinkSysctl::ProxyDelay, "0")?;
@@ -140,7 +139,7 @@ impl Driver for Routed {
             );
         }
         Ok(JoinInfo {
-            link: peer,
+            link: host,
             ifname_prefix: "eth".into(),
             gateway4: Some(GATEWAY),
             gateway6: None,
@@ -151,7 +150,7 @@ impl Driver for Routed {
     }
 
     fn leave(_network_id: String, endpoint_id: String) -> Result<(), Error> {
-        let (host, _) = links(&endpoint_id);
+        let host = host_link(&endpoint_id);
         if net::link_exists(&host)? {
             net::delete_link(&host)?;
         }

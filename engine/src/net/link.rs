@@ -441,6 +441,57 @@ impl Netlink {
         .map(|_| ())
     }
 
+    /// Set an IPv4 per-device setting (`net.ipv4.conf.<link>.*`) over netlink: no /proc
+    /// lookup, which costs more the more namespaces the host has.
+    /// `id` is the kernel's IPV4_DEVCONF_* number (1 forwarding, 3 proxy_arp).
+    pub async fn set_inet_conf(&self, index: u32, id: u16, value: u32) -> Result<(), NetError> {
+        use rtnetlink::packet_core::{DefaultNla, Emitable, NLA_F_NESTED};
+        fn nested(kind: u16, inner: Vec<DefaultNla>) -> DefaultNla {
+            let mut buf = vec![0u8; inner.as_slice().buffer_len()];
+            inner.as_slice().emit(&mut buf);
+            DefaultNla::new(kind | NLA_F_NESTED, buf)
+        }
+        const IFLA_AF_SPEC: u16 = 26;
+        const IFLA_INET_CONF: u16 = 1;
+        let conf = nested(
+            IFLA_INET_CONF,
+            vec![DefaultNla::new(id, value.to_ne_bytes().to_vec())],
+        );
+        let spec = nested(IFLA_AF_SPEC, vec![nested(libc::AF_INET as u16, vec![conf])]);
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::Other(spec));
+        self.send(
+            RouteNetlinkMessage::SetLink(m),
+            NLM_F_REQUEST | NLM_F_ACK,
+            || format!("set IPv4 setting {id} on link #{index}"),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `net.ipv4.neigh.<link>.proxy_delay`, over netlink (milliseconds).
+    pub async fn set_proxy_delay(&self, index: u32, ms: u64) -> Result<(), NetError> {
+        use rtnetlink::packet_route::neighbour_table::{
+            NeighbourTableAttribute, NeighbourTableMessage, NeighbourTableParameter,
+        };
+        let mut m = NeighbourTableMessage::default();
+        m.header.family = AddressFamily::Inet;
+        m.attributes
+            .push(NeighbourTableAttribute::Name("arp_cache".into()));
+        m.attributes.push(NeighbourTableAttribute::Parms(vec![
+            NeighbourTableParameter::Ifindex(index),
+            NeighbourTableParameter::ProxyDelay(ms),
+        ]));
+        self.send(
+            RouteNetlinkMessage::SetNeighbourTable(m),
+            NLM_F_REQUEST | NLM_F_ACK,
+            || format!("set proxy_delay on link #{index}"),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Bring a link up, by name (one message, no index lookup).
     pub async fn set_up_by_name(&self, name: &str) -> Result<(), NetError> {
         let mut m = LinkMessage::default();

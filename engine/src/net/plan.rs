@@ -314,7 +314,7 @@ impl Step {
             Step::Sysctl { ns, key, .. } => {
                 let mut parts = key.split('/');
                 match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                    (Some("net"), Some(_), Some("conf"), Some(ifname))
+                    (Some("net"), Some(_), Some("conf" | "neigh"), Some(ifname))
                         if !["all", "default"].contains(&ifname) =>
                     {
                         Some((ns, ifname))
@@ -550,6 +550,8 @@ impl<'k> Tx<'k> {
         }
         // Journal the inverse first: if we die right after the kernel acted, recovery finds it.
         let inverse = match &step {
+            // A setting of a link this operation made needs no undo: the link goes.
+            Step::Sysctl { .. } if self.made_here(&step) => None,
             Step::Sysctl { ns, key, .. } => {
                 let f = self.ns_file(ns)?;
                 let old = sysctl::read(Some(f), key)?;
@@ -612,6 +614,20 @@ impl<'k> Tx<'k> {
         if let Some(j) = self.journal.take() {
             j.remove();
         }
+    }
+
+    /// Does `step` act on a link this operation created (and will delete on undo)?
+    fn made_here(&self, step: &Step) -> bool {
+        let Some((ns, link)) = step.target_link() else {
+            return false;
+        };
+        self.undo.iter().any(|u| match u {
+            Step::DelLink { ns: n, name, peer } => {
+                (n == ns && name == link)
+                    || peer.as_ref().is_some_and(|(pn, pl)| pn == ns && pl == link)
+            }
+            _ => false,
+        })
     }
 
     /// A position in the undo log, to split it between the objects an operation made.
@@ -881,6 +897,35 @@ impl<'k> Tx<'k> {
                 self.k.host_nl.add_fdb(idx, mac, *dst).await
             }
             Step::Sysctl { ns, key, value } => {
+                // IPv4 per-link settings have netlink forms: much cheaper than /proc/sys on a
+                // host with many namespaces (its lookups grow with their number).
+                let parts: Vec<&str> = key.split('/').collect();
+                let num = value.parse::<u32>().ok();
+                match (parts.as_slice(), num) {
+                    (["net", "ipv4", "conf", link, setting], Some(v))
+                        if !["all", "default"].contains(link) =>
+                    {
+                        let id = match *setting {
+                            "forwarding" => Some(1),
+                            "proxy_arp" => Some(3),
+                            _ => None,
+                        };
+                        if let Some(id) = id {
+                            let idx = self.index(ns, link).await?;
+                            let (nl, _) = self.conn(ns)?;
+                            return nl.set_inet_conf(idx, id, v).await;
+                        }
+                    }
+                    (["net", "ipv4", "neigh", link, "proxy_delay"], Some(v))
+                        if !["default"].contains(link) =>
+                    {
+                        // /proc shows jiffies at USER_HZ (1/100 s); netlink takes milliseconds.
+                        let idx = self.index(ns, link).await?;
+                        let (nl, _) = self.conn(ns)?;
+                        return nl.set_proxy_delay(idx, v as u64 * 10).await;
+                    }
+                    _ => {}
+                }
                 let f = self.ns_file(ns)?;
                 sysctl::write(Some(f), key, value)
             }

@@ -315,8 +315,13 @@ impl PluginDriver {
 
 macro_rules! driver_call {
     ($self:ident, $ctx:ident, $scope:expr, $call:literal, |$inst:ident, $store:ident| $body:expr) => {{
+        driver_call!($self, $ctx, $scope, None, $call, |$inst, $store| $body).0
+    }};
+    ($self:ident, $ctx:ident, $scope:expr, $join:expr, $call:literal, |$inst:ident, $store:ident| $body:expr) => {{
+        let started = std::time::Instant::now();
         let (rt, pre) = $self.loaded()?;
         let mut $store = $self.store(&rt, $ctx, $scope)?;
+        $store.data_mut().join = $join;
         let r = match pre.instantiate_async(&mut $store).await {
             Ok($inst) => {
                 let $inst = $inst.weft_plugin_network_driver();
@@ -325,8 +330,10 @@ macro_rules! driver_call {
             Err(e) => Err(e),
         };
         let out = settle(&$self.rec, $call, &$store, r);
+        let placed = $store.data_mut().placed.take();
         drop($store);
-        out
+        tracing::trace!(plugin = %$self.rec.name, call = $call, us = started.elapsed().as_micros() as u64, "plugin call");
+        (out, placed)
     }};
 }
 
@@ -447,9 +454,18 @@ impl NetworkDriver for PluginDriver {
             NsRef::Path(p) => p.display().to_string(),
             NsRef::Host => String::new(),
         };
-        let j = driver_call!(self, ctx, scope_of(net), "join", |d, store| d
+        let jc = host::JoinContext {
+            ns: target.ns.clone(),
+            ifname: target.ifname.clone(),
+            mac: ep.mac.clone(),
+            ipv6: ep.ipv6.is_some(),
+        };
+        let (j, placed) = driver_call!(self, ctx, scope_of(net), Some(jc), "join", |d, store| d
             .call_join(&mut store, &nid, &eid, &key)
-            .await)?;
+            .await);
+        let j = j?;
+        // The host end of a create-sandbox-veth pair: its other end is in the sandbox already.
+        let placed = placed.is_some_and(|p| p == j.link);
         // Check everything before the engine acts on it.
         if !self.rec.grants.owns_link(&j.link) {
             return Err(bad_return(
@@ -460,7 +476,7 @@ impl NetworkDriver for PluginDriver {
                 ),
             ));
         }
-        if ctx.tx.netlink(&NsRef::Host)?.link(&j.link).await?.is_none() {
+        if !placed && ctx.tx.netlink(&NsRef::Host)?.link(&j.link).await?.is_none() {
             return Err(bad_return(
                 &self.rec,
                 format!("join returned link {:?}, which does not exist", j.link),
@@ -520,8 +536,12 @@ impl NetworkDriver for PluginDriver {
             routes.push((IpNetwork::new(dst.network(), dst.prefix()).unwrap(), via));
         }
         Ok(JoinInfo {
-            link: JoinLink::Move { name: j.link },
-            ifname_prefix: Some(j.ifname_prefix),
+            link: if placed {
+                JoinLink::Placed
+            } else {
+                JoinLink::Move { name: j.link }
+            },
+            ifname_prefix: if placed { None } else { Some(j.ifname_prefix) },
             gateway4: gw4,
             gateway6: gw6,
             routes,

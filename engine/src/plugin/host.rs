@@ -39,6 +39,19 @@ pub struct HostState {
     pub scope: Vec<IpNetwork>,
     /// Host calls the grants refused, for the error report.
     pub denied: Vec<String>,
+    /// During `join`: where the endpoint goes (for create-sandbox-veth).
+    pub join: Option<JoinContext>,
+    /// The host end made by create-sandbox-veth in this call, if any.
+    pub placed: Option<String>,
+}
+
+/// What create-sandbox-veth needs to know about the sandbox end.
+#[derive(Debug, Clone)]
+pub struct JoinContext {
+    pub ns: NsRef,
+    pub ifname: String,
+    pub mac: String,
+    pub ipv6: bool,
 }
 
 impl HostState {
@@ -74,6 +87,8 @@ impl HostState {
             store,
             scope,
             denied: vec![],
+            join: None,
+            placed: None,
         }
     }
 
@@ -211,6 +226,37 @@ impl host_net::Host for HostState {
             peer_ipv6: false,
         })
         .await
+    }
+
+    async fn create_sandbox_veth(
+        &mut self,
+        name: String,
+        mtu: Option<u32>,
+    ) -> Result<(), WitError> {
+        self.own(&name)?;
+        let Some(j) = self.join.clone() else {
+            return Err(WitError::Unsupported(
+                "create-sandbox-veth is only available during join".into(),
+            ));
+        };
+        if self.placed.is_some() {
+            return Err(WitError::Conflict(
+                "create-sandbox-veth was already called in this join".into(),
+            ));
+        }
+        self.apply(Step::Veth {
+            name: name.clone(),
+            peer: j.ifname,
+            peer_ns: j.ns,
+            master: None,
+            mtu,
+            peer_mac: Some(j.mac),
+            group: None,
+            peer_ipv6: j.ipv6,
+        })
+        .await?;
+        self.placed = Some(name);
+        Ok(())
     }
 
     async fn create_vxlan(

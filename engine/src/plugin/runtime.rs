@@ -39,6 +39,16 @@ impl Runtime {
         cfg.epoch_interruption(true);
         cfg.consume_fuel(true);
         cfg.concurrency_support(false);
+        // Instances come from a pool of pre-reserved slots: a fresh instance per call then
+        // costs microseconds and reuses warm memory instead of mapping new memory each time.
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(32)
+            .total_core_instances(64)
+            .total_memories(32)
+            .total_tables(64)
+            .total_stacks(32)
+            .max_memory_size(4 << 30);
+        cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&cfg).map_err(|e| Error::internal(format!("wasmtime: {e}")))?;
         let mut driver_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut driver_linker).map_err(wt)?;

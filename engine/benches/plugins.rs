@@ -1,0 +1,416 @@
+//! Plugin costs: first compile, load from the compile cache, instantiate from an
+//! InstancePre, a call round trip (host → guest → host imports → host), and the attach
+//! latency of the routed plugin against a native driver doing the same kernel work.
+//!
+//! Run (root; builds the guests first): `cargo bench --bench plugins -- [--n 200]`
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use weft::drivers::{Ctx, DriverCapabilities, EndpointInfo, JoinInfo, JoinTarget, NetworkDriver};
+use weft::model::{Network, NetworkCreate, SandboxCreate, Scope};
+use weft::net::{NsRef, Step};
+use weft::plugin::bindings::{driver, ipam};
+use weft::plugin::host::HostState;
+use weft::plugin::lend::Lent;
+use weft::plugin::runtime::Runtime;
+use weft::plugin::{Asked, Grants, Kind, PluginRecord};
+use weft::store::mem::MemStore;
+use weft::store::Store as _;
+use weft::{Config, Engine};
+
+fn pct(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn guests() -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let out = Command::new(repo.join("scripts/build-guests.sh"))
+        .output()
+        .expect("build guests");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn record(name: &str, kind: Kind, file: PathBuf) -> PluginRecord {
+    let mut g = Grants::minimal(name);
+    g.link_prefix = Some("rt".into());
+    PluginRecord {
+        name: name.into(),
+        kind,
+        file,
+        sha256: String::new(),
+        version: String::new(),
+        description: String::new(),
+        asked: Asked::default(),
+        grants: g,
+        scope: Scope::Local,
+        requires_mac: false,
+        installed: String::new(),
+    }
+}
+
+/// The routed plugin's datapath, natively: the same steps, no Wasm.
+struct NativeRouted;
+
+#[async_trait]
+impl NetworkDriver for NativeRouted {
+    fn name(&self) -> &str {
+        "native-routed"
+    }
+    fn capabilities(&self) -> DriverCapabilities {
+        DriverCapabilities {
+            scope: Scope::Local,
+            needs_ipam: true,
+            connectable: true,
+        }
+    }
+    async fn create_network(&self, ctx: &mut Ctx<'_, '_>, net: &mut Network) -> weft::Result<()> {
+        let a = format!("nrg{}", &net.id[..10]);
+        ctx.tx
+            .apply(Step::Bridge {
+                name: a.clone(),
+                mtu: None,
+                mac: None,
+            })
+            .await?;
+        ctx.tx
+            .apply(Step::LinkUp {
+                ns: NsRef::Host,
+                name: a.clone(),
+            })
+            .await?;
+        ctx.tx
+            .apply(Step::Route {
+                ns: NsRef::Host,
+                dst: "169.254.1.1/32".parse().unwrap(),
+                via: None,
+                dev: a,
+                metric: None,
+                onlink: false,
+            })
+            .await?;
+        Ok(())
+    }
+    async fn join(
+        &self,
+        ctx: &mut Ctx<'_, '_>,
+        _net: &Network,
+        ep: &EndpointInfo,
+        t: &JoinTarget,
+    ) -> weft::Result<JoinInfo> {
+        let host = format!("nr{}", &ep.id[..10]);
+        ctx.tx
+            .apply(Step::Veth {
+                name: host.clone(),
+                peer: t.ifname.clone(),
+                peer_ns: t.ns.clone(),
+                master: None,
+                mtu: None,
+                peer_mac: Some(ep.mac.clone()),
+                group: None,
+                peer_ipv6: false,
+            })
+            .await?;
+        for (k, v) in [
+            ("net/ipv4/conf/{}/proxy_arp", "1"),
+            ("net/ipv4/neigh/{}/proxy_delay", "0"),
+            ("net/ipv4/conf/{}/forwarding", "1"),
+        ] {
+            ctx.tx
+                .apply(Step::Sysctl {
+                    ns: NsRef::Host,
+                    key: k.replace("{}", &host),
+                    value: v.into(),
+                })
+                .await?;
+        }
+        ctx.tx
+            .apply(Step::LinkUp {
+                ns: NsRef::Host,
+                name: host.clone(),
+            })
+            .await?;
+        let ip = ep.ipv4.unwrap().ip();
+        ctx.tx
+            .apply(Step::Route {
+                ns: NsRef::Host,
+                dst: ipnetwork::IpNetwork::new(ip, 32).unwrap(),
+                via: None,
+                dev: host,
+                metric: None,
+                onlink: false,
+            })
+            .await?;
+        let mut j = JoinInfo::placed();
+        j.gateway4 = Some(IpAddr::from([169, 254, 1, 1]));
+        j.gateway_onlink = true;
+        Ok(j)
+    }
+}
+
+struct Scratch(PathBuf);
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
+            for m in mi.lines().filter_map(|l| l.split_whitespace().nth(4)) {
+                if m.starts_with(self.0.to_str().unwrap()) {
+                    let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn attach_run(driver: &str, routed: &Path, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let dir =
+        Scratch(std::env::temp_dir().join(format!("weft-pbench-{driver}-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let host = dir.0.join("host");
+    weft::net::ns::create_pinned(&host, || ()).unwrap();
+    let sbs: Vec<PathBuf> = (0..n)
+        .map(|i| {
+            let p = dir.0.join(format!("c{i}"));
+            weft::net::ns::create_pinned(&p, || ()).unwrap();
+            p
+        })
+        .collect();
+    let e = Engine::open(Config {
+        root: dir.0.join("root"),
+        run_root: dir.0.join("run"),
+        host_netns: Some(host),
+    })
+    .await
+    .unwrap();
+    if driver == "routed" {
+        e.install_plugin(routed, "routed", &[], true).await.unwrap();
+    } else {
+        e.register_driver(Arc::new(NativeRouted));
+    }
+    e.create_network(NetworkCreate {
+        name: "r".into(),
+        driver: Some(driver.into()),
+        ipam_config: vec![weft::model::IpamConfigRequest {
+            subnet: Some("10.123.0.0/16".parse().unwrap()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut t = Vec::new();
+    let mut own = Vec::new();
+    for (i, p) in sbs.iter().enumerate() {
+        let (k0, c0) = (e.kernel().time_in_kernel(), e.store().commit_time());
+        let s = Instant::now();
+        e.create_sandbox(SandboxCreate {
+            name: format!("c{i}"),
+            network: Some("r".into()),
+            netns: Some(p.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let total = s.elapsed();
+        t.push(total);
+        own.push(total - (e.kernel().time_in_kernel() - k0) - (e.store().commit_time() - c0));
+    }
+    let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    e.remove_sandboxes(&refs, false).await.unwrap();
+    (t, own)
+}
+
+fn main() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the benchmark makes namespaces: run it as root"
+    );
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args
+        .iter()
+        .position(|a| a == "--n")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let dir = guests();
+    let routed = dir.join("weft_plugin_routed.wasm");
+    let hostlocal = dir.join("weft_plugin_host_local.wasm");
+    let rt_tmp =
+        Scratch(std::env::temp_dir().join(format!("weft-pbench-cache-{}", std::process::id())));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let t = Instant::now();
+        let rt = Runtime::new(&rt_tmp.0).unwrap();
+        println!("wasmtime engine + linkers:            {}", ms(t.elapsed()));
+        let bytes = std::fs::read(&routed).unwrap();
+        let t = Instant::now();
+        let c = rt.load(&bytes, "routed-bench").unwrap();
+        println!("first compile of routed ({} KB):      {}", bytes.len() / 1024, ms(t.elapsed()));
+        let mut loads = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let _ = rt.load(&bytes, "routed-bench").unwrap();
+            loads.push(t.elapsed());
+        }
+        println!("load from the compile cache:          {} median", ms(pct(&loads, 0.5)));
+        let _ = c;
+
+        // Instantiate + a pure guest call, and an IPAM call that goes back to the host (kv).
+        let hl = std::fs::read(&hostlocal).unwrap();
+        let hc = rt.load(&hl, "hl-bench").unwrap();
+        let pre = ipam::IpamPluginPre::new(rt.ipam_linker.instantiate_pre(&hc).unwrap()).unwrap();
+        let rec = Arc::new(record("host-local", Kind::Ipam, hostlocal.clone()));
+        let mem = MemStore::new();
+        let mut txn = mem.write().unwrap();
+        let mut inst_t = Vec::new();
+        let mut call_t = Vec::new();
+        let mut kv_call_t = Vec::new();
+        // A pool to allocate from (kv writes in the lent transaction).
+        let lent = unsafe { weft::plugin::lend::store(&mut *txn) };
+        let mut store = wasmtime::Store::new(&rt.engine, HostState::new(rec.clone(), Lent::none(), lent, vec![]));
+        store.set_fuel(u64::MAX).unwrap();
+        store.set_epoch_deadline(u64::MAX / 2);
+        let inst = pre.instantiate_async(&mut store).await.unwrap();
+        let req = ipam::exports::weft::plugin::ipam::PoolRequest {
+            address_space: "x".into(),
+            pool: Some(weft::plugin::host::wit_prefix("10.200.0.0/16".parse().unwrap())),
+            sub_pool: None,
+            options: vec![],
+            v6: false,
+        };
+        let pool = inst.weft_plugin_ipam().call_request_pool(&mut store, &req).await.unwrap().unwrap();
+        for _ in 0..2000 {
+            let t = Instant::now();
+            let _ = inst.weft_plugin_ipam().call_capabilities(&mut store).await.unwrap();
+            call_t.push(t.elapsed());
+            let r = ipam::exports::weft::plugin::ipam::AddressRequest { pool_id: pool.pool_id.clone(), preferred: None, options: vec![] };
+            let t = Instant::now();
+            let _ = inst.weft_plugin_ipam().call_request_address(&mut store, &r).await.unwrap().unwrap();
+            kv_call_t.push(t.elapsed());
+        }
+        drop(store);
+        let mut state_t = Vec::new();
+        for _ in 0..2000 {
+            let t = Instant::now();
+            let st = HostState::new(rec.clone(), Lent::none(), Lent::none(), vec![]);
+            let s = wasmtime::Store::new(&rt.engine, st);
+            state_t.push(t.elapsed());
+            drop(s);
+        }
+        println!("store + host state (WASI ctx):        {} median", us(pct(&state_t, 0.5)));
+        for _ in 0..2000 {
+            let mut s = wasmtime::Store::new(&rt.engine, HostState::new(rec.clone(), Lent::none(), Lent::none(), vec![]));
+            s.set_fuel(u64::MAX).unwrap();
+            s.set_epoch_deadline(u64::MAX / 2);
+            let t = Instant::now();
+            let _i = pre.instantiate_async(&mut s).await.unwrap();
+            inst_t.push(t.elapsed());
+        }
+        drop(txn);
+        println!("instantiate from an InstancePre:      {} median, {} p99", us(pct(&inst_t, 0.5)), us(pct(&inst_t, 0.99)));
+        println!("call round trip, guest only:          {} median, {} p99", us(pct(&call_t, 0.5)), us(pct(&call_t, 0.99)));
+        println!(
+            "request-address (3–4 kv host calls): {} median, {} p99",
+            us(pct(&kv_call_t, 0.5)),
+            us(pct(&kv_call_t, 0.99))
+        );
+        let _ = driver::DriverPluginPre::<HostState>::new;
+
+        // A whole adapter call as the engine makes it: load, store, instantiate, call, settle
+        // (routed's create-endpoint: one kv write back into the engine's transaction).
+        {
+            let scratch = Scratch(std::env::temp_dir().join(format!("weft-pbench-call-{}", std::process::id())));
+            std::fs::create_dir_all(&scratch.0).unwrap();
+            let host = scratch.0.join("host");
+            weft::net::ns::create_pinned(&host, || ()).unwrap();
+            let kernel = weft::net::Kernel::open(Some(&host)).unwrap();
+            let ph = Arc::new(weft::plugin::PluginHost::new(&scratch.0));
+            let (mut rec, _) = ph.examine(&routed, "routed").await.unwrap();
+            rec.file = routed.clone();
+            let d = weft::plugin::adapters::PluginDriver::new(ph.clone(), rec);
+            let mem = MemStore::new();
+            let mut txn = mem.write().unwrap();
+            let mut tx = kernel.tx(None);
+            let net = Network {
+                id: "0".repeat(64),
+                name: "n".into(),
+                driver: "routed".into(),
+                scope: Scope::Local,
+                created: String::new(),
+                enable_ipv4: true,
+                enable_ipv6: false,
+                internal: false,
+                attachable: false,
+                ingress: false,
+                config_only: false,
+                config_from: None,
+                ipam_driver: "default".into(),
+                ipam_options: Default::default(),
+                pools: vec![],
+                options: Default::default(),
+                labels: Default::default(),
+                predefined: false,
+                realized: true,
+                undo: vec![],
+                driver_data: Default::default(),
+            };
+            let mut t = Vec::new();
+            for i in 0..1000 {
+                let mut ep = EndpointInfo {
+                    id: format!("{i:064x}"),
+                    mac: "02:42:0a:00:00:02".into(),
+                    ipv4: Some("10.0.0.2/24".parse().unwrap()),
+                    ipv6: None,
+                    options: Default::default(),
+                };
+                let s = Instant::now();
+                d.create_endpoint(&mut Ctx { tx: &mut tx, store: &mut *txn }, &net, &mut ep).await.unwrap();
+                t.push(s.elapsed());
+            }
+            println!("adapter call (create-endpoint, 1 kv write): {} median, {} p99", us(pct(&t, 0.5)), us(pct(&t, 0.99)));
+        }
+
+        // Attach: the routed plugin vs the same steps natively.
+        // Alternate the two, three rounds, to spread the machine's noise over both.
+        let (mut plugin, mut native, mut plugin_own, mut native_own) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..3 {
+            let (t, o) = attach_run("routed", &routed, n).await;
+            plugin.extend(t);
+            plugin_own.extend(o);
+            let (t, o) = attach_run("native-routed", &routed, n).await;
+            native.extend(t);
+            native_own.extend(o);
+        }
+        let (p, q) = (pct(&plugin, 0.5), pct(&native, 0.5));
+        println!("attach, routed plugin (N={n}):          {} median, {} p90 (outside kernel and fsync: {})", ms(p), ms(pct(&plugin, 0.9)), ms(pct(&plugin_own, 0.5)));
+        println!("attach, same steps natively (N={n}):    {} median, {} p90 (outside kernel and fsync: {})", ms(q), ms(pct(&native, 0.9)), ms(pct(&native_own, 0.5)));
+        println!("plugin / native:                      {:.2}×", p.as_secs_f64() / q.as_secs_f64());
+    });
+}
