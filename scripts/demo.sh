@@ -11,6 +11,7 @@ fi
 ./scripts/deps.sh
 cargo build -q --bin weft
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/weft"
+GUESTS="$(./scripts/build-guests.sh)"
 
 TAG="weftdemo$$"
 HOST="$TAG-host"
@@ -75,10 +76,22 @@ show sandbox exec web ping -c 2 -W 1 203.0.113.2
 bold "weft's own nftables table in the host namespace"
 nsenter --net="/run/netns/$HOST" nft list table inet weft | sed -n '/chain nw-.*-nat/,/}/p' | head -8
 
+bold "A third-party driver as a sandboxed Wasm plugin: Calico-style routing, no bridge"
+show plugin install "$GUESTS/weft_plugin_routed.wasm" --name routed --grant-requested
+show network create -d routed --subnet 10.88.0.0/24 routed-net
+show sandbox create --network routed-net r1
+show sandbox create --network routed-net r2
+show sandbox exec r1 ip route
+R2_IP="$(weft sandbox inspect -f '{{.NetworkSettings.IPAddress}}' r2)"
+show sandbox exec r1 ping -c 2 -W 1 "$R2_IP"
+echo "host routes the plugin made (through its checked host-net calls):"
+ip -n "$HOST" route show | grep ' dev rt' || true
+
 bold "Disconnect, remove, and check that nothing is left"
 show network disconnect backend db
-show sandbox rm web db intruder
-show network rm your-bridge backend other
+show sandbox rm web db intruder r1 r2
+show network rm your-bridge backend other routed-net
+show plugin rm routed
 show system reset --force
 echo "host links now:  $(ip -n "$HOST" -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | tr '\n' ' ')"
 echo "host nft tables: $(nsenter --net="/run/netns/$HOST" nft list tables | tr '\n' ' ')(none from weft)"

@@ -4,7 +4,7 @@
 //! with `with: { "weft:plugin/types@0.1.0": weft_plugin_sdk::types }` so that these helpers
 //! work on its types:
 //!
-//! ```ignore
+//! ```text
 //! wit_bindgen::generate!({
 //!     path: "../../wit",
 //!     world: "driver-plugin",
