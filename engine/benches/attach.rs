@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{ms, pct, Scratch};
 use weft::model::{NetworkCreate, SandboxCreate};
 use weft::{Config, Engine};
 
@@ -27,50 +30,6 @@ struct Stats {
     detach: Vec<Duration>,
     /// Detach of all N in one batched operation, per sandbox.
     batch_detach: Option<Duration>,
-}
-
-fn pct(v: &[Duration], p: f64) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
-struct Scratch {
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("weft-bench-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch { dir }
-    }
-    fn ns(&self, name: &str) -> PathBuf {
-        let pin = self.dir.join(name);
-        weft::net::ns::create_pinned(&pin, || ()).unwrap();
-        pin
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
-            for m in mi.lines().filter_map(|l| l.split_whitespace().nth(4)) {
-                if m.starts_with(self.dir.to_str().unwrap()) {
-                    let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn in_ns_cmd(ns: &Path, prog: &str) -> Command {

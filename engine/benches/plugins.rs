@@ -23,19 +23,8 @@ use weft::store::mem::MemStore;
 use weft::store::Store as _;
 use weft::{Config, Engine};
 
-fn pct(v: &[Duration], p: f64) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
+mod common;
+use common::{ms, pct, us, Scratch};
 
 fn guests() -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -170,37 +159,13 @@ impl NetworkDriver for NativeRouted {
     }
 }
 
-struct Scratch(PathBuf);
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
-            for m in mi.lines().filter_map(|l| l.split_whitespace().nth(4)) {
-                if m.starts_with(self.0.to_str().unwrap()) {
-                    let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 async fn attach_run(driver: &str, routed: &Path, n: usize) -> (Vec<Duration>, Vec<Duration>) {
-    let dir =
-        Scratch(std::env::temp_dir().join(format!("weft-pbench-{driver}-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let host = dir.0.join("host");
-    weft::net::ns::create_pinned(&host, || ()).unwrap();
-    let sbs: Vec<PathBuf> = (0..n)
-        .map(|i| {
-            let p = dir.0.join(format!("c{i}"));
-            weft::net::ns::create_pinned(&p, || ()).unwrap();
-            p
-        })
-        .collect();
+    let dir = Scratch::new(&format!("plugin-{driver}"));
+    let host = dir.ns("host");
+    let sbs: Vec<PathBuf> = (0..n).map(|i| dir.ns(&format!("c{i}"))).collect();
     let e = Engine::open(Config {
-        root: dir.0.join("root"),
-        run_root: dir.0.join("run"),
+        root: dir.dir.join("root"),
+        run_root: dir.dir.join("run"),
         host_netns: Some(host),
     })
     .await
@@ -259,15 +224,14 @@ fn main() {
     let dir = guests();
     let routed = dir.join("weft_plugin_routed.wasm");
     let hostlocal = dir.join("weft_plugin_host_local.wasm");
-    let rt_tmp =
-        Scratch(std::env::temp_dir().join(format!("weft-pbench-cache-{}", std::process::id())));
+    let rt_tmp = Scratch::new("plugin-cache");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
         let t = Instant::now();
-        let rt = Runtime::new(&rt_tmp.0).unwrap();
+        let rt = Runtime::new(&rt_tmp.dir).unwrap();
         println!("wasmtime engine + linkers:            {}", ms(t.elapsed()));
         let bytes = std::fs::read(&routed).unwrap();
         let t = Instant::now();
@@ -346,12 +310,10 @@ fn main() {
         // A whole adapter call as the engine makes it: load, store, instantiate, call, settle
         // (routed's create-endpoint: one kv write back into the engine's transaction).
         {
-            let scratch = Scratch(std::env::temp_dir().join(format!("weft-pbench-call-{}", std::process::id())));
-            std::fs::create_dir_all(&scratch.0).unwrap();
-            let host = scratch.0.join("host");
-            weft::net::ns::create_pinned(&host, || ()).unwrap();
+            let scratch = Scratch::new("plugin-call");
+            let host = scratch.ns("host");
             let kernel = weft::net::Kernel::open(Some(&host)).unwrap();
-            let ph = Arc::new(weft::plugin::PluginHost::new(&scratch.0));
+            let ph = Arc::new(weft::plugin::PluginHost::new(&scratch.dir));
             let (mut rec, _) = ph.examine(&routed, "routed").await.unwrap();
             rec.file = routed.clone();
             let d = weft::plugin::adapters::PluginDriver::new(ph.clone(), rec);

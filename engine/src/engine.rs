@@ -1058,28 +1058,13 @@ impl Engine {
 
         let ipam = self.ipam(&net.ipam_driver)?;
         let mut ep = Endpoint {
-            id: new_id(),
-            network_id: net.id.clone(),
-            sandbox_id: sb.id.clone(),
-            name: sb.name.clone(),
-            ifname: String::new(),
-            mac: String::new(),
-            ipv4: None,
-            ipv6: None,
-            pool_v4: None,
-            pool_v6: None,
-            gateway_v4: None,
-            gateway_v6: None,
-            gateway_onlink: false,
             requested_v4: opts.ipv4,
             requested_v6: opts.ipv6,
             aliases: opts.aliases.clone(),
             links: opts.links.clone(),
             driver_opts: opts.driver_opts.clone(),
             gw_priority: opts.gw_priority,
-            order: sb.next_order,
-            default_route: false,
-            undo: vec![],
+            ..bare_endpoint(net, sb)
         };
         if caps.needs_ipam {
             let mac_opt = opts.mac.clone();
@@ -1710,7 +1695,8 @@ async fn allocate(
     Err(last)
 }
 
-/// An endpoint with no interface: a host- or none-mode sandbox's membership of that network.
+/// An endpoint with nothing yet: no interface, no address. A host- or none-mode sandbox's
+/// membership of that network stays like this; connect fills the rest in.
 fn bare_endpoint(net: &Network, sb: &Sandbox) -> Endpoint {
     Endpoint {
         id: new_id(),

@@ -43,13 +43,6 @@ pub fn host_veth(endpoint_id: &str) -> String {
     format!("veth{}", &endpoint_id[..11])
 }
 
-fn valid_ifname(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 15
-        && n.bytes()
-            .all(|c| c.is_ascii_graphic() && c != b'/' && c != b':')
-}
-
 #[async_trait]
 impl NetworkDriver for Bridge {
     fn name(&self) -> &str {
@@ -66,9 +59,9 @@ impl NetworkDriver for Bridge {
 
     fn validate(&self, net: &Network, existing: &[Network]) -> Result<()> {
         let name = bridge_name(net);
-        if !valid_ifname(&name) {
+        if !crate::net::link::valid_ifname(&name) {
             return Err(Error::invalid(format!(
-                "invalid bridge name {name:?} in option {OPT_NAME}: use at most 15 characters, no spaces, '/' or ':'"
+                "invalid bridge name {name:?} in option {OPT_NAME}: use at most 15 characters of letters, digits, '-', '_' and '.'"
             )));
         }
         if let Some(other) = existing

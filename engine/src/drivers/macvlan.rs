@@ -37,13 +37,6 @@ fn parent(net: &Network) -> Option<String> {
         .or_else(|| net.option(OPT_PARENT).map(str::to_string))
 }
 
-fn valid_ifname(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 15
-        && n.bytes()
-            .all(|c| c.is_ascii_graphic() && c != b'/' && c != b':')
-}
-
 #[async_trait]
 impl NetworkDriver for Macvlan {
     fn name(&self) -> &str {
@@ -69,7 +62,7 @@ impl NetworkDriver for Macvlan {
                 "the parent option is empty: give -o parent=IFACE, or leave it out for an internal macvlan network",
             ));
         }
-        if !valid_ifname(p) {
+        if !crate::net::link::valid_ifname(p) {
             return Err(Error::invalid(format!(
                 "invalid parent interface name {p:?}"
             )));

@@ -8,9 +8,8 @@
 //! addresses, the move and the routes.
 
 pub mod bridge;
-pub mod host;
 pub mod macvlan;
-pub mod null;
+pub mod modes;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -168,8 +167,8 @@ impl Registry {
     pub fn native() -> Self {
         let mut r = Registry::default();
         r.add(Arc::new(bridge::Bridge));
-        r.add(Arc::new(host::Host));
-        r.add(Arc::new(null::Null));
+        r.add(Arc::new(modes::HOST));
+        r.add(Arc::new(modes::NULL));
         r.add(Arc::new(macvlan::Macvlan));
         r
     }

@@ -28,6 +28,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{ns, NetError};
 
+/// A name the kernel accepts for a link, and that is safe in paths and nft rules: at most
+/// 15 characters of letters, digits, '-', '_' and '.'.
+pub fn valid_ifname(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 15
+        && n.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
 /// macvlan modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -252,26 +252,29 @@ fn scope_of(net: &Network) -> Vec<IpNetwork> {
     net.pools.iter().map(|p| p.subnet).collect()
 }
 
-// ======================================================================== drivers
-
-/// A driver component as a [`NetworkDriver`].
-pub struct PluginDriver {
-    rt_source: Arc<super::PluginHost>,
+/// A plugin's compiled component, linked once (an `InstancePre`) and kept for every call.
+struct Loaded<P> {
+    host: Arc<super::PluginHost>,
     rec: Arc<PluginRecord>,
-    pre: Mutex<Option<driver::DriverPluginPre<HostState>>>,
+    pre: Mutex<Option<P>>,
 }
 
-impl PluginDriver {
-    pub fn new(host: Arc<super::PluginHost>, rec: PluginRecord) -> Self {
-        PluginDriver {
-            rt_source: host,
+impl<P: Clone> Loaded<P> {
+    fn new(host: Arc<super::PluginHost>, rec: PluginRecord) -> Self {
+        Loaded {
+            host,
             rec: Arc::new(rec),
             pre: Mutex::new(None),
         }
     }
 
-    fn loaded(&self) -> Result<(Arc<Runtime>, driver::DriverPluginPre<HostState>)> {
-        let rt = self.rt_source.runtime()?;
+    /// The runtime and the pre-linked component, loading it (from the compile cache) on
+    /// first use. `link` makes the typed pre from the component.
+    fn get(
+        &self,
+        link: impl FnOnce(&Runtime, &Component) -> Result<P>,
+    ) -> Result<(Arc<Runtime>, P)> {
+        let rt = self.host.runtime()?;
         let mut slot = self.pre.lock().unwrap();
         if let Some(p) = slot.as_ref() {
             return Ok((rt, p.clone()));
@@ -284,13 +287,38 @@ impl PluginDriver {
             )
         })?;
         let c = rt.load(&bytes, &self.rec.sha256)?;
-        let pre = rt
-            .driver_linker
-            .instantiate_pre(&c)
-            .map_err(|e| link_err(&rt, &c, &self.rec, e))?;
-        let pre = driver::DriverPluginPre::new(pre).map_err(wt)?;
+        let pre = link(&rt, &c)?;
         *slot = Some(pre.clone());
         Ok((rt, pre))
+    }
+}
+
+// ======================================================================== drivers
+
+/// A driver component as a [`NetworkDriver`].
+pub struct PluginDriver {
+    loaded: Loaded<driver::DriverPluginPre<HostState>>,
+    rec: Arc<PluginRecord>,
+}
+
+impl PluginDriver {
+    pub fn new(host: Arc<super::PluginHost>, rec: PluginRecord) -> Self {
+        let loaded = Loaded::new(host, rec);
+        PluginDriver {
+            rec: loaded.rec.clone(),
+            loaded,
+        }
+    }
+
+    fn loaded(&self) -> Result<(Arc<Runtime>, driver::DriverPluginPre<HostState>)> {
+        let rec = &self.rec;
+        self.loaded.get(|rt, c| {
+            let pre = rt
+                .driver_linker
+                .instantiate_pre(c)
+                .map_err(|e| link_err(rt, c, rec, e))?;
+            driver::DriverPluginPre::new(pre).map_err(wt)
+        })
     }
 
     /// A store for one call, with the operation's transactions lent to it.
@@ -576,41 +604,28 @@ impl NetworkDriver for PluginDriver {
 
 /// An IPAM component as an [`Ipam`].
 pub struct PluginIpam {
-    rt_source: Arc<super::PluginHost>,
+    loaded: Loaded<ipam::IpamPluginPre<HostState>>,
     rec: Arc<PluginRecord>,
-    pre: Mutex<Option<ipam::IpamPluginPre<HostState>>>,
 }
 
 impl PluginIpam {
     pub fn new(host: Arc<super::PluginHost>, rec: PluginRecord) -> Self {
+        let loaded = Loaded::new(host, rec);
         PluginIpam {
-            rt_source: host,
-            rec: Arc::new(rec),
-            pre: Mutex::new(None),
+            rec: loaded.rec.clone(),
+            loaded,
         }
     }
 
     fn loaded(&self) -> Result<(Arc<Runtime>, ipam::IpamPluginPre<HostState>)> {
-        let rt = self.rt_source.runtime()?;
-        let mut slot = self.pre.lock().unwrap();
-        if let Some(p) = slot.as_ref() {
-            return Ok((rt, p.clone()));
-        }
-        let bytes = std::fs::read(&self.rec.file).map_err(|e| {
-            plugin_err(
-                &self.rec.name,
-                PluginErrorKind::Internal,
-                format!("cannot read {}: {e}", self.rec.file.display()),
-            )
-        })?;
-        let c = rt.load(&bytes, &self.rec.sha256)?;
-        let pre = rt
-            .ipam_linker
-            .instantiate_pre(&c)
-            .map_err(|e| link_err(&rt, &c, &self.rec, e))?;
-        let pre = ipam::IpamPluginPre::new(pre).map_err(wt)?;
-        *slot = Some(pre.clone());
-        Ok((rt, pre))
+        let rec = &self.rec;
+        self.loaded.get(|rt, c| {
+            let pre = rt
+                .ipam_linker
+                .instantiate_pre(c)
+                .map_err(|e| link_err(rt, c, rec, e))?;
+            ipam::IpamPluginPre::new(pre).map_err(wt)
+        })
     }
 
     /// SAFETY (of the lending inside): as for [`PluginDriver::store`].

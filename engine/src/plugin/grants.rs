@@ -121,7 +121,11 @@ impl Grants {
     /// Is `name` a link this plugin owns?
     pub fn owns_link(&self, name: &str) -> bool {
         match &self.link_prefix {
-            Some(p) => name.len() > p.len() && name.starts_with(p.as_str()) && valid_ifname(name),
+            Some(p) => {
+                name.len() > p.len()
+                    && name.starts_with(p.as_str())
+                    && crate::net::link::valid_ifname(name)
+            }
             None => false,
         }
     }
@@ -136,13 +140,6 @@ fn push_unique(v: &mut Vec<String>, s: &str) {
     if !v.iter().any(|x| x == s) {
         v.push(s.to_string());
     }
-}
-
-pub fn valid_ifname(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 15
-        && n.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 pub fn check_prefix(p: &str) -> Result<()> {

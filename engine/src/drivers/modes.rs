@@ -1,0 +1,62 @@
+//! The drivers of the predefined `host` and `none` networks. They are sandbox modes, not
+//! datapaths: a `--network host` sandbox is the host's own namespace, a `--network none`
+//! sandbox a namespace with only `lo`; both are chosen when the sandbox is created, nothing
+//! can be connected to them, and only one network of each exists.
+
+use async_trait::async_trait;
+
+use super::{Ctx, DriverCapabilities, EndpointInfo, JoinInfo, JoinTarget, NetworkDriver};
+use crate::error::{Error, Result};
+use crate::model::{Network, Scope};
+
+/// The `host` driver.
+pub const HOST: Mode = Mode {
+    driver: "host",
+    refusal: || Error::ConnectToHost,
+};
+/// The `null` driver (the `none` network).
+pub const NULL: Mode = Mode {
+    driver: "null",
+    refusal: || Error::NoneMode,
+};
+
+pub struct Mode {
+    driver: &'static str,
+    /// What connecting a sandbox to this network answers.
+    refusal: fn() -> Error,
+}
+
+#[async_trait]
+impl NetworkDriver for Mode {
+    fn name(&self) -> &str {
+        self.driver
+    }
+    fn capabilities(&self) -> DriverCapabilities {
+        DriverCapabilities {
+            scope: Scope::Local,
+            needs_ipam: false,
+            connectable: false,
+        }
+    }
+    fn validate(&self, _net: &Network, existing: &[Network]) -> Result<()> {
+        if existing.iter().any(|n| n.driver == self.driver) {
+            return Err(Error::Forbidden(format!(
+                "only one instance of \"{}\" network is allowed",
+                self.driver
+            )));
+        }
+        Ok(())
+    }
+    async fn create_network(&self, _ctx: &mut Ctx<'_, '_>, _net: &mut Network) -> Result<()> {
+        Ok(())
+    }
+    async fn join(
+        &self,
+        _: &mut Ctx<'_, '_>,
+        _: &Network,
+        _: &EndpointInfo,
+        _: &JoinTarget,
+    ) -> Result<JoinInfo> {
+        Err((self.refusal)())
+    }
+}
