@@ -359,9 +359,15 @@ fn main() {
             print_row("weft CLI (process per op)", &bench_weft_cli(n), Some(base));
             if peers && have("/usr/lib/podman/netavark") {
                 print_row("netavark 1.4 (iptables fw)", &bench_netavark(n), Some(base));
+            } else if peers {
+                println!("  netavark: not installed (apt-get install netavark)");
             }
             if peers && have("/usr/lib/cni/bridge") {
                 print_row("CNI bridge+host-local (ipMasq)", &bench_cni(n), Some(base));
+            } else if peers {
+                println!(
+                    "  CNI plugins: not installed (apt-get install containernetworking-plugins)"
+                );
             }
         }
     }

@@ -1900,7 +1900,7 @@ fn parse_until(u: &str) -> Result<time::OffsetDateTime> {
 fn network_matches(r: &dyn ReadTxn, n: &Network, f: &NetworkFilters) -> Result<bool> {
     for (k, vals) in &f.filters {
         let ok = match k.as_str() {
-            "driver" => vals.iter().any(|v| *v == n.driver),
+            "driver" => vals.contains(&n.driver),
             "id" => vals.iter().any(|v| n.id.contains(v.as_str())),
             "name" => vals.iter().any(|v| n.name.contains(v.as_str())),
             "scope" => vals.iter().any(|v| v == n.scope.as_str()),

@@ -712,7 +712,7 @@ async fn plugin_cmd(engine: &Engine, cmd: PluginCmd) -> Result<Exit, Error> {
             let p = engine.plugin(&name)?;
             println!(
                 "{}",
-                pretty(&serde_json::to_value(&p).map_err(|e| Error::internal(e))?)
+                pretty(&serde_json::to_value(&p).map_err(Error::internal)?)
             );
             Ok(0)
         }

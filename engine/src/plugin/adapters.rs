@@ -144,7 +144,7 @@ pub async fn describe(rt: &Runtime, c: &Component, rec: &mut PluginRecord) -> Re
     probe.grants.deadline_ms = DESCRIBE_MS;
     let probe = Arc::new(probe);
     let state = || HostState::new(probe.clone(), Lent::none(), Lent::none(), vec![]);
-    let (meta, caps) = match rec.kind {
+    let meta = match rec.kind {
         Kind::Driver => {
             let pre = rt
                 .driver_linker
@@ -178,7 +178,7 @@ pub async fn describe(rt: &Runtime, c: &Component, rec: &mut PluginRecord) -> Re
                 WitScope::Local => Scope::Local,
                 WitScope::Global => Scope::Global,
             };
-            (meta, ())
+            meta
         }
         Kind::Ipam => {
             let pre = rt
@@ -207,10 +207,9 @@ pub async fn describe(rt: &Runtime, c: &Component, rec: &mut PluginRecord) -> Re
             let caps = inst.weft_plugin_ipam().call_capabilities(&mut store).await;
             let caps = settle(&probe, "capabilities", &store, caps.map(Ok))?;
             rec.requires_mac = caps.requires_mac_address;
-            (meta, ())
+            meta
         }
     };
-    let _ = caps;
     (rec.version, rec.description, rec.asked) = meta;
     Ok(())
 }

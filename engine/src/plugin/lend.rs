@@ -31,13 +31,19 @@ impl<T: ?Sized> Lent<T> {
     }
 }
 
-/// Lend a kernel transaction. SAFETY: the returned value must be dropped before `tx`'s
-/// borrow ends (keep it inside a store local to the borrowing function).
+/// Lend a kernel transaction.
+///
+/// # Safety
+/// The returned value must be dropped before `tx`'s borrow ends: keep it inside a store
+/// local to the function that holds the borrow.
 pub unsafe fn tx(tx: &mut Tx<'_>) -> Lent<Tx<'static>> {
     Lent(Some(NonNull::from(tx).cast()))
 }
 
-/// Lend a store transaction. SAFETY: as for [`tx`].
+/// Lend a store transaction.
+///
+/// # Safety
+/// As for [`tx`]: drop the returned value before `w`'s borrow ends.
 pub unsafe fn store<'a>(w: &'a mut (dyn WriteTxn + 'a)) -> Lent<dyn WriteTxn + 'static> {
     let p: NonNull<dyn WriteTxn + 'a> = NonNull::from(w);
     // Only the trait object's lifetime bound changes.
