@@ -159,7 +159,11 @@ impl NetworkDriver for NativeRouted {
     }
 }
 
-async fn attach_run(driver: &str, routed: &Path, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+async fn attach_run(
+    driver: &str,
+    routed: &Path,
+    n: usize,
+) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>, Vec<Duration>) {
     let dir = Scratch::new(&format!("plugin-{driver}"));
     let host = dir.ns("host");
     let sbs: Vec<PathBuf> = (0..n).map(|i| dir.ns(&format!("c{i}"))).collect();
@@ -188,6 +192,7 @@ async fn attach_run(driver: &str, routed: &Path, n: usize) -> (Vec<Duration>, Ve
     .unwrap();
     let mut t = Vec::new();
     let mut own = Vec::new();
+    let (mut kern, mut sync) = (Vec::new(), Vec::new());
     for (i, p) in sbs.iter().enumerate() {
         let (k0, c0) = (e.kernel().time_in_kernel(), e.store().commit_time());
         let s = Instant::now();
@@ -201,12 +206,18 @@ async fn attach_run(driver: &str, routed: &Path, n: usize) -> (Vec<Duration>, Ve
         .unwrap();
         let total = s.elapsed();
         t.push(total);
-        own.push(total - (e.kernel().time_in_kernel() - k0) - (e.store().commit_time() - c0));
+        let (k, c) = (
+            e.kernel().time_in_kernel() - k0,
+            e.store().commit_time() - c0,
+        );
+        own.push(total - k - c);
+        kern.push(k);
+        sync.push(c);
     }
     let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     e.remove_sandboxes(&refs, false).await.unwrap();
-    (t, own)
+    (t, own, kern, sync)
 }
 
 fn main() {
@@ -308,7 +319,7 @@ fn main() {
         let _ = driver::DriverPluginPre::<HostState>::new;
 
         // A whole adapter call as the engine makes it: load, store, instantiate, call, settle
-        // (routed's create-endpoint: one kv write back into the engine's transaction).
+        // (routed's create-endpoint, which checks the endpoint and returns).
         {
             let scratch = Scratch::new("plugin-call");
             let host = scratch.ns("host");
@@ -356,23 +367,31 @@ fn main() {
                 d.create_endpoint(&mut Ctx { tx: &mut tx, store: &mut *txn }, &net, &mut ep).await.unwrap();
                 t.push(s.elapsed());
             }
-            println!("adapter call (create-endpoint, 1 kv write): {} median, {} p99", us(pct(&t, 0.5)), us(pct(&t, 0.99)));
+            println!("adapter call (routed create-endpoint):     {} median, {} p99", us(pct(&t, 0.5)), us(pct(&t, 0.99)));
         }
 
         // Attach: the routed plugin vs the same steps natively.
         // Alternate the two, three rounds, to spread the machine's noise over both.
         let (mut plugin, mut native, mut plugin_own, mut native_own) = (vec![], vec![], vec![], vec![]);
-        for _ in 0..3 {
-            let (t, o) = attach_run("routed", &routed, n).await;
+        let (mut pk, mut nk, mut pc, mut nc) = (vec![], vec![], vec![], vec![]);
+        let rounds: usize =
+            args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(3);
+        for _ in 0..rounds {
+            let (t, o, k, c) = attach_run("routed", &routed, n).await;
             plugin.extend(t);
             plugin_own.extend(o);
-            let (t, o) = attach_run("native-routed", &routed, n).await;
+            pk.extend(k);
+            pc.extend(c);
+            let (t, o, k, c) = attach_run("native-routed", &routed, n).await;
             native.extend(t);
             native_own.extend(o);
+            nk.extend(k);
+            nc.extend(c);
         }
         let (p, q) = (pct(&plugin, 0.5), pct(&native, 0.5));
         println!("attach, routed plugin (N={n}):          {} median, {} p90 (outside kernel and fsync: {})", ms(p), ms(pct(&plugin, 0.9)), ms(pct(&plugin_own, 0.5)));
         println!("attach, same steps natively (N={n}):    {} median, {} p90 (outside kernel and fsync: {})", ms(q), ms(pct(&native, 0.9)), ms(pct(&native_own, 0.5)));
+        println!("  kernel steps: plugin {} / native {}; store commit: plugin {} / native {}", ms(pct(&pk, 0.5)), ms(pct(&nk, 0.5)), ms(pct(&pc, 0.5)), ms(pct(&nc, 0.5)));
         println!("plugin / native:                      {:.2}×", p.as_secs_f64() / q.as_secs_f64());
     });
 }

@@ -23,7 +23,7 @@ use crate::model::*;
 use crate::net::{ns, plan, Journal, Kernel, NsRef, Step, Tx};
 use crate::plugin::adapters::{PluginDriver, PluginIpam};
 use crate::plugin::{Grants, Kind, PluginHost, PluginRecord};
-use crate::store::{self, get_json, get_str, list_json, put_json, ReadTxn, Store, Table, WriteTxn};
+use crate::store::{get_json, get_str, list_json, put_json, ReadTxn, Store, Table, WriteTxn};
 
 /// Where the engine keeps things.
 #[derive(Debug, Clone)]
@@ -2045,6 +2045,3 @@ fn resolve_sandbox(r: &dyn ReadTxn, key: &str) -> Result<Sandbox> {
         "container",
     )
 }
-
-#[allow(unused)]
-fn _assert_store_object_safe(_: &dyn store::Store) {}

@@ -169,13 +169,9 @@ impl Driver for Mesh {
         Ok(())
     }
 
-    fn join(
-        network_id: String,
-        endpoint_id: String,
-        _sandbox_key: String,
-    ) -> Result<JoinInfo, Error> {
-        let d = devs(&network_id)?;
-        let e10 = sdk::short(&endpoint_id, 10);
+    fn join(ep: Endpoint, _sandbox_key: String) -> Result<JoinInfo, Error> {
+        let d = devs(&ep.network_id)?;
+        let e10 = sdk::short(&ep.id, 10);
         let host = format!("{PREFIX}v{e10}");
         net::create_sandbox_veth(&host, Some(d.mtu))?;
         net::set_master(&host, &d.bridge)?;

@@ -93,30 +93,18 @@ impl Driver for Routed {
     }
 
     fn create_endpoint(ep: Endpoint) -> Result<EndpointInfo, Error> {
-        let mut v = Vec::new();
-        for p in [&ep.ipv4, &ep.ipv6].into_iter().flatten() {
-            v.push(sdk::ip(&p.address).to_string());
-        }
-        if v.is_empty() {
+        if ep.ipv4.is_none() && ep.ipv6.is_none() {
             return Err(sdk::invalid("a routed endpoint needs an address"));
         }
-        kv::put(&format!("ep/{}", ep.id), v.join(" ").as_bytes())?;
         Ok(EndpointInfo { mac: None })
     }
 
-    fn delete_endpoint(_network_id: String, endpoint_id: String) -> Result<(), Error> {
-        kv::delete(&format!("ep/{endpoint_id}"))?;
+    fn delete_endpoint(_network_id: String, _endpoint_id: String) -> Result<(), Error> {
         Ok(())
     }
 
-    fn join(
-        _network_id: String,
-        endpoint_id: String,
-        _sandbox_key: String,
-    ) -> Result<JoinInfo, Error> {
-        let addrs = text(kv::get(&format!("ep/{endpoint_id}"))?)
-            .ok_or_else(|| sdk::not_found(format!("endpoint {endpoint_id} was never created")))?;
-        let host = host_link(&endpoint_id);
+    fn join(ep: Endpoint, _sandbox_key: String) -> Result<JoinInfo, Error> {
+        let host = host_link(&ep.id);
         net::create_sandbox_veth(&host, None)?;
         net::set_sysctl(&host, LinkSysctl::ProxyArp, "1")?;
         // Answer ARP at once, not after a random delay of up to 0.8 s.
@@ -124,10 +112,8 @@ impl Driver for Routed {
         net::set_sysctl(&host, LinkSysctl::Forwarding, "1")?;
         net::set_up(&host)?;
         let mut has_v6 = false;
-        for a in addrs.split_whitespace() {
-            let ip: IpAddr = a
-                .parse()
-                .map_err(|_| sdk::internal(format!("bad address {a} in kv")))?;
+        for p in [&ep.ipv4, &ep.ipv6].into_iter().flatten() {
+            let ip = sdk::ip(&p.address);
             has_v6 |= ip.is_ipv6();
             let len = if ip.is_ipv4() { 32 } else { 128 };
             net::add_route(sdk::prefix(ip, len), None, &host)?;

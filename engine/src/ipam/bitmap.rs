@@ -54,11 +54,6 @@ fn split(off: u128) -> (u128, usize, u32) {
     (chunk, bit / 64, (bit % 64) as u32)
 }
 
-pub fn is_set(txn: &dyn WriteTxn, pool: &str, off: u128) -> Result<bool> {
-    let (chunk, w, b) = split(off);
-    Ok(load(txn, pool, chunk)?.is_some_and(|c| c[w] & (1 << b) != 0))
-}
-
 /// Set bit `off`; returns false if it was already set.
 pub fn set(txn: &mut dyn WriteTxn, pool: &str, off: u128) -> Result<bool> {
     let (chunk, w, b) = split(off);

@@ -315,24 +315,6 @@ impl Netlink {
         }
     }
 
-    pub async fn link_by_index(&self, index: u32) -> Result<Option<LinkState>, NetError> {
-        let mut m = LinkMessage::default();
-        m.header.index = index;
-        match self
-            .send(RouteNetlinkMessage::GetLink(m), NLM_F_REQUEST, || {
-                format!("look up link #{index}")
-            })
-            .await
-        {
-            Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(link_state(l)),
-                _ => None,
-            })),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     /// The index of a link that must exist.
     pub async fn index(&self, name: &str) -> Result<u32, NetError> {
         self.link(name)
@@ -564,42 +546,6 @@ impl Netlink {
         )
         .await
         .map(|_| ())
-    }
-
-    /// Addresses of one link (or all links with `None`).
-    pub async fn addresses(&self, index: Option<u32>) -> Result<Vec<(u32, IpNetwork)>, NetError> {
-        let m = AddressMessage::default();
-        let msgs = self
-            .send(
-                RouteNetlinkMessage::GetAddress(m),
-                NLM_F_REQUEST | NLM_F_DUMP,
-                || "list addresses".into(),
-            )
-            .await?;
-        let mut out = Vec::new();
-        for m in msgs {
-            if let RouteNetlinkMessage::NewAddress(a) = m {
-                if index.is_some_and(|i| i != a.header.index) {
-                    continue;
-                }
-                let ip = a.attributes.iter().find_map(|x| match x {
-                    AddressAttribute::Local(ip) => Some(*ip),
-                    _ => None,
-                });
-                let ip = ip.or_else(|| {
-                    a.attributes.iter().find_map(|x| match x {
-                        AddressAttribute::Address(ip) => Some(*ip),
-                        _ => None,
-                    })
-                });
-                if let Some(ip) = ip {
-                    if let Ok(n) = IpNetwork::new(ip, a.header.prefix_len) {
-                        out.push((a.header.index, n));
-                    }
-                }
-            }
-        }
-        Ok(out)
     }
 
     // --------------------------------------------------------------- routes

@@ -473,9 +473,6 @@ impl Journal {
     fn retract(&mut self) {
         let _ = writeln!(self.file, "-");
     }
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
     /// The operation is settled: drop the journal.
     pub fn remove(self) {
         let _ = std::fs::remove_file(&self.path);

@@ -392,6 +392,17 @@ fn wit_network(net: &Network) -> wd::Network {
     }
 }
 
+fn wit_endpoint(net: &Network, ep: &EndpointInfo) -> wd::Endpoint {
+    wd::Endpoint {
+        network_id: net.id.clone(),
+        id: ep.id.clone(),
+        ipv4: ep.ipv4.map(host::wit_prefix),
+        ipv6: ep.ipv6.map(host::wit_prefix),
+        mac: parse_mac(&ep.mac),
+        options: opts(&ep.options),
+    }
+}
+
 fn parse_mac(m: &str) -> (u8, u8, u8, u8, u8, u8) {
     let b = crate::model::parse_mac(m).unwrap_or([2, 0x42, 0, 0, 0, 0]);
     (b[0], b[1], b[2], b[3], b[4], b[5])
@@ -431,14 +442,7 @@ impl NetworkDriver for PluginDriver {
         net: &Network,
         ep: &mut EndpointInfo,
     ) -> Result<()> {
-        let e = wd::Endpoint {
-            network_id: net.id.clone(),
-            id: ep.id.clone(),
-            ipv4: ep.ipv4.map(host::wit_prefix),
-            ipv6: ep.ipv6.map(host::wit_prefix),
-            mac: parse_mac(&ep.mac),
-            options: opts(&ep.options),
-        };
+        let e = wit_endpoint(net, ep);
         let info = driver_call!(self, ctx, scope_of(net), "create-endpoint", |d, store| d
             .call_create_endpoint(&mut store, &e)
             .await)?;
@@ -476,7 +480,7 @@ impl NetworkDriver for PluginDriver {
         ep: &EndpointInfo,
         target: &JoinTarget,
     ) -> Result<JoinInfo> {
-        let (nid, eid) = (net.id.clone(), ep.id.clone());
+        let e = wit_endpoint(net, ep);
         let key = match &target.ns {
             NsRef::Path(p) => p.display().to_string(),
             NsRef::Host => String::new(),
@@ -488,7 +492,7 @@ impl NetworkDriver for PluginDriver {
             ipv6: ep.ipv6.is_some(),
         };
         let (j, placed) = driver_call!(self, ctx, scope_of(net), Some(jc), "join", |d, store| d
-            .call_join(&mut store, &nid, &eid, &key)
+            .call_join(&mut store, &e, &key)
             .await);
         let j = j?;
         // The host end of a create-sandbox-veth pair: its other end is in the sandbox already.

@@ -114,13 +114,9 @@ impl Driver for Hostile {
         Ok(())
     }
 
-    fn join(
-        network_id: String,
-        endpoint_id: String,
-        _sandbox_key: String,
-    ) -> Result<JoinInfo, Error> {
-        let m = mode(&network_id);
-        let e = sdk::short(&endpoint_id, 10);
+    fn join(ep: Endpoint, _sandbox_key: String) -> Result<JoinInfo, Error> {
+        let m = mode(&ep.network_id);
+        let e = sdk::short(&ep.id, 10);
         let (host, peer) = (format!("hxv{e}"), format!("hxp{e}"));
         net::create_veth(&host, &peer, None)?;
         net::set_up(&host)?;
