@@ -138,6 +138,25 @@ fn bad_return(rec: &PluginRecord, message: String) -> Error {
     plugin_err(&rec.name, PluginErrorKind::BadReturn, message)
 }
 
+/// (version, description, grants asked) from either world's `plugin-metadata` (the two worlds
+/// generate the same record as two Rust types).
+macro_rules! metadata {
+    ($m:expr) => {{
+        let m = $m;
+        (
+            m.version,
+            m.description,
+            Asked {
+                link_prefix: m.grants.link_prefix,
+                parents: m.grants.parents,
+                sysctls: m.grants.sysctls,
+                http_hosts: m.grants.http_hosts,
+                memory_mib: m.grants.memory_mib,
+            },
+        )
+    }};
+}
+
 /// Install time: metadata and capabilities, with no transactions lent (no kv, no host-net).
 pub async fn describe(rt: &Runtime, c: &Component, rec: &mut PluginRecord) -> Result<()> {
     let mut probe = rec.clone();
@@ -158,17 +177,7 @@ pub async fn describe(rt: &Runtime, c: &Component, rec: &mut PluginRecord) -> Re
                 .map_err(|e| trap_err(&probe, "instantiate", e, &[]))?;
             let meta = inst.weft_plugin_plugin().call_metadata(&mut store).await;
             let m = settle(&probe, "metadata", &store, meta.map(Ok))?;
-            let meta = (
-                m.version,
-                m.description,
-                Asked {
-                    link_prefix: m.grants.link_prefix,
-                    parents: m.grants.parents,
-                    sysctls: m.grants.sysctls,
-                    http_hosts: m.grants.http_hosts,
-                    memory_mib: m.grants.memory_mib,
-                },
-            );
+            let meta = metadata!(m);
             let caps = inst
                 .weft_plugin_network_driver()
                 .call_capabilities(&mut store)
@@ -193,17 +202,7 @@ pub async fn describe(rt: &Runtime, c: &Component, rec: &mut PluginRecord) -> Re
                 .map_err(|e| trap_err(&probe, "instantiate", e, &[]))?;
             let meta = inst.weft_plugin_plugin().call_metadata(&mut store).await;
             let m = settle(&probe, "metadata", &store, meta.map(Ok))?;
-            let meta = (
-                m.version,
-                m.description,
-                Asked {
-                    link_prefix: m.grants.link_prefix,
-                    parents: m.grants.parents,
-                    sysctls: m.grants.sysctls,
-                    http_hosts: m.grants.http_hosts,
-                    memory_mib: m.grants.memory_mib,
-                },
-            );
+            let meta = metadata!(m);
             let caps = inst.weft_plugin_ipam().call_capabilities(&mut store).await;
             let caps = settle(&probe, "capabilities", &store, caps.map(Ok))?;
             rec.requires_mac = caps.requires_mac_address;
