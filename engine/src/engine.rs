@@ -856,11 +856,17 @@ impl Engine {
                 } else {
                     "null"
                 };
-                let nets: Vec<Network> = list_json(w.as_read(), Table::Networks)?;
-                if let Some(net) = nets
-                    .into_iter()
-                    .find(|n| n.predefined && n.driver == driver)
-                {
+                let name = if sb.mode == NsMode::Host {
+                    "host"
+                } else {
+                    "none"
+                };
+                let net = get_str(w.as_read(), Table::NetworkNames, name)?
+                    .map(|id| load_network(w.as_read(), &id))
+                    .transpose()?
+                    .flatten()
+                    .filter(|n| n.predefined && n.driver == driver);
+                if let Some(net) = net {
                     save_endpoint(&mut *w, &bare_endpoint(&net, &sb))?;
                     sb.next_order += 1;
                 }
@@ -909,16 +915,18 @@ impl Engine {
         for n in names {
             todo.push(resolve_sandbox(w.as_read(), n)?);
         }
-        let all: Vec<Sandbox> = list_json(w.as_read(), Table::Sandboxes)?;
         let ids: HashSet<String> = todo.iter().map(|s| s.id.clone()).collect();
         for sb in todo.clone() {
-            let sharers: Vec<&Sandbox> = all
-                .iter()
-                .filter(|s| {
-                    matches!(&s.mode, NsMode::Container { id } if *id == sb.id)
-                        && !ids.contains(&s.id)
-                })
-                .collect();
+            let mut sharers = Vec::new();
+            for (k, _) in w.scan(Table::SandboxSharers, format!("{}/", sb.id).as_bytes())? {
+                let k = String::from_utf8_lossy(&k).into_owned();
+                let sid = k.split('/').nth(1).unwrap_or_default();
+                if !ids.contains(sid) {
+                    if let Some(s) = load_sandbox(w.as_read(), sid)? {
+                        sharers.push(s);
+                    }
+                }
+            }
             if !sharers.is_empty() {
                 if !force {
                     let names: Vec<&str> = sharers.iter().map(|s| s.name.as_str()).collect();
@@ -927,7 +935,7 @@ impl Engine {
                         users: names.join(", "),
                     });
                 }
-                todo.extend(sharers.into_iter().cloned());
+                todo.extend(sharers);
             }
         }
         // Endpoints first, all sandboxes' together: their host links go in one batch.
@@ -967,6 +975,9 @@ impl Engine {
             }
             w.delete(Table::Sandboxes, sb.id.as_bytes())?;
             w.delete(Table::SandboxNames, sb.name.as_bytes())?;
+            if let NsMode::Container { id } = &sb.mode {
+                w.delete(Table::SandboxSharers, format!("{id}/{}", sb.id).as_bytes())?;
+            }
         }
         w.commit()?;
         Ok(())
@@ -1946,6 +1957,13 @@ fn load_sandbox(r: &dyn ReadTxn, id: &str) -> Result<Option<Sandbox>> {
 
 fn save_sandbox(w: &mut dyn WriteTxn, s: &Sandbox) -> Result<()> {
     put_json(w, Table::Sandboxes, &s.id, s)?;
+    if let NsMode::Container { id } = &s.mode {
+        w.put(
+            Table::SandboxSharers,
+            format!("{id}/{}", s.id).as_bytes(),
+            b"",
+        )?;
+    }
     w.put(Table::SandboxNames, s.name.as_bytes(), s.id.as_bytes())
 }
 

@@ -24,6 +24,8 @@ pub enum Table {
     Endpoints,
     /// "sandbox id/network id" → endpoint id
     SandboxEndpoints,
+    /// "owner sandbox id/sharer sandbox id" → "" (sandboxes in `container:` mode)
+    SandboxSharers,
     /// sandbox id → [`crate::model::Sandbox`]
     Sandboxes,
     /// sandbox name → sandbox id
@@ -41,11 +43,12 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Networks,
         Table::NetworkNames,
         Table::Endpoints,
         Table::SandboxEndpoints,
+        Table::SandboxSharers,
         Table::Sandboxes,
         Table::SandboxNames,
         Table::IpamPools,
@@ -65,6 +68,7 @@ impl Table {
             Table::NetworkNames => "network_names",
             Table::Endpoints => "endpoints",
             Table::SandboxEndpoints => "sandbox_endpoints",
+            Table::SandboxSharers => "sandbox_sharers",
             Table::Sandboxes => "sandboxes",
             Table::SandboxNames => "sandbox_names",
             Table::IpamPools => "ipam_pools",
