@@ -9,18 +9,6 @@ use std::time::Duration;
 use crate::harness::*;
 use weft::model::{ConnectOptions, NetworkCreate, SandboxCreate};
 
-fn sandbox_ip(h: &TestHost, name: &str) -> IpAddr {
-    let sb = h.engine().sandbox(name).unwrap();
-    h.engine().sandbox_endpoints(&sb.id).unwrap()[0]
-        .ipv4
-        .unwrap()
-        .ip()
-}
-
-fn key(h: &TestHost, name: &str) -> PathBuf {
-    h.engine().sandbox(name).unwrap().key
-}
-
 fn net(h: &TestHost, name: &str, opts: &[(&str, &str)], internal: bool) {
     let mut req = NetworkCreate {
         name: name.into(),

@@ -459,6 +459,20 @@ pub fn ping(ns: &Path, dst: IpAddr) -> bool {
     .unwrap()
 }
 
+/// A sandbox's first IPv4 address.
+pub fn sandbox_ip(h: &TestHost, name: &str) -> IpAddr {
+    let e = h.engine();
+    e.sandbox_endpoints(&e.sandbox(name).unwrap().id).unwrap()[0]
+        .ipv4
+        .unwrap()
+        .ip()
+}
+
+/// A sandbox's namespace path.
+pub fn key(h: &TestHost, name: &str) -> PathBuf {
+    h.engine().sandbox(name).unwrap().key
+}
+
 /// The parsed JSON of a CLI inspect.
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))

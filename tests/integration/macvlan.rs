@@ -39,18 +39,6 @@ fn lan(h: &TestHost, parent: &str) -> PathBuf {
     lan
 }
 
-fn ip_of(h: &TestHost, sb: &str) -> IpAddr {
-    let e = h.engine();
-    e.sandbox_endpoints(&e.sandbox(sb).unwrap().id).unwrap()[0]
-        .ipv4
-        .unwrap()
-        .ip()
-}
-
-fn key(h: &TestHost, sb: &str) -> PathBuf {
-    h.engine().sandbox(sb).unwrap().key
-}
-
 fn detail(ns: &Path, ifname: &str) -> String {
     let o = run_in_ns(ns, "ip", &["-d", "-o", "link", "show", ifname]);
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -76,7 +64,7 @@ fn macvlan_sandboxes_share_a_real_lan() {
     h.weft_ok(&["sandbox", "create", "--network", "mv", "m1"]);
     h.weft_ok(&["sandbox", "create", "--network", "mv", "m2"]);
     let (k1, k2) = (key(&h, "m1"), key(&h, "m2"));
-    let (ip1, ip2) = (ip_of(&h, "m1"), ip_of(&h, "m2"));
+    let (ip1, ip2) = (sandbox_ip(&h, "m1"), sandbox_ip(&h, "m2"));
     let d = detail(&k1, "eth0");
     assert!(d.contains("macvlan mode bridge"), "{d}");
     let IpAddr::V4(v4) = ip1 else { unreachable!() };
@@ -156,11 +144,11 @@ fn macvlan_private_mode_separates_sandboxes_but_not_the_lan() {
     h.weft_ok(&["sandbox", "create", "--network", "mp", "p2"]);
     assert!(detail(&key(&h, "p1"), "eth0").contains("macvlan mode private"));
     assert!(
-        !ping(&key(&h, "p1"), ip_of(&h, "p2")),
+        !ping(&key(&h, "p1"), sandbox_ip(&h, "p2")),
         "private mode: no traffic between siblings"
     );
     assert!(ping(&key(&h, "p1"), "192.168.77.1".parse().unwrap()));
-    assert!(ping(&lan, ip_of(&h, "p2")));
+    assert!(ping(&lan, sandbox_ip(&h, "p2")));
 }
 
 #[test]
@@ -299,7 +287,7 @@ fn parentless_macvlan_is_internal_on_a_link_weft_makes() {
             .is_empty(),
         "internal: no default route"
     );
-    assert!(ping(&key(&h, "a"), ip_of(&h, "b")));
+    assert!(ping(&key(&h, "a"), sandbox_ip(&h, "b")));
     h.weft_ok(&["sandbox", "rm", "a", "b"]);
     h.weft_ok(&["network", "rm", "solo"]);
     assert_eq!(

@@ -2,8 +2,7 @@
 //! namespaces; hostile plugins fail their operation with an error naming them and the
 //! reason, leave nothing behind, and do not stop the engine or the other plugins.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 
 use crate::harness::*;
 
@@ -12,18 +11,6 @@ fn install(h: &TestHost, name: &str, guest_name: &str, extra: &[&str]) -> String
     let mut args = vec!["plugin", "install", file.to_str().unwrap(), "--name", name];
     args.extend_from_slice(extra);
     h.weft_ok(&args)
-}
-
-fn ip_of(h: &TestHost, sb: &str) -> IpAddr {
-    let e = h.engine();
-    e.sandbox_endpoints(&e.sandbox(sb).unwrap().id).unwrap()[0]
-        .ipv4
-        .unwrap()
-        .ip()
-}
-
-fn key(h: &TestHost, sb: &str) -> PathBuf {
-    h.engine().sandbox(sb).unwrap().key
 }
 
 fn reopen(h: &mut TestHost) {
@@ -65,8 +52,8 @@ fn routed_plugin_with_host_local_ipam_carries_traffic() {
         h.weft_ok(&["sandbox", "create", "--network", "rnet", s]);
     }
     // host-local's semantics: from range-start, skipping the excluded address.
-    assert_eq!(ip_of(&h, "a").to_string(), "10.80.0.50");
-    assert_eq!(ip_of(&h, "b").to_string(), "10.80.0.52");
+    assert_eq!(sandbox_ip(&h, "a").to_string(), "10.80.0.50");
+    assert_eq!(sandbox_ip(&h, "b").to_string(), "10.80.0.52");
     // Calico-style: default route via 169.254.1.1 on-link, host routes per endpoint.
     assert_eq!(
         h.ip_lines(&key(&h, "a"), &["route", "show", "default"]),
@@ -78,14 +65,14 @@ fn routed_plugin_with_host_local_ipam_carries_traffic() {
         "{host_routes}"
     );
     // Real traffic through the host's routing table.
-    assert!(ping(&key(&h, "a"), ip_of(&h, "b")));
+    assert!(ping(&key(&h, "a"), sandbox_ip(&h, "b")));
     let peer = tcp_exchange(
         &key(&h, "a"),
         &key(&h, "b"),
-        SocketAddr::new(ip_of(&h, "b"), 8080),
+        SocketAddr::new(sandbox_ip(&h, "b"), 8080),
     )
     .expect("TCP a → b");
-    assert_eq!(peer.ip(), ip_of(&h, "a"));
+    assert_eq!(peer.ip(), sandbox_ip(&h, "a"));
     // The plugin cannot be removed while a network uses it.
     assert_eq!(
         h.weft_err(&["plugin", "rm", "routed"]),
@@ -107,7 +94,7 @@ fn routed_plugin_with_host_local_ipam_carries_traffic() {
         "rnet2",
     ]);
     h.weft_ok(&["sandbox", "create", "--network", "rnet2", "c"]);
-    assert_eq!(ip_of(&h, "c").to_string(), "10.80.0.2");
+    assert_eq!(sandbox_ip(&h, "c").to_string(), "10.80.0.2");
 }
 
 #[test]
@@ -139,13 +126,13 @@ fn mesh_plugin_bridges_locally_and_programs_peers() {
         tcp_exchange(
             &key(&h, "m1"),
             &key(&h, "m2"),
-            SocketAddr::new(ip_of(&h, "m2"), 9090)
+            SocketAddr::new(sandbox_ip(&h, "m2"), 9090)
         )
         .unwrap()
         .ip(),
-        ip_of(&h, "m1")
+        sandbox_ip(&h, "m1")
     );
-    assert!(ping(&key(&h, "m2"), ip_of(&h, "m1")));
+    assert!(ping(&key(&h, "m2"), sandbox_ip(&h, "m1")));
     // Peers heard of get a flood entry on every mesh network, and lose it again.
     h.weft_ok(&["system", "peer", "add", "192.0.2.10"]);
     let fdb = String::from_utf8_lossy(
@@ -314,7 +301,7 @@ fn assert_contained(
     // Other plugins keep working, and so does the engine.
     h.weft_ok(&["sandbox", "create", "--network", "good", "probe"]);
     assert!(
-        ping(&key(h, "probe"), ip_of(h, "g1")),
+        ping(&key(h, "probe"), sandbox_ip(&h, "g1")),
         "{label}: the routed network stopped working"
     );
     h.weft_ok(&["sandbox", "rm", "probe"]);
