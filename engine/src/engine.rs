@@ -1123,7 +1123,6 @@ impl Engine {
             .await?;
         ep.mac = info.mac.clone();
         let target = JoinTarget {
-            sandbox_id: sb.id.clone(),
             ns: ns_ref.clone(),
             ifname: ep.ifname.clone(),
         };

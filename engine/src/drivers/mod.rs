@@ -56,7 +56,6 @@ pub struct EndpointInfo {
 /// Where the endpoint goes.
 #[derive(Debug, Clone)]
 pub struct JoinTarget {
-    pub sandbox_id: String,
     pub ns: NsRef,
     /// The interface name inside the sandbox (eth0, eth1…).
     pub ifname: String,

@@ -296,20 +296,17 @@ impl<P: Clone> Loaded<P> {
 /// A driver component as a [`NetworkDriver`].
 pub struct PluginDriver {
     loaded: Loaded<driver::DriverPluginPre<HostState>>,
-    rec: Arc<PluginRecord>,
 }
 
 impl PluginDriver {
     pub fn new(host: Arc<super::PluginHost>, rec: PluginRecord) -> Self {
-        let loaded = Loaded::new(host, rec);
         PluginDriver {
-            rec: loaded.rec.clone(),
-            loaded,
+            loaded: Loaded::new(host, rec),
         }
     }
 
     fn loaded(&self) -> Result<(Arc<Runtime>, driver::DriverPluginPre<HostState>)> {
-        let rec = &self.rec;
+        let rec = &self.loaded.rec;
         self.loaded.get(|rt, c| {
             let pre = rt
                 .driver_linker
@@ -333,8 +330,8 @@ impl PluginDriver {
         let kv = unsafe { lend::store(ctx.store) };
         new_store(
             rt,
-            &self.rec,
-            HostState::new(self.rec.clone(), tx, kv, scope),
+            &self.loaded.rec,
+            HostState::new(self.loaded.rec.clone(), tx, kv, scope),
         )
     }
 }
@@ -355,10 +352,10 @@ macro_rules! driver_call {
             }
             Err(e) => Err(e),
         };
-        let out = settle(&$self.rec, $call, &$store, r);
+        let out = settle(&$self.loaded.rec, $call, &$store, r);
         let placed = $store.data_mut().placed.take();
         drop($store);
-        tracing::trace!(plugin = %$self.rec.name, call = $call, us = started.elapsed().as_micros() as u64, "plugin call");
+        tracing::trace!(plugin = %$self.loaded.rec.name, call = $call, us = started.elapsed().as_micros() as u64, "plugin call");
         (out, placed)
     }};
 }
@@ -410,12 +407,12 @@ fn parse_mac(m: &str) -> (u8, u8, u8, u8, u8, u8) {
 #[async_trait]
 impl NetworkDriver for PluginDriver {
     fn name(&self) -> &str {
-        &self.rec.name
+        &self.loaded.rec.name
     }
 
     fn capabilities(&self) -> DriverCapabilities {
         DriverCapabilities {
-            scope: self.rec.scope,
+            scope: self.loaded.rec.scope,
             needs_ipam: true,
             connectable: true,
         }
@@ -448,7 +445,7 @@ impl NetworkDriver for PluginDriver {
         if let Some(m) = info.mac {
             if m.0 & 1 == 1 || m == (0, 0, 0, 0, 0, 0) {
                 return Err(bad_return(
-                    &self.rec,
+                    &self.loaded.rec,
                     format!(
                         "create-endpoint returned MAC {}, which is not a unicast address",
                         host::mac(&m)
@@ -497,9 +494,9 @@ impl NetworkDriver for PluginDriver {
         // The host end of a create-sandbox-veth pair: its other end is in the sandbox already.
         let placed = placed.is_some_and(|p| p == j.link);
         // Check everything before the engine acts on it.
-        if !self.rec.grants.owns_link(&j.link) {
+        if !self.loaded.rec.grants.owns_link(&j.link) {
             return Err(bad_return(
-                &self.rec,
+                &self.loaded.rec,
                 format!(
                     "join returned link {:?}, which is not one of its own",
                     j.link
@@ -508,7 +505,7 @@ impl NetworkDriver for PluginDriver {
         }
         if !placed && ctx.tx.netlink(&NsRef::Host)?.link(&j.link).await?.is_none() {
             return Err(bad_return(
-                &self.rec,
+                &self.loaded.rec,
                 format!("join returned link {:?}, which does not exist", j.link),
             ));
         }
@@ -520,7 +517,7 @@ impl NetworkDriver for PluginDriver {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         {
             return Err(bad_return(
-                &self.rec,
+                &self.loaded.rec,
                 format!(
                     "join returned interface prefix {:?}: use 1–8 of a-z, 0-9",
                     j.ifname_prefix
@@ -529,7 +526,7 @@ impl NetworkDriver for PluginDriver {
         }
         if j.mtu.is_some_and(|m| !(68..=65535).contains(&m)) {
             return Err(bad_return(
-                &self.rec,
+                &self.loaded.rec,
                 format!("join returned MTU {:?}", j.mtu),
             ));
         }
@@ -541,25 +538,26 @@ impl NetworkDriver for PluginDriver {
             let Some(gw) = gw else { continue };
             if gw.is_unspecified() || gw.is_multicast() || gw.is_loopback() {
                 return Err(bad_return(
-                    &self.rec,
+                    &self.loaded.rec,
                     format!("join returned gateway {gw}, which is not a unicast address"),
                 ));
             }
             let on_subnet = addr.is_some_and(|a| a.contains(gw));
             if !on_subnet && !j.gateway_onlink {
                 return Err(bad_return(
-                    &self.rec,
+                    &self.loaded.rec,
                     format!("join returned gateway {gw} outside the endpoint's subnet without gateway-onlink"),
                 ));
             }
         }
         let mut routes = Vec::new();
         for r in &j.routes {
-            let dst = host::prefix(&r.destination).map_err(|e| wit_err(&self.rec.name, e))?;
+            let dst =
+                host::prefix(&r.destination).map_err(|e| wit_err(&self.loaded.rec.name, e))?;
             let via = r.next_hop.as_ref().map(host::ip);
             if via.is_some_and(|v| v.is_ipv4() != dst.is_ipv4()) {
                 return Err(bad_return(
-                    &self.rec,
+                    &self.loaded.rec,
                     format!("join returned route {dst} with a next hop of another family"),
                 ));
             }
@@ -607,20 +605,17 @@ impl NetworkDriver for PluginDriver {
 /// An IPAM component as an [`Ipam`].
 pub struct PluginIpam {
     loaded: Loaded<ipam::IpamPluginPre<HostState>>,
-    rec: Arc<PluginRecord>,
 }
 
 impl PluginIpam {
     pub fn new(host: Arc<super::PluginHost>, rec: PluginRecord) -> Self {
-        let loaded = Loaded::new(host, rec);
         PluginIpam {
-            rec: loaded.rec.clone(),
-            loaded,
+            loaded: Loaded::new(host, rec),
         }
     }
 
     fn loaded(&self) -> Result<(Arc<Runtime>, ipam::IpamPluginPre<HostState>)> {
-        let rec = &self.rec;
+        let rec = &self.loaded.rec;
         self.loaded.get(|rt, c| {
             let pre = rt
                 .ipam_linker
@@ -635,8 +630,8 @@ impl PluginIpam {
         let kv = unsafe { lend::store(txn) };
         new_store(
             rt,
-            &self.rec,
-            HostState::new(self.rec.clone(), Lent::none(), kv, vec![]),
+            &self.loaded.rec,
+            HostState::new(self.loaded.rec.clone(), Lent::none(), kv, vec![]),
         )
     }
 }
@@ -652,7 +647,7 @@ macro_rules! ipam_call {
             }
             Err(e) => Err(e),
         };
-        let out = settle(&$self.rec, $call, &$store, r);
+        let out = settle(&$self.loaded.rec, $call, &$store, r);
         drop($store);
         out
     }};
@@ -661,12 +656,12 @@ macro_rules! ipam_call {
 #[async_trait]
 impl Ipam for PluginIpam {
     fn name(&self) -> &str {
-        &self.rec.name
+        &self.loaded.rec.name
     }
 
     fn capabilities(&self) -> IpamCapabilities {
         IpamCapabilities {
-            requires_mac_address: self.rec.requires_mac,
+            requires_mac_address: self.loaded.rec.requires_mac,
         }
     }
 
@@ -681,11 +676,11 @@ impl Ipam for PluginIpam {
         let g = ipam_call!(self, txn, "request-pool", |i, store| i
             .call_request_pool(&mut store, &r)
             .await)?;
-        let pool = host::prefix(&g.pool).map_err(|e| wit_err(&self.rec.name, e))?;
+        let pool = host::prefix(&g.pool).map_err(|e| wit_err(&self.loaded.rec.name, e))?;
         let pool = IpNetwork::new(pool.network(), pool.prefix()).unwrap();
         if pool.is_ipv6() != req.v6 {
             return Err(bad_return(
-                &self.rec,
+                &self.loaded.rec,
                 format!(
                     "request-pool returned {pool} for an IPv{} request",
                     if req.v6 { 6 } else { 4 }
@@ -696,14 +691,14 @@ impl Ipam for PluginIpam {
             let want = IpNetwork::new(want.network(), want.prefix()).unwrap();
             if want != pool {
                 return Err(bad_return(
-                    &self.rec,
+                    &self.loaded.rec,
                     format!("request-pool returned {pool}, but {want} was asked for"),
                 ));
             }
         }
         if g.pool_id.is_empty() || g.pool_id.len() > 256 {
             return Err(bad_return(
-                &self.rec,
+                &self.loaded.rec,
                 "request-pool returned an empty or oversized pool id".into(),
             ));
         }
@@ -734,11 +729,11 @@ impl Ipam for PluginIpam {
         let a = ipam_call!(self, txn, "request-address", |i, store| i
             .call_request_address(&mut store, &r)
             .await)?;
-        let a = host::prefix(&a).map_err(|e| wit_err(&self.rec.name, e))?;
+        let a = host::prefix(&a).map_err(|e| wit_err(&self.loaded.rec.name, e))?;
         if let Some(p) = req.preferred {
             if a.ip() != p {
                 return Err(bad_return(
-                    &self.rec,
+                    &self.loaded.rec,
                     format!("request-address returned {a}, but {p} was asked for"),
                 ));
             }

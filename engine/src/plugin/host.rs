@@ -37,8 +37,6 @@ pub struct HostState {
     /// Destinations the plugin may route or address on the host: the subnets of the network
     /// in play, plus link-local.
     pub scope: Vec<IpNetwork>,
-    /// Host calls the grants refused, for the error report.
-    pub denied: Vec<String>,
     /// During `join`: where the endpoint goes (for create-sandbox-veth).
     pub join: Option<JoinContext>,
     /// The host end made by create-sandbox-veth in this call, if any.
@@ -86,7 +84,6 @@ impl HostState {
             tx,
             store,
             scope,
-            denied: vec![],
             join: None,
             placed: None,
         }
@@ -94,7 +91,6 @@ impl HostState {
 
     fn deny(&mut self, why: String) -> WitError {
         tracing::info!(plugin = %self.plugin.name, "denied: {why}");
-        self.denied.push(why.clone());
         WitError::Denied(why)
     }
 
