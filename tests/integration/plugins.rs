@@ -301,7 +301,7 @@ fn assert_contained(
     // Other plugins keep working, and so does the engine.
     h.weft_ok(&["sandbox", "create", "--network", "good", "probe"]);
     assert!(
-        ping(&key(h, "probe"), sandbox_ip(&h, "g1")),
+        ping(&key(h, "probe"), sandbox_ip(h, "g1")),
         "{label}: the routed network stopped working"
     );
     h.weft_ok(&["sandbox", "rm", "probe"]);
