@@ -11,4 +11,4 @@ if [ "$(id -u)" != 0 ]; then
 fi
 ./scripts/deps.sh
 ./scripts/build-guests.sh >/dev/null
-cargo test --workspace "$@"
+cargo test --workspace --features weft/failpoints "$@"

@@ -1,8 +1,10 @@
 //! Errors: one typed enum for the whole engine, and the one place where each error gets its
 //! user-facing message (Docker's text where Docker has one) and its HTTP status.
 //!
-//! Lower layers (`net/`, `firewall/`, `store/`, `plugin/`) have their own detailed error
-//! types; they convert into [`Error`] here so that the CLI and the API print the same line.
+//! Lower layers have their own typed errors — [`crate::net::NetError`] (kernel and nftables,
+//! with a [`crate::net::NetErrorKind`] callers branch on), [`crate::store::StoreError`] — that
+//! convert into [`Error`] here, so that the CLI and the API print the same line. Nothing
+//! above those layers looks at message text.
 
 use std::fmt;
 
@@ -97,10 +99,8 @@ pub enum Error {
     // ---- below the engine ----
     #[error("{0}")]
     Kernel(#[from] crate::net::NetError),
-    #[error("{0}")]
-    Firewall(#[from] crate::firewall::FirewallError),
     #[error("state store: {0}")]
-    Store(String),
+    Store(#[from] crate::store::StoreError),
     #[error("plugin {plugin}: {message}")]
     Plugin {
         plugin: String,
@@ -153,7 +153,8 @@ impl Error {
                 PluginErrorKind::Denied => 403,
                 _ => 500,
             },
-            Kernel(_) | Firewall(_) | Store(_) | Internal(_) => 500,
+            Store(crate::store::StoreError::Conflict) => 409,
+            Kernel(_) | Store(_) | Internal(_) => 500,
         }
     }
 
@@ -166,37 +167,11 @@ impl Error {
     pub fn internal(msg: impl fmt::Display) -> Self {
         Error::Internal(msg.to_string())
     }
-
-    /// True for the "object not found" class (404), which `network rm -f` ignores.
-    pub fn is_not_found(&self) -> bool {
-        self.status() == 404
-    }
 }
-
-impl From<redb::Error> for Error {
-    fn from(e: redb::Error) -> Self {
-        Error::Store(e.to_string())
-    }
-}
-
-macro_rules! store_err {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self { Error::Store(e.to_string()) }
-        }
-    )*};
-}
-store_err!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        Error::Store(format!("corrupt record: {e}"))
+        Error::Store(crate::store::StoreError::Corrupt(e.to_string()))
     }
 }
 

@@ -1,7 +1,8 @@
 //! The model (Docker's CNM, kept): networks, endpoints, sandboxes, and the requests that
 //! create them. These are the records the store keeps and the engine hands out; the
 //! Docker-shaped JSON views (`docker network inspect`, `docker inspect`) are built from them
-//! in [`crate::view`].
+//! in [`crate::view`]. A leaf: what weft made in the kernel for each object is kept apart
+//! (the ownership records of [`crate::engine::records`]).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -9,8 +10,6 @@ use std::path::PathBuf;
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
-
-use crate::net::Step;
 
 /// A 64-hex-character identifier, like Docker's.
 pub type Id = String;
@@ -83,9 +82,6 @@ pub struct Network {
     pub predefined: bool,
     /// The driver's kernel objects exist (the predefined bridge is created on first use).
     pub realized: bool,
-    /// How to undo what the driver did to the kernel when the network was created.
-    #[serde(default)]
-    pub undo: Vec<Step>,
     /// Opaque per-network data a driver keeps (e.g. the bridge name it chose).
     #[serde(default)]
     pub driver_data: BTreeMap<String, String>,
@@ -158,9 +154,6 @@ pub struct Endpoint {
     pub order: u64,
     /// This endpoint's gateway is the sandbox's default route.
     pub default_route: bool,
-    /// How to undo what connect did to the kernel.
-    #[serde(default)]
-    pub undo: Vec<Step>,
 }
 
 /// How a sandbox gets its network namespace.
@@ -192,9 +185,6 @@ pub struct Sandbox {
     pub key: PathBuf,
     /// Next connect order number.
     pub next_order: u64,
-    /// How to undo what creating the sandbox did (its namespace).
-    #[serde(default)]
-    pub undo: Vec<Step>,
 }
 
 /// What `network create` asks for (the Docker API's NetworkCreateRequest, typed).

@@ -55,7 +55,9 @@ impl TestHost {
         let dir = std::env::temp_dir().join(format!("weft-test-{}", unique(tag)));
         std::fs::create_dir_all(&dir).unwrap();
         let host_ns = dir.join("host.ns");
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // The engine is shared by the tasks of a multi-threaded runtime, as in a daemon.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
@@ -82,6 +84,7 @@ impl TestHost {
             root: self.dir.join("root"),
             run_root: self.dir.join("run"),
             host_netns: Some(self.host_ns.clone()),
+            boot_id: None,
         }
     }
 
@@ -227,7 +230,8 @@ impl TestHost {
         String::from_utf8_lossy(&o.stderr).trim().to_string()
     }
 
-    /// Everything under the run dir that is not a directory (pins, journals).
+    /// Everything under the run dir that is not a directory (pins, journals), but the lock
+    /// file (locks are not state).
     pub fn run_dir_files(&self) -> Vec<PathBuf> {
         fn walk(p: &Path, out: &mut Vec<PathBuf>) {
             if let Ok(rd) = std::fs::read_dir(p) {
@@ -243,6 +247,7 @@ impl TestHost {
         }
         let mut v = vec![];
         walk(&self.dir.join("run"), &mut v);
+        v.retain(|p| !p.ends_with("weft.lock"));
         v
     }
 }

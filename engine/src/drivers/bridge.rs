@@ -53,7 +53,7 @@ impl NetworkDriver for Bridge {
         DriverCapabilities {
             scope: Scope::Local,
             needs_ipam: true,
-            connectable: true,
+            attachment: super::Attachment::Endpoints,
         }
     }
 
@@ -86,9 +86,9 @@ impl NetworkDriver for Bridge {
         Ok(())
     }
 
-    async fn create_network(&self, ctx: &mut Ctx<'_, '_>, net: &mut Network) -> Result<()> {
+    async fn create_network(&self, ctx: &mut Ctx<'_>, net: &mut Network) -> Result<()> {
         let br = bridge_name(net);
-        if ctx.tx.kernel().host().link(&br).await?.is_some() {
+        if ctx.tx.link(&NsRef::Host, &br).await?.is_some() {
             return Err(Error::Conflict(format!(
                 "a link named {br} already exists on this host: remove it or choose another {OPT_NAME}"
             )));
@@ -115,14 +115,20 @@ impl NetworkDriver for Bridge {
             }
         }
         if !net.internal {
-            // Never undone: other networks (and the host) may rely on forwarding too.
-            crate::net::sysctl::write(Some(ctx.tx.kernel().host_ns()), "net/ipv4/ip_forward", "1")?;
+            // Never undone (`keep`): other networks (and the host) may rely on forwarding too.
+            let mut keys = vec!["net/ipv4/ip_forward"];
             if net.pools.iter().any(|p| p.is_v6()) {
-                crate::net::sysctl::write(
-                    Some(ctx.tx.kernel().host_ns()),
-                    "net/ipv6/conf/all/forwarding",
-                    "1",
-                )?;
+                keys.push("net/ipv6/conf/all/forwarding");
+            }
+            for key in keys {
+                ctx.tx
+                    .apply(Step::Sysctl {
+                        ns: NsRef::Host,
+                        key: key.into(),
+                        value: "1".into(),
+                        keep: true,
+                    })
+                    .await?;
             }
         }
         let rules = NetRules {
@@ -143,7 +149,7 @@ impl NetworkDriver for Bridge {
 
     async fn join(
         &self,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         net: &Network,
         ep: &EndpointInfo,
         target: &JoinTarget,

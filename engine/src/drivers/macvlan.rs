@@ -11,7 +11,7 @@ use super::{mtu_option, DriverCapabilities, EndpointInfo, JoinInfo, JoinTarget, 
 use crate::error::{Error, Result};
 use crate::ipam::native::overlaps;
 use crate::model::{Network, Scope};
-use crate::net::{MacvlanMode, Step};
+use crate::net::{MacvlanMode, NsRef, Step};
 
 pub const OPT_PARENT: &str = "parent";
 pub const OPT_MODE: &str = "macvlan_mode";
@@ -47,7 +47,7 @@ impl NetworkDriver for Macvlan {
         DriverCapabilities {
             scope: Scope::Local,
             needs_ipam: true,
-            connectable: true,
+            attachment: super::Attachment::Endpoints,
         }
     }
 
@@ -100,12 +100,11 @@ impl NetworkDriver for Macvlan {
         Ok(())
     }
 
-    async fn create_network(&self, ctx: &mut Ctx<'_, '_>, net: &mut Network) -> Result<()> {
+    async fn create_network(&self, ctx: &mut Ctx<'_>, net: &mut Network) -> Result<()> {
         let id12 = net.id[..12].to_string();
         let parent = match net.option(OPT_PARENT).map(str::to_string) {
             Some(p) => {
-                let host = ctx.tx.kernel().host();
-                if host.link(&p).await?.is_none() {
+                if ctx.tx.link(&NsRef::Host, &p).await?.is_none() {
                     // IFACE.VLAN: make the 802.1q sub-interface on IFACE.
                     let Some((base, vid)) = p.rsplit_once('.') else {
                         return Err(Error::invalid(format!(
@@ -121,7 +120,7 @@ impl NetworkDriver for Macvlan {
                                 "invalid VLAN id in parent {p}: use IFACE.N with N in 1–4094"
                             ))
                         })?;
-                    if host.link(base).await?.is_none() {
+                    if ctx.tx.link(&NsRef::Host, base).await?.is_none() {
                         return Err(Error::invalid(format!(
                             "-o parent interface was not found on the host: {base}"
                         )));
@@ -153,7 +152,7 @@ impl NetworkDriver for Macvlan {
                             .apply(Step::Veth {
                                 name: name.clone(),
                                 peer: format!("dp-{id12}"),
-                                peer_ns: crate::net::NsRef::Host,
+                                peer_ns: NsRef::Host,
                                 master: None,
                                 mtu: None,
                                 peer_mac: None,
@@ -175,7 +174,7 @@ impl NetworkDriver for Macvlan {
 
     async fn join(
         &self,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         net: &Network,
         ep: &EndpointInfo,
         target: &JoinTarget,

@@ -26,9 +26,21 @@ use crate::store::WriteTxn;
 /// What a driver call works with: the operation's kernel transaction (every kernel change
 /// goes through it) and its store transaction (plugins keep their kv space there, so their
 /// writes commit or vanish with the operation).
-pub struct Ctx<'a, 'k> {
-    pub tx: &'a mut Tx<'k>,
+pub struct Ctx<'a> {
+    pub tx: &'a mut Tx,
     pub store: &'a mut dyn WriteTxn,
+}
+
+/// What a sandbox on a network of this driver is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attachment {
+    /// Sandboxes connect and disconnect; each gets an endpoint with an interface.
+    Endpoints,
+    /// A sandbox mode: the sandbox *is* the host's namespace (`host`). Chosen at creation;
+    /// nothing connects to it and the sandbox joins nothing else.
+    HostNamespace,
+    /// A sandbox mode: loopback only (`none`). Chosen at creation, never left, exclusive.
+    LoopbackOnly,
 }
 
 /// What a driver is.
@@ -37,9 +49,7 @@ pub struct DriverCapabilities {
     pub scope: Scope,
     /// Networks of this driver get IPAM pools and endpoints get addresses.
     pub needs_ipam: bool,
-    /// Sandboxes can be connected to networks of this driver (false for host/null: those are
-    /// sandbox modes, chosen when the sandbox is created).
-    pub connectable: bool,
+    pub attachment: Attachment,
 }
 
 /// The endpoint as the driver sees it.
@@ -110,14 +120,14 @@ pub trait NetworkDriver: Send + Sync {
         Ok(())
     }
     /// Make the network's kernel objects. The driver may record data in `net.driver_data`.
-    async fn create_network(&self, ctx: &mut Ctx<'_, '_>, net: &mut Network) -> Result<()>;
+    async fn create_network(&self, ctx: &mut Ctx<'_>, net: &mut Network) -> Result<()>;
     /// Driver-side cleanup before the engine replays the network's undo log.
-    async fn delete_network(&self, _ctx: &mut Ctx<'_, '_>, _net: &Network) -> Result<()> {
+    async fn delete_network(&self, _ctx: &mut Ctx<'_>, _net: &Network) -> Result<()> {
         Ok(())
     }
     async fn create_endpoint(
         &self,
-        _ctx: &mut Ctx<'_, '_>,
+        _ctx: &mut Ctx<'_>,
         _net: &Network,
         _ep: &mut EndpointInfo,
     ) -> Result<()> {
@@ -125,7 +135,7 @@ pub trait NetworkDriver: Send + Sync {
     }
     async fn delete_endpoint(
         &self,
-        _ctx: &mut Ctx<'_, '_>,
+        _ctx: &mut Ctx<'_>,
         _net: &Network,
         _ep: &EndpointInfo,
     ) -> Result<()> {
@@ -133,24 +143,19 @@ pub trait NetworkDriver: Send + Sync {
     }
     async fn join(
         &self,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         net: &Network,
         ep: &EndpointInfo,
         target: &JoinTarget,
     ) -> Result<JoinInfo>;
-    async fn leave(
-        &self,
-        _ctx: &mut Ctx<'_, '_>,
-        _net: &Network,
-        _ep: &EndpointInfo,
-    ) -> Result<()> {
+    async fn leave(&self, _ctx: &mut Ctx<'_>, _net: &Network, _ep: &EndpointInfo) -> Result<()> {
         Ok(())
     }
     /// A cluster peer appeared / went away (multi-host drivers).
-    async fn discover_new(&self, _ctx: &mut Ctx<'_, '_>, _peer: IpAddr) -> Result<()> {
+    async fn discover_new(&self, _ctx: &mut Ctx<'_>, _peer: IpAddr) -> Result<()> {
         Ok(())
     }
-    async fn discover_delete(&self, _ctx: &mut Ctx<'_, '_>, _peer: IpAddr) -> Result<()> {
+    async fn discover_delete(&self, _ctx: &mut Ctx<'_>, _peer: IpAddr) -> Result<()> {
         Ok(())
     }
 }

@@ -1,29 +1,30 @@
 //! The drivers of the predefined `host` and `none` networks. They are sandbox modes, not
-//! datapaths: a `--network host` sandbox is the host's own namespace, a `--network none`
-//! sandbox a namespace with only `lo`; both are chosen when the sandbox is created, nothing
-//! can be connected to them, and only one network of each exists.
+//! datapaths (their [`Attachment`] says which): a `--network host` sandbox is the host's own
+//! namespace, a `--network none` sandbox a namespace with only `lo`; both are chosen when the
+//! sandbox is created, nothing can be connected to them, and only one network of each exists.
 
 use async_trait::async_trait;
 
-use super::{Ctx, DriverCapabilities, EndpointInfo, JoinInfo, JoinTarget, NetworkDriver};
+use super::{
+    Attachment, Ctx, DriverCapabilities, EndpointInfo, JoinInfo, JoinTarget, NetworkDriver,
+};
 use crate::error::{Error, Result};
 use crate::model::{Network, Scope};
 
 /// The `host` driver.
 pub const HOST: Mode = Mode {
     driver: "host",
-    refusal: || Error::ConnectToHost,
+    attachment: Attachment::HostNamespace,
 };
 /// The `null` driver (the `none` network).
 pub const NULL: Mode = Mode {
     driver: "null",
-    refusal: || Error::NoneMode,
+    attachment: Attachment::LoopbackOnly,
 };
 
 pub struct Mode {
     driver: &'static str,
-    /// What connecting a sandbox to this network answers.
-    refusal: fn() -> Error,
+    attachment: Attachment,
 }
 
 #[async_trait]
@@ -35,7 +36,7 @@ impl NetworkDriver for Mode {
         DriverCapabilities {
             scope: Scope::Local,
             needs_ipam: false,
-            connectable: false,
+            attachment: self.attachment,
         }
     }
     fn validate(&self, _net: &Network, existing: &[Network]) -> Result<()> {
@@ -47,16 +48,20 @@ impl NetworkDriver for Mode {
         }
         Ok(())
     }
-    async fn create_network(&self, _ctx: &mut Ctx<'_, '_>, _net: &mut Network) -> Result<()> {
+    async fn create_network(&self, _ctx: &mut Ctx<'_>, _net: &mut Network) -> Result<()> {
         Ok(())
     }
     async fn join(
         &self,
-        _: &mut Ctx<'_, '_>,
+        _: &mut Ctx<'_>,
         _: &Network,
         _: &EndpointInfo,
         _: &JoinTarget,
     ) -> Result<JoinInfo> {
-        Err((self.refusal)())
+        // The engine never joins a sandbox mode; say so if it is asked to.
+        Err(match self.attachment {
+            Attachment::LoopbackOnly => Error::NoneMode,
+            _ => Error::ConnectToHost,
+        })
     }
 }

@@ -18,12 +18,10 @@ use std::process::Stdio;
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-/// nft failed (its stderr is the reason).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("nftables: {0}")]
-pub struct FirewallError(pub String);
+use crate::net::{NetError, NetErrorKind};
 
 /// The firewall state of one network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,46 +69,74 @@ impl Firewall {
     }
 
     /// Apply changes in one nft transaction: all or nothing.
-    pub async fn apply(&self, changes: &[FwChange]) -> Result<(), FirewallError> {
+    pub async fn apply(&self, changes: &[FwChange]) -> Result<(), NetError> {
         let doc = render::batch(changes);
         self.run(&["-j", "-f", "-"], Some(doc.to_string()))
             .await
             .map(|_| ())
     }
 
-    /// The current ruleset of weft's tables as nft JSON (for tests and `weft debug`).
-    pub async fn list(&self) -> Result<serde_json::Value, FirewallError> {
-        let mut all = Vec::new();
-        for fam in ["inet", "bridge"] {
-            match self
-                .run(&["-j", "list", "table", fam, render::TABLE], None)
-                .await
-            {
-                Ok(out) => {
-                    let v: serde_json::Value = serde_json::from_str(&out)
-                        .map_err(|e| FirewallError(format!("nft output: {e}")))?;
-                    if let Some(items) = v.get("nftables").and_then(|x| x.as_array()) {
-                        all.extend(items.iter().cloned());
-                    }
-                }
-                Err(e) if e.0.contains("No such file or directory") => {}
-                Err(e) => return Err(e),
+    /// weft's `inet` table as nft JSON objects; `None` when it does not exist.
+    pub async fn list(&self) -> Result<Option<Vec<Value>>, NetError> {
+        match self
+            .run(&["-j", "list", "table", "inet", render::TABLE], None)
+            .await
+        {
+            Ok(out) => {
+                let v: Value = serde_json::from_str(&out)
+                    .map_err(|e| NetError::other("nft list", format!("nft output: {e}")))?;
+                Ok(Some(
+                    v.get("nftables")
+                        .and_then(|x| x.as_array())
+                        .cloned()
+                        .unwrap_or_default(),
+                ))
             }
-        }
-        Ok(serde_json::json!({ "nftables": all }))
-    }
-
-    /// Delete weft's tables (system reset).
-    pub async fn reset(&self) -> Result<(), FirewallError> {
-        let doc = render::delete_tables();
-        match self.run(&["-j", "-f", "-"], Some(doc.to_string())).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.0.contains("No such file or directory") => Ok(()),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    async fn run(&self, args: &[&str], stdin: Option<String>) -> Result<String, FirewallError> {
+    /// The network ids (12 hex digits) with chains in weft's table; `None` without a table.
+    pub async fn networks(&self) -> Result<Option<Vec<String>>, NetError> {
+        Ok(self.list().await?.map(|items| render::chain_ids(&items)))
+    }
+
+    /// Are a network's rules in place (its chains, and its interface in the dispatch maps)?
+    pub async fn has(&self, r: &NetRules) -> Result<bool, NetError> {
+        let Some(items) = self.list().await? else {
+            return Ok(false);
+        };
+        Ok(render::has_network(&items, r))
+    }
+
+    /// Remove whatever weft's table holds for network `id12`, whatever state it is in.
+    pub async fn purge(&self, id12: &str) -> Result<(), NetError> {
+        let Some(items) = self.list().await? else {
+            return Ok(());
+        };
+        let doc = render::purge(&items, id12);
+        if doc["nftables"].as_array().is_some_and(|a| a.is_empty()) {
+            return Ok(());
+        }
+        self.run(&["-j", "-f", "-"], Some(doc.to_string()))
+            .await
+            .map(|_| ())
+    }
+
+    /// Delete weft's tables (nothing of weft's left in the host's ruleset).
+    pub async fn reset(&self) -> Result<(), NetError> {
+        let doc = render::delete_tables();
+        match self.run(&["-j", "-f", "-"], Some(doc.to_string())).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Run nft; its failures become typed errors here, once (nft says "No such file or
+    /// directory" for a missing table, chain or element).
+    async fn run(&self, args: &[&str], stdin: Option<String>) -> Result<String, NetError> {
         let mut cmd = tokio::process::Command::new(&self.nft);
         cmd.args(args)
             .stdin(Stdio::piped())
@@ -128,16 +154,20 @@ impl Firewall {
             }
         }
         let mut child = cmd.spawn().map_err(|e| {
-            FirewallError(format!(
-                "cannot run {}: {e} (install the nftables package)",
-                self.nft
-            ))
+            NetError::new(
+                "nftables",
+                NetErrorKind::Unsupported,
+                format!(
+                    "cannot run {}: {e} (install the nftables package)",
+                    self.nft
+                ),
+            )
         })?;
         if let Some(input) = stdin {
             let mut si = child.stdin.take().unwrap();
             si.write_all(input.as_bytes())
                 .await
-                .map_err(|e| FirewallError(e.to_string()))?;
+                .map_err(|e| NetError::io("nftables", e))?;
             drop(si);
         } else {
             drop(child.stdin.take());
@@ -145,14 +175,27 @@ impl Firewall {
         let out = child
             .wait_with_output()
             .await
-            .map_err(|e| FirewallError(e.to_string()))?;
+            .map_err(|e| NetError::io("nftables", e))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(FirewallError(if err.is_empty() {
-                format!("nft exited with {}", out.status)
+            let kind = if err.contains("No such file or directory") {
+                NetErrorKind::NotFound
+            } else if err.contains("File exists") {
+                NetErrorKind::Exists
+            } else if err.contains("Operation not permitted") {
+                NetErrorKind::Permission
             } else {
-                err
-            }));
+                NetErrorKind::Other
+            };
+            return Err(NetError::new(
+                "nftables",
+                kind,
+                if err.is_empty() {
+                    format!("nft exited with {}", out.status)
+                } else {
+                    err
+                },
+            ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

@@ -233,6 +233,92 @@ pub fn delete_tables() -> Value {
     json!({"nftables": [{"delete": {"table": {"family": FAM, "name": TABLE}}}]})
 }
 
+/// The jump target of a map element `[key, {"jump": {"target": T}}]`, and its key.
+fn jump_elem(e: &Value) -> Option<(&Value, &str)> {
+    let pair = e.as_array()?;
+    let target = pair.get(1)?.get("jump")?.get("target")?.as_str()?;
+    Some((pair.first()?, target))
+}
+
+fn maps<'a>(items: &'a [Value]) -> impl Iterator<Item = (&'a str, &'a [Value])> {
+    items.iter().filter_map(|i| {
+        let m = i.get("map").or_else(|| i.get("set"))?;
+        let name = m.get("name")?.as_str()?;
+        let elems = m
+            .get("elem")
+            .and_then(|e| e.as_array())
+            .map(|v| v.as_slice());
+        Some((name, elems.unwrap_or(&[])))
+    })
+}
+
+fn chains(items: &[Value]) -> impl Iterator<Item = &str> {
+    items
+        .iter()
+        .filter_map(|i| i.get("chain")?.get("name")?.as_str())
+}
+
+/// Network ids (12 hex digits) that have chains in a listed table.
+pub fn chain_ids(items: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = chains(items)
+        .filter_map(|c| c.strip_prefix("nw-")?.strip_suffix("-in"))
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Does a listed table hold a network's rules (its chains and its dispatch element)?
+pub fn has_network(items: &[Value], r: &NetRules) -> bool {
+    let names: Vec<&str> = chains(items).collect();
+    let have_chains = ["in", "out", "nat"]
+        .iter()
+        .all(|p| names.contains(&chain_name(r, p).as_str()));
+    let cin = chain_name(r, "in");
+    let dispatched = maps(items)
+        .filter(|(n, _)| *n == "fwd_in")
+        .flat_map(|(_, e)| e.iter())
+        .filter_map(jump_elem)
+        .any(|(k, t)| t == cin && k.as_str() == Some(r.iface.as_str()));
+    have_chains && dispatched
+}
+
+/// One batch deleting whatever a listed table holds for network `id12`: the map elements that
+/// jump to its chains, its interface in `nets`, then the chains.
+pub fn purge(items: &[Value], id12: &str) -> Value {
+    let prefix = format!("nw-{id12}-");
+    let mut v = Vec::new();
+    let mut ifaces = Vec::new();
+    for (name, elems) in maps(items) {
+        for e in elems {
+            if let Some((key, target)) = jump_elem(e) {
+                if target.starts_with(&prefix) {
+                    if name == "fwd_in" {
+                        ifaces.push(key.clone());
+                    }
+                    v.push(json!({"delete": {"element": elem(name, key.clone(), None)}}));
+                }
+            }
+        }
+    }
+    for (name, elems) in maps(items) {
+        if name == "nets" {
+            for e in elems {
+                if ifaces.contains(e) {
+                    v.push(json!({"delete": {"element": elem("nets", e.clone(), None)}}));
+                }
+            }
+        }
+    }
+    for c in chains(items).filter(|c| c.starts_with(&prefix)) {
+        let c = json!({"family": FAM, "table": TABLE, "name": c});
+        v.push(json!({"flush": {"chain": c.clone()}}));
+        v.push(json!({"delete": {"chain": c}}));
+    }
+    json!({"nftables": v})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +383,41 @@ mod tests {
             r#"[{"drop":null}]"#
         );
         assert!(chain_rules(&doc, "nw-0123456789ab-nat").is_empty());
+    }
+
+    #[test]
+    fn listed_tables_are_read_back_and_purged() {
+        // What `nft -j list table inet weft` prints for one network (trimmed).
+        let items: Vec<Value> = serde_json::from_str(
+            r#"[
+            {"table": {"family": "inet", "name": "weft"}},
+            {"map": {"family": "inet", "name": "fwd_in", "table": "weft", "type": "ifname", "map": "verdict",
+                     "elem": [["br-0123456789ab", {"jump": {"target": "nw-0123456789ab-in"}}]]}},
+            {"map": {"family": "inet", "name": "masq4", "table": "weft", "type": "ipv4_addr", "map": "verdict", "flags": ["interval"],
+                     "elem": [[{"prefix": {"addr": "172.30.0.0", "len": 16}}, {"jump": {"target": "nw-0123456789ab-nat"}}]]}},
+            {"set": {"family": "inet", "name": "nets", "table": "weft", "type": "ifname", "elem": ["br-0123456789ab"]}},
+            {"chain": {"family": "inet", "table": "weft", "name": "nw-0123456789ab-in"}},
+            {"chain": {"family": "inet", "table": "weft", "name": "nw-0123456789ab-out"}},
+            {"chain": {"family": "inet", "table": "weft", "name": "nw-0123456789ab-nat"}}
+        ]"#,
+        )
+        .unwrap();
+        assert_eq!(chain_ids(&items), ["0123456789ab"]);
+        assert!(has_network(&items, &net(false)));
+        let mut other = net(false);
+        other.iface = "br-other".into();
+        assert!(!has_network(&items, &other));
+        let doc = purge(&items, "0123456789ab");
+        let deletes: Vec<String> = doc["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.get("delete"))
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(deletes.len(), 6, "{deletes:?}"); // fwd_in, masq4, nets, 3 chains
+        assert!(deletes[2].contains(r#""name":"nets""#));
+        assert_eq!(purge(&items, "ffffffffffff")["nftables"], json!([]));
     }
 
     #[test]

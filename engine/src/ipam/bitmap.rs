@@ -3,7 +3,7 @@
 //! not stored, so a /8 costs at most a 2 MiB bitmap and an IPv6 /64 only what is allocated.
 
 use crate::error::Result;
-use crate::store::{Table, WriteTxn};
+use crate::store::{ReadTxn, Table, WriteTxn};
 
 pub const CHUNK_BITS: u128 = 4096;
 const CHUNK_BYTES: usize = (CHUNK_BITS / 8) as usize;
@@ -25,7 +25,7 @@ fn prefix(pool: &str) -> Vec<u8> {
     k
 }
 
-fn load(txn: &dyn WriteTxn, pool: &str, chunk: u128) -> Result<Option<Chunk>> {
+fn load(txn: &(impl ReadTxn + ?Sized), pool: &str, chunk: u128) -> Result<Option<Chunk>> {
     let Some(raw) = txn.get(Table::IpamBits, &key(pool, chunk))? else {
         return Ok(None);
     };
@@ -120,21 +120,46 @@ pub fn clear_all(txn: &mut dyn WriteTxn, pool: &str) -> Result<()> {
     Ok(())
 }
 
+/// Every set bit of a pool, ascending (for the consistency check).
+pub fn set_bits(txn: &(impl ReadTxn + ?Sized), pool: &str) -> Result<Vec<u128>> {
+    let mut out = Vec::new();
+    let p = prefix(pool);
+    for (k, raw) in txn.scan(Table::IpamBits, &p)? {
+        let Ok(idx) = <[u8; 16]>::try_from(&k[p.len()..]) else {
+            continue;
+        };
+        let chunk = u128::from_be_bytes(idx);
+        for (i, w) in raw.chunks_exact(8).enumerate() {
+            let mut word = u64::from_le_bytes(w.try_into().unwrap());
+            while word != 0 {
+                let b = word.trailing_zeros() as u128;
+                out.push(chunk * CHUNK_BITS + i as u128 * 64 + b);
+                word &= word - 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Number of stored (non-empty) chunks: what the bitmap costs.
-pub fn stored_chunks(txn: &dyn WriteTxn, pool: &str) -> Result<usize> {
+pub fn stored_chunks(txn: &(impl ReadTxn + ?Sized), pool: &str) -> Result<usize> {
     Ok(txn.scan(Table::IpamBits, &prefix(pool))?.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{mem::MemStore, Store};
+    use crate::store::{mem::MemStore, Txn};
+    use std::sync::Arc;
+
+    fn txn() -> Txn {
+        Txn::new(Arc::new(MemStore::new())).unwrap()
+    }
 
     #[test]
     fn set_clear_find() {
-        let s = MemStore::new();
-        let mut t = s.write().unwrap();
-        let t = &mut *t;
+        let mut t = txn();
+        let t = &mut t;
         assert_eq!(find_clear(t, "p", 0, 10).unwrap(), Some(0));
         for i in 0..5000 {
             assert!(set(t, "p", i).unwrap());
@@ -146,18 +171,21 @@ mod tests {
         assert_eq!(find_clear(t, "p", 100, 10_000).unwrap(), Some(4097));
         assert_eq!(find_clear(t, "p", 4098, 4200).unwrap(), None);
         assert_eq!(stored_chunks(t, "p").unwrap(), 2);
+        let bits = set_bits(t, "p").unwrap();
+        assert_eq!(bits.len(), 4999);
+        assert!(!bits.contains(&4097) && bits.contains(&4096) && bits.contains(&4999));
         clear_all(t, "p").unwrap();
         assert_eq!(stored_chunks(t, "p").unwrap(), 0);
     }
 
     #[test]
     fn huge_offsets_are_sparse() {
-        let s = MemStore::new();
-        let mut t = s.write().unwrap();
-        let t = &mut *t;
+        let mut t = txn();
+        let t = &mut t;
         let base = u64::MAX as u128 - 10;
         assert!(set(t, "v6", base).unwrap());
         assert_eq!(find_clear(t, "v6", base, base + 5).unwrap(), Some(base + 1));
         assert_eq!(stored_chunks(t, "v6").unwrap(), 1);
+        assert_eq!(set_bits(t, "v6").unwrap(), [base]);
     }
 }

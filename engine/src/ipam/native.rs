@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{bitmap, AddressRequest, Ipam, PoolGrant, PoolRequest};
 use crate::error::{Error, Result};
-use crate::store::{get_json, list_json, put_json, Table, WriteTxn};
+use crate::store::{get_json, list_json, put_json, ReadTxn, Table, WriteTxn};
 
 /// Docker's default address pools: 172.17–31.0.0/16, then 192.168.0.0/16 in /20s.
 pub fn default_v4_pools() -> Vec<Ipv4Network> {
@@ -21,7 +21,10 @@ pub fn default_v4_pools() -> Vec<Ipv4Network> {
     v
 }
 
-/// Persistent state of one pool.
+/// One pool: its definition (written when the pool is made, [`Table::IpamPools`]) and its
+/// allocation cursor (written per allocation, [`Table::IpamState`]). Kept apart so that
+/// choosing a default pool, which reads every definition, does not conflict with allocations
+/// going on in other networks' pools.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PoolState {
     id: String,
@@ -32,8 +35,16 @@ struct PoolState {
     first: u128,
     last: u128,
     /// Where the next sequential search starts.
+    #[serde(default, skip_serializing)]
     cursor: u128,
     /// Free offsets left in first..=last (O(1) exhaustion check).
+    #[serde(default, skip_serializing)]
+    free_in_range: u128,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Cursor {
+    cursor: u128,
     free_in_range: u128,
 }
 
@@ -106,9 +117,54 @@ impl NativeIpam {
         list_json(txn.as_read(), Table::IpamPools)
     }
 
-    fn load(txn: &dyn WriteTxn, id: &str) -> Result<PoolState> {
-        get_json(txn.as_read(), Table::IpamPools, id)?
+    fn load(txn: &(impl ReadTxn + ?Sized), id: &str) -> Result<Option<PoolState>> {
+        let Some(mut st) = get_json::<PoolState>(txn, Table::IpamPools, id)? else {
+            return Ok(None);
+        };
+        // Records written before the split carry their cursor in the definition.
+        if let Some(c) = get_json::<Cursor>(txn, Table::IpamState, id)? {
+            st.cursor = c.cursor;
+            st.free_in_range = c.free_in_range;
+        }
+        Ok(Some(st))
+    }
+
+    fn must_load(txn: &dyn WriteTxn, id: &str) -> Result<PoolState> {
+        Self::load(txn.as_read(), id)?
             .ok_or_else(|| Error::internal(format!("IPAM pool {id} not found")))
+    }
+
+    fn save_cursor(txn: &mut dyn WriteTxn, st: &PoolState) -> Result<()> {
+        put_json(
+            txn,
+            Table::IpamState,
+            &st.id,
+            &Cursor {
+                cursor: st.cursor,
+                free_in_range: st.free_in_range,
+            },
+        )
+    }
+
+    /// Every native pool: (pool id, subnet).
+    pub fn pool_ids(txn: &(impl ReadTxn + ?Sized)) -> Result<Vec<(String, IpNetwork)>> {
+        Ok(list_json::<PoolState>(txn, Table::IpamPools)?
+            .into_iter()
+            .map(|p| (p.id, p.subnet))
+            .collect())
+    }
+
+    /// The addresses allocated in a pool (for the consistency check); `None` if no such pool.
+    pub fn allocated(txn: &(impl ReadTxn + ?Sized), id: &str) -> Result<Option<Vec<IpAddr>>> {
+        let Some(st) = Self::load(txn, id)? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            bitmap::set_bits(txn, id)?
+                .into_iter()
+                .map(|o| st.addr_at(o))
+                .collect(),
+        ))
     }
 
     fn pick_default(txn: &dyn WriteTxn, req: &PoolRequest) -> Result<IpNetwork> {
@@ -202,6 +258,7 @@ impl Ipam for NativeIpam {
             st.free_in_range = 0;
         }
         put_json(txn, Table::IpamPools, &id, &st)?;
+        Self::save_cursor(txn, &st)?;
         Ok(PoolGrant {
             pool_id: id,
             pool: subnet,
@@ -212,6 +269,7 @@ impl Ipam for NativeIpam {
     async fn release_pool(&self, txn: &mut dyn WriteTxn, pool_id: &str) -> Result<()> {
         bitmap::clear_all(txn, pool_id)?;
         txn.delete(Table::IpamPools, pool_id.as_bytes())?;
+        txn.delete(Table::IpamState, pool_id.as_bytes())?;
         Ok(())
     }
 
@@ -220,7 +278,7 @@ impl Ipam for NativeIpam {
         txn: &mut dyn WriteTxn,
         req: &AddressRequest,
     ) -> Result<IpNetwork> {
-        let mut st = Self::load(txn, &req.pool_id)?;
+        let mut st = Self::must_load(txn, &req.pool_id)?;
         let off = match req.preferred {
             Some(ip) => {
                 let off = st.offset_of(ip).ok_or_else(|| {
@@ -262,7 +320,7 @@ impl Ipam for NativeIpam {
         if st.in_range(off) {
             st.free_in_range -= 1;
         }
-        put_json(txn, Table::IpamPools, &st.id.clone(), &st)?;
+        Self::save_cursor(txn, &st)?;
         let ip = st.addr_at(off);
         Ok(IpNetwork::new(ip, st.subnet.prefix()).unwrap())
     }
@@ -273,7 +331,7 @@ impl Ipam for NativeIpam {
         pool_id: &str,
         addr: IpAddr,
     ) -> Result<()> {
-        let Some(mut st) = get_json::<PoolState>(txn.as_read(), Table::IpamPools, pool_id)? else {
+        let Some(mut st) = Self::load(txn.as_read(), pool_id)? else {
             return Ok(()); // pool already gone: nothing to release
         };
         let Some(off) = st.offset_of(addr) else {
@@ -281,7 +339,7 @@ impl Ipam for NativeIpam {
         };
         if bitmap::clear(txn, pool_id, off)? && st.in_range(off) {
             st.free_in_range += 1;
-            put_json(txn, Table::IpamPools, pool_id, &st)?;
+            Self::save_cursor(txn, &st)?;
         }
         Ok(())
     }
@@ -291,7 +349,12 @@ impl Ipam for NativeIpam {
 mod tests {
     use super::*;
     use crate::ipam::LOCAL_SPACE;
-    use crate::store::{mem::MemStore, Store};
+    use crate::store::{mem::MemStore, Txn};
+    use std::sync::Arc;
+
+    fn txn() -> Txn {
+        Txn::new(Arc::new(MemStore::new())).unwrap()
+    }
 
     fn req(pool: Option<&str>, range: Option<&str>) -> PoolRequest {
         PoolRequest {
@@ -328,39 +391,36 @@ mod tests {
 
     #[test]
     fn default_pools_skip_taken_and_routes() {
-        let s = MemStore::new();
-        let mut t = s.write().unwrap();
+        let mut t = txn();
         let ipam = NativeIpam;
-        let a = block_on(ipam.request_pool(&mut *t, &req(None, None))).unwrap();
+        let a = block_on(ipam.request_pool(&mut t, &req(None, None))).unwrap();
         assert_eq!(a.pool.to_string(), "172.17.0.0/16");
         let mut r = req(None, None);
         r.avoid = vec!["172.18.5.0/24".parse().unwrap()];
-        let b = block_on(ipam.request_pool(&mut *t, &r)).unwrap();
+        let b = block_on(ipam.request_pool(&mut t, &r)).unwrap();
         assert_eq!(b.pool.to_string(), "172.19.0.0/16");
         // The user subnet overlapping an existing pool is refused with Docker's message.
-        let e =
-            block_on(ipam.request_pool(&mut *t, &req(Some("172.17.3.0/24"), None))).unwrap_err();
+        let e = block_on(ipam.request_pool(&mut t, &req(Some("172.17.3.0/24"), None))).unwrap_err();
         assert_eq!(
             e.to_string(),
             "Pool overlaps with other one on this address space"
         );
         // After the 15 /16s come the 192.168.x.0/20s.
         for _ in 0..13 {
-            block_on(ipam.request_pool(&mut *t, &req(None, None))).unwrap();
+            block_on(ipam.request_pool(&mut t, &req(None, None))).unwrap();
         }
-        let c = block_on(ipam.request_pool(&mut *t, &req(None, None))).unwrap();
+        let c = block_on(ipam.request_pool(&mut t, &req(None, None))).unwrap();
         assert_eq!(c.pool.to_string(), "192.168.0.0/20");
     }
 
     #[test]
     fn sequential_wraparound_reuse_and_exhaustion() {
-        let s = MemStore::new();
-        let mut t = s.write().unwrap();
+        let mut t = txn();
         let ipam = NativeIpam;
-        let p = block_on(ipam.request_pool(&mut *t, &req(Some("10.9.0.0/29"), None))).unwrap();
+        let p = block_on(ipam.request_pool(&mut t, &req(Some("10.9.0.0/29"), None))).unwrap();
         // Hosts .1–.6; .0 and .7 are reserved.
         let got: Vec<String> = (0..6)
-            .map(|_| addr(&ipam, &mut *t, &p.pool_id, None).unwrap().to_string())
+            .map(|_| addr(&ipam, &mut t, &p.pool_id, None).unwrap().to_string())
             .collect();
         assert_eq!(
             got,
@@ -374,40 +434,38 @@ mod tests {
             ]
         );
         assert!(matches!(
-            addr(&ipam, &mut *t, &p.pool_id, None),
+            addr(&ipam, &mut t, &p.pool_id, None),
             Err(Error::PoolExhausted)
         ));
-        block_on(ipam.release_address(&mut *t, &p.pool_id, "10.9.0.3".parse().unwrap())).unwrap();
-        block_on(ipam.release_address(&mut *t, &p.pool_id, "10.9.0.2".parse().unwrap())).unwrap();
+        block_on(ipam.release_address(&mut t, &p.pool_id, "10.9.0.3".parse().unwrap())).unwrap();
+        block_on(ipam.release_address(&mut t, &p.pool_id, "10.9.0.2".parse().unwrap())).unwrap();
         // Wraps around and reuses the lowest freed address first.
         assert_eq!(
-            addr(&ipam, &mut *t, &p.pool_id, None).unwrap().to_string(),
+            addr(&ipam, &mut t, &p.pool_id, None).unwrap().to_string(),
             "10.9.0.2/29"
         );
         assert_eq!(
-            addr(&ipam, &mut *t, &p.pool_id, None).unwrap().to_string(),
+            addr(&ipam, &mut t, &p.pool_id, None).unwrap().to_string(),
             "10.9.0.3/29"
         );
         assert!(matches!(
-            addr(&ipam, &mut *t, &p.pool_id, Some("10.9.0.3")),
+            addr(&ipam, &mut t, &p.pool_id, Some("10.9.0.3")),
             Err(Error::AddressInUse)
         ));
-        let e = addr(&ipam, &mut *t, &p.pool_id, Some("10.9.1.3")).unwrap_err();
+        let e = addr(&ipam, &mut t, &p.pool_id, Some("10.9.1.3")).unwrap_err();
         assert_eq!(e.to_string(), "invalid endpoint settings:\nno configured subnet or ip-range contain the IP address 10.9.1.3");
     }
 
     #[test]
     fn ip_range_limits_dynamic_but_not_static() {
-        let s = MemStore::new();
-        let mut t = s.write().unwrap();
+        let mut t = txn();
         let ipam = NativeIpam;
-        let p = block_on(
-            ipam.request_pool(&mut *t, &req(Some("172.30.0.0/16"), Some("172.30.1.0/24"))),
-        )
-        .unwrap();
+        let p =
+            block_on(ipam.request_pool(&mut t, &req(Some("172.30.0.0/16"), Some("172.30.1.0/24"))))
+                .unwrap();
         assert_eq!(p.pool_id, "LocalDefault/172.30.0.0/16/172.30.1.0/24");
-        addr(&ipam, &mut *t, &p.pool_id, Some("172.30.1.254")).unwrap();
-        let a = addr(&ipam, &mut *t, &p.pool_id, None).unwrap();
+        addr(&ipam, &mut t, &p.pool_id, Some("172.30.1.254")).unwrap();
+        let a = addr(&ipam, &mut t, &p.pool_id, None).unwrap();
         assert!(
             "172.30.1.0/24"
                 .parse::<IpNetwork>()
@@ -418,7 +476,7 @@ mod tests {
         assert_eq!(a.prefix(), 16);
         // A static address outside the range but inside the subnet is fine (Docker does the same).
         assert_eq!(
-            addr(&ipam, &mut *t, &p.pool_id, Some("172.30.7.7"))
+            addr(&ipam, &mut t, &p.pool_id, Some("172.30.7.7"))
                 .unwrap()
                 .to_string(),
             "172.30.7.7/16"
@@ -427,23 +485,22 @@ mod tests {
 
     #[test]
     fn slash8_is_cheap_and_v6_works() {
-        let s = MemStore::new();
-        let mut t = s.write().unwrap();
+        let mut t = txn();
         let ipam = NativeIpam;
-        let p = block_on(ipam.request_pool(&mut *t, &req(Some("10.0.0.0/8"), None))).unwrap();
+        let p = block_on(ipam.request_pool(&mut t, &req(Some("10.0.0.0/8"), None))).unwrap();
         for _ in 0..10_000 {
-            addr(&ipam, &mut *t, &p.pool_id, None).unwrap();
+            addr(&ipam, &mut t, &p.pool_id, None).unwrap();
         }
         // 10 000 addresses → 3 chunks of 4096 bits stored, not a 2 MiB bitmap.
-        assert_eq!(bitmap::stored_chunks(&*t, &p.pool_id).unwrap(), 3);
-        let v6 = block_on(ipam.request_pool(&mut *t, &req(Some("fd00::/64"), None))).unwrap();
+        assert_eq!(bitmap::stored_chunks(&t, &p.pool_id).unwrap(), 3);
+        let v6 = block_on(ipam.request_pool(&mut t, &req(Some("fd00::/64"), None))).unwrap();
         assert_eq!(
-            addr(&ipam, &mut *t, &v6.pool_id, None).unwrap().to_string(),
+            addr(&ipam, &mut t, &v6.pool_id, None).unwrap().to_string(),
             "fd00::1/64"
         );
         let mut r = req(None, None);
         r.v6 = true;
-        let d6 = block_on(ipam.request_pool(&mut *t, &r)).unwrap();
+        let d6 = block_on(ipam.request_pool(&mut t, &r)).unwrap();
         assert_eq!(d6.pool.prefix(), 64);
         assert!(d6.pool.is_ipv6());
     }

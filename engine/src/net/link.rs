@@ -124,7 +124,7 @@ impl NewLink {
 }
 
 /// What weft reads back about a link.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LinkState {
     pub index: u32,
     pub name: String,
@@ -135,6 +135,8 @@ pub struct LinkState {
     pub kind: Option<String>,
     /// IFLA_LINK: the parent (macvlan/vlan) or the peer index (veth).
     pub link: Option<u32>,
+    /// IFLA_GROUP (weft marks its host links: [`super::kernel::WEFT_GROUP`]).
+    pub group: u32,
 }
 
 /// A route as read back.
@@ -143,9 +145,11 @@ pub struct RouteState {
     pub dst: IpNetwork,
     pub gateway: Option<IpAddr>,
     pub oif: Option<u32>,
+    pub metric: Option<u32>,
 }
 
-/// One rtnetlink connection, bound to the namespace it was opened in.
+/// One rtnetlink connection, bound to the namespace it was opened in. Clones share it.
+#[derive(Clone)]
 pub struct Netlink {
     handle: rtnetlink::Handle,
 }
@@ -606,11 +610,13 @@ impl Netlink {
                 let mut dst = None;
                 let mut gw = None;
                 let mut oif = None;
+                let mut metric = None;
                 for a in &r.attributes {
                     match a {
                         RouteAttribute::Destination(d) => dst = route_addr(d),
                         RouteAttribute::Gateway(g) => gw = route_addr(g),
                         RouteAttribute::Oif(i) => oif = Some(*i),
+                        RouteAttribute::Priority(p) => metric = Some(*p),
                         _ => {}
                     }
                 }
@@ -631,6 +637,7 @@ impl Netlink {
                         dst,
                         gateway: gw,
                         oif,
+                        metric,
                     });
                 }
             }
@@ -694,6 +701,130 @@ impl Netlink {
         .await
         .map(|_| ())
     }
+
+    // -------------------------------------------------------------- dumps
+
+    /// The addresses of a link (with their prefix lengths).
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpNetwork>, NetError> {
+        let mut out = Vec::new();
+        let mut m = AddressMessage::default();
+        m.header.index = index;
+        let msgs = self
+            .send(
+                RouteNetlinkMessage::GetAddress(m),
+                NLM_F_REQUEST | NLM_F_DUMP,
+                || format!("list addresses of link #{index}"),
+            )
+            .await?;
+        for m in msgs {
+            let RouteNetlinkMessage::NewAddress(a) = m else {
+                continue;
+            };
+            if a.header.index != index {
+                continue;
+            }
+            let ip = a.attributes.iter().find_map(|x| match x {
+                AddressAttribute::Local(ip) => Some(*ip),
+                _ => None,
+            });
+            let ip = ip.or_else(|| {
+                a.attributes.iter().find_map(|x| match x {
+                    AddressAttribute::Address(ip) => Some(*ip),
+                    _ => None,
+                })
+            });
+            if let Some(ip) = ip {
+                if let Ok(n) = IpNetwork::new(ip, a.header.prefix_len) {
+                    out.push(n);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Neighbour entries of a link: (address, is a proxy entry).
+    pub async fn neighbours(&self, index: u32) -> Result<Vec<(IpAddr, bool)>, NetError> {
+        let mut out = Vec::new();
+        for proxy in [false, true] {
+            for fam in [AddressFamily::Inet, AddressFamily::Inet6] {
+                let mut m = NeighbourMessage::default();
+                m.header.family = fam;
+                m.header.ifindex = index;
+                if proxy {
+                    m.header.flags = NeighbourFlags::Proxy;
+                }
+                let msgs = self
+                    .send(
+                        RouteNetlinkMessage::GetNeighbour(m),
+                        NLM_F_REQUEST | NLM_F_DUMP,
+                        || format!("list neighbours of link #{index}"),
+                    )
+                    .await?;
+                for m in msgs {
+                    let RouteNetlinkMessage::NewNeighbour(n) = m else {
+                        continue;
+                    };
+                    if n.header.ifindex != index {
+                        continue;
+                    }
+                    for a in &n.attributes {
+                        if let NeighbourAttribute::Destination(d) = a {
+                            let ip = match d {
+                                NeighbourAddress::Inet(a) => IpAddr::V4(*a),
+                                NeighbourAddress::Inet6(a) => IpAddr::V6(*a),
+                                _ => continue,
+                            };
+                            out.push((ip, n.header.flags.contains(NeighbourFlags::Proxy)));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// FDB entries of a VXLAN device: (MAC, remote).
+    pub async fn fdb(&self, index: u32) -> Result<Vec<([u8; 6], IpAddr)>, NetError> {
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Bridge;
+        m.header.ifindex = index;
+        let msgs = self
+            .send(
+                RouteNetlinkMessage::GetNeighbour(m),
+                NLM_F_REQUEST | NLM_F_DUMP,
+                || format!("list fdb of link #{index}"),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for m in msgs {
+            let RouteNetlinkMessage::NewNeighbour(n) = m else {
+                continue;
+            };
+            if n.header.ifindex != index {
+                continue;
+            }
+            let mut mac = None;
+            let mut dst = None;
+            for a in &n.attributes {
+                match a {
+                    NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                        mac = Some(<[u8; 6]>::try_from(l.as_slice()).unwrap())
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                        dst = Some(IpAddr::V4(*a))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                        dst = Some(IpAddr::V6(*a))
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(m), Some(d)) = (mac, dst) {
+                out.push((m, d));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Settings [`Netlink::set_link`] can change.
@@ -743,6 +874,7 @@ fn link_state(l: LinkMessage) -> LinkState {
         up: l.header.flags.contains(LinkFlags::Up),
         kind: None,
         link: None,
+        group: 0,
     };
     for a in l.attributes {
         match a {
@@ -751,6 +883,7 @@ fn link_state(l: LinkMessage) -> LinkState {
             LinkAttribute::Address(a) if a.len() == 6 => s.mac = Some(a.try_into().unwrap()),
             LinkAttribute::Controller(m) => s.master = Some(m),
             LinkAttribute::Link(i) => s.link = Some(i),
+            LinkAttribute::Group(g) => s.group = g,
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {

@@ -1,5 +1,6 @@
-//! Network namespaces: create one pinned by a bind mount, open one by path, enter one for
-//! the length of a closure (per thread, restored afterwards), and remove a pin.
+//! Network namespaces: create one pinned by a bind mount, pin the caller's own, open one by
+//! path, enter one for the length of a closure (per thread, restored afterwards), run a
+//! program inside one, and remove a pin.
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -137,4 +138,80 @@ pub fn is_netns(path: &Path) -> bool {
     use std::os::fd::AsRawFd;
     let t = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE as _) };
     t == libc::CLONE_NEWNET
+}
+
+/// Pin the calling thread's namespace at `pin` (a bind mount), so it has a path that outlives
+/// the process. Re-pinned when the caller runs in another namespace than the one pinned.
+pub fn pin_current(pin: &Path) -> Result<std::path::PathBuf, NetError> {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata("/proc/thread-self/ns/net")
+        .map_err(|e| NetError::io("stat /proc/thread-self/ns/net", e))?
+        .ino();
+    if std::fs::metadata(pin).map(|m| m.ino()).ok() == Some(own) {
+        return Ok(pin.to_path_buf());
+    }
+    remove_pinned(pin)?;
+    if let Some(dir) = pin.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| NetError::io(format!("create {}", dir.display()), e))?;
+    }
+    std::fs::File::create(pin).map_err(|e| NetError::io(format!("create {}", pin.display()), e))?;
+    mount(
+        Some("/proc/thread-self/ns/net"),
+        pin,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        NetError::errno(
+            format!("pin the host namespace at {}", pin.display()),
+            e as i32,
+        )
+    })?;
+    Ok(pin.to_path_buf())
+}
+
+/// Bring `lo` up in the calling thread's namespace (an ioctl: no netlink connection needed).
+pub fn set_lo_up() -> Result<(), NetError> {
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(NetError::io("socket", std::io::Error::last_os_error()));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let r = if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        libc::close(fd);
+        r.map_err(|e| NetError::io("bring up lo", e))
+    }
+}
+
+/// Replace the calling process with `cmd` running inside the namespace at `path` (what
+/// `weft sandbox exec` does). Returns only on failure.
+pub fn exec_in(path: &Path, cmd: &[String]) -> NetError {
+    use std::os::unix::process::CommandExt;
+    let f = match open(path) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    if let Err(e) = setns(f.as_fd(), CloneFlags::CLONE_NEWNET) {
+        return NetError::errno(format!("enter {}", path.display()), e as i32);
+    }
+    let Some((prog, args)) = cmd.split_first() else {
+        return NetError::other("exec", "no command given");
+    };
+    let e = std::process::Command::new(prog).args(args).exec();
+    NetError::io(format!("exec {prog}"), e)
 }

@@ -22,7 +22,8 @@ use super::lend::{self, Lent};
 use super::runtime::{wt, Runtime};
 use super::{Asked, Kind, PluginRecord};
 use crate::drivers::{
-    Ctx, DriverCapabilities, EndpointInfo, JoinInfo, JoinLink, JoinTarget, NetworkDriver,
+    Attachment, Ctx, DriverCapabilities, EndpointInfo, JoinInfo, JoinLink, JoinTarget,
+    NetworkDriver,
 };
 use crate::error::{Error, PluginErrorKind, Result};
 use crate::ipam::{AddressRequest, Ipam, IpamCapabilities, PoolGrant, PoolRequest};
@@ -43,14 +44,26 @@ fn new_store(rt: &Runtime, rec: &Arc<PluginRecord>, state: HostState) -> Result<
     store
         .set_fuel(rec.grants.fuel.unwrap_or(u64::MAX))
         .map_err(wt)?;
-    store.epoch_deadline_trap();
-    store.set_epoch_deadline(
-        rec.grants
-            .deadline_ms
-            .div_ceil(super::runtime::TICK.as_millis() as u64)
-            .max(1),
-    );
+    // At every epoch tick the guest yields to the async executor (a plugin that computes for
+    // its whole deadline does not hold a runtime thread that long), and past its deadline it
+    // is stopped.
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(rec.grants.deadline_ms);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if std::time::Instant::now() >= deadline {
+            wasmtime::UpdateDeadline::Interrupt
+        } else {
+            wasmtime::UpdateDeadline::Yield(1)
+        })
+    });
     Ok(store)
+}
+
+/// How long the host waits for a call in all, host calls included (a guest blocked in a host
+/// call — a WASI clock, a kernel round trip — is not interrupted by the epoch).
+fn host_limit(rec: &PluginRecord) -> std::time::Duration {
+    std::time::Duration::from_millis(rec.grants.deadline_ms + 250)
 }
 
 fn plugin_err(plugin: &str, kind: PluginErrorKind, message: impl Into<String>) -> Error {
@@ -268,13 +281,12 @@ impl<P: Clone> Loaded<P> {
 
     /// The runtime and the pre-linked component, loading it (from the compile cache) on
     /// first use. `link` makes the typed pre from the component.
-    fn get(
+    async fn get(
         &self,
         link: impl FnOnce(&Runtime, &Component) -> Result<P>,
     ) -> Result<(Arc<Runtime>, P)> {
         let rt = self.host.runtime()?;
-        let mut slot = self.pre.lock().unwrap();
-        if let Some(p) = slot.as_ref() {
+        if let Some(p) = self.pre.lock().unwrap().as_ref() {
             return Ok((rt, p.clone()));
         }
         let bytes = std::fs::read(&self.rec.file).map_err(|e| {
@@ -284,9 +296,15 @@ impl<P: Clone> Loaded<P> {
                 format!("cannot read {}: {e}", self.rec.file.display()),
             )
         })?;
-        let c = rt.load(&bytes, &self.rec.sha256)?;
+        // Loading (or, without a cached compile, compiling) is blocking work.
+        let c = {
+            let (rt, sha) = (rt.clone(), self.rec.sha256.clone());
+            tokio::task::spawn_blocking(move || rt.load(&bytes, &sha))
+                .await
+                .map_err(|e| Error::internal(format!("load plugin: {e}")))??
+        };
         let pre = link(&rt, &c)?;
-        *slot = Some(pre.clone());
+        *self.pre.lock().unwrap() = Some(pre.clone());
         Ok((rt, pre))
     }
 }
@@ -305,15 +323,17 @@ impl PluginDriver {
         }
     }
 
-    fn loaded(&self) -> Result<(Arc<Runtime>, driver::DriverPluginPre<HostState>)> {
+    async fn loaded(&self) -> Result<(Arc<Runtime>, driver::DriverPluginPre<HostState>)> {
         let rec = &self.loaded.rec;
-        self.loaded.get(|rt, c| {
-            let pre = rt
-                .driver_linker
-                .instantiate_pre(c)
-                .map_err(|e| link_err(rt, c, rec, e))?;
-            driver::DriverPluginPre::new(pre).map_err(wt)
-        })
+        self.loaded
+            .get(|rt, c| {
+                let pre = rt
+                    .driver_linker
+                    .instantiate_pre(c)
+                    .map_err(|e| link_err(rt, c, rec, e))?;
+                driver::DriverPluginPre::new(pre).map_err(wt)
+            })
+            .await
     }
 
     /// A store for one call, with the operation's transactions lent to it.
@@ -323,7 +343,7 @@ impl PluginDriver {
     fn store(
         &self,
         rt: &Runtime,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         scope: Vec<IpNetwork>,
     ) -> Result<Store<HostState>> {
         let tx = unsafe { lend::tx(ctx.tx) };
@@ -342,15 +362,23 @@ macro_rules! driver_call {
     }};
     ($self:ident, $ctx:ident, $scope:expr, $join:expr, $call:literal, |$inst:ident, $store:ident| $body:expr) => {{
         let started = std::time::Instant::now();
-        let (rt, pre) = $self.loaded()?;
+        let (rt, pre) = $self.loaded().await?;
         let mut $store = $self.store(&rt, $ctx, $scope)?;
         $store.data_mut().join = $join;
-        let r = match pre.instantiate_async(&mut $store).await {
-            Ok($inst) => {
-                let $inst = $inst.weft_plugin_network_driver();
-                $body
+        let limit = host_limit(&$self.loaded.rec);
+        let r = match tokio::time::timeout(limit, async {
+            match pre.instantiate_async(&mut $store).await {
+                Ok($inst) => {
+                    let $inst = $inst.weft_plugin_network_driver();
+                    $body
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(wasmtime::Trap::Interrupt.into()),
         };
         let out = settle(&$self.loaded.rec, $call, &$store, r);
         let placed = $store.data_mut().placed.take();
@@ -414,18 +442,18 @@ impl NetworkDriver for PluginDriver {
         DriverCapabilities {
             scope: self.loaded.rec.scope,
             needs_ipam: true,
-            connectable: true,
+            attachment: Attachment::Endpoints,
         }
     }
 
-    async fn create_network(&self, ctx: &mut Ctx<'_, '_>, net: &mut Network) -> Result<()> {
+    async fn create_network(&self, ctx: &mut Ctx<'_>, net: &mut Network) -> Result<()> {
         let n = wit_network(net);
         driver_call!(self, ctx, scope_of(net), "create-network", |d, store| d
             .call_create_network(&mut store, &n)
             .await)
     }
 
-    async fn delete_network(&self, ctx: &mut Ctx<'_, '_>, net: &Network) -> Result<()> {
+    async fn delete_network(&self, ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
         let id = net.id.clone();
         driver_call!(self, ctx, scope_of(net), "delete-network", |d, store| d
             .call_delete_network(&mut store, &id)
@@ -434,7 +462,7 @@ impl NetworkDriver for PluginDriver {
 
     async fn create_endpoint(
         &self,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         net: &Network,
         ep: &mut EndpointInfo,
     ) -> Result<()> {
@@ -459,7 +487,7 @@ impl NetworkDriver for PluginDriver {
 
     async fn delete_endpoint(
         &self,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         net: &Network,
         ep: &EndpointInfo,
     ) -> Result<()> {
@@ -471,7 +499,7 @@ impl NetworkDriver for PluginDriver {
 
     async fn join(
         &self,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         net: &Network,
         ep: &EndpointInfo,
         target: &JoinTarget,
@@ -503,7 +531,7 @@ impl NetworkDriver for PluginDriver {
                 ),
             ));
         }
-        if !placed && ctx.tx.netlink(&NsRef::Host)?.link(&j.link).await?.is_none() {
+        if !placed && ctx.tx.link(&NsRef::Host, &j.link).await?.is_none() {
             return Err(bad_return(
                 &self.loaded.rec,
                 format!("join returned link {:?}, which does not exist", j.link),
@@ -578,21 +606,21 @@ impl NetworkDriver for PluginDriver {
         })
     }
 
-    async fn leave(&self, ctx: &mut Ctx<'_, '_>, net: &Network, ep: &EndpointInfo) -> Result<()> {
+    async fn leave(&self, ctx: &mut Ctx<'_>, net: &Network, ep: &EndpointInfo) -> Result<()> {
         let (nid, eid) = (net.id.clone(), ep.id.clone());
         driver_call!(self, ctx, scope_of(net), "leave", |d, store| d
             .call_leave(&mut store, &nid, &eid)
             .await)
     }
 
-    async fn discover_new(&self, ctx: &mut Ctx<'_, '_>, peer: IpAddr) -> Result<()> {
+    async fn discover_new(&self, ctx: &mut Ctx<'_>, peer: IpAddr) -> Result<()> {
         let p = host::wit_ip(peer);
         driver_call!(self, ctx, vec![], "discover-new", |d, store| d
             .call_discover_new(&mut store, p)
             .await)
     }
 
-    async fn discover_delete(&self, ctx: &mut Ctx<'_, '_>, peer: IpAddr) -> Result<()> {
+    async fn discover_delete(&self, ctx: &mut Ctx<'_>, peer: IpAddr) -> Result<()> {
         let p = host::wit_ip(peer);
         driver_call!(self, ctx, vec![], "discover-delete", |d, store| d
             .call_discover_delete(&mut store, p)
@@ -614,15 +642,17 @@ impl PluginIpam {
         }
     }
 
-    fn loaded(&self) -> Result<(Arc<Runtime>, ipam::IpamPluginPre<HostState>)> {
+    async fn loaded(&self) -> Result<(Arc<Runtime>, ipam::IpamPluginPre<HostState>)> {
         let rec = &self.loaded.rec;
-        self.loaded.get(|rt, c| {
-            let pre = rt
-                .ipam_linker
-                .instantiate_pre(c)
-                .map_err(|e| link_err(rt, c, rec, e))?;
-            ipam::IpamPluginPre::new(pre).map_err(wt)
-        })
+        self.loaded
+            .get(|rt, c| {
+                let pre = rt
+                    .ipam_linker
+                    .instantiate_pre(c)
+                    .map_err(|e| link_err(rt, c, rec, e))?;
+                ipam::IpamPluginPre::new(pre).map_err(wt)
+            })
+            .await
     }
 
     /// SAFETY (of the lending inside): as for [`PluginDriver::store`].
@@ -638,14 +668,22 @@ impl PluginIpam {
 
 macro_rules! ipam_call {
     ($self:ident, $txn:ident, $call:literal, |$inst:ident, $store:ident| $body:expr) => {{
-        let (rt, pre) = $self.loaded()?;
+        let (rt, pre) = $self.loaded().await?;
         let mut $store = $self.store(&rt, $txn)?;
-        let r = match pre.instantiate_async(&mut $store).await {
-            Ok($inst) => {
-                let $inst = $inst.weft_plugin_ipam();
-                $body
+        let limit = host_limit(&$self.loaded.rec);
+        let r = match tokio::time::timeout(limit, async {
+            match pre.instantiate_async(&mut $store).await {
+                Ok($inst) => {
+                    let $inst = $inst.weft_plugin_ipam();
+                    $body
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(wasmtime::Trap::Interrupt.into()),
         };
         let out = settle(&$self.loaded.rec, $call, &$store, r);
         drop($store);

@@ -31,7 +31,7 @@ pub struct HostState {
     table: ResourceTable,
     pub stderr: MemoryOutputPipe,
     /// The kernel transaction of the operation that called (driver calls only).
-    pub tx: Lent<Tx<'static>>,
+    pub tx: Lent<Tx>,
     /// The store transaction of that operation (kv).
     pub store: Lent<dyn WriteTxn + 'static>,
     /// Destinations the plugin may route or address on the host: the subnets of the network
@@ -55,7 +55,7 @@ pub struct JoinContext {
 impl HostState {
     pub fn new(
         plugin: Arc<PluginRecord>,
-        tx: Lent<Tx<'static>>,
+        tx: Lent<Tx>,
         store: Lent<dyn WriteTxn>,
         scope: Vec<IpNetwork>,
     ) -> Self {
@@ -330,8 +330,11 @@ impl host_net::Host for HostState {
                 "host-net is only available while weft calls the driver".into(),
             ));
         };
-        let nl = tx.netlink(&NsRef::Host).map_err(net_error)?;
-        Ok(nl.link(&name).await.map_err(net_error)?.is_some())
+        Ok(tx
+            .link(&NsRef::Host, &name)
+            .await
+            .map_err(net_error)?
+            .is_some())
     }
 
     async fn set_up(&mut self, name: String) -> Result<(), WitError> {
@@ -488,6 +491,7 @@ impl host_net::Host for HostState {
             ns: NsRef::Host,
             key: path,
             value,
+            keep: false,
         })
         .await
     }

@@ -36,8 +36,8 @@ impl<T: ?Sized> Lent<T> {
 /// # Safety
 /// The returned value must be dropped before `tx`'s borrow ends: keep it inside a store
 /// local to the function that holds the borrow.
-pub unsafe fn tx(tx: &mut Tx<'_>) -> Lent<Tx<'static>> {
-    Lent(Some(NonNull::from(tx).cast()))
+pub unsafe fn tx(tx: &mut Tx) -> Lent<Tx> {
+    Lent(Some(NonNull::from(tx)))
 }
 
 /// Lend a store transaction.

@@ -1,4 +1,6 @@
 //! Wasm plugins: third-party network drivers and IPAM as sandboxed WebAssembly components.
+//! The records and grants are always here; the wasmtime host is the `wasm` cargo feature (on
+//! by default; an embedder that wants no plugins builds without wasmtime).
 //!
 //! - [`runtime`]: the wasmtime engine, the compile cache, the WIT version check;
 //! - [`host`]: what the plugin's imports do (checked `host-net`, private `kv`, `log`);
@@ -12,22 +14,33 @@
 //! without end or asks for what it was not granted fails that one operation, which the
 //! engine rolls back; the next call starts from a clean instance.
 
+#[cfg(feature = "wasm")]
 pub mod adapters;
+#[cfg(feature = "wasm")]
 pub mod bindings;
 pub mod grants;
+#[cfg(feature = "wasm")]
 pub mod host;
+#[cfg(feature = "wasm")]
 pub mod lend;
+#[cfg(feature = "wasm")]
 pub mod runtime;
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "wasm")]
+use std::path::Path;
+use std::path::PathBuf;
+#[cfg(feature = "wasm")]
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "wasm")]
 use sha2::{Digest, Sha256};
 
+#[cfg(feature = "wasm")]
 use crate::error::{Error, Result};
 use crate::model::Scope;
 pub use grants::Grants;
+#[cfg(feature = "wasm")]
 use runtime::Runtime;
 
 /// What a plugin is.
@@ -77,11 +90,13 @@ pub struct PluginRecord {
 }
 
 /// The lazily created wasmtime runtime shared by all plugins of an engine.
+#[cfg(feature = "wasm")]
 pub struct PluginHost {
     dir: PathBuf,
     runtime: OnceLock<Arc<Runtime>>,
 }
 
+#[cfg(feature = "wasm")]
 impl PluginHost {
     pub fn new(root: &Path) -> PluginHost {
         PluginHost {
@@ -110,7 +125,13 @@ impl PluginHost {
             .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let rt = self.runtime()?;
-        let component = rt.load(&bytes, &sha256)?;
+        let component = {
+            // Compiling takes tens of milliseconds or more: not on an async thread.
+            let (rt, bytes, sha) = (rt.clone(), bytes.clone(), sha256.clone());
+            tokio::task::spawn_blocking(move || rt.load(&bytes, &sha))
+                .await
+                .map_err(|e| Error::internal(format!("compile: {e}")))??
+        };
         let kind = rt.kind_of(&component)?;
         let mut rec = PluginRecord {
             name: name.to_string(),

@@ -1,0 +1,192 @@
+//! `weft sandbox …`: create, ls, inspect (like `docker inspect` for a container), rm, exec.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use super::output::{err_line, print_inspect, table, Exit};
+use crate::model::*;
+use crate::{view, Engine, Error};
+
+#[derive(Subcommand, Debug)]
+pub enum SandboxCmd {
+    /// Create a sandbox (a network namespace) and connect it.
+    Create {
+        /// bridge (default), host, none, container:NAME, or a network.
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long)]
+        ip: Option<IpAddr>,
+        #[arg(long)]
+        ip6: Option<IpAddr>,
+        #[arg(long)]
+        alias: Vec<String>,
+        #[arg(long = "mac-address")]
+        mac_address: Option<String>,
+        /// Use this existing namespace (e.g. /proc/PID/ns/net) instead of creating one.
+        #[arg(long)]
+        netns: Option<PathBuf>,
+        name: String,
+    },
+    /// List sandboxes.
+    Ls {
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Show a sandbox like `docker inspect` shows a container.
+    Inspect {
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+        #[arg(required = true)]
+        sandboxes: Vec<String>,
+    },
+    /// Remove sandboxes.
+    Rm {
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        sandboxes: Vec<String>,
+    },
+    /// Run a command inside a sandbox's network namespace.
+    Exec {
+        sandbox: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+fn sandbox_view(engine: &Engine, sb: &Sandbox) -> Result<Value, Error> {
+    let mut eps = Vec::new();
+    for ep in engine.sandbox_endpoints(&sb.id)? {
+        let net = engine.network(&ep.network_id)?;
+        eps.push((ep, net));
+    }
+    Ok(view::sandbox(sb, &eps))
+}
+
+/// Enter a sandbox's namespace and exec a command there (never returns on success). Needs no
+/// engine: the store says where the namespace is, `net/` enters it.
+pub fn exec(root: &std::path::Path, sandbox: &str, cmd: &[String]) -> Exit {
+    let store = match crate::store::redb_store::RedbStore::open(&root.join("weft.redb")) {
+        Ok(s) => s,
+        Err(e) => {
+            err_line(e);
+            return 1;
+        }
+    };
+    let sb = match Engine::resolve_sandbox_in(&store, sandbox) {
+        Ok(s) => s,
+        Err(e) => {
+            err_line(e);
+            return 1;
+        }
+    };
+    drop(store);
+    err_line(crate::net::ns::exec_in(&sb.key, cmd));
+    127
+}
+
+pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
+    match cmd {
+        SandboxCmd::Create {
+            network,
+            ip,
+            ip6,
+            alias,
+            mac_address,
+            netns,
+            name,
+        } => {
+            let req = SandboxCreate {
+                name,
+                network,
+                connect: ConnectOptions {
+                    ipv4: ip,
+                    ipv6: ip6,
+                    aliases: alias,
+                    mac: mac_address,
+                    ..Default::default()
+                },
+                netns,
+            };
+            let sb = engine.create_sandbox(req).await?;
+            println!("{}", sb.id);
+            Ok(0)
+        }
+        SandboxCmd::Ls { quiet } => {
+            let sbs = engine.sandboxes()?;
+            if quiet {
+                for s in &sbs {
+                    println!("{}", &s.id[..12]);
+                }
+                return Ok(0);
+            }
+            let mut rows = vec![vec![
+                "SANDBOX ID".to_string(),
+                "NAME".into(),
+                "NETWORK MODE".into(),
+                "NETWORKS".into(),
+                "SANDBOX KEY".into(),
+            ]];
+            for s in sbs {
+                let mut nets = Vec::new();
+                for ep in engine.sandbox_endpoints(&s.id)? {
+                    let n = engine.network(&ep.network_id)?;
+                    nets.push(format!(
+                        "{}:{}",
+                        n.name,
+                        ep.ipv4.map(|a| a.ip().to_string()).unwrap_or_default()
+                    ));
+                }
+                rows.push(vec![
+                    s.id[..12].to_string(),
+                    s.name.clone(),
+                    s.network_mode.clone(),
+                    if nets.is_empty() {
+                        "-".into()
+                    } else {
+                        nets.join(",")
+                    },
+                    s.key.display().to_string(),
+                ]);
+            }
+            print!("{}", table(&rows));
+            Ok(0)
+        }
+        SandboxCmd::Inspect { format, sandboxes } => {
+            let mut found = Vec::new();
+            let mut errors = Vec::new();
+            for n in sandboxes {
+                match engine.sandbox(&n) {
+                    Ok(sb) => found.push(sandbox_view(engine, &sb)?),
+                    Err(e) => errors.push(e),
+                }
+            }
+            Ok(print_inspect(found, errors, format.as_deref()))
+        }
+        SandboxCmd::Rm { force, sandboxes } => {
+            // Missing names are reported one by one; the rest go in one batched operation.
+            let mut code = 0;
+            let mut found = Vec::new();
+            for n in &sandboxes {
+                match engine.sandbox(n) {
+                    Ok(_) => found.push(n.as_str()),
+                    Err(e) => {
+                        err_line(e);
+                        code = 1;
+                    }
+                }
+            }
+            if !found.is_empty() {
+                engine.remove_sandboxes(&found, force).await?;
+                for n in found {
+                    println!("{n}");
+                }
+            }
+            Ok(code)
+        }
+        SandboxCmd::Exec { .. } => unreachable!("handled before the runtime starts"),
+    }
+}

@@ -1,0 +1,655 @@
+//! `weft system check`: every disagreement between the records and the kernel, and
+//! `--repair`, which mends them.
+//!
+//! Records to kernel: every object an ownership record lists (links, addresses, routes,
+//! neighbours, FDB entries, firewall rules, namespace pins) must exist, and every sandbox's
+//! namespace must be alive. Kernel to records: every host link the kernel marks as weft's
+//! ([`crate::net::kernel::WEFT_GROUP`]), every link inside a namespace weft owns, every pin
+//! under the run dir and every chain in weft's nftables table must be owned by a record; every
+//! address the native IPAM has allocated must be held by an endpoint, a gateway or an aux
+//! address, and every one of those must be allocated. Journals of interrupted operations
+//! count too.
+//!
+//! Repair: interrupted operations are settled; sandboxes whose namespace is gone are removed
+//! (with their endpoints and addresses); networks and endpoints missing kernel objects are
+//! made again from their records; what no record owns is removed; leaked addresses are
+//! released.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::endpoint::DefaultRoute;
+use super::op::{Intent, Locking, Op, Replay};
+use super::records::{self, ep_key, net_key};
+use super::Engine;
+use crate::error::Result;
+use crate::ipam::native::NativeIpam;
+use crate::model::*;
+use crate::net::kernel::is_weft_group;
+use crate::net::{NsRef, Step};
+use crate::store::{decode, list_json, ReadTxn, Table};
+
+/// What kind of disagreement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// A record says weft made something that is not in the kernel.
+    Missing,
+    /// Something of weft's in the kernel that no record owns.
+    Orphan,
+    /// An address allocated that nothing holds, or held but not allocated.
+    Address,
+    /// A record pointing at records that do not exist.
+    Dangling,
+    /// An operation that was interrupted and not yet settled.
+    Interrupted,
+}
+
+/// One disagreement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    /// The object ("network web", "sandbox api", "host link veth0123").
+    pub object: String,
+    pub detail: String,
+    #[serde(skip)]
+    fix: Fix,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            FindingKind::Missing => "missing",
+            FindingKind::Orphan => "orphan",
+            FindingKind::Address => "address",
+            FindingKind::Dangling => "dangling",
+            FindingKind::Interrupted => "interrupted",
+        };
+        write!(f, "{kind}: {}: {}", self.object, self.detail)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Fix {
+    SettleJournals,
+    RemoveSandbox(String),
+    RealizeNetwork(String),
+    RealizeEndpoint { net: String, ep: String },
+    DeleteLink(NsRef, String),
+    Unpin(PathBuf),
+    PurgeFirewall(String),
+    ResetFirewall,
+    Release { pool: String, ip: IpAddr },
+    Allocate { pool: String, ip: IpAddr },
+    ReleasePool(String),
+    DeleteEndpoint { net: String, ep: String },
+}
+
+/// A step of an undo log, in words: what it would remove.
+fn describe(s: &Step) -> String {
+    let at = |ns: &NsRef| match ns {
+        NsRef::Host => String::new(),
+        NsRef::Path(p) => format!(" in {}", p.display()),
+    };
+    match s {
+        Step::DelLink { ns, name, .. } => format!("link {name}{}", at(ns)),
+        Step::DelAddress { ns, link, addr } => format!("address {addr} on {link}{}", at(ns)),
+        Step::DelRoute {
+            ns, dst, via, dev, ..
+        } => match via {
+            Some(v) => format!("route {dst} via {v} dev {dev}{}", at(ns)),
+            None => format!("route {dst} dev {dev}{}", at(ns)),
+        },
+        Step::DelNeigh {
+            ns,
+            link,
+            ip,
+            proxy,
+        } => format!(
+            "{}neighbour {ip} on {link}{}",
+            if *proxy { "proxy " } else { "" },
+            at(ns)
+        ),
+        Step::DelFdb { link, mac, dst } => format!("fdb entry {mac} → {dst} on {link}"),
+        Step::DelNetns { pin } => format!("namespace pin {}", pin.display()),
+        Step::Firewall { change } => match change {
+            crate::firewall::FwChange::Remove(r) | crate::firewall::FwChange::Add(r) => {
+                format!("nftables rules of {} (chains nw-{}-*)", r.iface, r.id)
+            }
+        },
+        other => format!("{} step", other.kind()),
+    }
+}
+
+impl Engine {
+    /// Every disagreement between the records and the kernel (empty: all is well).
+    pub async fn check(&self) -> Result<Vec<Finding>> {
+        let _held = self.inner.locks.acquire(&[], true).await?;
+        let mut op = self
+            .begin(Intent::new("system check", vec![]), Locking::Inherited)
+            .await?;
+        let r = self.check_in(&mut op).await;
+        op.abort().await;
+        r
+    }
+
+    /// Mend what [`Engine::check`] finds; returns what was mended. What cannot be mended is
+    /// left (and a new check shows it).
+    pub async fn repair(&self) -> Result<Vec<Finding>> {
+        let _held = self.inner.locks.acquire(&[], true).await?;
+        let mut op = self
+            .begin(Intent::new("system check", vec![]), Locking::Inherited)
+            .await?;
+        let found = self.check_in(&mut op).await;
+        op.abort().await;
+        let mut found = found?;
+        found.sort_by(|a, b| a.fix.cmp(&b.fix));
+        let mut done: BTreeSet<Fix> = BTreeSet::new();
+        let mut fixed = Vec::new();
+        for f in found {
+            // A network made again brings its endpoints back with it.
+            let covered = match &f.fix {
+                Fix::RealizeEndpoint { net, .. } => {
+                    done.contains(&Fix::RealizeNetwork(net.clone()))
+                }
+                _ => false,
+            };
+            if covered || done.contains(&f.fix) {
+                fixed.push(f);
+                continue;
+            }
+            match self.fix(&f.fix).await {
+                Ok(()) => {
+                    done.insert(f.fix.clone());
+                    fixed.push(f);
+                }
+                Err(e) => tracing::warn!("cannot repair {f}: {e}"),
+            }
+        }
+        Ok(fixed)
+    }
+
+    async fn check_in(&self, op: &mut Op) -> Result<Vec<Finding>> {
+        let mut out = Vec::new();
+        let mut add = |kind, object: String, detail: String, fix| {
+            out.push(Finding {
+                kind,
+                object,
+                detail,
+                fix,
+            })
+        };
+
+        // Interrupted operations (journals no live process holds).
+        let dir = self.inner.cfg.run_root.join("journal");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if let Ok(Some(j)) = crate::net::Journal::claim(&e.path()) {
+                let what = j
+                    .read()
+                    .ok()
+                    .and_then(|(h, _)| h["intent"]["what"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "?".into());
+                add(
+                    FindingKind::Interrupted,
+                    format!("operation {what}"),
+                    format!("its journal {} is left", e.path().display()),
+                    Fix::SettleJournals,
+                );
+            }
+        }
+
+        let nets: Vec<Network> = list_json(op.r(), Table::Networks)?;
+        let sandboxes: Vec<Sandbox> = list_json(op.r(), Table::Sandboxes)?;
+        let by_id: BTreeMap<&str, &Sandbox> =
+            sandboxes.iter().map(|s| (s.id.as_str(), s)).collect();
+        let nets_by_id: BTreeMap<&str, &Network> =
+            nets.iter().map(|n| (n.id.as_str(), n)).collect();
+        let owned: Vec<(String, Vec<Step>)> = op
+            .r()
+            .scan(Table::Owned, b"")?
+            .into_iter()
+            .map(|(k, v)| {
+                decode::<records::Owned>(&v)
+                    .map(|o| (String::from_utf8_lossy(&k).into_owned(), o.steps))
+            })
+            .collect::<Result<_>>()?;
+
+        // Sandboxes: their namespaces.
+        let mut dead_ns: HashSet<PathBuf> = HashSet::new();
+        for sb in &sandboxes {
+            let alive = match &sb.mode {
+                NsMode::Host => true,
+                NsMode::Container { id } => {
+                    if !by_id.contains_key(id.as_str()) {
+                        add(
+                            FindingKind::Dangling,
+                            format!("sandbox {}", sb.name),
+                            format!("shares the namespace of sandbox {id}, which does not exist"),
+                            Fix::RemoveSandbox(sb.id.clone()),
+                        );
+                    }
+                    true
+                }
+                _ => self.inner.kernel.is_netns(&sb.key),
+            };
+            if !alive {
+                dead_ns.insert(sb.key.clone());
+                add(
+                    FindingKind::Missing,
+                    format!("sandbox {}", sb.name),
+                    format!("its namespace {} is gone", sb.key.display()),
+                    Fix::RemoveSandbox(sb.id.clone()),
+                );
+            }
+        }
+
+        // Records to kernel.
+        for (key, steps) in &owned {
+            let (object, fix) = match key.split('/').collect::<Vec<_>>().as_slice() {
+                ["net", id] => match nets_by_id.get(id) {
+                    Some(n) => (
+                        format!("network {}", n.name),
+                        Fix::RealizeNetwork(id.to_string()),
+                    ),
+                    None => continue,
+                },
+                ["ep", net, ep] => {
+                    let name = records::network_endpoints(op.r(), net)?
+                        .into_iter()
+                        .find(|e| e.id == *ep)
+                        .map(|e| e.name)
+                        .unwrap_or_default();
+                    (
+                        format!(
+                            "endpoint of {name} on {}",
+                            nets_by_id.get(net).map(|n| n.name.as_str()).unwrap_or("?")
+                        ),
+                        Fix::RealizeEndpoint {
+                            net: net.to_string(),
+                            ep: ep.to_string(),
+                        },
+                    )
+                }
+                ["sb", id] => match by_id.get(id) {
+                    Some(s) => (
+                        format!("sandbox {}", s.name),
+                        Fix::RemoveSandbox(id.to_string()),
+                    ),
+                    None => continue,
+                },
+                ["peer", ip] => (format!("peer {ip}"), Fix::SettleJournals),
+                _ => continue,
+            };
+            for s in steps {
+                if !(s.is_removal() || matches!(s, Step::Firewall { .. })) {
+                    continue;
+                }
+                if let Some(NsRef::Path(p)) = s.ns() {
+                    if dead_ns.contains(p) {
+                        continue; // reported with its sandbox
+                    }
+                }
+                if !op.tx().present(s).await? {
+                    add(
+                        FindingKind::Missing,
+                        object.clone(),
+                        format!("{} is not there", describe(s)),
+                        fix.clone(),
+                    );
+                }
+            }
+        }
+
+        // Endpoints: dangling records.
+        for (k, v) in op.r().scan(Table::Endpoints, b"")? {
+            let ep: Endpoint = decode(&v)?;
+            if !nets_by_id.contains_key(ep.network_id.as_str())
+                || !by_id.contains_key(ep.sandbox_id.as_str())
+            {
+                add(
+                    FindingKind::Dangling,
+                    format!("endpoint {}", String::from_utf8_lossy(&k)),
+                    "its network or sandbox does not exist".into(),
+                    Fix::DeleteEndpoint {
+                        net: ep.network_id.clone(),
+                        ep: ep.id.clone(),
+                    },
+                );
+            }
+        }
+
+        // Kernel to records: host links weft made.
+        let mut known: HashSet<(NsRef, String)> = HashSet::new();
+        for (_, steps) in &owned {
+            for s in steps {
+                if let Step::DelLink { ns, name, peer } = s {
+                    known.insert((ns.clone(), name.clone()));
+                    if let Some((pns, pname)) = peer {
+                        known.insert((pns.clone(), pname.clone()));
+                    }
+                }
+            }
+        }
+        for l in op.tx().links(&NsRef::Host).await? {
+            if is_weft_group(l.group) && !known.contains(&(NsRef::Host, l.name.clone())) {
+                add(
+                    FindingKind::Orphan,
+                    format!("host link {}", l.name),
+                    "made by weft (its link group says so) but no record owns it".into(),
+                    Fix::DeleteLink(NsRef::Host, l.name.clone()),
+                );
+            }
+        }
+        // Links inside the namespaces weft made for sandboxes.
+        for sb in &sandboxes {
+            if !matches!(sb.mode, NsMode::Owned | NsMode::None) || dead_ns.contains(&sb.key) {
+                continue;
+            }
+            let ns = NsRef::Path(sb.key.clone());
+            for l in op.tx().links(&ns).await? {
+                if l.name != "lo" && !known.contains(&(ns.clone(), l.name.clone())) {
+                    add(
+                        FindingKind::Orphan,
+                        format!("sandbox {}", sb.name),
+                        format!("link {} in its namespace has no record", l.name),
+                        Fix::DeleteLink(ns.clone(), l.name.clone()),
+                    );
+                }
+            }
+        }
+        // Pins under the run dir.
+        let keys: HashSet<&PathBuf> = sandboxes.iter().map(|s| &s.key).collect();
+        for e in std::fs::read_dir(self.inner.cfg.run_root.join("netns"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = e.path();
+            if !keys.contains(&p) {
+                add(
+                    FindingKind::Orphan,
+                    format!("namespace pin {}", p.display()),
+                    "no sandbox owns it".into(),
+                    Fix::Unpin(p),
+                );
+            }
+        }
+        // weft's nftables table.
+        let fw_ids: HashSet<String> = owned
+            .iter()
+            .flat_map(|(_, s)| s.iter())
+            .filter_map(|s| match s {
+                Step::Firewall { change } => Some(match change {
+                    crate::firewall::FwChange::Add(r) | crate::firewall::FwChange::Remove(r) => {
+                        r.id.clone()
+                    }
+                }),
+                _ => None,
+            })
+            .collect();
+        match op.tx().firewall_networks().await? {
+            Some(ids) => {
+                for id in ids.iter().filter(|i| !fw_ids.contains(*i)) {
+                    add(
+                        FindingKind::Orphan,
+                        format!("nftables chains nw-{id}-*"),
+                        "no network owns them".into(),
+                        Fix::PurgeFirewall(id.clone()),
+                    );
+                }
+                if fw_ids.is_empty() && ids.is_empty() {
+                    add(
+                        FindingKind::Orphan,
+                        "nftables table inet weft".into(),
+                        "no network uses it".into(),
+                        Fix::ResetFirewall,
+                    );
+                }
+            }
+            None => {}
+        }
+
+        // Addresses (native IPAM): allocated ⇔ held.
+        let mut held: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+        let mut pool_owner: BTreeMap<String, String> = BTreeMap::new();
+        for n in nets.iter().filter(|n| n.ipam_driver == "default") {
+            for p in &n.pools {
+                pool_owner.insert(p.pool_id.clone(), n.name.clone());
+                let h = held.entry(p.pool_id.clone()).or_default();
+                h.extend(p.gateway);
+                h.extend(p.aux_addresses.values().copied());
+            }
+            for ep in records::network_endpoints(op.r(), &n.id)? {
+                for (pool, a) in [(&ep.pool_v4, ep.ipv4), (&ep.pool_v6, ep.ipv6)] {
+                    if let (Some(pool), Some(a)) = (pool, a) {
+                        held.entry(pool.clone()).or_default().insert(a.ip());
+                    }
+                }
+            }
+        }
+        for (pool, subnet) in NativeIpam::pool_ids(op.r())? {
+            let Some(owner) = pool_owner.get(&pool) else {
+                add(
+                    FindingKind::Address,
+                    format!("pool {subnet}"),
+                    "allocated, but no network has it".into(),
+                    Fix::ReleasePool(pool.clone()),
+                );
+                continue;
+            };
+            let allocated: BTreeSet<IpAddr> = NativeIpam::allocated(op.r(), &pool)?
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            let holders = held.remove(&pool).unwrap_or_default();
+            for ip in allocated.difference(&holders) {
+                add(
+                    FindingKind::Address,
+                    format!("network {owner}"),
+                    format!("address {ip} is allocated but nothing holds it"),
+                    Fix::Release {
+                        pool: pool.clone(),
+                        ip: *ip,
+                    },
+                );
+            }
+            for ip in holders.difference(&allocated) {
+                add(
+                    FindingKind::Address,
+                    format!("network {owner}"),
+                    format!(
+                        "address {ip} is in use but not allocated (it could be handed out twice)"
+                    ),
+                    Fix::Allocate {
+                        pool: pool.clone(),
+                        ip: *ip,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    async fn fix(&self, fix: &Fix) -> Result<()> {
+        match fix {
+            Fix::SettleJournals => {
+                self.replay_journals().await?;
+                Ok(())
+            }
+            Fix::RemoveSandbox(id) => {
+                let mut op = self
+                    .begin(
+                        Intent::new(format!("repair: remove sandbox {id}"), vec![]).removes(
+                            Table::Sandboxes,
+                            vec![id.clone()],
+                            Replay::SandboxRm {
+                                ids: vec![id.clone()],
+                            },
+                        ),
+                        Locking::Inherited,
+                    )
+                    .await?;
+                let ids = [id.clone()];
+                let r = self.remove_sandboxes_in(&mut op, &ids, true).await;
+                op.settle(r).await
+            }
+            Fix::RealizeNetwork(id) => {
+                let mut op = self
+                    .begin(
+                        Intent::new(format!("repair: network {id}"), vec![]).owned(net_key(id)),
+                        Locking::Inherited,
+                    )
+                    .await?;
+                let r = self.remake_network(&mut op, id).await;
+                op.settle(r).await
+            }
+            Fix::RealizeEndpoint { net, ep } => {
+                let mut op = self
+                    .begin(
+                        Intent::new(format!("repair: endpoint {ep}"), vec![])
+                            .owned(ep_key(net, ep)),
+                        Locking::Inherited,
+                    )
+                    .await?;
+                let r = self.remake_endpoint(&mut op, net, ep).await;
+                op.settle(r).await
+            }
+            Fix::DeleteLink(ns, name) => {
+                let mut op = self
+                    .begin(
+                        Intent::new(format!("repair: delete {name}"), vec![]),
+                        Locking::Inherited,
+                    )
+                    .await?;
+                let r = op
+                    .tx()
+                    .remove(Step::DelLink {
+                        ns: ns.clone(),
+                        name: name.clone(),
+                        peer: None,
+                    })
+                    .await
+                    .map_err(Into::into);
+                op.settle(r).await
+            }
+            Fix::Unpin(p) => Ok(crate::net::ns::remove_pinned(p)?),
+            Fix::PurgeFirewall(id) => {
+                let mut op = self
+                    .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
+                    .await?;
+                let r = op.tx().firewall_purge(id).await.map_err(Into::into);
+                op.settle(r).await
+            }
+            Fix::ResetFirewall => {
+                let mut op = self
+                    .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
+                    .await?;
+                let r = self.drop_firewall_if_unused(&mut op).await;
+                op.settle(r).await
+            }
+            Fix::Release { pool, ip } | Fix::Allocate { pool, ip } => {
+                let mut op = self
+                    .begin(Intent::new("repair: address", vec![]), Locking::Inherited)
+                    .await?;
+                let ipam = self.ipam("default")?;
+                let r = if matches!(fix, Fix::Release { .. }) {
+                    ipam.release_address(op.w(), pool, *ip).await
+                } else {
+                    ipam.request_address(
+                        op.w(),
+                        &crate::ipam::AddressRequest {
+                            pool_id: pool.clone(),
+                            preferred: Some(*ip),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map(|_| ())
+                };
+                op.settle(r).await
+            }
+            Fix::ReleasePool(pool) => {
+                let mut op = self
+                    .begin(Intent::new("repair: pool", vec![]), Locking::Inherited)
+                    .await?;
+                let r = self.ipam("default")?.release_pool(op.w(), pool).await;
+                op.settle(r).await
+            }
+            Fix::DeleteEndpoint { net, ep } => {
+                let mut op = self
+                    .begin(
+                        Intent::new("repair: endpoint record", vec![]),
+                        Locking::Inherited,
+                    )
+                    .await?;
+                let r = async {
+                    if let Some(e) = records::network_endpoints(op.r(), net)?
+                        .into_iter()
+                        .find(|e| e.id == *ep)
+                    {
+                        if let Some(n) = records::load_network(op.r(), net)? {
+                            self.release_endpoint(&mut op, &n, &e, true).await?;
+                        }
+                        let log = records::owned(op.r(), &ep_key(net, ep))?;
+                        for e in op.tx().teardown(&log, None).await {
+                            tracing::warn!("{e}");
+                        }
+                        records::delete_endpoint(op.w(), &e)?;
+                    }
+                    Ok(())
+                }
+                .await;
+                op.settle(r).await
+            }
+        }
+    }
+
+    /// Tear down what is left of a network's kernel objects and make them again, then its
+    /// endpoints (their host ends hang off the network's objects).
+    async fn remake_network(&self, op: &mut Op, id: &str) -> Result<()> {
+        let Some(mut net) = records::load_network(op.r(), id)? else {
+            return Ok(());
+        };
+        let log = records::owned(op.r(), &net_key(id))?;
+        for e in op.tx().teardown(&log, None).await {
+            tracing::warn!(network = %net.name, "repair: {e}");
+        }
+        net.driver_data.clear();
+        self.realize_network(op, &mut net).await?;
+        for ep in records::network_endpoints(op.r(), id)? {
+            if ep.ifname.is_empty() {
+                continue; // host/none-mode membership: nothing in the kernel
+            }
+            self.remake_endpoint(op, id, &ep.id).await?;
+        }
+        tracing::info!(network = %net.name, "repaired: kernel objects made again");
+        Ok(())
+    }
+
+    async fn remake_endpoint(&self, op: &mut Op, net_id: &str, ep_id: &str) -> Result<()> {
+        let (Some(net), Some(mut ep)) = (
+            records::load_network(op.r(), net_id)?,
+            records::network_endpoints(op.r(), net_id)?
+                .into_iter()
+                .find(|e| e.id == ep_id),
+        ) else {
+            return Ok(());
+        };
+        let Some(sb) = records::load_sandbox(op.r(), &ep.sandbox_id)? else {
+            return Ok(());
+        };
+        let log = records::owned(op.r(), &ep_key(net_id, ep_id))?;
+        for e in op.tx().teardown(&log, None).await {
+            tracing::warn!(sandbox = %sb.name, "repair: {e}");
+        }
+        let siblings = records::sandbox_endpoints(op.r(), &sb.id)?;
+        self.realize_endpoint(op, &net, &sb, &mut ep, &siblings, DefaultRoute::AsRecorded)
+            .await?;
+        records::save_endpoint(op.w(), &ep)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,302 @@
+//! The [`Engine`]: the one facade over store, IPAM, drivers and kernel, shared by every
+//! caller of a process (it is a cheap handle; clone it into tasks). Split by concern:
+//!
+//! - [`op`]: the one transaction type every change goes through, and what happens to ops
+//!   that end without a commit;
+//! - [`locks`]: per-object and engine-wide locks, across tasks and processes;
+//! - [`recover`]: opening — journals left by dead processes, the first open after a reboot,
+//!   schema upgrades, the predefined networks;
+//! - [`check`]: `system check` — every disagreement between records and kernel — and repair;
+//! - [`network`]: networks and their pools; [`sandbox`]: sandboxes and their modes;
+//!   [`endpoint`]: connect and disconnect; [`gateway`]: which endpoint holds the default
+//!   route; [`plugins`]: installing Wasm plugins, cluster peers;
+//! - [`records`]: typed records, indexes and ownership records; [`filters`]: `ls` filters.
+
+pub mod check;
+mod endpoint;
+pub mod filters;
+mod gateway;
+mod locks;
+mod network;
+mod op;
+mod plugins;
+pub mod records;
+mod recover;
+mod sandbox;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::drivers::{NetworkDriver, Registry};
+use crate::error::{Error, Result};
+use crate::ipam::{native::NativeIpam, Ipam};
+use crate::model::*;
+use crate::net::failpoint::Failpoints;
+use crate::net::Kernel;
+use crate::store::{list_json, Store, Table};
+
+pub use check::{Finding, FindingKind};
+pub use filters::validate_ipam_config;
+pub use records::Owned;
+
+use locks::Locks;
+use op::Orphan;
+
+/// Where the engine keeps things.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// State root (the embedded store, installed plugins): `/var/lib/weft`.
+    pub root: PathBuf,
+    /// Run dir (namespace pins, journals, locks): `/run/weft`. A reboot empties it.
+    pub run_root: PathBuf,
+    /// The namespace that plays the host; `None` = the caller's own.
+    pub host_netns: Option<PathBuf>,
+    /// This boot's id; `None` = the kernel's (`/proc/sys/kernel/random/boot_id`). Tests set it
+    /// to simulate a reboot.
+    pub boot_id: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: "/var/lib/weft".into(),
+            run_root: "/run/weft".into(),
+            host_netns: None,
+            boot_id: None,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, overridden by `WEFT_ROOT`, `WEFT_RUN_ROOT` and `WEFT_HOST_NETNS`.
+    pub fn from_env() -> Self {
+        let mut c = Config::default();
+        if let Ok(v) = std::env::var("WEFT_ROOT") {
+            c.root = v.into();
+        }
+        if let Ok(v) = std::env::var("WEFT_RUN_ROOT") {
+            c.run_root = v.into();
+        }
+        if let Ok(v) = std::env::var("WEFT_HOST_NETNS") {
+            c.host_netns = Some(v.into());
+        }
+        c
+    }
+}
+
+/// The answer to `network create`.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub id: Id,
+    pub warning: String,
+}
+
+/// The network engine. Cheap to clone: clones share one engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    cfg: Config,
+    store: Arc<dyn Store>,
+    kernel: Arc<dyn Kernel>,
+    drivers: RwLock<Registry>,
+    ipams: RwLock<BTreeMap<String, Arc<dyn Ipam>>>,
+    locks: Locks,
+    fp: Arc<Failpoints>,
+    orphans: Mutex<Vec<Orphan>>,
+    #[cfg(feature = "wasm")]
+    plugins: Arc<crate::plugin::PluginHost>,
+}
+
+impl Engine {
+    /// Open (creating if needed) the state under `cfg` on this machine's kernel, settle any
+    /// operation a crash interrupted, catch up after a reboot, and make sure the predefined
+    /// networks exist. Must be called inside a tokio runtime, which the engine then uses.
+    pub async fn open(cfg: Config) -> Result<Engine> {
+        for d in [&cfg.root, &cfg.run_root] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::internal(format!("cannot create {}: {e}", d.display())))?;
+        }
+        let store = crate::store::redb_store::RedbStore::open(&cfg.root.join("weft.redb"))?;
+        let kernel = crate::net::linux::LinuxKernel::open(
+            cfg.host_netns.as_deref(),
+            &cfg.run_root.join("host.ns"),
+        )?;
+        Self::open_with(cfg, Arc::new(store), Arc::new(kernel)).await
+    }
+
+    /// Like [`Engine::open`], with a store and a kernel of the caller's choosing (an
+    /// in-memory store, the fake kernel of [`crate::net::fake`]).
+    pub async fn open_with(
+        cfg: Config,
+        store: Arc<dyn Store>,
+        kernel: Arc<dyn Kernel>,
+    ) -> Result<Engine> {
+        for d in [
+            &cfg.root,
+            &cfg.run_root.join("netns"),
+            &cfg.run_root.join("journal"),
+        ] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::internal(format!("cannot create {}: {e}", d.display())))?;
+        }
+        let locks = Locks::open(&cfg.run_root.join("weft.lock"))?;
+        let mut ipams: BTreeMap<String, Arc<dyn Ipam>> = BTreeMap::new();
+        ipams.insert("default".into(), Arc::new(NativeIpam));
+        #[cfg(feature = "wasm")]
+        let plugins = Arc::new(crate::plugin::PluginHost::new(&cfg.root));
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                cfg,
+                store,
+                kernel,
+                drivers: RwLock::new(Registry::native()),
+                ipams: RwLock::new(ipams),
+                locks,
+                fp: Arc::new(Failpoints::from_env()),
+                orphans: Mutex::new(Vec::new()),
+                #[cfg(feature = "wasm")]
+                plugins,
+            }),
+        };
+        for rec in
+            list_json::<crate::plugin::PluginRecord>(&*engine.inner.store.read()?, Table::Plugins)?
+        {
+            engine.register_plugin(rec);
+        }
+        engine.recover().await?;
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.cfg
+    }
+    pub fn kernel(&self) -> &Arc<dyn Kernel> {
+        &self.inner.kernel
+    }
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Set a failpoint (see [`crate::net::failpoint`]; tests only).
+    #[cfg(feature = "failpoints")]
+    pub fn set_failpoint(&self, spec: Option<&str>) {
+        self.inner.fp.set(spec);
+    }
+
+    /// Add a driver (plugins register here).
+    pub fn register_driver(&self, d: Arc<dyn NetworkDriver>) {
+        self.inner.drivers.write().unwrap().add(d);
+    }
+    pub fn unregister_driver(&self, name: &str) {
+        self.inner.drivers.write().unwrap().remove(name);
+    }
+    pub fn register_ipam(&self, i: Arc<dyn Ipam>) {
+        self.inner
+            .ipams
+            .write()
+            .unwrap()
+            .insert(i.name().to_string(), i);
+    }
+    pub fn unregister_ipam(&self, name: &str) {
+        self.inner.ipams.write().unwrap().remove(name);
+    }
+    pub fn driver_names(&self) -> Vec<String> {
+        self.inner
+            .drivers
+            .read()
+            .unwrap()
+            .names()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn driver(&self, name: &str) -> Result<Arc<dyn NetworkDriver>> {
+        self.inner
+            .drivers
+            .read()
+            .unwrap()
+            .get(name)
+            .ok_or_else(|| Error::PluginNotFound(name.to_string()))
+    }
+
+    fn ipam(&self, name: &str) -> Result<Arc<dyn Ipam>> {
+        self.inner
+            .ipams
+            .read()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::PluginNotFound(name.to_string()))
+    }
+
+    // ------------------------------------------------------------------- reads
+
+    /// A network by full id, exact name or unique id prefix.
+    pub fn network(&self, name_or_id: &str) -> Result<Network> {
+        records::resolve_network(&*self.inner.store.read()?, name_or_id)
+    }
+
+    /// All networks matching `filters` (Docker's `network ls --filter`), sorted by name.
+    pub fn networks(&self, f: &NetworkFilters) -> Result<Vec<Network>> {
+        filters::networks(&*self.inner.store.read()?, f)
+    }
+
+    /// The endpoints of a network.
+    pub fn network_endpoints(&self, network_id: &str) -> Result<Vec<Endpoint>> {
+        records::network_endpoints(&*self.inner.store.read()?, network_id)
+    }
+
+    /// A sandbox by full id, exact name or unique id prefix.
+    pub fn sandbox(&self, name_or_id: &str) -> Result<Sandbox> {
+        records::resolve_sandbox(&*self.inner.store.read()?, name_or_id)
+    }
+
+    pub fn sandboxes(&self) -> Result<Vec<Sandbox>> {
+        let mut v: Vec<Sandbox> = list_json(&*self.inner.store.read()?, Table::Sandboxes)?;
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    /// A sandbox's endpoints, in connect order.
+    pub fn sandbox_endpoints(&self, sandbox_id: &str) -> Result<Vec<Endpoint>> {
+        records::sandbox_endpoints(&*self.inner.store.read()?, sandbox_id)
+    }
+
+    /// What weft made in the kernel for an object ("net/<id>", "ep/<net>/<ep>", "sb/<id>").
+    pub fn owned(&self, key: &str) -> Result<Vec<crate::net::Step>> {
+        records::owned(&*self.inner.store.read()?, key)
+    }
+
+    /// Resolve a sandbox straight from a store (for `sandbox exec`, which needs no engine).
+    pub fn resolve_sandbox_in(store: &dyn Store, key: &str) -> Result<Sandbox> {
+        records::resolve_sandbox(&*store.read()?, key)
+    }
+}
+
+/// Every public engine future can be held across `.await` in a multi-threaded runtime and
+/// spawned as a task (a daemon serves many requests at once).
+#[allow(dead_code, clippy::all)]
+fn engine_futures_are_send(e: &Engine) {
+    fn send<T: Send>(_: T) {}
+    send(e.create_network(NetworkCreate::default()));
+    send(e.remove_network(""));
+    send(e.prune_networks(&NetworkFilters::default()));
+    send(e.create_sandbox(SandboxCreate::default()));
+    send(e.remove_sandbox("", false));
+    send(e.remove_sandboxes(&[], false));
+    send(e.connect("", "", ConnectOptions::default()));
+    send(e.disconnect("", "", false));
+    send(e.cluster_peer("127.0.0.1".parse().unwrap(), true));
+    send(e.reset());
+    send(e.check());
+    send(e.repair());
+    send(e.install_plugin(std::path::Path::new(""), "", &[], false));
+    send(e.remove_plugin(""));
+    send(Engine::open(Config::default()));
+    fn shared<T: Send + Sync + Clone + 'static>() {}
+    shared::<Engine>();
+}

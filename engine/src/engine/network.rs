@@ -1,0 +1,483 @@
+//! Networks: create (validation, IPAM pools, the driver's kernel objects), realize (the
+//! predefined bridge on first use, every network after a reboot), remove and prune.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+use super::op::{Intent, Locking, Op, Replay};
+use super::records::{self, net_key};
+use super::{filters, Created, Engine};
+use crate::drivers::Attachment;
+use crate::error::{Error, Result};
+use crate::ipam::{AddressRequest, Ipam, PoolRequest, GLOBAL_SPACE, LOCAL_SPACE};
+use crate::model::*;
+use crate::net::{NsRef, Step};
+use crate::store::{get_str, list_json, scan_json, Table};
+
+/// The lock key of the set of networks: pools, names, realization, weft's nft table.
+pub(crate) const NETWORKS: &str = "networks";
+
+pub(crate) fn net_lock(id: &str) -> String {
+    format!("net:{id}")
+}
+
+/// The first host address of a subnet (Docker's default gateway).
+pub fn first_host(n: &IpNetwork) -> IpAddr {
+    use crate::ipam::native::{ip_u128, u128_ip};
+    let base = ip_u128(n.network());
+    let host_bits = if n.is_ipv4() { 32 } else { 128 } - n.prefix() as u32;
+    if host_bits <= 1 {
+        return n.network();
+    }
+    u128_ip(base + 1, n.is_ipv6())
+}
+
+pub(crate) fn gateway_opts() -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert(
+        "RequestAddressType".into(),
+        "com.docker.network.gateway".into(),
+    );
+    m
+}
+
+/// A network record with nothing allocated yet.
+pub(crate) fn blank_network(name: &str, driver: &str) -> Network {
+    Network {
+        id: new_id(),
+        name: name.to_string(),
+        driver: driver.to_string(),
+        scope: Scope::Local,
+        created: now_rfc3339(),
+        enable_ipv4: true,
+        enable_ipv6: false,
+        internal: false,
+        attachable: false,
+        ingress: false,
+        config_only: false,
+        config_from: None,
+        ipam_driver: "default".into(),
+        ipam_options: BTreeMap::new(),
+        pools: vec![],
+        options: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        predefined: false,
+        realized: false,
+        driver_data: BTreeMap::new(),
+    }
+}
+
+impl Engine {
+    /// Prefixes a default pool must not overlap: the host's routes.
+    pub(crate) async fn host_routes(&self, op: &mut Op) -> Result<Vec<IpNetwork>> {
+        Ok(op
+            .tx()
+            .routes(&NsRef::Host)
+            .await?
+            .into_iter()
+            .map(|r| r.dst)
+            .filter(|d| d.prefix() > 0)
+            .collect())
+    }
+
+    /// `network create`.
+    pub async fn create_network(&self, req: NetworkCreate) -> Result<Created> {
+        let name = req.name.trim().to_string();
+        if name.is_empty() {
+            return Err(Error::invalid("network name is required"));
+        }
+        if PREDEFINED.contains(&name.as_str()) {
+            return Err(Error::PredefinedCreate(name));
+        }
+        if !valid_network_name(&name) {
+            return Err(Error::invalid(format!(
+                "invalid network name {name:?}: use printable characters without spaces, '/', '\\\\' or ':'"
+            )));
+        }
+        let driver_name = req
+            .driver
+            .clone()
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "bridge".into());
+        let driver = self.driver(&driver_name)?;
+        let caps = driver.capabilities();
+        let scope = match req.scope.as_deref() {
+            None | Some("") => caps.scope,
+            Some("local") => Scope::Local,
+            Some("global") => Scope::Global,
+            Some("swarm") => Scope::Swarm,
+            Some(s) => {
+                return Err(Error::invalid(format!(
+                    "invalid scope {s:?}: use local, global or swarm"
+                )))
+            }
+        };
+        if scope != caps.scope {
+            return Err(Error::invalid(format!(
+                "driver {driver_name} makes {} networks, not {}",
+                caps.scope.as_str(),
+                scope.as_str()
+            )));
+        }
+        let has_v6_subnet = req
+            .ipam_config
+            .iter()
+            .any(|c| c.subnet.is_some_and(|s| s.is_ipv6()));
+        let enable_ipv6 = req.enable_ipv6.unwrap_or(false);
+        let enable_ipv4 = req.enable_ipv4.unwrap_or(true);
+        if has_v6_subnet && !enable_ipv6 {
+            return Err(Error::invalid(
+                "an IPv6 subnet was given but IPv6 is not enabled: add --ipv6, or remove the IPv6 subnet",
+            ));
+        }
+        if !enable_ipv4 && !enable_ipv6 && caps.needs_ipam {
+            return Err(Error::invalid(
+                "a network needs IPv4 or IPv6: do not disable both",
+            ));
+        }
+        if !enable_ipv4
+            && req
+                .ipam_config
+                .iter()
+                .any(|c| c.subnet.is_some_and(|s| s.is_ipv4()))
+        {
+            return Err(Error::invalid(
+                "an IPv4 subnet was given but IPv4 is disabled: drop --ipv4=false or the subnet",
+            ));
+        }
+        filters::validate_ipam_config(&req.ipam_config)?;
+        let ipam_name = req
+            .ipam_driver
+            .clone()
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "default".into());
+        self.ipam(&ipam_name)?;
+        let mut net = blank_network(&name, &driver_name);
+        net.scope = scope;
+        net.enable_ipv4 = enable_ipv4;
+        net.enable_ipv6 = enable_ipv6;
+        net.internal = req.internal;
+        net.attachable = req.attachable;
+        net.ingress = req.ingress;
+        net.config_only = req.config_only;
+        net.config_from = req.config_from.clone().filter(|s| !s.is_empty());
+        net.ipam_driver = ipam_name;
+        net.ipam_options = req.ipam_options.clone();
+        net.options = req.options.clone();
+        net.labels = req.labels.clone();
+
+        let created = self
+            .retrying(|| {
+                let mut net = net.clone();
+                net.id = new_id();
+                let cfgs = req.ipam_config.clone();
+                async move {
+                    let mut op = self
+                        .begin(
+                            Intent::new(
+                                format!("network create {}", net.name),
+                                vec![NETWORKS.into()],
+                            )
+                            .owned(net_key(&net.id)),
+                            Locking::Keys,
+                        )
+                        .await?;
+                    let r = self.create_network_in(&mut op, &mut net, &cfgs).await;
+                    op.settle(r).await?;
+                    Ok(net)
+                }
+            })
+            .await?;
+        tracing::info!(network = %created.name, id = %created.id, driver = %created.driver, "network created");
+        Ok(Created {
+            id: created.id,
+            warning: String::new(),
+        })
+    }
+
+    async fn create_network_in(
+        &self,
+        op: &mut Op,
+        net: &mut Network,
+        cfgs: &[IpamConfigRequest],
+    ) -> Result<()> {
+        if get_str(op.r(), Table::NetworkNames, &net.name)?.is_some() {
+            return Err(Error::NetworkNameExists(net.name.clone()));
+        }
+        let driver = self.driver(&net.driver)?;
+        if driver.capabilities().needs_ipam {
+            self.allocate_pools(op, net, cfgs).await?;
+        }
+        // With the pools known, the driver checks the network against the others (shared
+        // parents, overlapping subnets…).
+        let existing: Vec<Network> = list_json(op.r(), Table::Networks)?;
+        driver.validate(net, &existing)?;
+        self.realize_network(op, net).await
+    }
+
+    /// Ask the network's IPAM for its pools, gateways and aux addresses.
+    pub(crate) async fn allocate_pools(
+        &self,
+        op: &mut Op,
+        net: &mut Network,
+        cfgs: &[IpamConfigRequest],
+    ) -> Result<()> {
+        let ipam = self.ipam(&net.ipam_driver)?;
+        let space = if net.scope == Scope::Local {
+            LOCAL_SPACE
+        } else {
+            GLOBAL_SPACE
+        };
+        let mut wanted: Vec<(bool, Option<&IpamConfigRequest>)> = Vec::new();
+        for v6 in [false, true] {
+            if (v6 && !net.enable_ipv6) || (!v6 && !net.enable_ipv4) {
+                continue;
+            }
+            let mine: Vec<&IpamConfigRequest> = cfgs
+                .iter()
+                .filter(|c| c.subnet.is_some_and(|s| s.is_ipv6() == v6))
+                .collect();
+            if mine.is_empty() {
+                wanted.push((v6, None));
+            } else {
+                wanted.extend(mine.into_iter().map(|c| (v6, Some(c))));
+            }
+        }
+        let avoid = if wanted.iter().any(|(_, c)| c.is_none()) {
+            self.host_routes(op).await?
+        } else {
+            vec![]
+        };
+        for (v6, cfg) in wanted {
+            let preq = PoolRequest {
+                address_space: space.into(),
+                pool: cfg.and_then(|c| c.subnet),
+                sub_pool: cfg.and_then(|c| c.ip_range),
+                options: net.ipam_options.clone(),
+                v6,
+                avoid: avoid.clone(),
+            };
+            let grant = ipam.request_pool(op.w(), &preq).await?;
+            let gw = cfg
+                .and_then(|c| c.gateway)
+                .unwrap_or_else(|| first_host(&grant.pool));
+            let gw_addr = ipam
+                .request_address(
+                    op.w(),
+                    &AddressRequest {
+                        pool_id: grant.pool_id.clone(),
+                        preferred: Some(gw),
+                        options: gateway_opts(),
+                    },
+                )
+                .await
+                .map_err(|e| match e {
+                    Error::AddressInUse | Error::InvalidEndpointSettings(_) => Error::invalid(
+                        format!("gateway {gw} cannot be used in {}: {e}", grant.pool),
+                    ),
+                    e => e,
+                })?;
+            let mut aux = BTreeMap::new();
+            if let Some(c) = cfg {
+                for (k, ip) in &c.aux_addresses {
+                    ipam.request_address(
+                        op.w(),
+                        &AddressRequest {
+                            pool_id: grant.pool_id.clone(),
+                            preferred: Some(*ip),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| Error::invalid(format!("aux address {k}={ip}: {e}")))?;
+                    aux.insert(k.clone(), *ip);
+                }
+            }
+            net.pools.push(Pool {
+                pool_id: grant.pool_id,
+                subnet: grant.pool,
+                ip_range: cfg.and_then(|c| c.ip_range),
+                gateway: Some(gw_addr.ip()),
+                aux_addresses: aux,
+                user_subnet: cfg.is_some(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Make the network's kernel objects (the driver's create-network) and record them.
+    pub(crate) async fn realize_network(&self, op: &mut Op, net: &mut Network) -> Result<()> {
+        let driver = self.driver(&net.driver)?;
+        let mark = op.tx().mark();
+        driver.create_network(&mut op.ctx(), net).await?;
+        let steps = op.tx().undo_since(mark);
+        op.own(&net_key(&net.id), steps)?;
+        net.realized = true;
+        records::save_network(op.w(), net)
+    }
+
+    /// `network rm`.
+    pub async fn remove_network(&self, name_or_id: &str) -> Result<()> {
+        let net = self.network(name_or_id)?;
+        self.retrying(|| self.remove_network_once(&net.id, false))
+            .await?;
+        tracing::info!(network = %net.name, "network removed");
+        Ok(())
+    }
+
+    async fn remove_network_once(&self, id: &str, force: bool) -> Result<()> {
+        let mut op = self
+            .begin(
+                Intent::new(
+                    format!("network rm {id}"),
+                    vec![NETWORKS.into(), net_lock(id)],
+                )
+                .removes(
+                    Table::Networks,
+                    vec![id.to_string()],
+                    Replay::NetworkRm { id: id.to_string() },
+                ),
+                Locking::Keys,
+            )
+            .await?;
+        let r = match records::load_network(op.r(), id)? {
+            Some(net) => self.remove_network_in(&mut op, &net, force).await,
+            None => Err(Error::NetworkNotFound(id.to_string())),
+        };
+        op.settle(r).await
+    }
+
+    /// The body of network rm. `force` (replays, reset): plugin refusals are logged, not fatal.
+    pub(crate) async fn remove_network_in(
+        &self,
+        op: &mut Op,
+        net: &Network,
+        force: bool,
+    ) -> Result<()> {
+        if net.predefined && !force {
+            return Err(Error::PredefinedRemove(net.name.clone()));
+        }
+        let eps = records::network_endpoints(op.r(), &net.id)?;
+        if !eps.is_empty() {
+            let mut names: Vec<String> = eps.iter().map(|e| e.name.clone()).collect();
+            names.sort();
+            return Err(Error::ActiveEndpoints {
+                name: net.name.clone(),
+                endpoints: names.join(", "),
+            });
+        }
+        // What may refuse comes first (driver hook, IPAM), so a refusal changes nothing.
+        if net.realized {
+            let driver = self.driver(&net.driver)?;
+            let mark = op.tx().mark();
+            if let Err(e) = driver.delete_network(&mut op.ctx(), net).await {
+                if !force {
+                    return Err(e);
+                }
+                tracing::warn!(network = %net.name, "driver {} delete-network: {e}", net.driver);
+            }
+            // Whatever the hook added has no owner once the network is gone.
+            self.drop_transient(op, mark).await;
+        }
+        self.release_pools(op, net, force).await?;
+        let log = records::owned(op.r(), &net_key(&net.id))?;
+        for e in op.tx().teardown(&log, None).await {
+            tracing::warn!(network = %net.name, "removing network: {e}");
+        }
+        records::delete_network(op.w(), net)?;
+        self.drop_firewall_if_unused(op).await
+    }
+
+    pub(crate) async fn release_pools(
+        &self,
+        op: &mut Op,
+        net: &Network,
+        force: bool,
+    ) -> Result<()> {
+        let ipam = self.ipam(&net.ipam_driver)?;
+        for p in &net.pools {
+            let mut addrs: Vec<IpAddr> = p.gateway.into_iter().collect();
+            addrs.extend(p.aux_addresses.values());
+            for a in addrs {
+                if let Err(e) = ipam.release_address(op.w(), &p.pool_id, a).await {
+                    if !force {
+                        return Err(e);
+                    }
+                    tracing::warn!(network = %net.name, "release {a}: {e}");
+                }
+            }
+            if let Err(e) = ipam.release_pool(op.w(), &p.pool_id).await {
+                if !force {
+                    return Err(e);
+                }
+                tracing::warn!(network = %net.name, "release pool {}: {e}", p.subnet);
+            }
+        }
+        Ok(())
+    }
+
+    /// Undo the additive steps made since `mark` (a removal hook's leftovers).
+    pub(crate) async fn drop_transient(&self, op: &mut Op, mark: usize) {
+        let extra = op.tx().undo_since(mark);
+        if !extra.is_empty() {
+            for e in op.tx().teardown(&extra, None).await {
+                tracing::warn!("undoing a removal hook's changes: {e}");
+            }
+        }
+    }
+
+    /// When no network has firewall rules any more, remove weft's table: the host's ruleset
+    /// is left as it was before weft.
+    pub(crate) async fn drop_firewall_if_unused(&self, op: &mut Op) -> Result<()> {
+        let logs: Vec<records::Owned> = scan_json(op.r(), Table::Owned, "net/")?;
+        let used = logs
+            .iter()
+            .any(|o| o.steps.iter().any(|s| matches!(s, Step::Firewall { .. })));
+        if !used {
+            op.tx().firewall_reset().await?;
+        }
+        Ok(())
+    }
+
+    /// `network prune`: remove unused custom networks; returns their names.
+    pub async fn prune_networks(&self, f: &NetworkFilters) -> Result<Vec<String>> {
+        filters::check_prune_filters(f)?;
+        let r = self.inner.store.read()?;
+        let mut candidates = Vec::new();
+        for n in list_json::<Network>(&*r, Table::Networks)? {
+            if n.predefined || !records::network_endpoints(&*r, &n.id)?.is_empty() {
+                continue;
+            }
+            if filters::prunable(&n, f)? {
+                candidates.push(n);
+            }
+        }
+        drop(r);
+        let mut removed = Vec::new();
+        for n in candidates {
+            match self
+                .retrying(|| self.remove_network_once(&n.id, false))
+                .await
+            {
+                Ok(()) => removed.push(n.name),
+                // In use again, or gone, since the list was made: not prunable after all.
+                Err(Error::ActiveEndpoints { .. }) | Err(Error::NetworkNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        removed.sort();
+        Ok(removed)
+    }
+
+    /// The attachment kind of a network's driver.
+    pub(crate) fn attachment(&self, net: &Network) -> Result<Attachment> {
+        Ok(self.driver(&net.driver)?.capabilities().attachment)
+    }
+
+    /// The default (native) IPAM, and any other by name.
+    pub(crate) fn ipam_of(&self, net: &Network) -> Result<std::sync::Arc<dyn Ipam>> {
+        self.ipam(&net.ipam_driver)
+    }
+}

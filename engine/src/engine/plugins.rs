@@ -1,0 +1,355 @@
+//! Wasm plugins (install, list, remove: the `wasm` feature) and cluster peers (every driver
+//! hears of them; what multi-host drivers program for a peer is recorded with the network
+//! that owns the link it is on).
+
+use std::net::IpAddr;
+use std::path::Path;
+#[cfg(feature = "wasm")]
+use std::sync::Arc;
+
+use super::network::NETWORKS;
+use super::op::{Intent, Locking, Op, Replay};
+use super::records::{self, peer_key, Owned};
+use super::Engine;
+use crate::error::{Error, Result};
+use crate::model::Network;
+use crate::net::Step;
+#[cfg(feature = "wasm")]
+use crate::plugin::Grants;
+use crate::plugin::{Kind, PluginRecord};
+use crate::store::{decode, get_json, list_json, put_json, ReadTxn, Table, WriteTxn};
+
+const PLUGINS: &str = "plugins";
+const PEERS: &str = "peers";
+
+/// Names of weft's own drivers and IPAM: no plugin may take them.
+const NATIVE: [&str; 8] = [
+    "bridge", "host", "null", "none", "macvlan", "default", "overlay", "ipvlan",
+];
+
+impl Engine {
+    pub(crate) fn register_plugin(&self, rec: PluginRecord) {
+        #[cfg(feature = "wasm")]
+        {
+            use crate::plugin::adapters::{PluginDriver, PluginIpam};
+            let host = self.inner.plugins.clone();
+            match rec.kind {
+                Kind::Driver => self.register_driver(Arc::new(PluginDriver::new(host, rec))),
+                Kind::Ipam => self.register_ipam(Arc::new(PluginIpam::new(host, rec))),
+            }
+        }
+        #[cfg(not(feature = "wasm"))]
+        tracing::warn!(plugin = %rec.name, "this weft was built without the wasm feature: plugin {} is not available", rec.name);
+    }
+
+    /// Install a plugin component under `name`. `grants` are `key=value` items; with
+    /// `grant_requested`, the plugin first gets everything its metadata asks for.
+    pub async fn install_plugin(
+        &self,
+        file: &Path,
+        name: &str,
+        grants: &[String],
+        grant_requested: bool,
+    ) -> Result<PluginRecord> {
+        if !crate::plugin::valid_name(name) {
+            return Err(Error::invalid(format!(
+                "invalid plugin name {name:?}: use a lowercase letter, then a-z, 0-9, '-' or '_' (at most 32)"
+            )));
+        }
+        if NATIVE.contains(&name) {
+            return Err(Error::Conflict(format!(
+                "{name} is the name of one of weft's own drivers: choose another"
+            )));
+        }
+        #[cfg(not(feature = "wasm"))]
+        {
+            let _ = (file, grants, grant_requested);
+            Err(Error::Unavailable(
+                "this weft was built without the wasm feature: it cannot run plugins".into(),
+            ))
+        }
+        #[cfg(feature = "wasm")]
+        {
+            let (mut rec, bytes) = self.inner.plugins.examine(file, name).await?;
+            let mut g = Grants::minimal(name);
+            if grant_requested {
+                let a = rec.asked.clone();
+                if let Some(p) = &a.link_prefix {
+                    g.apply(&format!("link-prefix={p}"))?;
+                }
+                for p in &a.parents {
+                    g.apply(&format!("parent={p}"))?;
+                }
+                for s in &a.sysctls {
+                    g.apply(&format!("sysctl={s}"))?;
+                }
+                for h in &a.http_hosts {
+                    g.apply(&format!("http={h}"))?;
+                }
+                if let Some(m) = a.memory_mib {
+                    g.apply(&format!("memory={m}M"))?;
+                }
+            }
+            for spec in grants {
+                g.apply(spec)?;
+            }
+            rec.grants = g;
+            let rec = self
+                .retrying(|| {
+                    let rec = rec.clone();
+                    let bytes = &bytes;
+                    async move {
+                        let mut op = self
+                            .begin(
+                                Intent::new(format!("plugin install {name}"), vec![PLUGINS.into()]),
+                                Locking::Keys,
+                            )
+                            .await?;
+                        let r = self.install_in(&mut op, &rec, bytes);
+                        let stored = r.is_ok();
+                        match op.settle(r).await {
+                            Ok(()) => Ok(rec),
+                            Err(e) => {
+                                if stored {
+                                    let _ = std::fs::remove_file(&rec.file);
+                                }
+                                Err(e)
+                            }
+                        }
+                    }
+                })
+                .await?;
+            self.register_plugin(rec.clone());
+            tracing::info!(plugin = %name, kind = rec.kind.as_str(), "plugin installed");
+            Ok(rec)
+        }
+    }
+
+    #[cfg(feature = "wasm")]
+    fn install_in(&self, op: &mut Op, rec: &PluginRecord, bytes: &[u8]) -> Result<()> {
+        let name = &rec.name;
+        if get_json::<PluginRecord>(op.r(), Table::Plugins, name)?.is_some() {
+            return Err(Error::Conflict(format!(
+                "plugin {name} is already installed: remove it first (weft plugin rm {name})"
+            )));
+        }
+        if let Some(p) = &rec.grants.link_prefix {
+            for other in list_json::<PluginRecord>(op.r(), Table::Plugins)? {
+                if let Some(q) = &other.grants.link_prefix {
+                    if p.starts_with(q.as_str()) || q.starts_with(p.as_str()) {
+                        return Err(Error::Conflict(format!(
+                            "link prefix {p} overlaps plugin {}'s prefix {q}: give this plugin another link-prefix",
+                            other.name
+                        )));
+                    }
+                }
+            }
+        }
+        std::fs::create_dir_all(self.inner.plugins.dir())?;
+        let tmp = rec.file.with_extension("wasm.tmp");
+        std::fs::write(&tmp, bytes)
+            .and_then(|_| std::fs::rename(&tmp, &rec.file))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                Error::internal(format!(
+                    "cannot store the plugin at {}: {e}",
+                    rec.file.display()
+                ))
+            })?;
+        put_json(op.w(), Table::Plugins, name, rec)
+    }
+
+    pub fn plugins(&self) -> Result<Vec<PluginRecord>> {
+        list_json(&*self.inner.store.read()?, Table::Plugins)
+    }
+
+    pub fn plugin(&self, name: &str) -> Result<PluginRecord> {
+        get_json(&*self.inner.store.read()?, Table::Plugins, name)?
+            .ok_or_else(|| Error::PluginNotFound(name.to_string()))
+    }
+
+    /// Remove a plugin (refused while a network uses it), its kv space and its files.
+    pub async fn remove_plugin(&self, name: &str) -> Result<()> {
+        let rec = self
+            .retrying(|| async {
+                let mut op = self
+                    .begin(
+                        Intent::new(
+                            format!("plugin rm {name}"),
+                            vec![PLUGINS.into(), NETWORKS.into()],
+                        ),
+                        Locking::Keys,
+                    )
+                    .await?;
+                let r = remove_plugin_in(&mut op, name);
+                op.settle(r).await
+            })
+            .await?;
+        match rec.kind {
+            Kind::Driver => self.unregister_driver(name),
+            Kind::Ipam => self.unregister_ipam(name),
+        }
+        let _ = std::fs::remove_file(&rec.file);
+        Ok(())
+    }
+
+    /// A cluster peer (its underlay address) appeared or went away: every driver hears of
+    /// it (multi-host drivers program their tunnels).
+    pub async fn cluster_peer(&self, peer: IpAddr, present: bool) -> Result<()> {
+        self.retrying(|| async move {
+            let keys = vec![NETWORKS.into(), PEERS.into()];
+            let intent = if present {
+                Intent::new(format!("peer add {peer}"), keys).owned(peer_key(&peer))
+            } else {
+                Intent::new(format!("peer rm {peer}"), keys).removes(
+                    Table::Owned,
+                    vec![peer_key(&peer)],
+                    Replay::PeerRm { peer },
+                )
+            };
+            let mut op = self.begin(intent, Locking::Keys).await?;
+            let r = self.cluster_peer_in(&mut op, peer, present).await;
+            op.settle(r).await
+        })
+        .await
+    }
+
+    pub(crate) async fn cluster_peer_in(
+        &self,
+        op: &mut Op,
+        peer: IpAddr,
+        present: bool,
+    ) -> Result<()> {
+        let drivers: Vec<_> = {
+            let r = self.inner.drivers.read().unwrap();
+            r.names().filter_map(|n| r.get(n)).collect()
+        };
+        let (mark, removed) = (op.tx().mark(), op.tx().removed().len());
+        for d in drivers {
+            if present {
+                d.discover_new(&mut op.ctx(), peer).await?;
+            } else if let Err(e) = d.discover_delete(&mut op.ctx(), peer).await {
+                // A removal finishes; what a driver could not undo is in its logs.
+                tracing::warn!("driver {} discover-delete {peer}: {e}", d.name());
+            }
+        }
+        let mut leftover = self.attribute(op, mark, removed)?;
+        let key = peer_key(&peer);
+        if present {
+            let mut log = records::owned(op.r(), &key)?;
+            log.append(&mut leftover);
+            op.own(&key, log)?;
+            put_json(op.w(), Table::Meta, &key, &true)?;
+        } else {
+            let mut log = records::owned(op.r(), &key)?;
+            log.append(&mut leftover);
+            for e in op.tx().teardown(&log, None).await {
+                tracing::warn!("peer rm {peer}: {e}");
+            }
+            records::disown(op.w(), &key)?;
+            op.w().delete(Table::Meta, key.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The cluster peers weft was told of.
+    pub fn peers(&self) -> Result<Vec<IpAddr>> {
+        Ok(self
+            .inner
+            .store
+            .read()?
+            .scan(Table::Meta, b"peer/")?
+            .into_iter()
+            .filter_map(|(k, _)| String::from_utf8_lossy(&k)[5..].parse().ok())
+            .collect())
+    }
+
+    /// Give what a driver did outside a network's own create (a peer's FDB entries) to the
+    /// network that owns the link it is on; drop what it removed from the owners' logs.
+    /// Returns the additions no network owns.
+    fn attribute(&self, op: &mut Op, mark: usize, removed_mark: usize) -> Result<Vec<Step>> {
+        let added = op.tx().undo_since(mark);
+        let removed = op.tx().removed()[removed_mark..].to_vec();
+        if added.is_empty() && removed.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut logs: Vec<(String, Vec<Step>, bool)> = op
+            .r()
+            .scan(Table::Owned, b"net/")?
+            .into_iter()
+            .map(|(k, v)| {
+                decode::<Owned>(&v)
+                    .map(|o| (String::from_utf8_lossy(&k).into_owned(), o.steps, false))
+            })
+            .collect::<Result<_>>()?;
+        for gone in &removed {
+            for (_, steps, changed) in logs.iter_mut() {
+                let before = steps.len();
+                steps.retain(|s| {
+                    if s == gone {
+                        return false;
+                    }
+                    match gone {
+                        Step::DelLink { ns, name, .. } => {
+                            s.target_link() != Some((ns, name.as_str()))
+                        }
+                        _ => true,
+                    }
+                });
+                *changed |= steps.len() != before;
+            }
+        }
+        let mut leftover = Vec::new();
+        for inv in added {
+            let link = inv.target_link().map(|(ns, l)| (ns.clone(), l.to_string()));
+            let owner = link.and_then(|(ns, l)| {
+                logs.iter_mut().find(|(_, steps, _)| {
+                    steps.iter().any(|s| {
+                        matches!(s, Step::DelLink { ns: n, name, .. } if *n == ns && *name == l)
+                    })
+                })
+            });
+            match owner {
+                Some((_, steps, changed)) => {
+                    steps.push(inv);
+                    *changed = true;
+                }
+                None => leftover.push(inv),
+            }
+        }
+        for (k, steps, changed) in logs {
+            if changed {
+                op.own(&k, steps)?;
+            }
+        }
+        Ok(leftover)
+    }
+}
+
+fn remove_plugin_in(op: &mut Op, name: &str) -> Result<PluginRecord> {
+    let rec: PluginRecord = get_json(op.r(), Table::Plugins, name)?
+        .ok_or_else(|| Error::PluginNotFound(name.to_string()))?;
+    let users: Vec<String> = list_json::<Network>(op.r(), Table::Networks)?
+        .into_iter()
+        .filter(|n| n.driver == name || n.ipam_driver == name)
+        .map(|n| n.name)
+        .collect();
+    if !users.is_empty() {
+        return Err(Error::Forbidden(format!(
+            "plugin {name} is in use by network {}: remove the network first",
+            users.join(", ")
+        )));
+    }
+    let shared = list_json::<PluginRecord>(op.r(), Table::Plugins)?
+        .iter()
+        .any(|o| o.name != name && o.grants.kv_space == rec.grants.kv_space);
+    if !shared {
+        let mut prefix = rec.grants.kv_space.as_bytes().to_vec();
+        prefix.push(0);
+        for (k, _) in op.r().scan(Table::PluginKv, &prefix)? {
+            op.w().delete(Table::PluginKv, &k)?;
+        }
+    }
+    op.w().delete(Table::Plugins, name.as_bytes())?;
+    Ok(rec)
+}

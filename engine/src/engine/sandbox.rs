@@ -1,0 +1,317 @@
+//! Sandboxes: create (a namespace weft makes and pins, one a runtime gives by path, or a
+//! mode: the host's namespace, loopback only, another sandbox's namespace) and remove
+//! (several at once: their host links go in one batch).
+
+use std::collections::BTreeSet;
+
+use super::endpoint::{bare_endpoint, sb_lock};
+use super::network::{net_lock, NETWORKS};
+use super::op::{Intent, Locking, Op, Replay};
+use super::records::{self, ep_key, sb_key};
+use super::Engine;
+use crate::drivers::Attachment;
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::net::Step;
+use crate::store::{get_str, StoreError, Table};
+
+/// What a sandbox create asks for, resolved.
+enum Target {
+    Network(Network),
+    HostMode(Option<Network>),
+    NoneMode(Option<Network>),
+    Container(Sandbox),
+}
+
+impl Engine {
+    fn target(&self, r: &dyn crate::store::ReadTxn, mode_req: &str) -> Result<Target> {
+        if let Some(other) = mode_req.strip_prefix("container:") {
+            let o = records::resolve_sandbox(r, other)?;
+            let root = match &o.mode {
+                NsMode::Container { id } => records::load_sandbox(r, id)?.unwrap_or(o),
+                _ => o,
+            };
+            return Ok(Target::Container(root));
+        }
+        let net = records::resolve_network(r, mode_req)?;
+        Ok(match self.attachment(&net)? {
+            Attachment::Endpoints => Target::Network(net),
+            Attachment::HostNamespace => Target::HostMode(Some(net)),
+            Attachment::LoopbackOnly => Target::NoneMode(Some(net)),
+        })
+    }
+
+    /// `sandbox create`.
+    pub async fn create_sandbox(&self, req: SandboxCreate) -> Result<Sandbox> {
+        if !valid_sandbox_name(&req.name) {
+            return Err(Error::invalid(format!(
+                "Invalid container name ({}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                req.name
+            )));
+        }
+        if let Some(p) = &req.netns {
+            if !self.inner.kernel.is_netns(p) {
+                return Err(Error::invalid(format!(
+                    "{} is not a network namespace: give a namespace file such as /proc/PID/ns/net",
+                    p.display()
+                )));
+            }
+        }
+        let mode_req = req.network.clone().unwrap_or_else(|| "bridge".into());
+        let sb = self
+            .retrying(|| async {
+                let target = self.target(&*self.inner.store.read()?, &mode_req)?;
+                let mut keys = vec![format!("sbname:{}", req.name)];
+                match &target {
+                    Target::Network(n) => {
+                        keys.push(net_lock(&n.id));
+                        if !n.realized {
+                            keys.push(NETWORKS.into());
+                        }
+                    }
+                    Target::Container(o) => keys.push(sb_lock(&o.id)),
+                    _ => {}
+                }
+                let id = new_id();
+                let mut op = self
+                    .begin(
+                        Intent::new(format!("sandbox create {}", req.name), keys.clone())
+                            .owned(sb_key(&id)),
+                        Locking::Keys,
+                    )
+                    .await?;
+                let r = self
+                    .create_sandbox_in(&mut op, &req, &mode_req, id, &keys)
+                    .await;
+                op.settle(r).await
+            })
+            .await?;
+        tracing::info!(sandbox = %sb.name, "sandbox created");
+        Ok(sb)
+    }
+
+    async fn create_sandbox_in(
+        &self,
+        op: &mut Op,
+        req: &SandboxCreate,
+        mode_req: &str,
+        id: String,
+        keys: &[String],
+    ) -> Result<Sandbox> {
+        if let Some(id) = get_str(op.r(), Table::SandboxNames, &req.name)? {
+            return Err(Error::SandboxNameExists {
+                name: req.name.clone(),
+                id,
+            });
+        }
+        // Again under the locks: what was resolved before may have changed.
+        let target = self.target(op.r(), mode_req)?;
+        let locked = |k: String| keys.contains(&k);
+        match &target {
+            Target::Network(n)
+                if !locked(net_lock(&n.id)) || (!n.realized && !locked(NETWORKS.into())) =>
+            {
+                return Err(StoreError::Conflict.into())
+            }
+            Target::Container(o) if !locked(sb_lock(&o.id)) => {
+                return Err(StoreError::Conflict.into())
+            }
+            _ => {}
+        }
+        let mut sb = Sandbox {
+            id,
+            name: req.name.clone(),
+            created: now_rfc3339(),
+            network_mode: mode_req.to_string(),
+            mode: NsMode::Owned,
+            key: self.inner.cfg.run_root.join("netns").join(&req.name),
+            next_order: 0,
+        };
+        match &target {
+            Target::HostMode(_) => {
+                sb.mode = NsMode::Host;
+                sb.key = self.inner.kernel.host_path().to_path_buf();
+                sb.network_mode = "host".into();
+            }
+            Target::NoneMode(_) => {
+                sb.mode = NsMode::None;
+                sb.network_mode = "none".into();
+            }
+            Target::Container(root) => {
+                sb.mode = NsMode::Container {
+                    id: root.id.clone(),
+                };
+                sb.key = root.key.clone();
+                sb.network_mode = format!("container:{}", root.id);
+            }
+            Target::Network(_) => {}
+        }
+        if let Some(p) = &req.netns {
+            if !matches!(sb.mode, NsMode::Owned) {
+                return Err(Error::invalid(
+                    "--netns cannot be combined with host, none or container: modes",
+                ));
+            }
+            sb.mode = NsMode::External;
+            sb.key = p.clone();
+        }
+        let mark = op.tx().mark();
+        if matches!(sb.mode, NsMode::Owned | NsMode::None) {
+            op.tx()
+                .apply(Step::Netns {
+                    pin: sb.key.clone(),
+                })
+                .await?;
+        }
+        let steps = op.tx().undo_since(mark);
+        op.own(&sb_key(&sb.id), steps)?;
+        match target {
+            Target::Network(mut net) => {
+                self.connect_in(op, &mut net, &mut sb, req.connect.clone(), new_id())
+                    .await?;
+            }
+            // Like Docker, a host- or none-mode sandbox shows up on that network, with no
+            // interface or address of its own.
+            Target::HostMode(Some(net)) | Target::NoneMode(Some(net)) => {
+                let ep = bare_endpoint(&net, &sb);
+                records::save_endpoint(op.w(), &ep)?;
+                sb.next_order += 1;
+            }
+            _ => {}
+        }
+        records::save_sandbox(op.w(), &sb)?;
+        Ok(sb)
+    }
+
+    /// `sandbox rm`: disconnect everything, remove the namespace weft made. With `force`,
+    /// sandboxes sharing this one's namespace (`container:`) go too.
+    pub async fn remove_sandbox(&self, name_or_id: &str, force: bool) -> Result<()> {
+        self.remove_sandboxes(&[name_or_id], force).await
+    }
+
+    /// Remove several sandboxes in one operation.
+    pub async fn remove_sandboxes(&self, names: &[&str], force: bool) -> Result<()> {
+        self.retrying(|| async {
+            let (ids, keys) = {
+                let r = self.inner.store.read()?;
+                let mut ids: Vec<String> = Vec::new();
+                for n in names {
+                    ids.push(records::resolve_sandbox(&*r, n)?.id);
+                }
+                for sb_id in ids.clone() {
+                    let others: Vec<String> = records::sharers(&*r, &sb_id)?
+                        .into_iter()
+                        .filter(|s| !ids.contains(s))
+                        .collect();
+                    if others.is_empty() {
+                        continue;
+                    }
+                    if !force {
+                        let mut users = Vec::new();
+                        for o in &others {
+                            if let Some(s) = records::load_sandbox(&*r, o)? {
+                                users.push(s.name);
+                            }
+                        }
+                        let name = records::load_sandbox(&*r, &sb_id)?
+                            .map(|s| s.name)
+                            .unwrap_or_default();
+                        return Err(Error::SandboxShared {
+                            name,
+                            users: users.join(", "),
+                        });
+                    }
+                    ids.extend(others);
+                }
+                let keys = self.sandbox_locks(&*r, &ids)?;
+                (ids, keys)
+            };
+            let mut op = self
+                .begin(
+                    Intent::new(format!("sandbox rm {}", names.join(" ")), keys.clone()).removes(
+                        Table::Sandboxes,
+                        ids.clone(),
+                        Replay::SandboxRm { ids: ids.clone() },
+                    ),
+                    Locking::Keys,
+                )
+                .await?;
+            let r = async {
+                if self
+                    .sandbox_locks(op.r(), &ids)?
+                    .iter()
+                    .any(|k| !keys.contains(k))
+                {
+                    // Connected somewhere new since the locks were chosen.
+                    return Err(StoreError::Conflict.into());
+                }
+                self.remove_sandboxes_in(&mut op, &ids, force).await
+            }
+            .await;
+            op.settle(r).await
+        })
+        .await
+    }
+
+    /// The locks removing these sandboxes takes: theirs and their networks'.
+    fn sandbox_locks(&self, r: &dyn crate::store::ReadTxn, ids: &[String]) -> Result<Vec<String>> {
+        let mut keys = BTreeSet::new();
+        for id in ids {
+            keys.insert(sb_lock(id));
+            for ep in records::sandbox_endpoints(r, id)? {
+                keys.insert(net_lock(&ep.network_id));
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    /// The body of sandbox rm (missing sandboxes are skipped: a replay may find some gone).
+    pub(crate) async fn remove_sandboxes_in(
+        &self,
+        op: &mut Op,
+        ids: &[String],
+        force: bool,
+    ) -> Result<()> {
+        let mut todo = Vec::new();
+        for id in ids {
+            if let Some(sb) = records::load_sandbox(op.r(), id)? {
+                todo.push(sb);
+            }
+        }
+        // What may refuse comes first (driver hooks, IPAM): a refusal changes nothing.
+        let mut logs = Vec::new();
+        for sb in &todo {
+            let gone = matches!(sb.mode, NsMode::Owned | NsMode::None).then(|| sb.key.clone());
+            for ep in records::sandbox_endpoints(op.r(), &sb.id)? {
+                let Some(net) = records::load_network(op.r(), &ep.network_id)? else {
+                    records::delete_endpoint(op.w(), &ep)?;
+                    continue;
+                };
+                self.endpoint_hooks(op, &net, &ep, force).await?;
+                self.release_endpoint(op, &net, &ep, force).await?;
+                logs.push((
+                    records::owned(op.r(), &ep_key(&net.id, &ep.id))?,
+                    gone.clone(),
+                ));
+                records::delete_endpoint(op.w(), &ep)?;
+            }
+        }
+        // Endpoints first, all sandboxes' together: their host links go in one batch.
+        let refs: Vec<(&[Step], Option<&std::path::Path>)> = logs
+            .iter()
+            .map(|(u, g)| (u.as_slice(), g.as_deref()))
+            .collect();
+        for e in op.tx().teardown_many(&refs).await {
+            tracing::warn!("removing sandboxes: {e}");
+        }
+        for sb in &todo {
+            let log = records::owned(op.r(), &sb_key(&sb.id))?;
+            for e in op.tx().teardown(&log, None).await {
+                tracing::warn!("removing sandbox {}: {e}", sb.name);
+            }
+            records::delete_sandbox(op.w(), sb)?;
+            tracing::info!(sandbox = %sb.name, "sandbox removed");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,62 @@
+//! The kernel as the executor sees it: a [`Kernel`] hands out one [`Session`] per operation
+//! (its netlink connections and caches), and a session executes [`Step`]s and answers the
+//! few questions drivers and the consistency check ask. [`super::linux`] is the real one;
+//! [`super::fake`] an in-memory one for tests that run without root.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::link::{LinkState, RouteState};
+use super::step::{NsRef, Step};
+use super::NetError;
+
+/// Marks every host link weft creates (IFLA_GROUP): the kernel's own evidence that a link
+/// came from weft, so a link no record owns can be recognised as weft's leak without guessing
+/// from its name. Batched deletion uses groups 0x5ef7_0001.. for the moment of deletion.
+pub const WEFT_GROUP: u32 = 0x5ef7_0000;
+
+/// Is a link group one of weft's?
+pub fn is_weft_group(g: u32) -> bool {
+    g & 0xffff_0000 == WEFT_GROUP
+}
+
+/// A host kernel (or a stand-in for one).
+pub trait Kernel: Send + Sync + 'static {
+    /// The namespace that plays the host, as a path (host-mode sandboxes record it).
+    fn host_path(&self) -> &Path;
+    /// Connections for one operation.
+    fn session(&self) -> Result<Box<dyn Session>, NetError>;
+    /// Is `path` a network namespace file (a pin, /proc/PID/ns/net)?
+    fn is_netns(&self, path: &Path) -> bool;
+    /// Total time spent in kernel steps since open (the rest of an operation's time is
+    /// weft's own work and the store's fsync).
+    fn time_in_kernel(&self) -> Duration;
+    /// Account time spent in a step.
+    fn add_busy(&self, d: Duration);
+}
+
+/// One operation's view of the kernel.
+#[async_trait]
+pub trait Session: Send {
+    /// Make the change.
+    async fn exec(&mut self, step: &Step) -> Result<(), NetError>;
+    /// A sysctl's current value (slash-separated key under /proc/sys).
+    async fn read_sysctl(&mut self, ns: &NsRef, key: &str) -> Result<String, NetError>;
+    async fn link(&mut self, ns: &NsRef, name: &str) -> Result<Option<LinkState>, NetError>;
+    async fn links(&mut self, ns: &NsRef) -> Result<Vec<LinkState>, NetError>;
+    async fn routes(&mut self, ns: &NsRef) -> Result<Vec<RouteState>, NetError>;
+    /// Delete many host links in one go (one RCU grace period for all, where the kernel
+    /// allows). Missing links are fine; other failures are returned.
+    async fn delete_host_links(&mut self, names: &[String]) -> Vec<NetError>;
+    /// Does the object a removal step (`Del*`, a firewall removal) would remove exist now?
+    async fn present(&mut self, step: &Step) -> Result<bool, NetError>;
+    /// The network ids (first 12 hex digits) that have chains in weft's nftables table;
+    /// `None` when weft's table does not exist.
+    async fn firewall_networks(&mut self) -> Result<Option<Vec<String>>, NetError>;
+    /// Remove whatever weft's table holds for a network id (a leak with no record).
+    async fn firewall_purge(&mut self, id12: &str) -> Result<(), NetError>;
+    /// Remove weft's table: the host's ruleset is left as it was before weft.
+    async fn firewall_reset(&mut self) -> Result<(), NetError>;
+}

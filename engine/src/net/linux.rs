@@ -1,0 +1,609 @@
+//! The real kernel: rtnetlink connections per namespace, nft for the firewall, /proc for the
+//! sysctls netlink cannot set. Every host link weft creates carries [`WEFT_GROUP`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::kernel::{Kernel, Session, WEFT_GROUP};
+use super::link::{LinkChange, LinkState, Netlink, NewKind, NewLink, RouteSpec, RouteState};
+use super::step::{NsRef, Step};
+use super::{ns, sysctl, NetError};
+use crate::firewall::{Firewall, FwChange};
+use crate::model::parse_mac;
+
+/// The host kernel, as seen from the namespace that plays the host.
+pub struct LinuxKernel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    host_ns: File,
+    host_path: PathBuf,
+    host_nl: Netlink,
+    firewall: Firewall,
+    busy_ns: AtomicU64,
+}
+
+impl LinuxKernel {
+    /// `host_ns`: the namespace that plays "the host". `None`: the caller's own, pinned at
+    /// `pin` so it has a path that outlives this process (host-mode sandboxes record it as
+    /// their `SandboxKey`). Must be called inside a tokio runtime.
+    pub fn open(host_ns: Option<&Path>, pin: &Path) -> Result<LinuxKernel, NetError> {
+        let path = match host_ns {
+            Some(p) => p.to_path_buf(),
+            None => ns::pin_current(pin)?,
+        };
+        let file = ns::open(&path)?;
+        let host_nl = Netlink::open(Some(&file))?;
+        let firewall = Firewall::new(Some(&file));
+        Ok(LinuxKernel {
+            inner: Arc::new(Inner {
+                host_ns: file,
+                host_path: path,
+                host_nl,
+                firewall,
+                busy_ns: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+impl Kernel for LinuxKernel {
+    fn host_path(&self) -> &Path {
+        &self.inner.host_path
+    }
+    fn session(&self) -> Result<Box<dyn Session>, NetError> {
+        Ok(Box::new(LinuxSession {
+            k: self.inner.clone(),
+            conns: HashMap::new(),
+            indexes: HashMap::new(),
+        }))
+    }
+    fn is_netns(&self, path: &Path) -> bool {
+        ns::is_netns(path)
+    }
+    fn time_in_kernel(&self) -> Duration {
+        Duration::from_nanos(self.inner.busy_ns.load(Ordering::Relaxed))
+    }
+    fn add_busy(&self, d: Duration) {
+        self.inner
+            .busy_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+/// One operation's connections: netlink in each namespace it touches, link indexes learnt.
+pub struct LinuxSession {
+    k: Arc<Inner>,
+    conns: HashMap<PathBuf, (File, Netlink)>,
+    indexes: HashMap<(NsRef, String), u32>,
+}
+
+fn mac_opt(mac: &Option<String>) -> Result<Option<[u8; 6]>, NetError> {
+    match mac {
+        None => Ok(None),
+        Some(m) => parse_mac(m)
+            .map(Some)
+            .ok_or_else(|| NetError::other("set MAC", format!("bad MAC address {m}"))),
+    }
+}
+
+impl LinuxSession {
+    fn conn(&mut self, ns: &NsRef) -> Result<(&Netlink, &File), NetError> {
+        match ns {
+            NsRef::Host => Ok((&self.k.host_nl, &self.k.host_ns)),
+            NsRef::Path(p) => {
+                if !self.conns.contains_key(p) {
+                    let f = ns::open(p)?;
+                    let nl = Netlink::open(Some(&f))?;
+                    self.conns.insert(p.clone(), (f, nl));
+                }
+                let (f, nl) = self.conns.get(p).unwrap();
+                Ok((nl, f))
+            }
+        }
+    }
+
+    fn nl(&mut self, ns: &NsRef) -> Result<&Netlink, NetError> {
+        Ok(self.conn(ns)?.0)
+    }
+
+    fn ns_file(&mut self, ns: &NsRef) -> Result<&File, NetError> {
+        Ok(self.conn(ns)?.1)
+    }
+
+    async fn index(&mut self, ns: &NsRef, name: &str) -> Result<u32, NetError> {
+        if let Some(i) = self.indexes.get(&(ns.clone(), name.to_string())) {
+            return Ok(*i);
+        }
+        let i = self.nl(ns)?.index(name).await?;
+        self.indexes.insert((ns.clone(), name.to_string()), i);
+        Ok(i)
+    }
+
+    fn forget(&mut self, ns: &NsRef, name: &str) {
+        self.indexes.remove(&(ns.clone(), name.to_string()));
+    }
+
+    /// The index of a link, or None if it (or its namespace) is gone.
+    async fn find(&mut self, ns: &NsRef, name: &str) -> Result<Option<u32>, NetError> {
+        if let NsRef::Path(p) = ns {
+            if !ns::is_netns(p) {
+                return Ok(None);
+            }
+        }
+        Ok(self.nl(ns)?.link(name).await?.map(|l| l.index))
+    }
+}
+
+#[async_trait]
+impl Session for LinuxSession {
+    async fn exec(&mut self, step: &Step) -> Result<(), NetError> {
+        let host = self.k.host_nl.clone();
+        match step {
+            Step::Dummy { name } => {
+                let mut l = NewLink::new(name, NewKind::Dummy);
+                l.up = true;
+                l.group = Some(WEFT_GROUP);
+                host.create_link(&l).await
+            }
+            Step::Bridge { name, mtu, mac } => {
+                let mut l = NewLink::new(name, NewKind::Bridge);
+                l.mtu = *mtu;
+                l.mac = mac_opt(mac)?;
+                l.up = true;
+                l.group = Some(WEFT_GROUP);
+                host.create_link(&l).await
+            }
+            Step::Veth {
+                name,
+                peer,
+                peer_ns,
+                master,
+                mtu,
+                peer_mac,
+                group,
+                peer_ipv6,
+            } => {
+                let master = match master {
+                    Some(m) => Some(self.index(&NsRef::Host, m).await?),
+                    None => None,
+                };
+                let peer_fd = match peer_ns {
+                    NsRef::Host => None,
+                    other => Some(super::link::ns_fd(self.ns_file(other)?)),
+                };
+                let mut l = NewLink::new(
+                    name,
+                    NewKind::Veth {
+                        peer: peer.clone(),
+                        peer_ns: peer_fd,
+                        peer_mac: mac_opt(peer_mac)?,
+                    },
+                );
+                l.mtu = *mtu;
+                l.master = master;
+                l.group = Some(group.unwrap_or(WEFT_GROUP));
+                host.create_link(&l).await?;
+                // The host end is a bridge port: it needs no IPv6 link-local address, and
+                // hundreds of them keep the kernel busy (DAD, MLD) under the RTNL lock.
+                host.set_no_ipv6_ll_by_name(name).await?;
+                host.set_up_by_name(name).await?;
+                let nl = self.nl(peer_ns)?;
+                if !peer_ipv6 {
+                    nl.set_no_ipv6_ll_by_name(peer).await?;
+                }
+                nl.set_up_by_name(peer).await
+            }
+            Step::Macvlan {
+                name,
+                parent,
+                mode,
+                ns,
+                mac,
+                mtu,
+                ipv6,
+            } => {
+                let parent = host.index(parent).await?;
+                let fd = match ns {
+                    NsRef::Host => None,
+                    other => Some(super::link::ns_fd(self.ns_file(other)?)),
+                };
+                let mut l = NewLink::new(
+                    name,
+                    NewKind::Macvlan {
+                        parent,
+                        mode: *mode,
+                    },
+                );
+                l.netns = fd;
+                l.mac = mac_opt(mac)?;
+                l.mtu = *mtu;
+                if *ns == NsRef::Host {
+                    l.group = Some(WEFT_GROUP);
+                }
+                host.create_link(&l).await?;
+                // Created inside the target namespace: bring it up there.
+                let nl = self.nl(ns)?;
+                if !ipv6 {
+                    nl.set_no_ipv6_ll_by_name(name).await?;
+                }
+                nl.set_up_by_name(name).await
+            }
+            Step::Vxlan {
+                name,
+                vni,
+                local,
+                dev,
+                port,
+                learning,
+                mtu,
+                master,
+            } => {
+                let dev = match dev {
+                    Some(d) => Some(host.index(d).await?),
+                    None => None,
+                };
+                let master = match master {
+                    Some(m) => Some(host.index(m).await?),
+                    None => None,
+                };
+                let mut l = NewLink::new(
+                    name,
+                    NewKind::Vxlan {
+                        vni: *vni,
+                        local: *local,
+                        dev,
+                        port: *port,
+                        learning: *learning,
+                    },
+                );
+                l.mtu = *mtu;
+                l.master = master;
+                l.up = true;
+                l.group = Some(WEFT_GROUP);
+                host.create_link(&l).await
+            }
+            Step::Vlan { name, parent, id } => {
+                let parent = host.index(parent).await?;
+                let mut l = NewLink::new(name, NewKind::Vlan { parent, id: *id });
+                l.up = true;
+                l.group = Some(WEFT_GROUP);
+                host.create_link(&l).await
+            }
+            Step::MoveLink {
+                name,
+                to,
+                new_name,
+                mtu,
+                mac,
+            } => {
+                let idx = self.index(&NsRef::Host, name).await?;
+                self.forget(&NsRef::Host, name);
+                let fd = super::link::ns_fd(self.ns_file(to)?);
+                let change = LinkChange {
+                    netns: Some(fd),
+                    name: Some(new_name.clone()),
+                    mtu: *mtu,
+                    mac: mac_opt(mac)?,
+                    ..Default::default()
+                };
+                host.set_link(idx, &change).await?;
+                let idx = self.index(to, new_name).await?;
+                self.nl(to)?
+                    .set_link(
+                        idx,
+                        &LinkChange {
+                            up: Some(true),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+            }
+            Step::LinkUp { ns, name } => {
+                let idx = self.index(ns, name).await?;
+                self.nl(ns)?
+                    .set_link(
+                        idx,
+                        &LinkChange {
+                            up: Some(true),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+            }
+            Step::SetMaster { ns, name, master } => {
+                let idx = self.index(ns, name).await?;
+                let m = self.index(ns, master).await?;
+                self.nl(ns)?
+                    .set_link(
+                        idx,
+                        &LinkChange {
+                            master: Some(m),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+            }
+            Step::SetMtu { ns, name, mtu } => {
+                let idx = self.index(ns, name).await?;
+                self.nl(ns)?
+                    .set_link(
+                        idx,
+                        &LinkChange {
+                            mtu: Some(*mtu),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+            }
+            Step::PortIsolated { name } => {
+                let idx = host.index(name).await?;
+                host.set_bridge_port_isolated(idx, true).await
+            }
+            Step::Address { ns, link, addr } => {
+                let idx = self.index(ns, link).await?;
+                self.nl(ns)?.add_address(idx, *addr).await
+            }
+            Step::Route {
+                ns,
+                dst,
+                via,
+                dev,
+                metric,
+                onlink,
+            } => {
+                let idx = self.index(ns, dev).await?;
+                self.nl(ns)?
+                    .add_route(&RouteSpec {
+                        dst: *dst,
+                        gateway: *via,
+                        oif: Some(idx),
+                        metric: *metric,
+                        onlink: *onlink,
+                    })
+                    .await
+            }
+            Step::Neigh { ns, link, ip, mac } => {
+                let idx = self.index(ns, link).await?;
+                let mac = mac_opt(mac)?;
+                self.nl(ns)?.add_neigh(idx, *ip, mac).await
+            }
+            Step::Fdb { link, mac, dst } => {
+                let idx = host.index(link).await?;
+                let mac = parse_mac(mac)
+                    .ok_or_else(|| NetError::other("fdb", format!("bad MAC {mac}")))?;
+                host.add_fdb(idx, mac, *dst).await
+            }
+            Step::Sysctl { ns, key, value, .. } => {
+                // IPv4 per-link settings have netlink forms: much cheaper than /proc/sys on a
+                // host with many namespaces (its lookups grow with their number).
+                let parts: Vec<&str> = key.split('/').collect();
+                let num = value.parse::<u32>().ok();
+                match (parts.as_slice(), num) {
+                    (["net", "ipv4", "conf", link, setting], Some(v))
+                        if !["all", "default"].contains(link) =>
+                    {
+                        let id = match *setting {
+                            "forwarding" => Some(1),
+                            "proxy_arp" => Some(3),
+                            _ => None,
+                        };
+                        if let Some(id) = id {
+                            let idx = self.index(ns, link).await?;
+                            return self.nl(ns)?.set_inet_conf(idx, id, v).await;
+                        }
+                    }
+                    (["net", "ipv4", "neigh", link, "proxy_delay"], Some(v))
+                        if !["default"].contains(link) =>
+                    {
+                        // /proc shows jiffies at USER_HZ (1/100 s); netlink takes milliseconds.
+                        let idx = self.index(ns, link).await?;
+                        return self.nl(ns)?.set_proxy_delay(idx, v as u64 * 10).await;
+                    }
+                    _ => {}
+                }
+                let f = self.ns_file(ns)?;
+                sysctl::write(Some(f), key, value)
+            }
+            Step::Firewall { change } => match change {
+                FwChange::Add(_) => self.k.firewall.apply(std::slice::from_ref(change)).await,
+                FwChange::Remove(r) => {
+                    match self.k.firewall.apply(std::slice::from_ref(change)).await {
+                        // Part of it is gone already: remove what is left, piece by piece.
+                        Err(e) if e.is_not_found() => self.k.firewall.purge(&r.id).await,
+                        other => other,
+                    }
+                }
+            },
+            Step::Netns { pin } => create_netns(pin),
+            Step::DelNetns { pin } => {
+                self.conns.remove(pin);
+                ns::remove_pinned(pin)
+            }
+            Step::DelLink { ns, name, .. } => {
+                self.forget(ns, name);
+                if let NsRef::Path(p) = ns {
+                    if !ns::is_netns(p) {
+                        return Err(NetError::errno(format!("delete link {name}"), libc::ENOENT));
+                    }
+                }
+                self.nl(ns)?.delete_link(name).await
+            }
+            Step::DelAddress { ns, link, addr } => {
+                let idx = self.index(ns, link).await?;
+                self.nl(ns)?.del_address(idx, *addr).await
+            }
+            Step::DelRoute {
+                ns,
+                dst,
+                via,
+                dev,
+                metric,
+            } => {
+                let idx = self.index(ns, dev).await?;
+                self.nl(ns)?
+                    .del_route(&RouteSpec {
+                        dst: *dst,
+                        gateway: *via,
+                        oif: Some(idx),
+                        metric: *metric,
+                        onlink: false,
+                    })
+                    .await
+            }
+            Step::DelNeigh {
+                ns,
+                link,
+                ip,
+                proxy,
+            } => {
+                let idx = self.index(ns, link).await?;
+                self.nl(ns)?.del_neigh(idx, *ip, *proxy).await
+            }
+            Step::DelFdb { link, mac, dst } => {
+                let idx = host.index(link).await?;
+                let mac = parse_mac(mac)
+                    .ok_or_else(|| NetError::other("fdb", format!("bad MAC {mac}")))?;
+                host.del_fdb(idx, mac, *dst).await
+            }
+        }
+    }
+
+    async fn read_sysctl(&mut self, ns: &NsRef, key: &str) -> Result<String, NetError> {
+        let f = self.ns_file(ns)?;
+        sysctl::read(Some(f), key)
+    }
+
+    async fn link(&mut self, ns: &NsRef, name: &str) -> Result<Option<LinkState>, NetError> {
+        self.nl(ns)?.link(name).await
+    }
+
+    async fn links(&mut self, ns: &NsRef) -> Result<Vec<LinkState>, NetError> {
+        self.nl(ns)?.links().await
+    }
+
+    async fn routes(&mut self, ns: &NsRef) -> Result<Vec<RouteState>, NetError> {
+        self.nl(ns)?.routes().await
+    }
+
+    async fn delete_host_links(&mut self, names: &[String]) -> Vec<NetError> {
+        let host = self.k.host_nl.clone();
+        let mut errors = Vec::new();
+        for n in names {
+            self.forget(&NsRef::Host, n);
+        }
+        if names.len() == 1 {
+            if let Err(e) = host.delete_link(&names[0]).await {
+                if !e.is_not_found() {
+                    errors.push(e);
+                }
+            }
+            return errors;
+        }
+        if names.is_empty() {
+            return errors;
+        }
+        let mut g = [0u8; 2];
+        getrandom::fill(&mut g).ok();
+        let group = WEFT_GROUP | (u16::from_le_bytes(g) as u32).max(1);
+        let mut grouped = 0;
+        for l in names {
+            match host.set_group_by_name(l, group).await {
+                Ok(()) => grouped += 1,
+                Err(e) if e.is_not_found() => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        if grouped > 0 {
+            if let Err(e) = host.delete_group(group).await {
+                if !e.is_not_found() {
+                    errors.push(e);
+                }
+            }
+        }
+        errors
+    }
+
+    async fn present(&mut self, step: &Step) -> Result<bool, NetError> {
+        match step {
+            Step::DelLink { ns, name, .. } => Ok(self.find(ns, name).await?.is_some()),
+            Step::DelNetns { pin } => Ok(ns::is_netns(pin)),
+            Step::DelAddress { ns, link, addr } => match self.find(ns, link).await? {
+                None => Ok(false),
+                Some(i) => Ok(self.nl(ns)?.addresses(i).await?.contains(addr)),
+            },
+            Step::DelRoute {
+                ns,
+                dst,
+                via,
+                dev,
+                metric,
+            } => {
+                let Some(i) = self.find(ns, dev).await? else {
+                    return Ok(false);
+                };
+                let dst = ipnetwork::IpNetwork::new(dst.network(), dst.prefix())
+                    .map_err(|e| NetError::other("route", e.to_string()))?;
+                Ok(self.nl(ns)?.routes().await?.iter().any(|r| {
+                    r.dst == dst
+                        && r.gateway == *via
+                        && r.oif == Some(i)
+                        && (metric.is_none() || r.metric == *metric)
+                }))
+            }
+            Step::DelNeigh {
+                ns,
+                link,
+                ip,
+                proxy,
+            } => match self.find(ns, link).await? {
+                None => Ok(false),
+                Some(i) => Ok(self.nl(ns)?.neighbours(i).await?.contains(&(*ip, *proxy))),
+            },
+            Step::DelFdb { link, mac, dst } => match self.find(&NsRef::Host, link).await? {
+                None => Ok(false),
+                Some(i) => {
+                    let mac = parse_mac(mac)
+                        .ok_or_else(|| NetError::other("fdb", format!("bad MAC {mac}")))?;
+                    Ok(self.k.host_nl.fdb(i).await?.contains(&(mac, *dst)))
+                }
+            },
+            Step::Firewall {
+                change: FwChange::Remove(r),
+            } => self.k.firewall.has(r).await,
+            // A sysctl restore has nothing to look for; creation steps are not removals.
+            _ => Ok(true),
+        }
+    }
+
+    async fn firewall_networks(&mut self) -> Result<Option<Vec<String>>, NetError> {
+        self.k.firewall.networks().await
+    }
+
+    async fn firewall_purge(&mut self, id12: &str) -> Result<(), NetError> {
+        self.k.firewall.purge(id12).await
+    }
+
+    async fn firewall_reset(&mut self) -> Result<(), NetError> {
+        self.k.firewall.reset().await
+    }
+}
+
+/// Create a pinned namespace with `lo` up.
+fn create_netns(pin: &Path) -> Result<(), NetError> {
+    ns::create_pinned(pin, || {
+        // Inside the new namespace: bring lo up with a throwaway netlink socket (blocking,
+        // one message), so no async connection is needed in it.
+        ns::set_lo_up()
+    })?
+    .inspect_err(|_| {
+        let _ = ns::remove_pinned(pin);
+    })
+}

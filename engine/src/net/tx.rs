@@ -1,0 +1,492 @@
+//! The executor: one operation's kernel work.
+//!
+//! [`Tx::apply`] applies a step and records its inverse — first in the operation's journal
+//! (a file, so a crash right after the kernel acted can be undone), then in memory. A failed
+//! operation runs the inverses newest first ([`Tx::rollback`]); a successful one hands them
+//! to the engine as the undo log of what it made ([`Tx::finish`]), which the store keeps as
+//! the record of ownership and [`Tx::teardown`] replays to remove exactly that.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::failpoint::Failpoints;
+use super::journal::Journal;
+use super::kernel::{Kernel, Session};
+use super::link::{LinkState, RouteState};
+use super::step::{NsRef, Step};
+use super::NetError;
+
+/// Where an operation's journal goes and what its first line says.
+pub struct JournalSpec {
+    pub path: PathBuf,
+    pub header: serde_json::Value,
+}
+
+enum JournalSlot {
+    None,
+    /// Not created until the first step (operations that touch nothing write nothing).
+    Pending(JournalSpec),
+    Open(Journal),
+}
+
+/// One operation's kernel work in progress.
+pub struct Tx {
+    kernel: Arc<dyn Kernel>,
+    s: Box<dyn Session>,
+    undo: Vec<Step>,
+    removed: Vec<Step>,
+    journal: JournalSlot,
+    fp: Arc<Failpoints>,
+}
+
+impl Tx {
+    pub fn new(
+        kernel: Arc<dyn Kernel>,
+        journal: Option<JournalSpec>,
+        fp: Arc<Failpoints>,
+    ) -> Result<Tx, NetError> {
+        let s = kernel.session()?;
+        Ok(Tx {
+            kernel,
+            s,
+            undo: Vec::new(),
+            removed: Vec::new(),
+            journal: match journal {
+                Some(j) => JournalSlot::Pending(j),
+                None => JournalSlot::None,
+            },
+            fp,
+        })
+    }
+
+    /// Continue an operation whose journal already exists (recovery): `undo` is what the
+    /// journal says it made.
+    pub fn resume(
+        kernel: Arc<dyn Kernel>,
+        journal: Journal,
+        undo: Vec<Step>,
+        fp: Arc<Failpoints>,
+    ) -> Result<Tx, NetError> {
+        let mut tx = Tx::new(kernel, None, fp)?;
+        tx.journal = JournalSlot::Open(journal);
+        tx.undo = undo;
+        Ok(tx)
+    }
+
+    pub fn kernel(&self) -> &Arc<dyn Kernel> {
+        &self.kernel
+    }
+
+    pub fn failpoints(&self) -> &Arc<Failpoints> {
+        &self.fp
+    }
+
+    /// Did the operation touch the kernel?
+    pub fn touched(&self) -> bool {
+        matches!(self.journal, JournalSlot::Open(_))
+            || !self.undo.is_empty()
+            || !self.removed.is_empty()
+    }
+
+    fn journal(&mut self) -> Result<Option<&mut Journal>, NetError> {
+        if let JournalSlot::Pending(spec) = &self.journal {
+            let j = Journal::create(spec.path.clone(), &spec.header)
+                .map_err(|e| NetError::io(format!("write journal {}", spec.path.display()), e))?;
+            self.journal = JournalSlot::Open(j);
+        }
+        Ok(match &mut self.journal {
+            JournalSlot::Open(j) => Some(j),
+            _ => None,
+        })
+    }
+
+    /// Apply one step and remember its inverse.
+    pub async fn apply(&mut self, step: Step) -> Result<(), NetError> {
+        self.apply_inner(step, false, None).await
+    }
+
+    /// Like [`Tx::apply`], but an object that exists already counts as made (replays of an
+    /// interrupted operation meet what it made before it died).
+    pub async fn apply_idempotent(&mut self, step: Step) -> Result<(), NetError> {
+        self.apply_inner(step, true, None).await
+    }
+
+    /// Apply a step whose undo the caller knows (removing something another object owns,
+    /// which a rollback must put back).
+    pub async fn apply_undoable(&mut self, step: Step, inverse: Step) -> Result<(), NetError> {
+        self.apply_inner(step, false, Some(inverse)).await
+    }
+
+    async fn apply_inner(
+        &mut self,
+        step: Step,
+        exists_ok: bool,
+        given: Option<Step>,
+    ) -> Result<(), NetError> {
+        self.fp.before(step.kind())?;
+        let inverse = match &step {
+            _ if given.is_some() => given,
+            // Engine-wide settings others may rely on are never undone.
+            Step::Sysctl { keep: true, .. } => None,
+            // A setting of a link this operation made needs no undo: the link goes.
+            Step::Sysctl { .. } if self.made_here(&step) => None,
+            Step::Sysctl { ns, key, .. } => {
+                let old = self.s.read_sysctl(ns, key).await?;
+                Some(Step::Sysctl {
+                    ns: ns.clone(),
+                    key: key.clone(),
+                    value: old,
+                    keep: false,
+                })
+            }
+            s => s.inverse(),
+        };
+        // Journal the inverse first: if we die right after the kernel acted, recovery finds it.
+        if let Some(inv) = &inverse {
+            if let Some(j) = self.journal()? {
+                j.append(inv).map_err(|e| {
+                    NetError::io(format!("write journal {}", j.path().display()), e)
+                })?;
+            }
+        }
+        let started = std::time::Instant::now();
+        let mut result = self.s.exec(&step).await;
+        if exists_ok && result.as_ref().is_err_and(|e| e.is_exists()) {
+            result = Ok(());
+        }
+        let took = started.elapsed();
+        self.kernel.add_busy(took);
+        tracing::trace!(
+            step = step.kind(),
+            us = took.as_micros() as u64,
+            ok = result.is_ok(),
+            "kernel step"
+        );
+        if let Err(e) = result {
+            if inverse.is_some() {
+                if let JournalSlot::Open(j) = &mut self.journal {
+                    // Best effort: a stale inverse of a step that did nothing is harmless
+                    // (undoing a missing object is fine).
+                    let _ = j.retract();
+                }
+            }
+            return Err(e);
+        }
+        if inverse.is_none() && step.is_removal() {
+            self.removed.push(step.clone());
+        }
+        if let Some(inv) = inverse {
+            // Restoring a sysctl to the value it already had is no change at all.
+            let noop = matches!((&step, &inv), (Step::Sysctl { value: a, .. }, Step::Sysctl { value: b, .. }) if a == b);
+            if !noop {
+                self.undo.push(inv);
+            }
+        }
+        self.fp.after(step.kind())?;
+        Ok(())
+    }
+
+    /// Apply a removal (`Del*`) as part of an operation that removes things: an object that
+    /// is gone already is fine. Recorded in [`Tx::removed`].
+    pub async fn remove(&mut self, step: Step) -> Result<(), NetError> {
+        self.fp.before(step.kind())?;
+        // The journal exists before anything is removed: a crash from here on is finished
+        // by recovery.
+        self.journal()?;
+        let started = std::time::Instant::now();
+        let r = self.s.exec(&step).await;
+        self.kernel.add_busy(started.elapsed());
+        match r {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        self.removed.push(step.clone());
+        self.fp.after(step.kind())
+    }
+
+    /// The removals this operation applied.
+    pub fn removed(&self) -> &[Step] {
+        &self.removed
+    }
+
+    /// Undo everything this operation did, newest first. Failures are logged, not fatal:
+    /// the rest still gets undone. The journal goes once everything was tried.
+    pub async fn rollback(mut self) {
+        let undo = std::mem::take(&mut self.undo);
+        for e in self.run_teardown(&undo, None, &[], false).await {
+            tracing::warn!("rollback: {e}");
+        }
+        if let JournalSlot::Open(j) = std::mem::replace(&mut self.journal, JournalSlot::None) {
+            j.remove();
+        }
+    }
+
+    /// Does `step` act on a link this operation created (and will delete on undo)?
+    fn made_here(&self, step: &Step) -> bool {
+        let Some((ns, link)) = step.target_link() else {
+            return false;
+        };
+        self.undo.iter().any(|u| match u {
+            Step::DelLink { ns: n, name, peer } => {
+                (n == ns && name == link)
+                    || peer.as_ref().is_some_and(|(pn, pl)| pn == ns && pl == link)
+            }
+            _ => false,
+        })
+    }
+
+    /// A position in the undo log, to split it between the objects an operation made.
+    pub fn mark(&self) -> usize {
+        self.undo.len()
+    }
+
+    /// The inverses recorded since `mark`.
+    pub fn undo_since(&self, mark: usize) -> Vec<Step> {
+        self.undo[mark..].to_vec()
+    }
+
+    /// The operation succeeded: its undo log (apply order), and the journal to remove once
+    /// the outcome is committed to the store.
+    pub fn finish(mut self) -> (Vec<Step>, Option<Journal>) {
+        let j = match std::mem::replace(&mut self.journal, JournalSlot::None) {
+            JournalSlot::Open(j) => Some(j),
+            _ => None,
+        };
+        (std::mem::take(&mut self.undo), j)
+    }
+
+    // ------------------------------------------------------------------ reads
+
+    pub async fn link(&mut self, ns: &NsRef, name: &str) -> Result<Option<LinkState>, NetError> {
+        self.s.link(ns, name).await
+    }
+
+    pub async fn links(&mut self, ns: &NsRef) -> Result<Vec<LinkState>, NetError> {
+        self.s.links(ns).await
+    }
+
+    pub async fn routes(&mut self, ns: &NsRef) -> Result<Vec<RouteState>, NetError> {
+        self.s.routes(ns).await
+    }
+
+    /// Does the object a removal step would remove exist?
+    pub async fn present(&mut self, step: &Step) -> Result<bool, NetError> {
+        self.s.present(step).await
+    }
+
+    pub async fn firewall_networks(&mut self) -> Result<Option<Vec<String>>, NetError> {
+        self.s.firewall_networks().await
+    }
+
+    pub async fn firewall_purge(&mut self, id12: &str) -> Result<(), NetError> {
+        self.s.firewall_purge(id12).await
+    }
+
+    pub async fn firewall_reset(&mut self) -> Result<(), NetError> {
+        self.s.firewall_reset().await
+    }
+
+    /// Delete host links (not recorded anywhere: for leaks no record owns).
+    pub async fn delete_host_links(&mut self, names: &[String]) -> Vec<NetError> {
+        self.s.delete_host_links(names).await
+    }
+
+    // --------------------------------------------------------------- teardown
+
+    /// Replay an undo log (apply order; it is run newest first), best effort: objects
+    /// already gone are fine, other failures are returned after everything else was tried.
+    ///
+    /// Steps subsumed by a later link deletion (an address or route on a link that is deleted
+    /// anyway) are skipped, and so is everything inside `gone_ns` (a namespace being
+    /// destroyed), so tearing down an endpoint costs one netlink message, not one per object.
+    pub async fn teardown(&mut self, undo: &[Step], gone_ns: Option<&Path>) -> Vec<NetError> {
+        self.run_teardown(undo, gone_ns, &[], true).await
+    }
+
+    /// Replay several undo logs at once. Host links they delete are deleted together at the
+    /// end, in one netlink message (a link group): the kernel then waits for one RCU grace
+    /// period for all of them instead of one per link, which is what makes tearing down many
+    /// sandboxes cheap.
+    pub async fn teardown_many(&mut self, logs: &[(&[Step], Option<&Path>)]) -> Vec<NetError> {
+        let mut errors = Vec::new();
+        let mut links = Vec::new();
+        for (undo, gone) in logs {
+            let (host_links, rest): (Vec<Step>, Vec<Step>) = undo.iter().cloned().partition(|s| {
+                matches!(
+                    s,
+                    Step::DelLink {
+                        ns: NsRef::Host,
+                        ..
+                    }
+                )
+            });
+            // Steps on links that go with the batch are subsumed as usual.
+            errors.extend(self.run_teardown(&rest, *gone, &host_links, true).await);
+            links.extend(host_links);
+        }
+        if links.is_empty() {
+            return errors;
+        }
+        if let Err(e) = self.journal() {
+            errors.push(e);
+            return errors;
+        }
+        if let Err(e) = self.fp.before("del-link") {
+            errors.push(e);
+            return errors;
+        }
+        let names: Vec<String> = links
+            .iter()
+            .filter_map(|s| match s {
+                Step::DelLink { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        errors.extend(self.s.delete_host_links(&names).await);
+        self.kernel.add_busy(started.elapsed());
+        self.removed.extend(links);
+        if let Err(e) = self.fp.after("del-link") {
+            errors.push(e);
+        }
+        errors
+    }
+
+    /// `also_deleted`: link deletions that happen elsewhere (batched) and subsume steps here.
+    /// `counted`: part of the operation proper (failpoints apply), not a rollback.
+    async fn run_teardown(
+        &mut self,
+        undo: &[Step],
+        gone_ns: Option<&Path>,
+        also_deleted: &[Step],
+        counted: bool,
+    ) -> Vec<NetError> {
+        let deleted: Vec<(NsRef, String)> = undo
+            .iter()
+            .chain(also_deleted)
+            .flat_map(|s| match s {
+                Step::DelLink { ns, name, peer } => {
+                    let mut v = vec![(ns.clone(), name.clone())];
+                    v.extend(peer.clone());
+                    v
+                }
+                _ => vec![],
+            })
+            .collect();
+        let in_gone = |ns: &NsRef| matches!((ns, gone_ns), (NsRef::Path(p), Some(g)) if p == g);
+        let mut errors = Vec::new();
+        for step in undo.iter().rev() {
+            if step.ns().is_some_and(in_gone) {
+                continue;
+            }
+            let subsumed = match step {
+                // A veth's peer goes with it: deleting it again would only fail.
+                Step::DelLink { ns, name, .. } => undo
+                    .iter()
+                    .chain(also_deleted)
+                    .filter(|s| *s != step)
+                    .filter_map(|s| match s {
+                        Step::DelLink { peer: Some(p), .. } => Some(p),
+                        _ => None,
+                    })
+                    .any(|(n, l)| n == ns && l == name),
+                // Addresses, routes, neighbours on a link that is deleted anyway.
+                other => other
+                    .target_link()
+                    .is_some_and(|(ns, link)| deleted.iter().any(|(n, l)| n == ns && l == link)),
+            };
+            if subsumed {
+                continue;
+            }
+            let r = if counted {
+                self.remove(step.clone()).await
+            } else {
+                match self.s.exec(step).await {
+                    Err(e) if e.is_not_found() => Ok(()),
+                    r => r,
+                }
+            };
+            if let Err(e) = r {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::fake::FakeKernel;
+
+    fn tx(k: &Arc<FakeKernel>) -> Tx {
+        Tx::new(k.clone(), None, Arc::new(Failpoints::default())).unwrap()
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn rollback_undoes_in_reverse_and_teardown_subsumes() {
+        let k = Arc::new(FakeKernel::new("/host"));
+        k.add_namespace(Path::new("/sb"));
+        block_on(async {
+            let mut t = tx(&k);
+            t.apply(Step::Bridge {
+                name: "br0".into(),
+                mtu: None,
+                mac: None,
+            })
+            .await
+            .unwrap();
+            t.apply(Step::Veth {
+                name: "vh".into(),
+                peer: "eth0".into(),
+                peer_ns: NsRef::Path("/sb".into()),
+                master: Some("br0".into()),
+                mtu: None,
+                peer_mac: None,
+                group: None,
+                peer_ipv6: false,
+            })
+            .await
+            .unwrap();
+            t.apply(Step::Address {
+                ns: NsRef::Path("/sb".into()),
+                link: "eth0".into(),
+                addr: "10.0.0.2/24".parse().unwrap(),
+            })
+            .await
+            .unwrap();
+            // The next step fails (no such link): rolling back leaves the host as it was.
+            k.with(|s| s.fail = Some("route".into()));
+            let e = t
+                .apply(Step::Route {
+                    ns: NsRef::Path("/sb".into()),
+                    dst: "0.0.0.0/0".parse().unwrap(),
+                    via: Some("10.0.0.1".parse().unwrap()),
+                    dev: "eth0".into(),
+                    metric: None,
+                    onlink: false,
+                })
+                .await
+                .unwrap_err();
+            assert!(e.reason.contains("injected"));
+            t.rollback().await;
+        });
+        assert_eq!(k.link_names("host"), ["lo"]);
+        assert_eq!(k.link_names("/sb"), ["lo"]);
+        // The address went with the veth: rollback deleted the veth, then the bridge.
+        let kinds = k.kinds();
+        assert_eq!(
+            kinds,
+            ["bridge", "veth", "address", "del-link", "del-link"],
+            "{kinds:?}"
+        );
+    }
+}
