@@ -23,6 +23,8 @@ mod plugins;
 pub mod records;
 mod recover;
 mod sandbox;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

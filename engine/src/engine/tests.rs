@@ -1,0 +1,473 @@
+//! The engine on an in-memory store and the fake kernel: driver step lists, rollback,
+//! teardown, the default route, cancellation, the consistency check and repair — no root.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::drivers::{Ctx, DriverCapabilities, EndpointInfo, JoinInfo, JoinTarget};
+use crate::error::PluginErrorKind;
+use crate::ipam::{AddressRequest, IpamCapabilities, PoolGrant, PoolRequest};
+use crate::net::fake::FakeKernel;
+use crate::store::mem::MemStore;
+use crate::store::WriteTxn;
+
+struct Fixture {
+    dir: PathBuf,
+    kernel: Arc<FakeKernel>,
+    engine: Engine,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn fixture() -> Fixture {
+    let dir = std::env::temp_dir().join(format!("weft-unit-{}", new_id()));
+    let kernel = Arc::new(FakeKernel::new(dir.join("host.ns")));
+    let cfg = Config {
+        root: dir.join("root"),
+        run_root: dir.join("run"),
+        host_netns: Some(dir.join("host.ns")),
+        boot_id: Some("boot-1".into()),
+    };
+    let engine = Engine::open_with(cfg, Arc::new(MemStore::new()), kernel.clone())
+        .await
+        .unwrap();
+    Fixture {
+        dir,
+        kernel,
+        engine,
+    }
+}
+
+fn net(name: &str) -> NetworkCreate {
+    NetworkCreate {
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+fn sandbox(name: &str, network: &str) -> SandboxCreate {
+    SandboxCreate {
+        name: name.into(),
+        network: Some(network.into()),
+        ..Default::default()
+    }
+}
+
+/// Everything the fake kernel holds but its log, as text: equal texts, equal kernels.
+fn kernel_state(k: &FakeKernel) -> String {
+    k.with(|s| {
+        format!("{:?} {:?} {:?}", s.namespaces, s.fdb, s.firewall)
+    })
+}
+
+fn journals(f: &Fixture) -> usize {
+    std::fs::read_dir(f.dir.join("run/journal")).unwrap().count()
+}
+
+#[test]
+fn bridge_steps_are_recorded_and_removal_leaves_the_kernel_as_it_was() {
+    rt().block_on(async {
+        let f = fixture().await;
+        let e = &f.engine;
+        // ip_forward is turned on and left on (other networks, and the host, may rely on it).
+        f.kernel.with(|s| {
+            let h = s.namespaces.get_mut("host").unwrap();
+            h.sysctls.insert("net/ipv4/ip_forward".into(), "1".into())
+        });
+        let before = kernel_state(&f.kernel);
+        let id = e.create_network(net("web")).await.unwrap().id;
+        assert_eq!(f.kernel.kinds(), ["bridge", "address", "sysctl", "firewall"]);
+        let log = e.owned(&format!("net/{id}")).unwrap();
+        let kinds: Vec<&str> = log.iter().map(|s| s.kind()).collect();
+        // ip_forward is never undone (`keep`): the undo log has no sysctl.
+        assert_eq!(kinds, ["del-link", "del-address", "firewall"]);
+
+        let sb = e.create_sandbox(sandbox("sa", "web")).await.unwrap();
+        let eps = e.sandbox_endpoints(&sb.id).unwrap();
+        assert_eq!(eps.len(), 1);
+        assert_eq!(eps[0].ifname, "eth0");
+        assert!(eps[0].default_route);
+        assert_eq!(
+            &f.kernel.kinds()[4..],
+            ["netns", "veth", "address", "route"]
+        );
+        assert!(e.check().await.unwrap().is_empty());
+        e.remove_sandbox("sa", false).await.unwrap();
+        e.remove_network("web").await.unwrap();
+        assert_eq!(kernel_state(&f.kernel), before, "nothing left");
+        assert!(e.check().await.unwrap().is_empty());
+        assert_eq!(journals(&f), 0);
+    });
+}
+
+#[test]
+fn a_failed_step_rolls_back_everything_and_records_nothing() {
+    rt().block_on(async {
+        let f = fixture().await;
+        let e = &f.engine;
+        e.create_network(net("web")).await.unwrap();
+        let before = kernel_state(&f.kernel);
+        for kind in ["veth", "address", "route"] {
+            f.kernel.with(|s| s.fail = Some(kind.into()));
+            let err = e.create_sandbox(sandbox("sa", "web")).await.unwrap_err();
+            assert!(err.to_string().contains("injected"), "{err}");
+            assert_eq!(kernel_state(&f.kernel), before, "after a failure at {kind}");
+            assert!(e.sandbox("sa").is_err());
+            assert_eq!(journals(&f), 0);
+        }
+        // No address leaked: the next sandbox gets the first one.
+        let sb = e.create_sandbox(sandbox("sa", "web")).await.unwrap();
+        let ip = e.sandbox_endpoints(&sb.id).unwrap()[0].ipv4.unwrap().ip();
+        assert_eq!(ip.to_string(), "172.18.0.2");
+        assert!(e.check().await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn the_default_route_moves_to_the_next_endpoint_and_survives_a_failed_handover() {
+    rt().block_on(async {
+        let f = fixture().await;
+        let e = &f.engine;
+        e.create_network(net("one")).await.unwrap();
+        e.create_network(net("two")).await.unwrap();
+        let sb = e.create_sandbox(sandbox("sa", "one")).await.unwrap();
+        e.connect("two", "sa", ConnectOptions::default()).await.unwrap();
+        let ns = sb.key.display().to_string();
+        let routes = |k: &FakeKernel| {
+            k.with(|s| {
+                s.namespaces[&ns]
+                    .routes
+                    .iter()
+                    .map(|r| r.2.clone())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(routes(&f.kernel), ["eth0"], "the first endpoint holds it");
+        e.disconnect("one", "sa", false).await.unwrap();
+        assert_eq!(routes(&f.kernel), ["eth1"], "handed over");
+        assert!(e.sandbox_endpoints(&sb.id).unwrap()[0].default_route);
+        assert!(e.check().await.unwrap().is_empty());
+
+        // Again, with the handover failing: the disconnect still completes and the records
+        // say what the kernel has (no endpoint left behind without its interface).
+        e.connect("one", "sa", ConnectOptions { gw_priority: 5, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(routes(&f.kernel), ["eth0"], "higher priority takes it");
+        f.kernel.with(|s| s.fail = Some("route".into()));
+        e.disconnect("one", "sa", false).await.unwrap();
+        f.kernel.with(|s| s.fail = None);
+        let eps = e.sandbox_endpoints(&sb.id).unwrap();
+        assert_eq!(eps.len(), 1);
+        assert!(!eps[0].default_route);
+        assert!(routes(&f.kernel).is_empty());
+        assert!(e.check().await.unwrap().is_empty());
+    });
+}
+
+/// A driver whose join waits until told (to cancel a connect half-way).
+struct Slow {
+    gate: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait]
+impl crate::drivers::NetworkDriver for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    fn capabilities(&self) -> DriverCapabilities {
+        DriverCapabilities {
+            scope: Scope::Local,
+            needs_ipam: true,
+            attachment: crate::drivers::Attachment::Endpoints,
+        }
+    }
+    async fn create_network(&self, _: &mut Ctx<'_>, _: &mut Network) -> Result<()> {
+        Ok(())
+    }
+    async fn join(
+        &self,
+        ctx: &mut Ctx<'_>,
+        _: &Network,
+        ep: &EndpointInfo,
+        target: &JoinTarget,
+    ) -> Result<JoinInfo> {
+        ctx.tx
+            .apply(crate::net::Step::Veth {
+                name: format!("sl{}", &ep.id[..8]),
+                peer: target.ifname.clone(),
+                peer_ns: target.ns.clone(),
+                master: None,
+                mtu: None,
+                peer_mac: None,
+                group: None,
+                peer_ipv6: false,
+            })
+            .await?;
+        self.gate.notified().await;
+        Ok(JoinInfo::placed())
+    }
+}
+
+#[test]
+fn a_cancelled_connect_is_rolled_back_and_its_locks_released() {
+    rt().block_on(async {
+        let f = fixture().await;
+        let e = f.engine.clone();
+        let gate = Arc::new(tokio::sync::Notify::new());
+        e.register_driver(Arc::new(Slow { gate: gate.clone() }));
+        let mut req = net("s");
+        req.driver = Some("slow".into());
+        e.create_network(req).await.unwrap();
+        let before = kernel_state(&f.kernel);
+        let e2 = e.clone();
+        let task = tokio::spawn(async move {
+            e2.create_sandbox(SandboxCreate {
+                name: "sc".into(),
+                network: Some("s".into()),
+                ..Default::default()
+            })
+            .await
+        });
+        // Wait until the veth exists: the op is half-way.
+        for _ in 0..200 {
+            if f.kernel.link_names("host").iter().any(|l| l.starts_with("sl")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(f.kernel.link_names("host").iter().any(|l| l.starts_with("sl")));
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        // The dropped op is settled by a task it spawned, holding its locks: the next op on
+        // the same network waits for it, then finds everything as before.
+        for _ in 0..200 {
+            if kernel_state(&f.kernel) == before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(kernel_state(&f.kernel), before, "rolled back");
+        assert!(e.sandbox("sc").is_err());
+        assert_eq!(journals(&f), 0);
+        assert!(e.check().await.unwrap().is_empty());
+        // A connect that is let through works.
+        let e3 = e.clone();
+        let ok = tokio::spawn(async move { e3.create_sandbox(sandbox("sd", "s")).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gate.notify_waiters();
+        ok.await.unwrap().unwrap();
+    });
+}
+
+/// An IPAM whose first pool is always full (as a plugin says it: `exhausted`).
+struct FullFirst(crate::ipam::native::NativeIpam);
+
+#[async_trait]
+impl Ipam for FullFirst {
+    fn name(&self) -> &str {
+        "fullfirst"
+    }
+    fn capabilities(&self) -> IpamCapabilities {
+        IpamCapabilities::default()
+    }
+    async fn request_pool(&self, t: &mut dyn WriteTxn, r: &PoolRequest) -> Result<PoolGrant> {
+        self.0.request_pool(t, r).await
+    }
+    async fn release_pool(&self, t: &mut dyn WriteTxn, id: &str) -> Result<()> {
+        self.0.release_pool(t, id).await
+    }
+    async fn request_address(
+        &self,
+        t: &mut dyn WriteTxn,
+        r: &AddressRequest,
+    ) -> Result<ipnetwork::IpNetwork> {
+        if r.preferred.is_none() && r.pool_id.contains("10.1.0.0") {
+            return Err(Error::Plugin {
+                plugin: "fullfirst".into(),
+                kind: PluginErrorKind::Exhausted,
+                message: "no addresses left".into(),
+            });
+        }
+        self.0.request_address(t, r).await
+    }
+    async fn release_address(&self, t: &mut dyn WriteTxn, id: &str, a: IpAddr) -> Result<()> {
+        self.0.release_address(t, id, a).await
+    }
+}
+
+#[test]
+fn a_full_plugin_pool_falls_through_to_the_next_pool() {
+    rt().block_on(async {
+        let f = fixture().await;
+        let e = &f.engine;
+        e.register_ipam(Arc::new(FullFirst(Default::default())));
+        let mut req = net("two-pools");
+        req.ipam_driver = Some("fullfirst".into());
+        req.ipam_config = vec![
+            IpamConfigRequest {
+                subnet: Some("10.1.0.0/24".parse().unwrap()),
+                ..Default::default()
+            },
+            IpamConfigRequest {
+                subnet: Some("10.2.0.0/24".parse().unwrap()),
+                ..Default::default()
+            },
+        ];
+        e.create_network(req).await.unwrap();
+        let sb = e.create_sandbox(sandbox("sa", "two-pools")).await.unwrap();
+        let ip = e.sandbox_endpoints(&sb.id).unwrap()[0].ipv4.unwrap();
+        assert_eq!(ip.to_string(), "10.2.0.2/24");
+    });
+}
+
+#[test]
+fn check_finds_each_kind_of_disagreement_and_repair_mends_them() {
+    rt().block_on(async {
+        let f = fixture().await;
+        let e = &f.engine;
+        e.create_network(net("web")).await.unwrap();
+        let sb = e.create_sandbox(sandbox("sa", "web")).await.unwrap();
+        e.create_sandbox(sandbox("sbb", "web")).await.unwrap();
+        assert!(e.check().await.unwrap().is_empty(), "positive control: clean");
+        let veth = f
+            .kernel
+            .link_names("host")
+            .into_iter()
+            .find(|l| l.starts_with("veth"))
+            .unwrap();
+        // Someone deletes a sandbox's veth, leaves a link of weft's behind, and an address
+        // is allocated that nobody holds; b's namespace disappears.
+        f.kernel.with(|s| {
+            let eth = s.namespaces["host"].links[&veth].peer.clone().unwrap();
+            s.namespaces.get_mut("host").unwrap().links.remove(&veth);
+            s.namespaces.get_mut(&eth.0).unwrap().links.remove(&eth.1);
+            s.namespaces
+                .get_mut("host")
+                .unwrap()
+                .links
+                .insert("vethdeadbeef".into(), crate::net::fake::FakeLink {
+                    group: crate::net::kernel::WEFT_GROUP,
+                    kind: "veth".into(),
+                    ..Default::default()
+                });
+        });
+        let b = e.sandbox("sbb").unwrap();
+        f.kernel
+            .with(|s| s.namespaces.remove(&b.key.display().to_string()));
+        let pool = e.network("web").unwrap().pools[0].pool_id.clone();
+        {
+            let mut t = crate::store::Txn::new(e.store().clone()).unwrap();
+            e.ipam("default")
+                .unwrap()
+                .request_address(
+                    &mut t,
+                    &AddressRequest {
+                        pool_id: pool,
+                        preferred: Some("172.18.0.77".parse().unwrap()),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            e.store().apply(&t.into_changes()).unwrap();
+        }
+        let found = e.check().await.unwrap();
+        let text: Vec<String> = found.iter().map(|f| f.to_string()).collect();
+        let has = |k: FindingKind, s: &str| {
+            found
+                .iter()
+                .any(|f| f.kind == k && f.to_string().contains(s))
+        };
+        assert!(has(FindingKind::Missing, &format!("link {veth}")), "{text:#?}");
+        assert!(has(FindingKind::Orphan, "vethdeadbeef"), "{text:#?}");
+        assert!(has(FindingKind::Address, "172.18.0.77"), "{text:#?}");
+        assert!(has(FindingKind::Missing, "sandbox sbb"), "{text:#?}");
+        let fixed = e.repair().await.unwrap();
+        assert!(!fixed.is_empty());
+        let left = e.check().await.unwrap();
+        assert!(left.is_empty(), "{left:#?}");
+        assert!(e.sandbox("sbb").is_err(), "b's namespace died: b is gone");
+        // a works again: its interface was made anew.
+        let ns = sb.key.display().to_string();
+        assert!(f.kernel.link_names(&ns).contains(&"eth0".to_string()));
+    });
+}
+
+#[test]
+fn a_reboot_removes_dead_sandboxes_and_makes_networks_again() {
+    rt().block_on(async {
+        let f = fixture().await;
+        let e = f.engine.clone();
+        e.create_network(net("web")).await.unwrap();
+        e.create_sandbox(sandbox("sa", "web")).await.unwrap();
+        e.create_sandbox(sandbox("sh", "host")).await.unwrap();
+        let store = e.store().clone();
+        drop(e);
+        // The machine reboots: a new kernel (only lo), a new boot id, an empty run dir.
+        let _ = std::fs::remove_dir_all(f.dir.join("run"));
+        let kernel = Arc::new(FakeKernel::new(f.dir.join("host.ns")));
+        let cfg = Config {
+            root: f.dir.join("root"),
+            run_root: f.dir.join("run"),
+            host_netns: Some(f.dir.join("host.ns")),
+            boot_id: Some("boot-2".into()),
+        };
+        let e = Engine::open_with(cfg, store, kernel.clone()).await.unwrap();
+        assert!(e.sandbox("sa").is_err(), "a died with the machine");
+        assert!(e.sandbox("sh").is_ok(), "a host-mode sandbox lives on");
+        let id = e.network("web").unwrap().id;
+        assert!(kernel
+            .link_names("host")
+            .contains(&format!("br-{}", &id[..12])));
+        // No address is left allocated for the sandbox that died (check counts them).
+        assert!(e.check().await.unwrap().is_empty());
+        e.create_sandbox(sandbox("sa", "web")).await.unwrap();
+        assert!(e.check().await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn many_tasks_at_once_get_distinct_addresses() {
+    rt().block_on(async {
+        let f = fixture().await;
+        let e = f.engine.clone();
+        e.create_network(net("sa")).await.unwrap();
+        e.create_network(net("sbb")).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let e = e.clone();
+            tasks.push(tokio::spawn(async move {
+                let n = if i % 2 == 0 { "sa" } else { "sbb" };
+                let sb = e.create_sandbox(sandbox(&format!("s{i}"), n)).await?;
+                Ok::<_, Error>(e.sandbox_endpoints(&sb.id)?[0].ipv4.unwrap().ip())
+            }));
+        }
+        let mut ips = std::collections::HashSet::new();
+        for t in tasks {
+            assert!(ips.insert(t.await.unwrap().unwrap()));
+        }
+        assert_eq!(ips.len(), 40);
+        assert!(e.check().await.unwrap().is_empty());
+        let names: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        e.remove_sandboxes(&refs, false).await.unwrap();
+        assert!(e.check().await.unwrap().is_empty());
+    });
+}
