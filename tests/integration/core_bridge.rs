@@ -186,6 +186,15 @@ fn icc_off_blocks_sandboxes_on_one_bridge_but_not_the_gateway() {
     );
     sandbox(&h, "q1", "quiet");
     sandbox(&h, "q2", "quiet");
+    // Positive control: the same pair on a network with ICC on does talk (so a failure below
+    // is the isolation, not a broken probe).
+    net(&h, "loud", &[], false);
+    sandbox(&h, "l1", "loud");
+    sandbox(&h, "l2", "loud");
+    let (l1, l2) = (key(&h, "l1"), key(&h, "l2"));
+    let ip_l2 = sandbox_ip(&h, "l2");
+    assert!(ping(&l1, ip_l2), "ICC on: l1 → l2 answers");
+    assert!(tcp_exchange(&l1, &l2, SocketAddr::new(ip_l2, 9000)).is_some());
     let (q1, q2) = (key(&h, "q1"), key(&h, "q2"));
     let ip_q2 = sandbox_ip(&h, "q2");
     assert!(!ping(&q1, ip_q2), "ICC off: q1 → q2 must be blocked");

@@ -49,9 +49,48 @@ pub struct TestHost {
     pub engine: Option<Engine>,
 }
 
+/// Test hosts of test processes that were killed (their Drop never ran): unpin their
+/// namespaces and remove their directories, once per test process.
+fn sweep_dead_runs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let tmp = std::env::temp_dir();
+        let Ok(rd) = std::fs::read_dir(&tmp) else { return };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix("weft-test-") else { continue };
+            // weft-test-<tag>-<pid>-<n>-<hex>
+            let parts: Vec<&str> = rest.rsplitn(4, '-').collect();
+            let Some(pid) = parts.get(2).and_then(|p| p.parse::<i32>().ok()) else { continue };
+            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let dir = e.path();
+            unpin_under(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    });
+}
+
+/// Unmount every namespace pin under `dir`, deepest first.
+fn unpin_under(dir: &Path) {
+    if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
+        let mut mounts: Vec<String> = mi
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+            .filter(|m| Path::new(m).starts_with(dir))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
 impl TestHost {
     pub fn new(tag: &str) -> TestHost {
         require_root();
+        sweep_dead_runs();
         let dir = std::env::temp_dir().join(format!("weft-test-{}", unique(tag)));
         std::fs::create_dir_all(&dir).unwrap();
         let host_ns = dir.join("host.ns");
@@ -256,17 +295,7 @@ impl Drop for TestHost {
     fn drop(&mut self) {
         self.engine = None;
         // Unpin every namespace under the test's directory (sandboxes, the host, outsides).
-        if let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") {
-            let mut mounts: Vec<String> = mi
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
-                .filter(|m| m.starts_with(self.dir.to_str().unwrap()))
-                .collect();
-            mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-            for m in mounts {
-                let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
+        unpin_under(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -285,8 +314,20 @@ pub fn run_in_ns(ns: &Path, prog: &str, args: &[&str]) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("run {prog}: {e}"))
 }
 
+/// Like [`run_in_ns`], and the program must succeed (a check whose tool failed checks nothing).
+pub fn run_ok(ns: &Path, prog: &str, args: &[&str]) -> Output {
+    let o = run_in_ns(ns, prog, args);
+    assert!(
+        o.status.success(),
+        "{prog} {args:?} in {}: {}",
+        ns.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
 pub fn links(ns: &Path) -> Vec<String> {
-    let o = run_in_ns(ns, "ip", &["-o", "link", "show"]);
+    let o = run_ok(ns, "ip", &["-o", "link", "show"]);
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .filter_map(|l| {

@@ -40,7 +40,7 @@ fn lan(h: &TestHost, parent: &str) -> PathBuf {
 }
 
 fn detail(ns: &Path, ifname: &str) -> String {
-    let o = run_in_ns(ns, "ip", &["-d", "-o", "link", "show", ifname]);
+    let o = run_ok(ns, "ip", &["-d", "-o", "link", "show", ifname]);
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 

@@ -1,12 +1,16 @@
 //! weft's integration tests: real kernel objects (namespaces, bridges, veths, nftables) in
 //! throwaway namespaces. They need root; without it they fail, they do not skip.
 
+#[cfg(not(feature = "failpoints"))]
+compile_error!("the integration tests need weft's `failpoints` feature: run them with `--features weft/failpoints` (scripts/test.sh does)");
+
 mod harness;
 
 mod core_bridge;
 mod core_errors;
 mod core_scale;
 mod core_tx;
+mod crash;
 mod macvlan;
 mod modes;
 mod plugins;

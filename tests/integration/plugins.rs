@@ -136,7 +136,7 @@ fn mesh_plugin_bridges_locally_and_programs_peers() {
     // Peers heard of get a flood entry on every mesh network, and lose it again.
     h.weft_ok(&["system", "peer", "add", "192.0.2.10"]);
     let fdb = String::from_utf8_lossy(
-        &run_in_ns(&h.host_ns, "bridge", &["fdb", "show", "dev", &vx]).stdout,
+        &run_ok(&h.host_ns, "bridge", &["fdb", "show", "dev", &vx]).stdout,
     )
     .into_owned();
     assert!(fdb.contains("00:00:00:00:00:00 dst 192.0.2.10"), "{fdb}");
@@ -152,13 +152,13 @@ fn mesh_plugin_bridges_locally_and_programs_peers() {
     ]);
     let vx2 = format!("wmx{}", &id2.trim()[..10]);
     let fdb2 = String::from_utf8_lossy(
-        &run_in_ns(&h.host_ns, "bridge", &["fdb", "show", "dev", &vx2]).stdout,
+        &run_ok(&h.host_ns, "bridge", &["fdb", "show", "dev", &vx2]).stdout,
     )
     .into_owned();
     assert!(fdb2.contains("dst 192.0.2.10"), "{fdb2}");
     h.weft_ok(&["system", "peer", "rm", "192.0.2.10"]);
     let fdb = String::from_utf8_lossy(
-        &run_in_ns(&h.host_ns, "bridge", &["fdb", "show", "dev", &vx]).stdout,
+        &run_ok(&h.host_ns, "bridge", &["fdb", "show", "dev", &vx]).stdout,
     )
     .into_owned();
     assert!(!fdb.contains("192.0.2.10"), "{fdb}");

@@ -548,7 +548,7 @@ impl Engine {
                 let mut op = self
                     .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
                     .await?;
-                let r = self.drop_firewall_if_unused(&mut op).await;
+                let r = op.tx().firewall_reset().await.map_err(Into::into);
                 op.settle(r).await
             }
             Fix::Release { pool, ip } | Fix::Allocate { pool, ip } => {

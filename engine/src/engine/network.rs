@@ -13,8 +13,8 @@ use crate::drivers::Attachment;
 use crate::error::{Error, Result};
 use crate::ipam::{AddressRequest, Ipam, PoolRequest, GLOBAL_SPACE, LOCAL_SPACE};
 use crate::model::*;
-use crate::net::{NsRef, Step};
-use crate::store::{get_str, list_json, scan_json, Table};
+use crate::net::NsRef;
+use crate::store::{get_str, list_json, Table};
 
 /// The lock key of the set of networks: pools, names, realization, weft's nft table.
 pub(crate) const NETWORKS: &str = "networks";
@@ -386,8 +386,7 @@ impl Engine {
         for e in op.tx().teardown(&log, None).await {
             tracing::warn!(network = %net.name, "removing network: {e}");
         }
-        records::delete_network(op.w(), net)?;
-        self.drop_firewall_if_unused(op).await
+        records::delete_network(op.w(), net)
     }
 
     pub(crate) async fn release_pools(
@@ -426,19 +425,6 @@ impl Engine {
                 tracing::warn!("undoing a removal hook's changes: {e}");
             }
         }
-    }
-
-    /// When no network has firewall rules any more, remove weft's table: the host's ruleset
-    /// is left as it was before weft.
-    pub(crate) async fn drop_firewall_if_unused(&self, op: &mut Op) -> Result<()> {
-        let logs: Vec<records::Owned> = scan_json(op.r(), Table::Owned, "net/")?;
-        let used = logs
-            .iter()
-            .any(|o| o.steps.iter().any(|s| matches!(s, Step::Firewall { .. })));
-        if !used {
-            op.tx().firewall_reset().await?;
-        }
-        Ok(())
     }
 
     /// `network prune`: remove unused custom networks; returns their names.

@@ -361,11 +361,7 @@ impl Engine {
             };
             op.settle(r).await?;
         }
-        let mut op = self
-            .begin(Intent::new("reset: firewall", vec![]), Locking::Inherited)
-            .await?;
-        let r = self.drop_firewall_if_unused(&mut op).await;
-        op.settle(r).await
+        Ok(())
     }
 
     /// Take a predefined network's kernel objects away (it stays, unmade until next use).

@@ -424,6 +424,9 @@ impl FakeState {
                 FwChange::Remove(r) => {
                     if let Some(t) = &mut self.firewall {
                         t.remove(&r.id);
+                        if t.is_empty() {
+                            self.firewall = None;
+                        }
                     }
                 }
             },

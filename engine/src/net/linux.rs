@@ -417,9 +417,15 @@ impl Session for LinuxSession {
                 FwChange::Remove(r) => {
                     match self.k.firewall.apply(std::slice::from_ref(change)).await {
                         // Part of it is gone already: remove what is left, piece by piece.
-                        Err(e) if e.is_not_found() => self.k.firewall.purge(&r.id).await,
-                        other => other,
+                        Err(e) if e.is_not_found() => self.k.firewall.purge(&r.id).await?,
+                        other => other?,
                     }
+                    // weft's table lives as long as some network has rules in it: the host's
+                    // ruleset is left as it was before weft.
+                    if self.k.firewall.networks().await?.is_some_and(|n| n.is_empty()) {
+                        self.k.firewall.reset().await?;
+                    }
+                    Ok(())
                 }
             },
             Step::Netns { pin } => create_netns(pin),

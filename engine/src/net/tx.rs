@@ -354,7 +354,10 @@ impl Tx {
     }
 
     /// `also_deleted`: link deletions that happen elsewhere (batched) and subsume steps here.
-    /// `counted`: part of the operation proper (failpoints apply), not a rollback.
+    /// `counted`: part of the operation proper (failpoints apply). A rollback (`!counted`)
+    /// runs every inverse, subsumed or not: it may put back something another object owns
+    /// (a default route this operation took over), which must not meet what this operation
+    /// made still in place.
     async fn run_teardown(
         &mut self,
         undo: &[Step],
@@ -380,7 +383,7 @@ impl Tx {
             if step.ns().is_some_and(in_gone) {
                 continue;
             }
-            let subsumed = match step {
+            let subsumed = counted && match step {
                 // A veth's peer goes with it: deleting it again would only fail.
                 Step::DelLink { ns, name, .. } => undo
                     .iter()
@@ -481,11 +484,11 @@ mod tests {
         });
         assert_eq!(k.link_names("host"), ["lo"]);
         assert_eq!(k.link_names("/sb"), ["lo"]);
-        // The address went with the veth: rollback deleted the veth, then the bridge.
+        // A rollback runs every inverse, newest first.
         let kinds = k.kinds();
         assert_eq!(
             kinds,
-            ["bridge", "veth", "address", "del-link", "del-link"],
+            ["bridge", "veth", "address", "del-address", "del-link", "del-link"],
             "{kinds:?}"
         );
     }
