@@ -209,3 +209,200 @@ fn a_crash_mid_connect_is_cleaned_up_on_the_next_start() {
     }))
     .unwrap();
 }
+
+#[test]
+fn a_journal_that_cannot_be_written_stops_the_operation() {
+    let h = TestHost::new("journalw");
+    let e = h.engine();
+    h.block_on(e.create_network(NetworkCreate {
+        name: "n".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let links_before = h.host_links();
+    // Positive control: with the journal writable the same create works (and is undone).
+    h.block_on(e.create_sandbox(SandboxCreate {
+        name: "ok".into(),
+        network: Some("n".into()),
+        ..Default::default()
+    }))
+    .unwrap();
+    h.block_on(e.remove_sandbox("ok", false)).unwrap();
+    e.set_failpoint(Some("fail:journal-write"));
+    let err = h
+        .block_on(e.create_sandbox(SandboxCreate {
+            name: "s".into(),
+            network: Some("n".into()),
+            ..Default::default()
+        }))
+        .unwrap_err()
+        .to_string();
+    e.set_failpoint(None);
+    assert!(err.contains("journal"), "{err}");
+    assert_eq!(
+        h.host_links(),
+        links_before,
+        "nothing made without its undo on disk"
+    );
+    assert!(!h.dir.join("run/netns/s").exists());
+    assert!(e.sandbox("s").is_err());
+    assert!(h.block_on(e.check()).unwrap().is_empty());
+}
+
+#[test]
+fn a_firewall_change_that_fails_after_it_applied_is_undone() {
+    let h = TestHost::new("fwafter");
+    let e = h.engine();
+    let nft_before = h.nft_ruleset();
+    e.set_failpoint(Some("fail-after:firewall"));
+    let err = h
+        .block_on(e.create_network(NetworkCreate {
+            name: "n".into(),
+            ..Default::default()
+        }))
+        .unwrap_err()
+        .to_string();
+    e.set_failpoint(None);
+    assert!(err.contains("injected failure after the change"), "{err}");
+    assert_eq!(
+        h.nft_ruleset(),
+        nft_before,
+        "the rules that were added are gone again"
+    );
+    assert!(e.network("n").is_err());
+    assert!(h.block_on(e.check()).unwrap().is_empty());
+    // Positive control: the same create, not failed, does add rules.
+    h.block_on(e.create_network(NetworkCreate {
+        name: "n".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    assert_ne!(h.nft_ruleset(), nft_before);
+}
+
+#[test]
+fn processes_at_once_share_one_state_correctly() {
+    let mut h = TestHost::new("procs");
+    h.block_on(h.engine().create_network(NetworkCreate {
+        name: "n".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    h.engine = None;
+    let h = std::sync::Arc::new(h);
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                for i in 0..5 {
+                    h.weft_ok(&["sandbox", "create", "--network", "n", &format!("p{w}x{i}")]);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let out = h.weft_ok(&["network", "inspect", "-f", "{{json .Containers}}", "n"]);
+    let v = json(&out);
+    let ips: std::collections::HashSet<&str> = v
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["IPv4Address"].as_str().unwrap())
+        .collect();
+    assert_eq!(ips.len(), 30, "30 sandboxes, 30 distinct addresses");
+    h.weft_ok(&["system", "check"]);
+}
+
+#[test]
+fn after_a_reboot_dead_sandboxes_go_and_networks_come_back() {
+    let mut h = TestHost::new("reboot");
+    let e = h.engine();
+    let id = h
+        .block_on(e.create_network(NetworkCreate {
+            name: "web".into(),
+            ..Default::default()
+        }))
+        .unwrap()
+        .id;
+    h.block_on(e.create_sandbox(SandboxCreate {
+        name: "api".into(),
+        network: Some("web".into()),
+        ..Default::default()
+    }))
+    .unwrap();
+    h.block_on(e.create_sandbox(SandboxCreate {
+        name: "hostish".into(),
+        network: Some("host".into()),
+        ..Default::default()
+    }))
+    .unwrap();
+    let bridge = format!("br-{}", &id[..12]);
+    assert!(h.host_links().contains(&bridge));
+    h.reboot();
+    // The kernel was empty; the engine made the network again and let the dead sandbox go.
+    assert!(h.host_links().contains(&bridge), "{:?}", h.host_links());
+    assert!(h.nft_ruleset().contains(&format!("nw-{}-in", &id[..12])));
+    let e = h.engine();
+    assert!(
+        e.sandbox("api").is_err(),
+        "api's namespace died with the machine"
+    );
+    assert!(e.sandbox("hostish").is_ok(), "a host-mode sandbox lives on");
+    assert!(h.block_on(e.check()).unwrap().is_empty());
+    // And it works: a new sandbox on web reaches its gateway.
+    h.block_on(e.create_sandbox(SandboxCreate {
+        name: "api".into(),
+        network: Some("web".into()),
+        ..Default::default()
+    }))
+    .unwrap();
+    let gw = e.network("web").unwrap().pools[0].gateway.unwrap();
+    assert!(ping(&key(&h, "api"), gw));
+}
+
+#[test]
+fn someone_elses_damage_is_found_and_repaired() {
+    let h = TestHost::new("drift");
+    let e = h.engine();
+    h.block_on(e.create_network(NetworkCreate {
+        name: "web".into(),
+        ..Default::default()
+    }))
+    .unwrap();
+    for n in ["w1", "w2"] {
+        h.block_on(e.create_sandbox(SandboxCreate {
+            name: n.into(),
+            network: Some("web".into()),
+            ..Default::default()
+        }))
+        .unwrap();
+    }
+    assert!(
+        h.block_on(e.check()).unwrap().is_empty(),
+        "positive control"
+    );
+    let id = e.network("web").unwrap().id;
+    // Someone deletes weft's bridge and flushes the ruleset.
+    let o = h.ip(&h.host_ns, &["link", "del", &format!("br-{}", &id[..12])]);
+    assert!(o.status.success());
+    run_ok(&h.host_ns, "nft", &["flush", "ruleset"]);
+    let o = h.weft(&["system", "check"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "check reports trouble by its exit code"
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("missing: network web: link br-"), "{text}");
+    assert!(text.contains("nftables rules"), "{text}");
+    let w2 = sandbox_ip(&h, "w2");
+    assert!(!ping(&key(&h, "w1"), w2), "broken for now");
+    let o = h.weft(&["system", "check", "--repair"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("agree"));
+    assert!(ping(&key(&h, "w1"), w2), "w1 and w2 talk again");
+    let gw = e.network("web").unwrap().pools[0].gateway.unwrap();
+    assert!(ping(&key(&h, "w1"), gw));
+}

@@ -24,20 +24,25 @@ use crate::harness::*;
 /// (names carry random ids; everything else must match exactly).
 fn snapshot(h: &TestHost, sandboxes: &[&str]) -> String {
     let mut out = String::new();
-    let mut host_links: Vec<String> = String::from_utf8_lossy(
-        &run_ok(&h.host_ns, "ip", &["-o", "link", "show"]).stdout,
-    )
-    .lines()
-    .map(|l| {
-        let name = l.split(": ").nth(1).unwrap_or("").split('@').next().unwrap_or("");
-        let master = l
-            .split(" master ")
-            .nth(1)
-            .and_then(|m| m.split_whitespace().next())
-            .unwrap_or("-");
-        format!("{name} master {master}")
-    })
-    .collect();
+    let mut host_links: Vec<String> =
+        String::from_utf8_lossy(&run_ok(&h.host_ns, "ip", &["-o", "link", "show"]).stdout)
+            .lines()
+            .map(|l| {
+                let name = l
+                    .split(": ")
+                    .nth(1)
+                    .unwrap_or("")
+                    .split('@')
+                    .next()
+                    .unwrap_or("");
+                let master = l
+                    .split(" master ")
+                    .nth(1)
+                    .and_then(|m| m.split_whitespace().next())
+                    .unwrap_or("-");
+                format!("{name} master {master}")
+            })
+            .collect();
     host_links.sort();
     out += &format!("host links: {host_links:?}\n");
     for fam in ["-4", "-6"] {
@@ -49,7 +54,11 @@ fn snapshot(h: &TestHost, sandboxes: &[&str]) -> String {
         );
     }
     // nft lists chains in the order they were made: compare the lines, not their order.
-    let mut nft: Vec<String> = h.nft_ruleset().lines().map(|l| l.trim().to_string()).collect();
+    let mut nft: Vec<String> = h
+        .nft_ruleset()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
     nft.sort();
     out += &format!("nft: {nft:?}\n");
     let mut pins: Vec<String> = std::fs::read_dir(h.dir.join("run/netns"))
@@ -74,7 +83,9 @@ fn snapshot(h: &TestHost, sandboxes: &[&str]) -> String {
                 .map(|l| {
                     // Drop interface indexes and lifetimes; keep names, addresses, routes.
                     l.split_whitespace()
-                        .filter(|w| !w.ends_with(':') || w.starts_with("eth") || w.starts_with("lo"))
+                        .filter(|w| {
+                            !w.ends_with(':') || w.starts_with("eth") || w.starts_with("lo")
+                        })
                         .collect::<Vec<_>>()
                         .join(" ")
                 })
@@ -143,7 +154,14 @@ fn run_case(c: &Case<'_>) -> usize {
     h.engine = None; // every change below is a separate weft process
     if c.plugin {
         let g = guest("routed");
-        h.weft_ok(&["plugin", "install", g.to_str().unwrap(), "--name", "routed", "--grant-requested"]);
+        h.weft_ok(&[
+            "plugin",
+            "install",
+            g.to_str().unwrap(),
+            "--name",
+            "routed",
+            "--grant-requested",
+        ]);
     }
     for cmd in c.setup {
         h.weft_ok(cmd);
@@ -158,7 +176,11 @@ fn run_case(c: &Case<'_>) -> usize {
     for cmd in c.restore {
         h.weft_ok(cmd);
     }
-    assert_eq!(snapshot(&h, c.sandboxes), start, "restore returns to the start");
+    assert_eq!(
+        snapshot(&h, c.sandboxes),
+        start,
+        "restore returns to the start"
+    );
 
     let mut points = 0;
     for k in 1.. {
@@ -181,7 +203,10 @@ fn run_case(c: &Case<'_>) -> usize {
         let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
         let last = stderr.contains("(committed)");
         // A new process settles what the dead one left.
-        check_clean(&h, &format!("{}: after a kill at point {k} ({})", c.tag, stderr.trim()));
+        check_clean(
+            &h,
+            &format!("{}: after a kill at point {k} ({})", c.tag, stderr.trim()),
+        );
         let now = snapshot(&h, c.sandboxes);
         if c.removal || last {
             assert_eq!(now, done, "{}: point {k}: completed", c.tag);
@@ -190,16 +215,29 @@ fn run_case(c: &Case<'_>) -> usize {
             // Retried, it succeeds.
             h.weft_ok(c.op);
             check_clean(&h, "after the retry");
-            assert_eq!(snapshot(&h, c.sandboxes), done, "{}: point {k}: retried", c.tag);
+            assert_eq!(
+                snapshot(&h, c.sandboxes),
+                done,
+                "{}: point {k}: retried",
+                c.tag
+            );
         }
         for cmd in c.restore {
             h.weft_ok(cmd);
         }
         check_clean(&h, "after restoring");
-        assert_eq!(snapshot(&h, c.sandboxes), start, "{}: point {k}: restored", c.tag);
+        assert_eq!(
+            snapshot(&h, c.sandboxes),
+            start,
+            "{}: point {k}: restored",
+            c.tag
+        );
     }
     assert!(points >= 3, "{}: only {points} crash points", c.tag);
-    eprintln!("{}: {points} crash points, each killed and recovered", c.tag);
+    eprintln!(
+        "{}: {points} crash points, each killed and recovered",
+        c.tag
+    );
     points
 }
 
@@ -227,7 +265,15 @@ fn kill_9_sandbox_create() {
     run_case(&Case {
         tag: "k9sbc",
         setup: &[N],
-        op: &["sandbox", "create", "--network", "n", "--ip", "10.32.0.9", "v"],
+        op: &[
+            "sandbox",
+            "create",
+            "--network",
+            "n",
+            "--ip",
+            "10.32.0.9",
+            "v",
+        ],
         removal: false,
         restore: &[&["sandbox", "rm", "v"]],
         sandboxes: &["v"],
@@ -239,8 +285,29 @@ fn kill_9_sandbox_create() {
 fn kill_9_connect_bridge() {
     run_case(&Case {
         tag: "k9conn",
-        setup: &[M, N, &["sandbox", "create", "--network", "m", "--ip", "10.31.0.5", "s"]],
-        op: &["network", "connect", "--gw-priority", "5", "--ip", "10.32.0.5", "n", "s"],
+        setup: &[
+            M,
+            N,
+            &[
+                "sandbox",
+                "create",
+                "--network",
+                "m",
+                "--ip",
+                "10.31.0.5",
+                "s",
+            ],
+        ],
+        op: &[
+            "network",
+            "connect",
+            "--gw-priority",
+            "5",
+            "--ip",
+            "10.32.0.5",
+            "n",
+            "s",
+        ],
         removal: false,
         restore: &[&["network", "disconnect", "n", "s"]],
         sandboxes: &["s"],
@@ -254,8 +321,24 @@ fn kill_9_connect_wasm_driver() {
         tag: "k9plug",
         setup: &[
             M,
-            &["network", "create", "-d", "routed", "--subnet", "10.88.0.0/24", "r"],
-            &["sandbox", "create", "--network", "m", "--ip", "10.31.0.5", "s"],
+            &[
+                "network",
+                "create",
+                "-d",
+                "routed",
+                "--subnet",
+                "10.88.0.0/24",
+                "r",
+            ],
+            &[
+                "sandbox",
+                "create",
+                "--network",
+                "m",
+                "--ip",
+                "10.31.0.5",
+                "s",
+            ],
         ],
         op: &["network", "connect", "--ip", "10.88.0.5", "r", "s"],
         removal: false,
@@ -272,7 +355,15 @@ fn kill_9_disconnect_with_default_route_handover() {
         setup: &[
             M,
             N,
-            &["sandbox", "create", "--network", "m", "--ip", "10.31.0.5", "s"],
+            &[
+                "sandbox",
+                "create",
+                "--network",
+                "m",
+                "--ip",
+                "10.31.0.5",
+                "s",
+            ],
             &["network", "connect", "--ip", "10.32.0.5", "n", "s"],
         ],
         op: &["network", "disconnect", "m", "s"],
@@ -302,8 +393,24 @@ fn kill_9_network_rm() {
 
 #[test]
 fn kill_9_sandbox_rm() {
-    let s1: &[&str] = &["sandbox", "create", "--network", "n", "--ip", "10.32.0.11", "s1"];
-    let s2: &[&str] = &["sandbox", "create", "--network", "n", "--ip", "10.32.0.12", "s2"];
+    let s1: &[&str] = &[
+        "sandbox",
+        "create",
+        "--network",
+        "n",
+        "--ip",
+        "10.32.0.11",
+        "s1",
+    ];
+    let s2: &[&str] = &[
+        "sandbox",
+        "create",
+        "--network",
+        "n",
+        "--ip",
+        "10.32.0.12",
+        "s2",
+    ];
     let c2: &[&str] = &["network", "connect", "--ip", "10.31.0.12", "m", "s2"];
     run_case(&Case {
         tag: "k9sbrm",

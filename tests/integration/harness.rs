@@ -45,6 +45,8 @@ pub fn require_root() {
 pub struct TestHost {
     pub dir: PathBuf,
     pub host_ns: PathBuf,
+    /// The boot id the engine sees (None: the machine's); a reboot test changes it.
+    pub boot_id: Option<String>,
     pub rt: tokio::runtime::Runtime,
     pub engine: Option<Engine>,
 }
@@ -55,13 +57,19 @@ fn sweep_dead_runs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let tmp = std::env::temp_dir();
-        let Ok(rd) = std::fs::read_dir(&tmp) else { return };
+        let Ok(rd) = std::fs::read_dir(&tmp) else {
+            return;
+        };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix("weft-test-") else { continue };
+            let Some(rest) = name.strip_prefix("weft-test-") else {
+                continue;
+            };
             // weft-test-<tag>-<pid>-<n>-<hex>
             let parts: Vec<&str> = rest.rsplitn(4, '-').collect();
-            let Some(pid) = parts.get(2).and_then(|p| p.parse::<i32>().ok()) else { continue };
+            let Some(pid) = parts.get(2).and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
             if std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 continue;
             }
@@ -103,6 +111,7 @@ impl TestHost {
         let mut h = TestHost {
             dir,
             host_ns,
+            boot_id: None,
             rt,
             engine: None,
         };
@@ -123,12 +132,28 @@ impl TestHost {
             root: self.dir.join("root"),
             run_root: self.dir.join("run"),
             host_netns: Some(self.host_ns.clone()),
-            boot_id: None,
+            boot_id: self.boot_id.clone(),
         }
     }
 
     pub fn engine(&self) -> &Engine {
         self.engine.as_ref().unwrap()
+    }
+
+    /// What a reboot does to weft's world: every namespace dies (the host's too, with its
+    /// links and nft table) and the run dir is emptied; the state root stays. The engine
+    /// reopens in a fresh host namespace with a new boot id.
+    pub fn reboot(&mut self) {
+        self.engine = None;
+        unpin_under(&self.dir.join("run"));
+        let _ = std::fs::remove_dir_all(self.dir.join("run"));
+        let _ = weft::net::ns::remove_pinned(&self.host_ns);
+        let fresh = self.dir.join(format!("host-{}.ns", unique("boot")));
+        weft::net::ns::create_pinned(&fresh, || ()).expect("a fresh host namespace");
+        self.host_ns = fresh;
+        self.ns_up_lo(&self.host_ns.clone());
+        self.boot_id = Some(unique("boot"));
+        self.reopen();
     }
 
     /// Close and reopen the engine (what a new CLI process or a restarted daemon does).

@@ -135,10 +135,9 @@ fn mesh_plugin_bridges_locally_and_programs_peers() {
     assert!(ping(&key(&h, "m2"), sandbox_ip(&h, "m1")));
     // Peers heard of get a flood entry on every mesh network, and lose it again.
     h.weft_ok(&["system", "peer", "add", "192.0.2.10"]);
-    let fdb = String::from_utf8_lossy(
-        &run_ok(&h.host_ns, "bridge", &["fdb", "show", "dev", &vx]).stdout,
-    )
-    .into_owned();
+    let fdb =
+        String::from_utf8_lossy(&run_ok(&h.host_ns, "bridge", &["fdb", "show", "dev", &vx]).stdout)
+            .into_owned();
     assert!(fdb.contains("00:00:00:00:00:00 dst 192.0.2.10"), "{fdb}");
     // A network made later learns the peers that came before it (kept in the plugin's kv).
     let id2 = h.weft_ok(&[
@@ -157,10 +156,9 @@ fn mesh_plugin_bridges_locally_and_programs_peers() {
     .into_owned();
     assert!(fdb2.contains("dst 192.0.2.10"), "{fdb2}");
     h.weft_ok(&["system", "peer", "rm", "192.0.2.10"]);
-    let fdb = String::from_utf8_lossy(
-        &run_ok(&h.host_ns, "bridge", &["fdb", "show", "dev", &vx]).stdout,
-    )
-    .into_owned();
+    let fdb =
+        String::from_utf8_lossy(&run_ok(&h.host_ns, "bridge", &["fdb", "show", "dev", &vx]).stdout)
+            .into_owned();
     assert!(!fdb.contains("192.0.2.10"), "{fdb}");
     h.weft_ok(&["sandbox", "rm", "m1", "m2"]);
     h.weft_ok(&["network", "rm", "mnet", "mnet2"]);
@@ -235,7 +233,7 @@ fn hostile_host(tag: &str) -> TestHost {
             "--grant",
             "link-prefix=hx",
             "--grant",
-            "deadline=300ms",
+            "deadline=600ms",
             "--grant",
             "memory=32M",
         ],
@@ -343,7 +341,7 @@ fn hostile_driver_calls_fail_alone_and_leave_nothing() {
     for (mode, reason) in [
         (
             "loop-join",
-            "join ran past its deadline of 300 ms and was stopped",
+            "join ran past its deadline of 600 ms and was stopped",
         ),
         (
             "trap-endpoint",
@@ -440,4 +438,135 @@ fn hostile_ipam_calls_fail_alone_and_leave_nothing() {
         "wrong-pool",
         false,
     );
+}
+
+#[test]
+fn a_plugins_not_found_while_removing_is_reported_even_with_force() {
+    let h = hostile_host("plugnf");
+    h.weft_ok(&[
+        "network",
+        "create",
+        "-d",
+        "hostile",
+        "--subnet",
+        "10.91.0.0/24",
+        "-o",
+        "hostile=notfound-delete",
+        "hn",
+    ]);
+    // Positive control: -f forgives a network that does not exist.
+    let o = h.weft(&["network", "rm", "-f", "no-such-network"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // It does not forgive the driver's "not found" while removing one that does.
+    let o = h.weft(&["network", "rm", "-f", "hn"]);
+    assert!(
+        !o.status.success(),
+        "rm -f reported success although nothing was removed"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("plugin hostile") && err.contains("knows no such network"),
+        "{err}"
+    );
+    assert!(
+        h.weft_ok(&["network", "ls"]).contains(" hn "),
+        "the network is still there"
+    );
+    h.weft_ok(&["system", "check"]);
+}
+
+#[test]
+fn what_a_removal_hook_adds_to_the_host_does_not_outlive_it() {
+    let h = hostile_host("plugleave");
+    h.weft_ok(&[
+        "network",
+        "create",
+        "-d",
+        "hostile",
+        "--subnet",
+        "10.92.0.0/24",
+        "-o",
+        "hostile=leave-adds",
+        "hl",
+    ]);
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "good",
+        "--ip",
+        "10.90.0.77",
+        "x",
+    ]);
+    h.weft_ok(&["network", "connect", "hl", "x"]);
+    h.weft_ok(&["network", "disconnect", "hl", "x"]);
+    let left: Vec<String> = h
+        .host_links()
+        .into_iter()
+        .filter(|l| l.starts_with("hxl"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the leave hook's bridge is still there: {left:?}"
+    );
+    h.weft_ok(&["system", "check"]);
+}
+
+#[test]
+fn a_plugin_running_to_its_deadline_on_one_network_does_not_hold_up_another() {
+    let h = hostile_host("plugslow");
+    h.weft_ok(&[
+        "network",
+        "create",
+        "-d",
+        "hostile",
+        "--subnet",
+        "10.93.0.0/24",
+        "-o",
+        "hostile=loop-join",
+        "slow",
+    ]);
+    h.weft_ok(&["network", "create", "fast"]);
+    let mut h = h;
+    reopen(&mut h);
+    let e = h.engine().clone();
+    h.block_on(async {
+        let started = std::time::Instant::now();
+        let slow = {
+            let e = e.clone();
+            tokio::spawn(async move {
+                e.create_sandbox(weft::model::SandboxCreate {
+                    name: "stuck".into(),
+                    network: Some("slow".into()),
+                    ..Default::default()
+                })
+                .await
+            })
+        };
+        // While the plugin spins in join on "slow", sandboxes come and go on "fast".
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut worst = std::time::Duration::ZERO;
+        for i in 0..10 {
+            let t = std::time::Instant::now();
+            let name = format!("f{i}");
+            e.create_sandbox(weft::model::SandboxCreate {
+                name: name.clone(),
+                network: Some("fast".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            e.remove_sandbox(&name, false).await.unwrap();
+            worst = worst.max(t.elapsed());
+        }
+        assert!(
+            !slow.is_finished(),
+            "the slow plugin's call ended before the other network's work (after {:?})",
+            started.elapsed()
+        );
+        let err = slow.await.unwrap().unwrap_err().to_string();
+        assert!(err.contains("ran past its deadline"), "{err}");
+        eprintln!("worst create+remove on the other network while a plugin spun: {worst:?}");
+    });
+    h.weft_ok(&["system", "check"]);
 }

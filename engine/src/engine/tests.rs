@@ -71,13 +71,13 @@ fn sandbox(name: &str, network: &str) -> SandboxCreate {
 
 /// Everything the fake kernel holds but its log, as text: equal texts, equal kernels.
 fn kernel_state(k: &FakeKernel) -> String {
-    k.with(|s| {
-        format!("{:?} {:?} {:?}", s.namespaces, s.fdb, s.firewall)
-    })
+    k.with(|s| format!("{:?} {:?} {:?}", s.namespaces, s.fdb, s.firewall))
 }
 
 fn journals(f: &Fixture) -> usize {
-    std::fs::read_dir(f.dir.join("run/journal")).unwrap().count()
+    std::fs::read_dir(f.dir.join("run/journal"))
+        .unwrap()
+        .count()
 }
 
 #[test]
@@ -92,7 +92,10 @@ fn bridge_steps_are_recorded_and_removal_leaves_the_kernel_as_it_was() {
         });
         let before = kernel_state(&f.kernel);
         let id = e.create_network(net("web")).await.unwrap().id;
-        assert_eq!(f.kernel.kinds(), ["bridge", "address", "sysctl", "firewall"]);
+        assert_eq!(
+            f.kernel.kinds(),
+            ["bridge", "address", "sysctl", "firewall"]
+        );
         let log = e.owned(&format!("net/{id}")).unwrap();
         let kinds: Vec<&str> = log.iter().map(|s| s.kind()).collect();
         // ip_forward is never undone (`keep`): the undo log has no sysctl.
@@ -147,7 +150,9 @@ fn the_default_route_moves_to_the_next_endpoint_and_survives_a_failed_handover()
         e.create_network(net("one")).await.unwrap();
         e.create_network(net("two")).await.unwrap();
         let sb = e.create_sandbox(sandbox("sa", "one")).await.unwrap();
-        e.connect("two", "sa", ConnectOptions::default()).await.unwrap();
+        e.connect("two", "sa", ConnectOptions::default())
+            .await
+            .unwrap();
         let ns = sb.key.display().to_string();
         let routes = |k: &FakeKernel| {
             k.with(|s| {
@@ -166,9 +171,16 @@ fn the_default_route_moves_to_the_next_endpoint_and_survives_a_failed_handover()
 
         // Again, with the handover failing: the disconnect still completes and the records
         // say what the kernel has (no endpoint left behind without its interface).
-        e.connect("one", "sa", ConnectOptions { gw_priority: 5, ..Default::default() })
-            .await
-            .unwrap();
+        e.connect(
+            "one",
+            "sa",
+            ConnectOptions {
+                gw_priority: 5,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(routes(&f.kernel), ["eth0"], "higher priority takes it");
         f.kernel.with(|s| s.fail = Some("route".into()));
         e.disconnect("one", "sa", false).await.unwrap();
@@ -247,12 +259,20 @@ fn a_cancelled_connect_is_rolled_back_and_its_locks_released() {
         });
         // Wait until the veth exists: the op is half-way.
         for _ in 0..200 {
-            if f.kernel.link_names("host").iter().any(|l| l.starts_with("sl")) {
+            if f.kernel
+                .link_names("host")
+                .iter()
+                .any(|l| l.starts_with("sl"))
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(f.kernel.link_names("host").iter().any(|l| l.starts_with("sl")));
+        assert!(f
+            .kernel
+            .link_names("host")
+            .iter()
+            .any(|l| l.starts_with("sl")));
         task.abort();
         assert!(task.await.unwrap_err().is_cancelled());
         // The dropped op is settled by a task it spawned, holding its locks: the next op on
@@ -345,7 +365,10 @@ fn check_finds_each_kind_of_disagreement_and_repair_mends_them() {
         e.create_network(net("web")).await.unwrap();
         let sb = e.create_sandbox(sandbox("sa", "web")).await.unwrap();
         e.create_sandbox(sandbox("sbb", "web")).await.unwrap();
-        assert!(e.check().await.unwrap().is_empty(), "positive control: clean");
+        assert!(
+            e.check().await.unwrap().is_empty(),
+            "positive control: clean"
+        );
         let veth = f
             .kernel
             .link_names("host")
@@ -358,15 +381,14 @@ fn check_finds_each_kind_of_disagreement_and_repair_mends_them() {
             let eth = s.namespaces["host"].links[&veth].peer.clone().unwrap();
             s.namespaces.get_mut("host").unwrap().links.remove(&veth);
             s.namespaces.get_mut(&eth.0).unwrap().links.remove(&eth.1);
-            s.namespaces
-                .get_mut("host")
-                .unwrap()
-                .links
-                .insert("vethdeadbeef".into(), crate::net::fake::FakeLink {
+            s.namespaces.get_mut("host").unwrap().links.insert(
+                "vethdeadbeef".into(),
+                crate::net::fake::FakeLink {
                     group: crate::net::kernel::WEFT_GROUP,
                     kind: "veth".into(),
                     ..Default::default()
-                });
+                },
+            );
         });
         let b = e.sandbox("sbb").unwrap();
         f.kernel
@@ -395,7 +417,10 @@ fn check_finds_each_kind_of_disagreement_and_repair_mends_them() {
                 .iter()
                 .any(|f| f.kind == k && f.to_string().contains(s))
         };
-        assert!(has(FindingKind::Missing, &format!("link {veth}")), "{text:#?}");
+        assert!(
+            has(FindingKind::Missing, &format!("link {veth}")),
+            "{text:#?}"
+        );
         assert!(has(FindingKind::Orphan, "vethdeadbeef"), "{text:#?}");
         assert!(has(FindingKind::Address, "172.18.0.77"), "{text:#?}");
         assert!(has(FindingKind::Missing, "sandbox sbb"), "{text:#?}");

@@ -422,7 +422,13 @@ impl Session for LinuxSession {
                     }
                     // weft's table lives as long as some network has rules in it: the host's
                     // ruleset is left as it was before weft.
-                    if self.k.firewall.networks().await?.is_some_and(|n| n.is_empty()) {
+                    if self
+                        .k
+                        .firewall
+                        .networks()
+                        .await?
+                        .is_some_and(|n| n.is_empty())
+                    {
                         self.k.firewall.reset().await?;
                     }
                     Ok(())

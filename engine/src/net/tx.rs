@@ -143,8 +143,13 @@ impl Tx {
         };
         // Journal the inverse first: if we die right after the kernel acted, recovery finds it.
         if let Some(inv) = &inverse {
+            let blocked = self.fp.before("journal-write");
             if let Some(j) = self.journal()? {
-                j.append(inv).map_err(|e| {
+                let written = match blocked {
+                    Err(e) => Err(std::io::Error::other(e.reason)),
+                    Ok(()) => j.append(inv),
+                };
+                written.map_err(|e| {
                     NetError::io(format!("write journal {}", j.path().display()), e)
                 })?;
             }
@@ -383,22 +388,23 @@ impl Tx {
             if step.ns().is_some_and(in_gone) {
                 continue;
             }
-            let subsumed = counted && match step {
-                // A veth's peer goes with it: deleting it again would only fail.
-                Step::DelLink { ns, name, .. } => undo
-                    .iter()
-                    .chain(also_deleted)
-                    .filter(|s| *s != step)
-                    .filter_map(|s| match s {
-                        Step::DelLink { peer: Some(p), .. } => Some(p),
-                        _ => None,
-                    })
-                    .any(|(n, l)| n == ns && l == name),
-                // Addresses, routes, neighbours on a link that is deleted anyway.
-                other => other
-                    .target_link()
-                    .is_some_and(|(ns, link)| deleted.iter().any(|(n, l)| n == ns && l == link)),
-            };
+            let subsumed = counted
+                && match step {
+                    // A veth's peer goes with it: deleting it again would only fail.
+                    Step::DelLink { ns, name, .. } => undo
+                        .iter()
+                        .chain(also_deleted)
+                        .filter(|s| *s != step)
+                        .filter_map(|s| match s {
+                            Step::DelLink { peer: Some(p), .. } => Some(p),
+                            _ => None,
+                        })
+                        .any(|(n, l)| n == ns && l == name),
+                    // Addresses, routes, neighbours on a link that is deleted anyway.
+                    other => other.target_link().is_some_and(|(ns, link)| {
+                        deleted.iter().any(|(n, l)| n == ns && l == link)
+                    }),
+                };
             if subsumed {
                 continue;
             }
@@ -488,7 +494,14 @@ mod tests {
         let kinds = k.kinds();
         assert_eq!(
             kinds,
-            ["bridge", "veth", "address", "del-address", "del-link", "del-link"],
+            [
+                "bridge",
+                "veth",
+                "address",
+                "del-address",
+                "del-link",
+                "del-link"
+            ],
             "{kinds:?}"
         );
     }

@@ -96,6 +96,9 @@ impl Driver for Hostile {
     }
 
     fn delete_network(network_id: String) -> Result<(), Error> {
+        if mode(&network_id) == "notfound-delete" {
+            return Err(sdk::not_found("this plugin knows no such network"));
+        }
         kv::delete(&format!("mode/{network_id}"))?;
         Ok(())
     }
@@ -145,7 +148,13 @@ impl Driver for Hostile {
         Ok(info)
     }
 
-    fn leave(_network_id: String, _endpoint_id: String) -> Result<(), Error> {
+    fn leave(network_id: String, endpoint_id: String) -> Result<(), Error> {
+        // A removal hook that adds to the host: nothing may outlive the operation.
+        if mode(&network_id) == "leave-adds" {
+            let b = format!("hxl{}", sdk::short(&endpoint_id, 8));
+            net::create_bridge(&b, None)?;
+            net::set_up(&b)?;
+        }
         Ok(())
     }
 
