@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}/guests"
 env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS -u CARGO_BUILD_TARGET \
-  cargo build -q --manifest-path guests/Cargo.toml --release --target wasm32-wasip2 --target-dir "$TARGET" >&2
+  cargo build --manifest-path guests/Cargo.toml --release --target wasm32-wasip2 --target-dir "$TARGET" >&2
 echo "$TARGET/wasm32-wasip2/release"

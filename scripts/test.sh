@@ -10,5 +10,6 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 ./scripts/deps.sh
+echo "Building the Wasm guests, then the tests (a first build compiles wasmtime: minutes)…" >&2
 ./scripts/build-guests.sh >/dev/null
 cargo test --workspace --features weft/failpoints "$@"

@@ -816,6 +816,14 @@ impl Netlink {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
                         dst = Some(IpAddr::V6(*a))
                     }
+                    // In the bridge family the remote comes undecoded.
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                        dst = match b.len() {
+                            4 => Some(IpAddr::from(<[u8; 4]>::try_from(b.as_slice()).unwrap())),
+                            16 => Some(IpAddr::from(<[u8; 16]>::try_from(b.as_slice()).unwrap())),
+                            _ => None,
+                        }
+                    }
                     _ => {}
                 }
             }
