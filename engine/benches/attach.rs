@@ -1,13 +1,24 @@
-//! Attach/detach benchmark: weft against netavark and the CNI bridge + host-local plugins,
-//! in the same run, on the same kernel, each in a throwaway host namespace.
+//! Attach/detach benchmark: weft against netavark and the CNI plugins, in the same run, on
+//! the same kernel, each in a throwaway host namespace, doing the same work.
 //!
-//! For each N: N network namespaces are made first (not timed); then each tool attaches
-//! every namespace to one bridge network with masquerade and isolation on (weft: its default
-//! bridge; netavark: its iptables firewall; CNI: bridge with ipMasq), timing every attach, then
-//! detaches them, timing every detach. weft is measured as a library (in-process, what an
-//! embedding runtime gets) and as a CLI (one process per attach, like netavark and CNI).
+//! For each N: N network namespaces are made first (not timed); each tool then attaches every
+//! namespace to one bridge network with masquerade and isolation from other networks on, timing
+//! every attach, checks on a sample that attached namespaces reach their gateway, and detaches
+//! them, timing every detach. Each tool warms up first (5 attach/detach cycles, not timed), and
+//! the order of the tools is shuffled per N.
 //!
-//! Run (root): `cargo bench --bench attach -- [--n 50,200,1000] [--peers-n 50,200] [--no-peers]`
+//! - weft as a library (in-process, what an embedding runtime gets), attaching a namespace the
+//!   runtime made, or making the namespace itself;
+//! - weft as a CLI: one process per attach — compare *this* with netavark and CNI, which also
+//!   run as a process per operation;
+//! - netavark 1.4 (Debian, iptables firewall, `isolate`), netavark 2.1 (`cargo install
+//!   --locked netavark --version 2.1.0`, with its nftables firewall and `isolate`, and with
+//!   no firewall at all), where installed;
+//! - CNI bridge + host-local with ipMasq, chained to the firewall plugin (Debian's
+//!   containernetworking-plugins), where installed.
+//!
+//! Run (root): `cargo bench --bench attach -- [--n 200,1000] [--peers-n 200] [--no-peers]
+//! [--netavark21 /opt/netavark21/bin/netavark]`
 
 use std::fs::File;
 use std::io::Write;
@@ -23,13 +34,21 @@ use common::{ms, pct, Scratch};
 use weft::model::{NetworkCreate, SandboxCreate};
 use weft::{Config, Engine};
 
+const WARMUP: usize = 5;
+
+#[derive(Default)]
 struct Stats {
     attach: Vec<Duration>,
-    /// weft only: the part of each attach that is neither kernel work nor the store's fsync.
+    /// weft library only: kernel steps, store commit, and the rest (weft's own work).
+    kernel: Vec<Duration>,
+    commit: Vec<Duration>,
     own: Vec<Duration>,
+    /// weft library only: kernel time per attach by step kind.
+    by_kind: Vec<(&'static str, Duration)>,
     detach: Vec<Duration>,
-    /// Detach of all N in one batched operation, per sandbox.
+    /// Detach of many in one batched operation, per sandbox.
     batch_detach: Option<Duration>,
+    reached: (usize, usize),
 }
 
 fn in_ns_cmd(ns: &Path, prog: &str) -> Command {
@@ -44,9 +63,9 @@ fn in_ns_cmd(ns: &Path, prog: &str) -> Command {
     c
 }
 
-fn run_stdin(mut c: Command, input: &str) {
+fn run_stdin(mut c: Command, input: &str) -> String {
     c.stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().expect("spawn");
     child
@@ -58,126 +77,125 @@ fn run_stdin(mut c: Command, input: &str) {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn bench_weft_lib(n: usize) -> Stats {
-    let s = Scratch::new("lib");
-    let host = s.ns("host");
-    let sbs: Vec<PathBuf> = (0..n).map(|i| s.ns(&format!("c{i}"))).collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Ping `gw` once from inside `ns`.
+fn reaches(ns: &Path, gw: &str) -> bool {
+    in_ns_cmd(ns, "ping")
+        .args(["-c", "1", "-W", "1", gw])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Sample connectivity: first, middle, last.
+fn sample(sbs: &[PathBuf], gw: &str) -> (usize, usize) {
+    let picks: Vec<usize> = [0, sbs.len() / 2, sbs.len().saturating_sub(1)]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let ok = picks.iter().filter(|i| reaches(&sbs[**i], gw)).count();
+    (ok, picks.len())
+}
+
+fn cfg(s: &Scratch, host: &Path) -> Config {
+    Config {
+        root: s.dir.join("root"),
+        run_root: s.dir.join("run"),
+        host_netns: Some(host.to_path_buf()),
+        boot_id: None,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
-        let cfg = Config {
-            root: s.dir.join("root"),
-            run_root: s.dir.join("run"),
-            host_netns: Some(host.clone()),
-        };
-        let e = Engine::open(cfg).await.unwrap();
+        .unwrap()
+}
+
+/// weft as a library. `own_netns`: weft makes the namespaces too.
+fn bench_weft_lib(n: usize, own_netns: bool) -> Stats {
+    let s = Scratch::new(if own_netns { "full" } else { "lib" });
+    let host = s.ns("host");
+    let sbs: Vec<PathBuf> = if own_netns {
+        vec![]
+    } else {
+        (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect()
+    };
+    rt().block_on(async {
+        let e = Engine::open(cfg(&s, &host)).await.unwrap();
         e.create_network(NetworkCreate {
             name: "bench".into(),
             ..Default::default()
         })
         .await
         .unwrap();
-        let mut attach = Vec::new();
-        let mut own = Vec::new();
-        for (i, p) in sbs.iter().enumerate() {
+        let create = |i: usize| SandboxCreate {
+            name: format!("c{i}"),
+            network: Some("bench".into()),
+            netns: (!own_netns).then(|| sbs[i].clone()),
+            ..Default::default()
+        };
+        for i in n..n + WARMUP {
+            e.create_sandbox(create(i)).await.unwrap();
+            e.remove_sandbox(&format!("c{i}"), false).await.unwrap();
+        }
+        let mut st = Stats::default();
+        let kinds0 = e.kernel().time_by_kind();
+        for i in 0..n {
             let (k0, c0) = (e.kernel().time_in_kernel(), e.store().commit_time());
             let t = Instant::now();
-            e.create_sandbox(SandboxCreate {
-                name: format!("c{i}"),
-                network: Some("bench".into()),
-                netns: Some(p.clone()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+            e.create_sandbox(create(i)).await.unwrap();
             let total = t.elapsed();
-            attach.push(total);
-            own.push(total - (e.kernel().time_in_kernel() - k0) - (e.store().commit_time() - c0));
+            let (k, c) = (
+                e.kernel().time_in_kernel() - k0,
+                e.store().commit_time() - c0,
+            );
+            st.attach.push(total);
+            st.kernel.push(k);
+            st.commit.push(c);
+            st.own.push(total.saturating_sub(k + c));
         }
-        let mut detach = Vec::new();
+        for (kind, total, _) in e.kernel().time_by_kind() {
+            let before = kinds0
+                .iter()
+                .find(|(k, _, _)| *k == kind)
+                .map(|x| x.1)
+                .unwrap_or_default();
+            st.by_kind.push((kind, (total - before) / n as u32));
+        }
+        let keys: Vec<PathBuf> = (0..n)
+            .map(|i| e.sandbox(&format!("c{i}")).unwrap().key)
+            .collect();
+        let gw = e.network("bench").unwrap().pools[0].gateway.unwrap().to_string();
+        st.reached = sample(&keys, &gw);
         for i in 0..n / 2 {
             let t = Instant::now();
             e.remove_sandbox(&format!("c{i}"), false).await.unwrap();
-            detach.push(t.elapsed());
+            st.detach.push(t.elapsed());
         }
         // The other half in one batched operation.
         let rest: Vec<String> = (n / 2..n).map(|i| format!("c{i}")).collect();
         let refs: Vec<&str> = rest.iter().map(String::as_str).collect();
         let t = Instant::now();
         e.remove_sandboxes(&refs, false).await.unwrap();
-        let batch = t.elapsed() / rest.len().max(1) as u32;
-        Stats {
-            attach,
-            own,
-            detach,
-            batch_detach: Some(batch),
-        }
-    })
-}
-
-/// Full sandbox lifecycle through the library: the namespace is made by weft too.
-fn bench_weft_lib_full(n: usize) -> Stats {
-    let s = Scratch::new("full");
-    let host = s.ns("host");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let cfg = Config {
-            root: s.dir.join("root"),
-            run_root: s.dir.join("run"),
-            host_netns: Some(host.clone()),
-        };
-        let e = Engine::open(cfg).await.unwrap();
-        e.create_network(NetworkCreate {
-            name: "bench".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let mut attach = Vec::new();
-        let mut own = Vec::new();
-        for i in 0..n {
-            let (k0, c0) = (e.kernel().time_in_kernel(), e.store().commit_time());
-            let t = Instant::now();
-            e.create_sandbox(SandboxCreate {
-                name: format!("c{i}"),
-                network: Some("bench".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            let total = t.elapsed();
-            attach.push(total);
-            own.push(total - (e.kernel().time_in_kernel() - k0) - (e.store().commit_time() - c0));
-        }
-        let mut detach = Vec::new();
-        for i in 0..n {
-            let t = Instant::now();
-            e.remove_sandbox(&format!("c{i}"), false).await.unwrap();
-            detach.push(t.elapsed());
-        }
-        Stats {
-            attach,
-            own,
-            detach,
-            batch_detach: None,
-        }
+        st.batch_detach = Some(t.elapsed() / rest.len().max(1) as u32);
+        st
     })
 }
 
 fn bench_weft_cli(n: usize) -> Stats {
     let s = Scratch::new("cli");
     let host = s.ns("host");
-    let sbs: Vec<PathBuf> = (0..n).map(|i| s.ns(&format!("c{i}"))).collect();
+    let sbs: Vec<PathBuf> = (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect();
     let weft = |args: &[&str]| {
         let mut c = in_ns_cmd(&host, env!("CARGO_BIN_EXE_weft"));
         c.arg("--root")
@@ -190,37 +208,44 @@ fn bench_weft_cli(n: usize) -> Stats {
         assert!(st.success());
     };
     weft(&["network", "create", "bench"]);
-    let mut attach = Vec::new();
-    for (i, p) in sbs.iter().enumerate() {
-        let t = Instant::now();
+    let attach = |i: usize| {
         weft(&[
             "sandbox",
             "create",
             "--network",
             "bench",
             "--netns",
-            p.to_str().unwrap(),
+            sbs[i].to_str().unwrap(),
             &format!("c{i}"),
-        ]);
-        attach.push(t.elapsed());
+        ])
+    };
+    for i in n..n + WARMUP {
+        attach(i);
+        weft(&["sandbox", "rm", &format!("c{i}")]);
     }
-    let mut detach = Vec::new();
+    let mut st = Stats::default();
+    for i in 0..n {
+        let t = Instant::now();
+        attach(i);
+        st.attach.push(t.elapsed());
+    }
+    let gw = {
+        let rt = rt();
+        let e = rt.block_on(Engine::open(cfg(&s, &host))).unwrap();
+        e.network("bench").unwrap().pools[0].gateway.unwrap().to_string()
+    };
+    st.reached = sample(&sbs[..n], &gw);
     for i in 0..n {
         let t = Instant::now();
         weft(&["sandbox", "rm", &format!("c{i}")]);
-        detach.push(t.elapsed());
+        st.detach.push(t.elapsed());
     }
-    Stats {
-        attach,
-        own: vec![],
-        detach,
-        batch_detach: None,
-    }
+    st
 }
 
-fn netavark_opts(i: usize) -> String {
+fn netavark_opts(i: usize, bridge: &str) -> String {
     format!(
-        r#"{{"container_id":"{cid:064x}","container_name":"c{i}","networks":{{"bench":{{"static_ips":["10.89.{a}.{b}"],"interface_name":"eth0"}}}},"network_info":{{"bench":{{"name":"bench","id":"{nid:064x}","driver":"bridge","network_interface":"nvbr0","subnets":[{{"subnet":"10.89.0.0/16","gateway":"10.89.0.1"}}],"ipv6_enabled":false,"internal":false,"dns_enabled":false,"ipam_options":{{"driver":"host-local"}}}}}}}}"#,
+        r#"{{"container_id":"{cid:064x}","container_name":"c{i}","networks":{{"bench":{{"static_ips":["10.89.{a}.{b}"],"interface_name":"eth0"}}}},"network_info":{{"bench":{{"name":"bench","id":"{nid:064x}","driver":"bridge","network_interface":"{bridge}","subnets":[{{"subnet":"10.89.0.0/16","gateway":"10.89.0.1"}}],"ipv6_enabled":false,"internal":false,"dns_enabled":false,"options":{{"isolate":"true"}},"ipam_options":{{"driver":"host-local"}}}}}}}}"#,
         cid = i + 1,
         nid = 7,
         a = (i + 2) / 256,
@@ -228,96 +253,137 @@ fn netavark_opts(i: usize) -> String {
     )
 }
 
-fn bench_netavark(n: usize) -> Stats {
+/// netavark `bin` with firewall driver `fw` (None: its default).
+fn bench_netavark(n: usize, bin: &str, fw: Option<&str>) -> Stats {
     let s = Scratch::new("netavark");
     let host = s.ns("host");
-    let sbs: Vec<PathBuf> = (0..n).map(|i| s.ns(&format!("c{i}"))).collect();
+    let sbs: Vec<PathBuf> = (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect();
     let conf = s.dir.join("conf");
-    let nv = |cmd: &str, ns: &Path, i: usize| {
-        let mut c = in_ns_cmd(&host, "/usr/lib/podman/netavark");
-        c.arg("--config").arg(&conf).arg(cmd).arg(ns);
-        run_stdin(c, &netavark_opts(i));
+    let nv = |cmd: &str, i: usize| {
+        let mut c = in_ns_cmd(&host, bin);
+        if let Some(fw) = fw {
+            c.env("NETAVARK_FW", fw);
+        }
+        c.arg("--config").arg(&conf).arg(cmd).arg(&sbs[i]);
+        run_stdin(c, &netavark_opts(i, "nvbr0"));
     };
-    let mut attach = Vec::new();
-    for (i, p) in sbs.iter().enumerate() {
+    for i in n..n + WARMUP {
+        nv("setup", i);
+        nv("teardown", i);
+    }
+    let mut st = Stats::default();
+    for i in 0..n {
         let t = Instant::now();
-        nv("setup", p, i);
-        attach.push(t.elapsed());
+        nv("setup", i);
+        st.attach.push(t.elapsed());
     }
-    let mut detach = Vec::new();
-    for (i, p) in sbs.iter().enumerate() {
+    st.reached = sample(&sbs[..n], "10.89.0.1");
+    for i in 0..n {
         let t = Instant::now();
-        nv("teardown", p, i);
-        detach.push(t.elapsed());
+        nv("teardown", i);
+        st.detach.push(t.elapsed());
     }
-    Stats {
-        attach,
-        own: vec![],
-        detach,
-        batch_detach: None,
-    }
+    st
 }
 
+/// CNI bridge (ipMasq) + host-local, chained to the firewall plugin, as a runtime runs a
+/// conflist: each plugin a process, the firewall plugin given the bridge's result.
 fn bench_cni(n: usize) -> Stats {
     let s = Scratch::new("cni");
     let host = s.ns("host");
-    let sbs: Vec<PathBuf> = (0..n).map(|i| s.ns(&format!("c{i}"))).collect();
-    let conf = format!(
+    let sbs: Vec<PathBuf> = (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect();
+    let bridge_conf = format!(
         r#"{{"cniVersion":"0.4.0","name":"benchnet","type":"bridge","bridge":"cnibr0","isGateway":true,"ipMasq":true,"ipam":{{"type":"host-local","subnet":"10.22.0.0/16","routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{}"}}}}"#,
         s.dir.join("cnidata").display()
     );
-    let cni = |cmd: &str, ns: &Path, i: usize| {
-        let mut c = in_ns_cmd(&host, "/usr/lib/cni/bridge");
+    let plugin = |prog: &str, cmd: &str, i: usize, conf: &str| -> String {
+        let mut c = in_ns_cmd(&host, &format!("/usr/lib/cni/{prog}"));
         c.env("CNI_COMMAND", cmd)
             .env("CNI_CONTAINERID", format!("c{i}"))
-            .env("CNI_NETNS", ns)
+            .env("CNI_NETNS", &sbs[i])
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", "/usr/lib/cni");
-        run_stdin(c, &conf);
+        run_stdin(c, conf)
     };
-    let mut attach = Vec::new();
-    for (i, p) in sbs.iter().enumerate() {
+    let fw_conf = |prev: &str| {
+        format!(
+            r#"{{"cniVersion":"0.4.0","name":"benchnet","type":"firewall","backend":"iptables","prevResult":{prev}}}"#
+        )
+    };
+    let mut results = vec![String::new(); n + WARMUP];
+    let add = |i: usize, results: &mut Vec<String>| {
+        let r = plugin("bridge", "ADD", i, &bridge_conf);
+        plugin("firewall", "ADD", i, &fw_conf(r.trim()));
+        results[i] = r;
+    };
+    let del = |i: usize, results: &Vec<String>| {
+        plugin("firewall", "DEL", i, &fw_conf(results[i].trim()));
+        plugin("bridge", "DEL", i, &bridge_conf);
+    };
+    for i in n..n + WARMUP {
+        add(i, &mut results);
+        del(i, &results);
+    }
+    let mut st = Stats::default();
+    for i in 0..n {
         let t = Instant::now();
-        cni("ADD", p, i);
-        attach.push(t.elapsed());
+        add(i, &mut results);
+        st.attach.push(t.elapsed());
     }
-    let mut detach = Vec::new();
-    for (i, p) in sbs.iter().enumerate() {
+    st.reached = sample(&sbs[..n], "10.22.0.1");
+    for i in 0..n {
         let t = Instant::now();
-        cni("DEL", p, i);
-        detach.push(t.elapsed());
+        del(i, &results);
+        st.detach.push(t.elapsed());
     }
-    Stats {
-        attach,
-        own: vec![],
-        detach,
-        batch_detach: None,
-    }
+    st
 }
 
-fn print_row(name: &str, s: &Stats, base: Option<Duration>) {
+fn print_row(name: &str, s: &Stats, cli: Option<Duration>) {
     let a = pct(&s.attach, 0.5);
-    let ratio = base
-        .map(|b| format!("{:.1}×", a.as_secs_f64() / b.as_secs_f64()))
-        .unwrap_or_else(|| "1.0×".into());
+    let vs = cli
+        .map(|b| format!("{:.1}× weft CLI", a.as_secs_f64() / b.as_secs_f64()))
+        .unwrap_or_default();
     println!(
-        "  {:<30} attach median {:>9}  p90 {:>9}   detach median {:>9}{}   attach vs weft lib {}",
+        "  {:<34} attach {:>9} (p90 {:>9})   detach {:>9}{}   reached {}/{}   {}",
         name,
         ms(a),
         ms(pct(&s.attach, 0.9)),
         ms(pct(&s.detach, 0.5)),
         s.batch_detach
-            .map(|b| format!("  (batched {})", ms(b)))
+            .map(|b| format!(" (batched {})", ms(b)))
             .unwrap_or_default(),
-        ratio
+        s.reached.0,
+        s.reached.1,
+        vs
     );
+    assert_eq!(s.reached.0, s.reached.1, "{name}: attached namespaces do not reach their gateway");
     if !s.own.is_empty() {
         println!(
-            "  {:<30} of which weft's own work (not kernel, not fsync): median {}",
+            "  {:<34} = kernel steps {} + store commit {} + weft's own work {} (medians)",
             "",
+            ms(pct(&s.kernel, 0.5)),
+            ms(pct(&s.commit, 0.5)),
             ms(pct(&s.own, 0.5))
         );
+        let kinds: Vec<String> = s
+            .by_kind
+            .iter()
+            .filter(|(_, d)| *d >= Duration::from_micros(5))
+            .map(|(k, d)| format!("{k} {}", ms(*d)))
+            .collect();
+        println!("  {:<34}   kernel per attach: {}", "", kinds.join(", "));
     }
+}
+
+enum Tool {
+    Lib,
+    LibOwnNetns,
+    Cli,
+    Netavark14,
+    Netavark21Nft,
+    Netavark21NoFw,
+    Cni,
 }
 
 fn main() {
@@ -326,49 +392,116 @@ fn main() {
         "the benchmark makes namespaces and links: run it as root"
     );
     let args: Vec<String> = std::env::args().collect();
-    let list = |flag: &str, default: &str| -> Vec<usize> {
-        let v = args
-            .iter()
+    let arg = |flag: &str| {
+        args.iter()
             .position(|a| a == flag)
             .and_then(|i| args.get(i + 1))
-            .map(String::as_str)
-            .unwrap_or(default);
-        v.split(',').filter_map(|x| x.parse().ok()).collect()
+            .cloned()
     };
-    let ns = list("--n", "50,200,1000");
-    let peers_n = list("--peers-n", "50,200");
+    let list = |flag: &str, default: &str| -> Vec<usize> {
+        arg(flag)
+            .unwrap_or_else(|| default.into())
+            .split(',')
+            .filter_map(|x| x.parse().ok())
+            .collect()
+    };
+    let ns = list("--n", "200,1000");
+    let peers_n = list("--peers-n", "200");
     let peers = !args.iter().any(|a| a == "--no-peers");
+    let nv14 = "/usr/lib/podman/netavark";
+    let nv21 = arg("--netavark21").unwrap_or_else(|| "/opt/netavark21/bin/netavark".into());
     let have = |p: &str| Path::new(p).exists();
     println!(
-        "weft attach/detach benchmark (per-sandbox times; {} cores)",
+        "weft attach/detach benchmark (per-sandbox medians; {} cores; kernel {})",
         std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(0)
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
     );
+    if peers {
+        for (p, what) in [
+            (nv14, "netavark 1.4: apt-get install netavark"),
+            (nv21.as_str(), "netavark 2.1: cargo install --locked netavark --version 2.1.0 --root /opt/netavark21 (needs protobuf-compiler)"),
+            ("/usr/lib/cni/bridge", "CNI plugins: apt-get install containernetworking-plugins"),
+        ] {
+            if !have(p) {
+                println!("  not installed, left out: {what}");
+            }
+        }
+    }
     for n in ns {
-        println!("N = {n}");
-        let lib = bench_weft_lib(n);
-        let base = pct(&lib.attach, 0.5);
-        print_row("weft library (given netns)", &lib, None);
-        print_row(
-            "weft library (own netns)",
-            &bench_weft_lib_full(n),
-            Some(base),
-        );
+        let mut tools = vec![Tool::Lib, Tool::LibOwnNetns];
         if peers_n.contains(&n) {
-            print_row("weft CLI (process per op)", &bench_weft_cli(n), Some(base));
-            if peers && have("/usr/lib/podman/netavark") {
-                print_row("netavark 1.4 (iptables fw)", &bench_netavark(n), Some(base));
-            } else if peers {
-                println!("  netavark: not installed (apt-get install netavark)");
+            tools.push(Tool::Cli);
+            if peers {
+                if have(nv14) {
+                    tools.push(Tool::Netavark14);
+                }
+                if have(&nv21) {
+                    tools.push(Tool::Netavark21Nft);
+                    tools.push(Tool::Netavark21NoFw);
+                }
+                if have("/usr/lib/cni/bridge") {
+                    tools.push(Tool::Cni);
+                }
             }
-            if peers && have("/usr/lib/cni/bridge") {
-                print_row("CNI bridge+host-local (ipMasq)", &bench_cni(n), Some(base));
-            } else if peers {
-                println!(
-                    "  CNI plugins: not installed (apt-get install containernetworking-plugins)"
-                );
-            }
+        }
+        // Shuffle the order (the machine's state drifts during a run).
+        let mut seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        for i in (1..tools.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            tools.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+        let mut rows: Vec<(&str, Stats)> = Vec::new();
+        for t in &tools {
+            let row = match t {
+                Tool::Lib => ("weft library (given netns)", bench_weft_lib(n, false)),
+                Tool::LibOwnNetns => ("weft library (makes the netns)", bench_weft_lib(n, true)),
+                Tool::Cli => ("weft CLI (process per op)", bench_weft_cli(n)),
+                Tool::Netavark14 => ("netavark 1.4 (iptables, isolate)", bench_netavark(n, nv14, None)),
+                Tool::Netavark21Nft => (
+                    "netavark 2.1 (nftables, isolate)",
+                    bench_netavark(n, &nv21, Some("nftables")),
+                ),
+                Tool::Netavark21NoFw => (
+                    "netavark 2.1 (no firewall)",
+                    bench_netavark(n, &nv21, Some("none")),
+                ),
+                Tool::Cni => ("CNI bridge+firewall (ipMasq)", bench_cni(n)),
+            };
+            rows.push(row);
+        }
+        let order: Vec<&str> = rows.iter().map(|(n, _)| *n).collect();
+        println!("N = {n} (run in this order: {})", order.join(", "));
+        let order_key = |name: &str| {
+            [
+                "weft library (given netns)",
+                "weft library (makes the netns)",
+                "weft CLI (process per op)",
+            ]
+            .iter()
+            .position(|x| *x == name)
+            .unwrap_or(9)
+        };
+        rows.sort_by_key(|(name, _)| order_key(name));
+        let cli = rows
+            .iter()
+            .find(|(n, _)| n.starts_with("weft CLI"))
+            .map(|(_, s)| pct(&s.attach, 0.5));
+        for (name, st) in &rows {
+            let vs = if name.starts_with("weft library") || name.starts_with("weft CLI") {
+                None
+            } else {
+                cli
+            };
+            print_row(name, st, vs);
         }
     }
 }

@@ -20,7 +20,6 @@ use weft::plugin::lend::Lent;
 use weft::plugin::runtime::Runtime;
 use weft::plugin::{Asked, Grants, Kind, PluginRecord};
 use weft::store::mem::MemStore;
-use weft::store::Store as _;
 use weft::{Config, Engine};
 
 mod common;
@@ -72,10 +71,10 @@ impl NetworkDriver for NativeRouted {
         DriverCapabilities {
             scope: Scope::Local,
             needs_ipam: true,
-            connectable: true,
+            attachment: weft::drivers::Attachment::Endpoints,
         }
     }
-    async fn create_network(&self, ctx: &mut Ctx<'_, '_>, net: &mut Network) -> weft::Result<()> {
+    async fn create_network(&self, ctx: &mut Ctx<'_>, net: &mut Network) -> weft::Result<()> {
         let a = format!("nrg{}", &net.id[..10]);
         ctx.tx
             .apply(Step::Bridge {
@@ -104,7 +103,7 @@ impl NetworkDriver for NativeRouted {
     }
     async fn join(
         &self,
-        ctx: &mut Ctx<'_, '_>,
+        ctx: &mut Ctx<'_>,
         _net: &Network,
         ep: &EndpointInfo,
         t: &JoinTarget,
@@ -132,6 +131,7 @@ impl NetworkDriver for NativeRouted {
                     ns: NsRef::Host,
                     key: k.replace("{}", &host),
                     value: v.into(),
+                    keep: false,
                 })
                 .await?;
         }
@@ -171,6 +171,7 @@ async fn attach_run(
         root: dir.dir.join("root"),
         run_root: dir.dir.join("run"),
         host_netns: Some(host),
+        boot_id: None,
     })
     .await
     .unwrap();
@@ -262,13 +263,13 @@ fn main() {
         let hc = rt.load(&hl, "hl-bench").unwrap();
         let pre = ipam::IpamPluginPre::new(rt.ipam_linker.instantiate_pre(&hc).unwrap()).unwrap();
         let rec = Arc::new(record("host-local", Kind::Ipam, hostlocal.clone()));
-        let mem = MemStore::new();
-        let mut txn = mem.write().unwrap();
+        let mem: Arc<dyn weft::store::Store> = Arc::new(MemStore::new());
+        let mut txn = weft::store::Txn::new(mem.clone()).unwrap();
         let mut inst_t = Vec::new();
         let mut call_t = Vec::new();
         let mut kv_call_t = Vec::new();
         // A pool to allocate from (kv writes in the lent transaction).
-        let lent = unsafe { weft::plugin::lend::store(&mut *txn) };
+        let lent = unsafe { weft::plugin::lend::store(&mut txn) };
         let mut store = wasmtime::Store::new(&rt.engine, HostState::new(rec.clone(), Lent::none(), lent, vec![]));
         store.set_fuel(u64::MAX).unwrap();
         store.set_epoch_deadline(u64::MAX / 2);
@@ -323,14 +324,15 @@ fn main() {
         {
             let scratch = Scratch::new("plugin-call");
             let host = scratch.ns("host");
-            let kernel = weft::net::Kernel::open(Some(&host)).unwrap();
+            let kernel: Arc<dyn weft::net::Kernel> =
+                Arc::new(weft::net::linux::LinuxKernel::open(Some(&host), &scratch.dir.join("h.ns")).unwrap());
             let ph = Arc::new(weft::plugin::PluginHost::new(&scratch.dir));
             let (mut rec, _) = ph.examine(&routed, "routed").await.unwrap();
             rec.file = routed.clone();
             let d = weft::plugin::adapters::PluginDriver::new(ph.clone(), rec);
-            let mem = MemStore::new();
-            let mut txn = mem.write().unwrap();
-            let mut tx = kernel.tx(None);
+            let mem: Arc<dyn weft::store::Store> = Arc::new(MemStore::new());
+            let mut txn = weft::store::Txn::new(mem).unwrap();
+            let mut tx = weft::net::Tx::new(kernel, None, Arc::default()).unwrap();
             let net = Network {
                 id: "0".repeat(64),
                 name: "n".into(),
@@ -351,7 +353,6 @@ fn main() {
                 labels: Default::default(),
                 predefined: false,
                 realized: true,
-                undo: vec![],
                 driver_data: Default::default(),
             };
             let mut t = Vec::new();
@@ -364,7 +365,7 @@ fn main() {
                     options: Default::default(),
                 };
                 let s = Instant::now();
-                d.create_endpoint(&mut Ctx { tx: &mut tx, store: &mut *txn }, &net, &mut ep).await.unwrap();
+                d.create_endpoint(&mut Ctx { tx: &mut tx, store: &mut txn }, &net, &mut ep).await.unwrap();
                 t.push(s.elapsed());
             }
             println!("adapter call (routed create-endpoint):     {} median, {} p99", us(pct(&t, 0.5)), us(pct(&t, 0.99)));

@@ -577,7 +577,7 @@ impl Kernel for FakeKernel {
     fn time_in_kernel(&self) -> Duration {
         Duration::from_nanos(self.busy.load(Ordering::Relaxed))
     }
-    fn add_busy(&self, d: Duration) {
+    fn add_busy(&self, _kind: &'static str, d: Duration) {
         self.busy.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
 }

@@ -33,8 +33,12 @@ pub trait Kernel: Send + Sync + 'static {
     /// Total time spent in kernel steps since open (the rest of an operation's time is
     /// weft's own work and the store's fsync).
     fn time_in_kernel(&self) -> Duration;
-    /// Account time spent in a step.
-    fn add_busy(&self, d: Duration);
+    /// Account time spent in a step of a kind.
+    fn add_busy(&self, kind: &'static str, d: Duration);
+    /// Time spent per step kind since open: (kind, total, count). For measurements.
+    fn time_by_kind(&self) -> Vec<(&'static str, Duration, u64)> {
+        vec![]
+    }
 }
 
 /// One operation's view of the kernel.

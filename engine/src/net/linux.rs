@@ -28,6 +28,7 @@ struct Inner {
     host_nl: Netlink,
     firewall: Firewall,
     busy_ns: AtomicU64,
+    by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, u64)>>,
 }
 
 impl LinuxKernel {
@@ -49,6 +50,7 @@ impl LinuxKernel {
                 host_nl,
                 firewall,
                 busy_ns: AtomicU64::new(0),
+                by_kind: Default::default(),
             }),
         })
     }
@@ -71,10 +73,22 @@ impl Kernel for LinuxKernel {
     fn time_in_kernel(&self) -> Duration {
         Duration::from_nanos(self.inner.busy_ns.load(Ordering::Relaxed))
     }
-    fn add_busy(&self, d: Duration) {
+    fn add_busy(&self, kind: &'static str, d: Duration) {
+        let ns = d.as_nanos() as u64;
+        self.inner.busy_ns.fetch_add(ns, Ordering::Relaxed);
+        let mut m = self.inner.by_kind.lock().unwrap();
+        let e = m.entry(kind).or_default();
+        e.0 += ns;
+        e.1 += 1;
+    }
+    fn time_by_kind(&self) -> Vec<(&'static str, Duration, u64)> {
         self.inner
-            .busy_ns
-            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+            .by_kind
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, (ns, n))| (*k, Duration::from_nanos(*ns), *n))
+            .collect()
     }
 }
 

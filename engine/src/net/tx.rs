@@ -160,7 +160,7 @@ impl Tx {
             result = Ok(());
         }
         let took = started.elapsed();
-        self.kernel.add_busy(took);
+        self.kernel.add_busy(step.kind(), took);
         tracing::trace!(
             step = step.kind(),
             us = took.as_micros() as u64,
@@ -200,7 +200,7 @@ impl Tx {
         self.journal()?;
         let started = std::time::Instant::now();
         let r = self.s.exec(&step).await;
-        self.kernel.add_busy(started.elapsed());
+        self.kernel.add_busy(step.kind(), started.elapsed());
         match r {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
@@ -350,7 +350,7 @@ impl Tx {
             .collect();
         let started = std::time::Instant::now();
         errors.extend(self.s.delete_host_links(&names).await);
-        self.kernel.add_busy(started.elapsed());
+        self.kernel.add_busy("del-link", started.elapsed());
         self.removed.extend(links);
         if let Err(e) = self.fp.after("del-link") {
             errors.push(e);
