@@ -175,7 +175,10 @@ fn bench_weft_lib(n: usize, own_netns: bool) -> Stats {
         let keys: Vec<PathBuf> = (0..n)
             .map(|i| e.sandbox(&format!("c{i}")).unwrap().key)
             .collect();
-        let gw = e.network("bench").unwrap().pools[0].gateway.unwrap().to_string();
+        let gw = e.network("bench").unwrap().pools[0]
+            .gateway
+            .unwrap()
+            .to_string();
         st.reached = sample(&keys, &gw);
         for i in 0..n / 2 {
             let t = Instant::now();
@@ -232,7 +235,10 @@ fn bench_weft_cli(n: usize) -> Stats {
     let gw = {
         let rt = rt();
         let e = rt.block_on(Engine::open(cfg(&s, &host))).unwrap();
-        e.network("bench").unwrap().pools[0].gateway.unwrap().to_string()
+        e.network("bench").unwrap().pools[0]
+            .gateway
+            .unwrap()
+            .to_string()
     };
     st.reached = sample(&sbs[..n], &gw);
     for i in 0..n {
@@ -357,7 +363,10 @@ fn print_row(name: &str, s: &Stats, cli: Option<Duration>) {
         s.reached.1,
         vs
     );
-    assert_eq!(s.reached.0, s.reached.1, "{name}: attached namespaces do not reach their gateway");
+    assert_eq!(
+        s.reached.0, s.reached.1,
+        "{name}: attached namespaces do not reach their gateway"
+    );
     if !s.own.is_empty() {
         println!(
             "  {:<34} = kernel steps {} + store commit {} + weft's own work {} (medians)",
@@ -465,7 +474,10 @@ fn main() {
                 Tool::Lib => ("weft library (given netns)", bench_weft_lib(n, false)),
                 Tool::LibOwnNetns => ("weft library (makes the netns)", bench_weft_lib(n, true)),
                 Tool::Cli => ("weft CLI (process per op)", bench_weft_cli(n)),
-                Tool::Netavark14 => ("netavark 1.4 (iptables, isolate)", bench_netavark(n, nv14, None)),
+                Tool::Netavark14 => (
+                    "netavark 1.4 (iptables, isolate)",
+                    bench_netavark(n, nv14, None),
+                ),
                 Tool::Netavark21Nft => (
                     "netavark 2.1 (nftables, isolate)",
                     bench_netavark(n, &nv21, Some("nftables")),

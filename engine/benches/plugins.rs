@@ -221,6 +221,89 @@ async fn attach_run(
     (t, own, kern, sync)
 }
 
+/// Create+remove latency of sandboxes on a bridge network, with nothing else going on, and
+/// while a hostile plugin spins in join on another network until its deadline.
+fn isolation_run(hostile: &Path, rounds: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = Scratch::new("plugin-isolation");
+        let host = dir.ns("host");
+        let e = Engine::open(Config {
+            root: dir.dir.join("root"),
+            run_root: dir.dir.join("run"),
+            host_netns: Some(host),
+            boot_id: None,
+        })
+        .await
+        .unwrap();
+        let grants = ["link-prefix=hx".to_string(), "deadline=1s".to_string()];
+        e.install_plugin(hostile, "hostile", &grants, false)
+            .await
+            .unwrap();
+        let mut slow = NetworkCreate {
+            name: "slow".into(),
+            driver: Some("hostile".into()),
+            ipam_config: vec![weft::model::IpamConfigRequest {
+                subnet: Some("10.124.0.0/16".parse().unwrap()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        slow.options.insert("hostile".into(), "loop-join".into());
+        e.create_network(slow).await.unwrap();
+        e.create_network(NetworkCreate {
+            name: "fast".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let one = |i: usize| {
+            let e = e.clone();
+            async move {
+                let t = Instant::now();
+                e.create_sandbox(SandboxCreate {
+                    name: format!("f{i}"),
+                    network: Some("fast".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+                e.remove_sandbox(&format!("f{i}"), false).await.unwrap();
+                t.elapsed()
+            }
+        };
+        let (mut idle, mut busy) = (Vec::new(), Vec::new());
+        for r in 0..rounds {
+            for i in 0..20 {
+                idle.push(one(i).await);
+            }
+            let spinner = {
+                let e = e.clone();
+                tokio::spawn(async move {
+                    e.create_sandbox(SandboxCreate {
+                        name: format!("stuck{r}"),
+                        network: Some("slow".into()),
+                        ..Default::default()
+                    })
+                    .await
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut i = 100;
+            while !spinner.is_finished() {
+                busy.push(one(i).await);
+                i += 1;
+            }
+            assert!(spinner.await.unwrap().is_err());
+        }
+        (idle, busy)
+    })
+}
+
 fn main() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -395,4 +478,14 @@ fn main() {
         println!("  kernel steps: plugin {} / native {}; store commit: plugin {} / native {}", ms(pct(&pk, 0.5)), ms(pct(&nk, 0.5)), ms(pct(&pc, 0.5)), ms(pct(&nc, 0.5)));
         println!("plugin / native:                      {:.2}×", p.as_secs_f64() / q.as_secs_f64());
     });
+    // One slow plugin does not stall the host.
+    let (idle, busy) = isolation_run(&dir.join("weft_plugin_hostile_driver.wasm"), 3);
+    println!(
+        "sandbox create+rm on a bridge network: {} median, {} p99 idle; {} median, {} p99 ({} ops) while a plugin spins to its 1 s deadline on another network",
+        ms(pct(&idle, 0.5)),
+        ms(pct(&idle, 0.99)),
+        ms(pct(&busy, 0.5)),
+        ms(pct(&busy, 0.99)),
+        busy.len()
+    );
 }

@@ -146,3 +146,135 @@ pub fn sandbox(sb: &Sandbox, eps: &[(Endpoint, Network)]) -> Value {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NsMode, Pool, Scope};
+
+    fn net() -> Network {
+        Network {
+            id: "n".repeat(64),
+            name: "web".into(),
+            driver: "bridge".into(),
+            scope: Scope::Local,
+            created: "2026-01-01T00:00:00.000000000Z".into(),
+            enable_ipv4: true,
+            enable_ipv6: false,
+            internal: false,
+            attachable: false,
+            ingress: false,
+            config_only: false,
+            config_from: None,
+            ipam_driver: "default".into(),
+            ipam_options: BTreeMap::new(),
+            pools: vec![Pool {
+                pool_id: "p".into(),
+                subnet: "172.30.0.0/16".parse().unwrap(),
+                ip_range: Some("172.30.1.0/24".parse().unwrap()),
+                gateway: Some("172.30.1.254".parse().unwrap()),
+                aux_addresses: BTreeMap::new(),
+                user_subnet: true,
+            }],
+            options: BTreeMap::new(),
+            labels: [("trial-bridge".to_string(), String::new())].into(),
+            predefined: false,
+            realized: true,
+            driver_data: BTreeMap::new(),
+        }
+    }
+
+    fn ep(sandbox: &str, ip: &str, default_route: bool) -> Endpoint {
+        Endpoint {
+            id: format!("{sandbox}ep"),
+            network_id: "n".repeat(64),
+            sandbox_id: format!("{sandbox:0<64}"),
+            name: sandbox.into(),
+            ifname: "eth0".into(),
+            mac: "02:42:ac:1e:01:02".into(),
+            ipv4: Some(ip.parse().unwrap()),
+            ipv6: None,
+            pool_v4: Some("p".into()),
+            pool_v6: None,
+            gateway_v4: Some("172.30.1.254".parse().unwrap()),
+            gateway_v6: None,
+            gateway_onlink: false,
+            requested_v4: None,
+            requested_v6: None,
+            aliases: vec!["search".into()],
+            links: vec![],
+            driver_opts: BTreeMap::new(),
+            gw_priority: 0,
+            order: 0,
+            default_route,
+        }
+    }
+
+    #[test]
+    fn network_inspect_has_dockerds_keys_in_dockerds_order() {
+        let eps = [
+            ep("b", "172.30.1.3/16", true),
+            ep("a", "172.30.1.2/16", true),
+        ];
+        let v = network(&net(), Some(&eps));
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "Name",
+                "Id",
+                "Created",
+                "Scope",
+                "Driver",
+                "EnableIPv4",
+                "EnableIPv6",
+                "IPAM",
+                "Internal",
+                "Attachable",
+                "Ingress",
+                "ConfigFrom",
+                "ConfigOnly",
+                "Containers",
+                "Options",
+                "Labels"
+            ]
+        );
+        assert_eq!(
+            v["IPAM"]["Config"],
+            json!([{"Subnet": "172.30.0.0/16", "IPRange": "172.30.1.0/24", "Gateway": "172.30.1.254"}])
+        );
+        // Containers keyed by sandbox id, in id order, with the prefix length.
+        let c: Vec<&String> = v["Containers"].as_object().unwrap().keys().collect();
+        assert!(c[0].starts_with('a') && c[1].starts_with('b'));
+        assert_eq!(v["Containers"][c[0]]["IPv4Address"], "172.30.1.2/16");
+        // The list view has no containers at all.
+        assert_eq!(network(&net(), None)["Containers"], json!({}));
+    }
+
+    #[test]
+    fn sandbox_inspect_takes_the_default_route_endpoint_as_primary() {
+        let sb = Sandbox {
+            id: "s".repeat(64),
+            name: "api".into(),
+            created: String::new(),
+            network_mode: "web".into(),
+            mode: NsMode::Owned,
+            key: "/run/weft/netns/api".into(),
+            next_order: 2,
+        };
+        let mut other = net();
+        other.name = "back".into();
+        let eps = vec![
+            (ep("s", "10.0.0.5/24", false), other),
+            (ep("s", "172.30.1.2/16", true), net()),
+        ];
+        let v = sandbox(&sb, &eps);
+        assert_eq!(v["Name"], "/api");
+        assert_eq!(v["NetworkSettings"]["IPAddress"], "172.30.1.2");
+        assert_eq!(v["NetworkSettings"]["SandboxKey"], "/run/weft/netns/api");
+        let web = &v["NetworkSettings"]["Networks"]["web"];
+        assert_eq!(web["IPPrefixLen"], 16);
+        assert_eq!(web["Aliases"], json!(["search"]));
+        assert_eq!(web["DNSNames"], json!(["s", "search", "s00000000000"]));
+    }
+}

@@ -141,8 +141,17 @@ fn the_example_runtime_attaches_a_process_it_starts_and_detaches_it_when_it_exit
     let h = TestHost::new("exrt");
     // target/<profile>/deps/integration-… → target/<profile>/examples/runtime
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("examples/runtime");
-    assert!(bin.exists(), "{} was not built (cargo test builds examples)", bin.display());
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/runtime");
+    assert!(
+        bin.exists(),
+        "{} was not built (cargo test builds examples)",
+        bin.display()
+    );
     h.block_on(h.engine().create_network(weft::model::NetworkCreate {
         name: "web".into(),
         ..Default::default()
@@ -152,7 +161,19 @@ fn the_example_runtime_attaches_a_process_it_starts_and_detaches_it_when_it_exit
     let mut cmd = std::process::Command::new(&bin);
     cmd.env("WEFT_ROOT", h.dir.join("root"))
         .env("WEFT_RUN_ROOT", h.dir.join("run"))
-        .args(["--network", "web", "--name", "job", "--", "ip", "-o", "-4", "addr", "show", "eth0"]);
+        .args([
+            "--network",
+            "web",
+            "--name",
+            "job",
+            "--",
+            "ip",
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "eth0",
+        ]);
     unsafe {
         use std::os::fd::AsFd;
         use std::os::unix::process::CommandExt;
@@ -165,7 +186,10 @@ fn the_example_runtime_attaches_a_process_it_starts_and_detaches_it_when_it_exit
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     // The program saw its interface, with the address weft gave it, when it started.
-    assert!(out.contains("eth0") && out.contains("inet 172.18.0.2/16"), "{out}");
+    assert!(
+        out.contains("eth0") && out.contains("inet 172.18.0.2/16"),
+        "{out}"
+    );
     // And the sandbox went with the process.
     assert!(h.engine().sandbox("job").is_err());
     assert!(h.block_on(h.engine().check()).unwrap().is_empty());

@@ -142,16 +142,31 @@ fn mesh_plugin_bridges_locally_and_programs_peers() {
     // The entry is recorded with the network that owns the device: check sees it, and sees
     // it go missing.
     h.weft_ok(&["system", "check"]);
-    let mac_dst = ["fdb", "del", "00:00:00:00:00:00", "dev", vx.as_str(), "dst", "192.0.2.10"];
+    let mac_dst = [
+        "fdb",
+        "del",
+        "00:00:00:00:00:00",
+        "dev",
+        vx.as_str(),
+        "dst",
+        "192.0.2.10",
+    ];
     run_ok(&h.host_ns, "bridge", &mac_dst);
     let o = h.weft(&["system", "check"]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stdout).contains("fdb entry"), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("fdb entry"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     h.weft_ok(&["system", "check", "--repair"]);
     let fdb =
         String::from_utf8_lossy(&run_ok(&h.host_ns, "bridge", &["fdb", "show", "dev", &vx]).stdout)
             .into_owned();
-    assert!(fdb.contains("dst 192.0.2.10"), "repair made the network again with its peers: {fdb}");
+    assert!(
+        fdb.contains("dst 192.0.2.10"),
+        "repair made the network again with its peers: {fdb}"
+    );
     // A network made later learns the peers that came before it (kept in the plugin's kv).
     let id2 = h.weft_ok(&[
         "network",

@@ -88,8 +88,15 @@ fn wit_err(plugin: &str, e: WitError) -> Error {
     plugin_err(plugin, kind, m)
 }
 
-/// A trap (or any failure of the call machinery), in words.
-fn trap_err(rec: &PluginRecord, call: &str, e: wasmtime::Error, stderr: &[u8]) -> Error {
+/// A trap (or any failure of the call machinery), in words. `memory_denied`: the instance
+/// hit its memory ceiling (the limiter says so).
+fn trap_err(
+    rec: &PluginRecord,
+    call: &str,
+    e: wasmtime::Error,
+    stderr: &[u8],
+    memory_denied: bool,
+) -> Error {
     use wasmtime::Trap;
     // A Rust panic prints "thread … panicked at FILE:LINE:COL:" then the message.
     let text = String::from_utf8_lossy(stderr);
@@ -104,6 +111,10 @@ fn trap_err(rec: &PluginRecord, call: &str, e: wasmtime::Error, stderr: &[u8]) -
     };
     let text = format!("{e:#}");
     let message = match e.downcast_ref::<Trap>() {
+        _ if memory_denied => format!(
+            "{call} tried to use more than its {} MiB of memory and was stopped",
+            rec.grants.memory_bytes >> 20
+        ),
         Some(Trap::Interrupt) => format!(
             "{call} ran past its deadline of {} ms and was stopped",
             rec.grants.deadline_ms
@@ -116,14 +127,6 @@ fn trap_err(rec: &PluginRecord, call: &str, e: wasmtime::Error, stderr: &[u8]) -
             format!("{call} trapped: it panicked or hit unreachable code{detail}")
         }
         Some(t) => format!("{call} trapped: {t}{detail}"),
-        None if text.contains("growing memory")
-            || text.contains("memory") && text.contains("grow") =>
-        {
-            format!(
-                "{call} tried to use more than its {} MiB of memory and was stopped",
-                rec.grants.memory_bytes >> 20
-            )
-        }
         None => format!("{call} failed: {text}{detail}"),
     };
     plugin_err(&rec.name, PluginErrorKind::Trapped, message)
@@ -143,7 +146,7 @@ fn settle<T>(
     match r {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(wit_err(&rec.name, e)),
-        Err(e) => Err(trap_err(rec, call, e, &stderr)),
+        Err(e) => Err(trap_err(rec, call, e, &stderr, store.data().limits.denied)),
     }
 }
 
@@ -187,7 +190,7 @@ pub async fn describe(rt: &Runtime, c: &Component, rec: &mut PluginRecord) -> Re
             let inst = pre
                 .instantiate_async(&mut store)
                 .await
-                .map_err(|e| trap_err(&probe, "instantiate", e, &[]))?;
+                .map_err(|e| trap_err(&probe, "instantiate", e, &[], false))?;
             let meta = inst.weft_plugin_plugin().call_metadata(&mut store).await;
             let m = settle(&probe, "metadata", &store, meta.map(Ok))?;
             let meta = metadata!(m);
@@ -212,7 +215,7 @@ pub async fn describe(rt: &Runtime, c: &Component, rec: &mut PluginRecord) -> Re
             let inst = pre
                 .instantiate_async(&mut store)
                 .await
-                .map_err(|e| trap_err(&probe, "instantiate", e, &[]))?;
+                .map_err(|e| trap_err(&probe, "instantiate", e, &[], false))?;
             let meta = inst.weft_plugin_plugin().call_metadata(&mut store).await;
             let m = settle(&probe, "metadata", &store, meta.map(Ok))?;
             let meta = metadata!(m);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ipnetwork::IpNetwork;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -26,7 +26,7 @@ const KV_KEY_MAX: usize = 1024;
 /// The data of one plugin call's store.
 pub struct HostState {
     pub plugin: Arc<PluginRecord>,
-    pub limits: StoreLimits,
+    pub limits: Limits,
     wasi: WasiCtx,
     table: ResourceTable,
     pub stderr: MemoryOutputPipe,
@@ -52,6 +52,60 @@ pub struct JoinContext {
     pub ipv6: bool,
 }
 
+/// The memory ceiling of one plugin instance: all its linear memories and tables together
+/// (a component of many core modules does not get the grant once per module). Growing past it
+/// traps, and says so ([`Limits::denied`]), so the error is told by a flag, not by message text.
+pub struct Limits {
+    ceiling: usize,
+    used: usize,
+    pub denied: bool,
+}
+
+impl Limits {
+    fn grow(&mut self, bytes: usize) -> wasmtime::Result<bool> {
+        match self.used.checked_add(bytes).filter(|u| *u <= self.ceiling) {
+            Some(u) => {
+                self.used = u;
+                Ok(true)
+            }
+            None => {
+                self.denied = true;
+                Err(wasmtime::Error::msg(
+                    "the plugin's memory ceiling was reached",
+                ))
+            }
+        }
+    }
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow(desired.saturating_sub(current))
+    }
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow(desired.saturating_sub(current) * std::mem::size_of::<usize>())
+    }
+    fn instances(&self) -> usize {
+        16
+    }
+    fn memories(&self) -> usize {
+        16
+    }
+    fn tables(&self) -> usize {
+        64
+    }
+}
+
 impl HostState {
     pub fn new(
         plugin: Arc<PluginRecord>,
@@ -66,12 +120,11 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let memory = usize::try_from(plugin.grants.memory_bytes).unwrap_or(usize::MAX);
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(memory)
-            .instances(16)
-            .trap_on_grow_failure(true)
-            .build();
+        let limits = Limits {
+            ceiling: usize::try_from(plugin.grants.memory_bytes).unwrap_or(usize::MAX),
+            used: 0,
+            denied: false,
+        };
         let mut scope = scope;
         scope.push("169.254.0.0/16".parse().unwrap());
         scope.push("fe80::/10".parse().unwrap());
