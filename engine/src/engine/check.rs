@@ -391,26 +391,23 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        match op.tx().firewall_networks().await? {
-            Some(ids) => {
-                for id in ids.iter().filter(|i| !fw_ids.contains(*i)) {
-                    add(
-                        FindingKind::Orphan,
-                        format!("nftables chains nw-{id}-*"),
-                        "no network owns them".into(),
-                        Fix::PurgeFirewall(id.clone()),
-                    );
-                }
-                if fw_ids.is_empty() && ids.is_empty() {
-                    add(
-                        FindingKind::Orphan,
-                        "nftables table inet weft".into(),
-                        "no network uses it".into(),
-                        Fix::ResetFirewall,
-                    );
-                }
+        if let Some(ids) = op.tx().firewall_networks().await? {
+            for id in ids.iter().filter(|i| !fw_ids.contains(*i)) {
+                add(
+                    FindingKind::Orphan,
+                    format!("nftables chains nw-{id}-*"),
+                    "no network owns them".into(),
+                    Fix::PurgeFirewall(id.clone()),
+                );
             }
-            None => {}
+            if fw_ids.is_empty() && ids.is_empty() {
+                add(
+                    FindingKind::Orphan,
+                    "nftables table inet weft".into(),
+                    "no network uses it".into(),
+                    Fix::ResetFirewall,
+                );
+            }
         }
 
         // Addresses (native IPAM): allocated ⇔ held.

@@ -240,7 +240,7 @@ fn jump_elem(e: &Value) -> Option<(&Value, &str)> {
     Some((pair.first()?, target))
 }
 
-fn maps<'a>(items: &'a [Value]) -> impl Iterator<Item = (&'a str, &'a [Value])> {
+fn maps(items: &[Value]) -> impl Iterator<Item = (&str, &[Value])> {
     items.iter().filter_map(|i| {
         let m = i.get("map").or_else(|| i.get("set"))?;
         let name = m.get("name")?.as_str()?;

@@ -62,7 +62,6 @@ impl Journal {
     pub fn claim(path: &Path) -> std::io::Result<Option<Journal>> {
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .write(true)
             .append(true)
             .open(path)?;
         if !lock(&file, false)? {

@@ -120,6 +120,9 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Key/value rows, as scans return them.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A consistent read view.
 pub trait ReadTxn: Send + Sync {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -215,7 +218,7 @@ pub struct Txn {
 #[derive(Default)]
 struct Reads {
     keys: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
-    scans: BTreeMap<(Table, Vec<u8>), Vec<(Vec<u8>, Vec<u8>)>>,
+    scans: BTreeMap<(Table, Vec<u8>), Rows>,
 }
 
 impl Txn {

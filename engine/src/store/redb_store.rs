@@ -58,7 +58,7 @@ impl RedbStore {
 fn scan_table<T: ReadableTable<&'static [u8], &'static [u8]>>(
     table: &T,
     prefix: &[u8],
-) -> std::result::Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+) -> std::result::Result<super::Rows, StoreError> {
     let mut out = Vec::new();
     for item in table.range::<&[u8]>(prefix..).map_err(io)? {
         let (k, v) = item.map_err(io)?;
@@ -102,7 +102,8 @@ impl Store for RedbStore {
             },
             |t, p| scan_table(&txn.open_table(def(t)).map_err(io)?, p),
         )?;
-        let mut current: Option<(Table, redb::Table<&'static [u8], &'static [u8]>)> = None;
+        type Open<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+        let mut current: Option<(Table, Open<'_>)> = None;
         for ((t, k), v) in &changes.writes {
             if current.as_ref().map(|(ct, _)| ct) != Some(t) {
                 current = Some((*t, txn.open_table(def(*t)).map_err(io)?));
