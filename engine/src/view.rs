@@ -150,38 +150,23 @@ pub fn sandbox(sb: &Sandbox, eps: &[(Endpoint, Network)]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{NsMode, Pool, Scope};
+    use crate::model::{NsMode, Pool};
 
     fn net() -> Network {
-        Network {
-            id: "n".repeat(64),
-            name: "web".into(),
-            driver: "bridge".into(),
-            scope: Scope::Local,
-            created: "2026-01-01T00:00:00.000000000Z".into(),
-            enable_ipv4: true,
-            enable_ipv6: false,
-            internal: false,
-            attachable: false,
-            ingress: false,
-            config_only: false,
-            config_from: None,
-            ipam_driver: "default".into(),
-            ipam_options: BTreeMap::new(),
-            pools: vec![Pool {
-                pool_id: "p".into(),
-                subnet: "172.30.0.0/16".parse().unwrap(),
-                ip_range: Some("172.30.1.0/24".parse().unwrap()),
-                gateway: Some("172.30.1.254".parse().unwrap()),
-                aux_addresses: BTreeMap::new(),
-                user_subnet: true,
-            }],
-            options: BTreeMap::new(),
-            labels: [("trial-bridge".to_string(), String::new())].into(),
-            predefined: false,
-            realized: true,
-            driver_data: BTreeMap::new(),
-        }
+        let mut n = crate::engine::network::blank_network("web", "bridge");
+        n.id = "n".repeat(64);
+        n.created = "2026-01-01T00:00:00.000000000Z".into();
+        n.pools = vec![Pool {
+            pool_id: "p".into(),
+            subnet: "172.30.0.0/16".parse().unwrap(),
+            ip_range: Some("172.30.1.0/24".parse().unwrap()),
+            gateway: Some("172.30.1.254".parse().unwrap()),
+            aux_addresses: BTreeMap::new(),
+            user_subnet: true,
+        }];
+        n.labels = [("trial-bridge".to_string(), String::new())].into();
+        n.realized = true;
+        n
     }
 
     fn ep(sandbox: &str, ip: &str, default_route: bool) -> Endpoint {

@@ -179,31 +179,13 @@ mod tests {
     use std::sync::Arc;
 
     fn net(name: &str, driver: &str, labels: &[(&str, &str)], created: &str) -> Network {
-        Network {
-            id: format!("{:0<64}", name.len()),
-            name: name.into(),
-            driver: driver.into(),
-            scope: crate::model::Scope::Local,
-            created: created.into(),
-            enable_ipv4: true,
-            enable_ipv6: false,
-            internal: false,
-            attachable: false,
-            ingress: false,
-            config_only: false,
-            config_from: None,
-            ipam_driver: "default".into(),
-            ipam_options: BTreeMap::new(),
-            pools: vec![],
-            options: BTreeMap::new(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            predefined: false,
-            realized: true,
-            driver_data: BTreeMap::new(),
-        }
+        let mut n = crate::engine::network::blank_network(name, driver);
+        n.created = created.into();
+        n.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        n
     }
 
     #[test]

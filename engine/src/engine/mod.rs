@@ -17,7 +17,7 @@ mod endpoint;
 pub mod filters;
 mod gateway;
 mod locks;
-mod network;
+pub(crate) mod network;
 mod op;
 mod plugins;
 pub mod records;

@@ -141,6 +141,12 @@ impl LinuxSession {
         Ok(i)
     }
 
+    /// Change a link's settings, by name.
+    async fn change(&mut self, ns: &NsRef, name: &str, c: &LinkChange) -> Result<(), NetError> {
+        let idx = self.index(ns, name).await?;
+        self.nl(ns)?.set_link(idx, c).await
+    }
+
     fn forget(&mut self, ns: &NsRef, name: &str) {
         self.indexes.remove(&(ns.clone(), name.to_string()));
     }
@@ -321,41 +327,25 @@ impl Session for LinuxSession {
                     .await
             }
             Step::LinkUp { ns, name } => {
-                let idx = self.index(ns, name).await?;
-                self.nl(ns)?
-                    .set_link(
-                        idx,
-                        &LinkChange {
-                            up: Some(true),
-                            ..Default::default()
-                        },
-                    )
-                    .await
+                let up = LinkChange {
+                    up: Some(true),
+                    ..Default::default()
+                };
+                self.change(ns, name, &up).await
             }
             Step::SetMaster { ns, name, master } => {
-                let idx = self.index(ns, name).await?;
-                let m = self.index(ns, master).await?;
-                self.nl(ns)?
-                    .set_link(
-                        idx,
-                        &LinkChange {
-                            master: Some(m),
-                            ..Default::default()
-                        },
-                    )
-                    .await
+                let m = LinkChange {
+                    master: Some(self.index(ns, master).await?),
+                    ..Default::default()
+                };
+                self.change(ns, name, &m).await
             }
             Step::SetMtu { ns, name, mtu } => {
-                let idx = self.index(ns, name).await?;
-                self.nl(ns)?
-                    .set_link(
-                        idx,
-                        &LinkChange {
-                            mtu: Some(*mtu),
-                            ..Default::default()
-                        },
-                    )
-                    .await
+                let m = LinkChange {
+                    mtu: Some(*mtu),
+                    ..Default::default()
+                };
+                self.change(ns, name, &m).await
             }
             Step::PortIsolated { name } => {
                 let idx = host.index(name).await?;
