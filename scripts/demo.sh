@@ -80,6 +80,15 @@ show sandbox exec web ping -c 2 -W 1 203.0.113.2
 bold "weft's own nftables table in the host namespace"
 nsenter --net="/run/netns/$HOST" nft list table inet weft | sed -n '/chain nw-.*-nat/,/}/p' | head -8
 
+bold "Records and kernel agree; someone deletes a bridge weft made; check sees it, repair mends it"
+show system check
+BR="$(ip -n "$HOST" -o link show | awk -F': ' '{print $2}' | grep '^br-' | head -1)"
+echo "\$ ip link del $BR"
+ip -n "$HOST" link del "$BR"
+show system check || echo "(exit $?: they disagree)"
+show system check --repair
+show sandbox exec db ping -c 1 -W 1 "$WEB_IP"
+
 bold "A third-party driver as a sandboxed Wasm plugin: Calico-style routing, no bridge"
 show plugin install "$GUESTS/weft_plugin_routed.wasm" --name routed --grant-requested
 show network create -d routed --subnet 10.88.0.0/24 routed-net
