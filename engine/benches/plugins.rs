@@ -55,7 +55,12 @@ fn record(name: &str, kind: Kind, file: PathBuf) -> PluginRecord {
         grants: g,
         scope: Scope::Local,
         requires_mac: false,
+        requires_replay: false,
+        external_connectivity: false,
         installed: String::new(),
+        contract: "0.2.0".into(),
+        config: Default::default(),
+        compiled: None,
     }
 }
 
@@ -72,6 +77,7 @@ impl NetworkDriver for NativeRouted {
             scope: Scope::Local,
             needs_ipam: true,
             attachment: weft::drivers::Attachment::Endpoints,
+            external_connectivity: false,
         }
     }
     async fn create_network(&self, ctx: &mut Ctx<'_>, net: &mut Network) -> weft::Result<()> {
@@ -95,7 +101,8 @@ impl NetworkDriver for NativeRouted {
                 dst: "169.254.1.1/32".parse().unwrap(),
                 via: None,
                 dev: a,
-                metric: None,
+                // As the routed plugin does: a metric per network.
+                metric: Some(1000),
                 onlink: false,
             })
             .await?;
@@ -330,20 +337,22 @@ fn main() {
         println!("wasmtime engine + linkers:            {}", ms(t.elapsed()));
         let bytes = std::fs::read(&routed).unwrap();
         let t = Instant::now();
-        let c = rt.load(&bytes, "routed-bench").unwrap();
+        let (c, compiled) = rt.compile(&bytes, "routed-bench").unwrap();
         println!("first compile of routed ({} KB):      {}", bytes.len() / 1024, ms(t.elapsed()));
         let mut loads = Vec::new();
         for _ in 0..20 {
             let t = Instant::now();
-            let _ = rt.load(&bytes, "routed-bench").unwrap();
+            // As the engine loads an installed plugin: the cached file, its hash checked
+            // against the one recorded at install.
+            let _ = rt.load(&bytes, "routed-bench", Some(&compiled)).unwrap();
             loads.push(t.elapsed());
         }
-        println!("load from the compile cache:          {} median", ms(pct(&loads, 0.5)));
+        println!("load from the compile cache (hash checked): {} median", ms(pct(&loads, 0.5)));
         let _ = c;
 
         // Instantiate + a pure guest call, and an IPAM call that goes back to the host (kv).
         let hl = std::fs::read(&hostlocal).unwrap();
-        let hc = rt.load(&hl, "hl-bench").unwrap();
+        let hc = rt.load(&hl, "hl-bench", None).unwrap();
         let pre = ipam::IpamPluginPre::new(rt.ipam_linker.instantiate_pre(&hc).unwrap()).unwrap();
         let rec = Arc::new(record("host-local", Kind::Ipam, hostlocal.clone()));
         let mem: Arc<dyn weft::store::Store> = Arc::new(MemStore::new());
@@ -353,7 +362,7 @@ fn main() {
         let mut kv_call_t = Vec::new();
         // A pool to allocate from (kv writes in the lent transaction).
         let lent = unsafe { weft::plugin::lend::store(&mut txn) };
-        let mut store = wasmtime::Store::new(&rt.engine, HostState::new(rec.clone(), Lent::none(), lent, vec![]));
+        let mut store = wasmtime::Store::new(&rt.engine, HostState::new(rec.clone(), Lent::none(), lent, Default::default()));
         store.set_fuel(u64::MAX).unwrap();
         store.set_epoch_deadline(u64::MAX / 2);
         let inst = pre.instantiate_async(&mut store).await.unwrap();
@@ -369,7 +378,7 @@ fn main() {
             let t = Instant::now();
             let _ = inst.weft_plugin_ipam().call_capabilities(&mut store).await.unwrap();
             call_t.push(t.elapsed());
-            let r = ipam::exports::weft::plugin::ipam::AddressRequest { pool_id: pool.pool_id.clone(), preferred: None, options: vec![] };
+            let r = ipam::exports::weft::plugin::ipam::AddressRequest { pool_id: pool.pool_id.clone(), preferred: None, options: vec![], context: None };
             let t = Instant::now();
             let _ = inst.weft_plugin_ipam().call_request_address(&mut store, &r).await.unwrap().unwrap();
             kv_call_t.push(t.elapsed());
@@ -378,14 +387,14 @@ fn main() {
         let mut state_t = Vec::new();
         for _ in 0..2000 {
             let t = Instant::now();
-            let st = HostState::new(rec.clone(), Lent::none(), Lent::none(), vec![]);
+            let st = HostState::new(rec.clone(), Lent::none(), Lent::none(), Default::default());
             let s = wasmtime::Store::new(&rt.engine, st);
             state_t.push(t.elapsed());
             drop(s);
         }
         println!("store + host state (WASI ctx):        {} median", us(pct(&state_t, 0.5)));
         for _ in 0..2000 {
-            let mut s = wasmtime::Store::new(&rt.engine, HostState::new(rec.clone(), Lent::none(), Lent::none(), vec![]));
+            let mut s = wasmtime::Store::new(&rt.engine, HostState::new(rec.clone(), Lent::none(), Lent::none(), Default::default()));
             s.set_fuel(u64::MAX).unwrap();
             s.set_epoch_deadline(u64::MAX / 2);
             let t = Instant::now();
@@ -446,6 +455,7 @@ fn main() {
                     ipv4: Some("10.0.0.2/24".parse().unwrap()),
                     ipv6: None,
                     options: Default::default(),
+                    context: Default::default(),
                 };
                 let s = Instant::now();
                 d.create_endpoint(&mut Ctx { tx: &mut tx, store: &mut txn }, &net, &mut ep).await.unwrap();

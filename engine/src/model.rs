@@ -228,6 +228,16 @@ pub struct ConnectOptions {
     pub gw_priority: i64,
 }
 
+/// One published port (`-p HOSTIP:HOSTPORT:CPORT/PROTO`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// tcp, udp or sctp.
+    pub proto: String,
+    pub host_ip: Option<IpAddr>,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
 /// What `sandbox create` asks for.
 #[derive(Debug, Clone, Default)]
 pub struct SandboxCreate {

@@ -6,11 +6,13 @@ compile_error!("the integration tests need weft's `failpoints` feature: run them
 
 mod harness;
 
+mod contract;
 mod core_bridge;
 mod core_errors;
 mod core_scale;
 mod core_tx;
 mod crash;
+mod escapes;
 mod macvlan;
 mod modes;
 mod plugins;

@@ -110,7 +110,7 @@ fn mesh_plugin_bridges_locally_and_programs_peers() {
         "--subnet",
         "10.81.0.0/24",
         "-o",
-        "vni=4242",
+        "vni=6160400",
         "mnet",
     ]);
     let id10 = &id.trim()[..10];
@@ -118,7 +118,7 @@ fn mesh_plugin_bridges_locally_and_programs_peers() {
     let d = h
         .ip_lines(&h.host_ns, &["-d", "-o", "link", "show", &vx])
         .join("");
-    assert!(d.contains("vxlan id 4242"), "{d}");
+    assert!(d.contains("vxlan id 6160400"), "{d}");
     assert!(d.contains(&format!("master wmb{id10}")), "{d}");
     h.weft_ok(&["sandbox", "create", "--network", "mnet", "m1"]);
     h.weft_ok(&["sandbox", "create", "--network", "mnet", "m2"]);
@@ -199,7 +199,7 @@ fn plugins_of_another_wit_version_or_not_components_are_refused() {
     let h = TestHost::new("plugver");
     // A component built for weft:plugin@0.9.0 (the same bytes, renamed interfaces).
     let bytes = std::fs::read(guest("routed")).unwrap();
-    let (from, to) = (b"weft:plugin/".as_slice(), b"@0.1.0".as_slice());
+    let (from, to) = (b"weft:plugin/".as_slice(), b"@0.2.0".as_slice());
     let mut patched = bytes.clone();
     let mut i = 0;
     let mut n = 0;
@@ -220,7 +220,7 @@ fn plugins_of_another_wit_version_or_not_components_are_refused() {
     let err = h.weft_err(&["plugin", "install", f.to_str().unwrap(), "--name", "future"]);
     assert_eq!(
         err,
-        "Error: this plugin was built for weft:plugin@0.9.0, but this engine speaks weft:plugin@0.1.0: rebuild it against weft's wit/ directory"
+        "Error: this plugin was built for weft:plugin@0.9.0, but this engine speaks weft:plugin@0.2.0 and weft:plugin@0.1.0: rebuild it against weft's wit/ directory"
     );
     let junk = h.dir.join("junk.wasm");
     std::fs::write(&junk, b"\0asm not really").unwrap();
@@ -344,8 +344,14 @@ fn hostile_driver_calls_fail_alone_and_leave_nothing() {
             "foreign-link",
             "denied: link \"evil0\" is not this plugin's",
         ),
-        ("touch-eth0", "denied: link \"eth0\" is not this plugin's"),
-        ("delete-eth0", "denied: link \"eth0\" is not this plugin's"),
+        (
+            "touch-eth0",
+            "denied: link \"eth0\" is not one this plugin made",
+        ),
+        (
+            "delete-eth0",
+            "denied: link \"eth0\" is not one this plugin made",
+        ),
         ("other-prefix", "denied: link \"rtx1\" is not this plugin's"),
         (
             "route-hijack",
@@ -378,11 +384,11 @@ fn hostile_driver_calls_fail_alone_and_leave_nothing() {
         ),
         (
             "foreign-join-link",
-            "join returned link \"eth0\", which is not one of its own",
+            "join returned link \"eth0\", which is not one it made for this network",
         ),
         (
             "ghost-link",
-            "join returned link \"hxghost\", which does not exist",
+            "join returned link \"hxghost\", which is not one it made for this network",
         ),
         (
             "bad-gateway",
@@ -470,8 +476,12 @@ fn hostile_ipam_calls_fail_alone_and_leave_nothing() {
 }
 
 #[test]
-fn a_plugins_not_found_while_removing_is_reported_even_with_force() {
+fn a_plugin_cannot_make_itself_impossible_to_remove() {
+    // Its delete-network and delete-endpoint answer "not found": without -f that stops the
+    // removal (and says why); with -f weft removes its own records and kernel objects anyway
+    // and reports what the plugin refused.
     let h = hostile_host("plugnf");
+    let before = h.host_links();
     h.weft_ok(&[
         "network",
         "create",
@@ -483,25 +493,92 @@ fn a_plugins_not_found_while_removing_is_reported_even_with_force() {
         "hostile=notfound-delete",
         "hn",
     ]);
-    // Positive control: -f forgives a network that does not exist.
+    h.weft_ok(&["sandbox", "create", "--network", "hn", "s1"]);
+    h.weft_ok(&["sandbox", "create", "--network", "hn", "s2"]);
+    // Positive control: -f forgives a network that does not exist at all.
     let o = h.weft(&["network", "rm", "-f", "no-such-network"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // It does not forgive the driver's "not found" while removing one that does.
-    let o = h.weft(&["network", "rm", "-f", "hn"]);
+    // Without -f the plugin's refusal stops the removal, and nothing is half-removed.
+    let err = h.weft_err(&["sandbox", "rm", "s1"]);
     assert!(
-        !o.status.success(),
-        "rm -f reported success although nothing was removed"
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("plugin hostile") && err.contains("knows no such network"),
+        err.contains("plugin hostile") && err.contains("knows no such endpoint"),
         "{err}"
     );
+    assert!(h.weft_ok(&["sandbox", "ls"]).contains("s1"));
+    h.weft_ok(&["system", "check"]);
+    // With -f it goes, with a warning that names the plugin and what it said.
+    let o = h.weft(&["sandbox", "rm", "-f", "s1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let warn = String::from_utf8_lossy(&o.stderr);
     assert!(
-        h.weft_ok(&["network", "ls"]).contains(" hn "),
-        "the network is still there"
+        warn.contains("Warning:")
+            && warn.contains("plugin hostile")
+            && warn.contains("knows no such endpoint"),
+        "{warn}"
+    );
+    assert!(!h.weft_ok(&["sandbox", "ls"]).contains("s1"));
+    // The same for the network (s2 is still on it: -f takes it off first).
+    h.weft_ok(&["sandbox", "rm", "-f", "s2"]);
+    let err = h.weft_err(&["network", "rm", "hn"]);
+    assert!(err.contains("knows no such network"), "{err}");
+    assert!(h.weft_ok(&["network", "ls"]).contains(" hn "));
+    let o = h.weft(&["network", "rm", "-f", "hn"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let warn = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        warn.contains("Warning:") && warn.contains("knows no such network"),
+        "{warn}"
+    );
+    assert!(!h.weft_ok(&["network", "ls"]).contains(" hn "));
+    assert_eq!(
+        h.host_links(),
+        before,
+        "the plugin's links went with the network"
     );
     h.weft_ok(&["system", "check"]);
+    // And the plugin itself: refused while a network uses it, removed with -f (the network
+    // with it), its compiled form gone from the cache.
+    h.weft_ok(&[
+        "network",
+        "create",
+        "-d",
+        "hostile",
+        "--subnet",
+        "10.91.0.0/24",
+        "-o",
+        "hostile=notfound-delete",
+        "hn2",
+    ]);
+    let err = h.weft_err(&["plugin", "rm", "hostile"]);
+    assert!(err.contains("hn2"), "{err}");
+    let cached = |h: &TestHost| cache_files(h).len();
+    let n = cached(&h);
+    assert!(n >= 1, "the install compiled into the cache");
+    let o = h.weft(&["plugin", "rm", "-f", "hostile"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("knows no such network"));
+    assert!(!h.weft_ok(&["network", "ls"]).contains("hn2"));
+    assert!(!h.weft_ok(&["plugin", "ls"]).contains("hostile "));
+    assert_eq!(cached(&h), n - 1, "plugin rm removed its compiled form");
+    assert_eq!(h.host_links(), before);
+    h.weft_ok(&["system", "check"]);
+}
+
+/// The compiled components in weft's cache.
+pub fn cache_files(h: &TestHost) -> Vec<std::path::PathBuf> {
+    fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "cwasm") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(&h.dir.join("root"), &mut out);
+    out
 }
 
 #[test]

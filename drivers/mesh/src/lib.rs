@@ -3,8 +3,10 @@
 //! its kv space so a new network learns the peers that came before it. On one host it
 //! behaves as a bridge; across hosts, frames travel in VXLAN to the peers.
 //!
-//! Options: `vni` (default: derived from the network id), `vxlan-port` (4789), `parent`
-//! (underlay link, must be granted), `local` (underlay address), `mtu` (1450).
+//! Options: `vni` (default: derived from the network id, in 0x5e0000–0x5effff), `vxlan-port`
+//! (4789), `parent` (underlay link, must be granted), `local` (underlay address, on the
+//! parent), `mtu` (1450). Grants it asks for: link prefix `wm`, that VNI range, UDP port 4789.
+//! FDB entries go only to peers the engine announced (`weft system peer add`).
 
 use std::net::IpAddr;
 
@@ -13,11 +15,11 @@ use weft_plugin_sdk as sdk;
 wit_bindgen::generate!({
     path: "../../wit",
     world: "driver-plugin",
-    with: { "weft:plugin/types@0.1.0": weft_plugin_sdk::types },
+    with: { "weft:plugin/types@0.2.0": weft_plugin_sdk::types },
 });
 
 use exports::weft::plugin::network_driver::{
-    DriverCapabilities, Endpoint, EndpointInfo, Guest as Driver, JoinInfo, Network,
+    DriverCapabilities, Endpoint, EndpointInfo, Guest as Driver, JoinInfo, Network, PortMapping,
 };
 use exports::weft::plugin::plugin::{Guest as Plugin, PluginMetadata, RequestedGrants};
 use sdk::types::{Error, IpAddress, Scope};
@@ -27,6 +29,10 @@ use weft::plugin::log::{log, Level};
 
 const PREFIX: &str = "wm";
 const FLOOD: (u8, u8, u8, u8, u8, u8) = (0, 0, 0, 0, 0, 0);
+/// The VNIs it asks for: 0x5e0000–0x5effff (6160384–6225919), so it stays clear of other
+/// VXLAN users on the host.
+const VNI_FIRST: u32 = 0x5e_0000;
+const VNI_LAST: u32 = 0x5e_ffff;
 
 struct Mesh;
 
@@ -49,14 +55,14 @@ fn devs(network_id: &str) -> Result<NetDevs, Error> {
     Ok(NetDevs { bridge, vxlan, mtu })
 }
 
-/// FNV-1a of the network id, folded to a non-zero 24-bit VNI.
+/// FNV-1a of the network id, folded into the VNI range it asks for.
 fn derived_vni(id: &str) -> u32 {
     let mut h: u32 = 0x811c9dc5;
     for b in id.bytes() {
         h ^= b as u32;
         h = h.wrapping_mul(0x01000193);
     }
-    ((h ^ (h >> 24)) & 0x00ff_ffff).max(1)
+    VNI_FIRST | ((h ^ (h >> 16)) & 0xffff)
 }
 
 fn peers() -> Result<Vec<IpAddr>, Error> {
@@ -85,6 +91,11 @@ impl Plugin for Mesh {
                 sysctls: vec![],
                 http_hosts: vec![],
                 memory_mib: Some(16),
+                gateways: vec![],
+                vni_ranges: vec![(VNI_FIRST, VNI_LAST)],
+                vxlan_ports: vec![4789],
+                macvlan_passthru: false,
+                config_keys: vec![],
             },
         }
     }
@@ -94,6 +105,7 @@ impl Driver for Mesh {
     fn capabilities() -> DriverCapabilities {
         DriverCapabilities {
             scope: Scope::Local,
+            external_connectivity: false,
         }
     }
 
@@ -102,9 +114,11 @@ impl Driver for Mesh {
         let bridge = format!("{PREFIX}b{id10}");
         let vxlan = format!("{PREFIX}x{id10}");
         let vni = match sdk::option(&n.options, "vni") {
-            Some(v) => v
-                .parse()
-                .map_err(|_| sdk::invalid(format!("vni {v:?}: give a number in 1–16777215")))?,
+            Some(v) => v.parse().map_err(|_| {
+                sdk::invalid(format!(
+                    "vni {v:?}: give a number in {VNI_FIRST}–{VNI_LAST}"
+                ))
+            })?,
             None => derived_vni(&n.id),
         };
         let port = match sdk::option(&n.options, "vxlan-port") {
@@ -192,6 +206,21 @@ impl Driver for Mesh {
         if net::link_exists(&host)? {
             net::delete_link(&host)?;
         }
+        Ok(())
+    }
+
+    fn program_external_connectivity(
+        _network_id: String,
+        _endpoint_id: String,
+        _ports: Vec<PortMapping>,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn revoke_external_connectivity(
+        _network_id: String,
+        _endpoint_id: String,
+    ) -> Result<(), Error> {
         Ok(())
     }
 

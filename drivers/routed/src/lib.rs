@@ -4,7 +4,8 @@
 //! answers by proxy ARP. Sandboxes reach each other through the host's routing table.
 //!
 //! Grants it asks for: link prefix `rt`; the per-link sysctls proxy_arp, proxy_delay and
-//! forwarding; no parents, no HTTP.
+//! forwarding; the gateway address 169.254.1.1 (outside every subnet, so it must be granted);
+//! no parents, no HTTP.
 
 use std::net::IpAddr;
 
@@ -13,21 +14,22 @@ use weft_plugin_sdk as sdk;
 wit_bindgen::generate!({
     path: "../../wit",
     world: "driver-plugin",
-    with: { "weft:plugin/types@0.1.0": weft_plugin_sdk::types },
+    with: { "weft:plugin/types@0.2.0": weft_plugin_sdk::types },
 });
 
 use exports::weft::plugin::network_driver::{
-    DriverCapabilities, Endpoint, EndpointInfo, Guest as Driver, JoinInfo, Network,
+    DriverCapabilities, Endpoint, EndpointInfo, Guest as Driver, JoinInfo, Network, PortMapping,
 };
 use exports::weft::plugin::plugin::{Guest as Plugin, PluginMetadata, RequestedGrants};
 use sdk::types::{Error, IpAddress, Scope};
-use weft::plugin::host_net::{self as net, LinkSysctl};
+use weft::plugin::host_net::{self as net, LinkSysctl, Route, RouteKind};
 use weft::plugin::kv;
 use weft::plugin::log::{log, Level};
 
 const PREFIX: &str = "rt";
 /// The gateway every sandbox routes through; the host end of its veth answers for it.
 const GATEWAY: (u8, u8, u8, u8) = (169, 254, 1, 1);
+const GATEWAY_IP: [u8; 4] = [169, 254, 1, 1];
 
 struct Routed;
 
@@ -39,6 +41,16 @@ fn host_link(endpoint_id: &str) -> String {
 /// The link that anchors 169.254.1.1 on the host, so proxy ARP has a route to answer for.
 fn anchor(network_id: &str) -> String {
     format!("{PREFIX}g{}", sdk::short(network_id, 10))
+}
+
+/// FNV-1a of an id.
+fn fnv(id: &str) -> u32 {
+    let mut h: u32 = 0x811c9dc5;
+    for b in id.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    h
 }
 
 fn text(v: Option<Vec<u8>>) -> Option<String> {
@@ -57,6 +69,11 @@ impl Plugin for Routed {
                 sysctls: vec!["proxy_arp".into(), "proxy_delay".into(), "forwarding".into()],
                 http_hosts: vec![],
                 memory_mib: Some(16),
+                gateways: vec![sdk::addr(IpAddr::from(GATEWAY_IP))],
+                vni_ranges: vec![],
+                vxlan_ports: vec![],
+                macvlan_passthru: false,
+                config_keys: vec![],
             },
         }
     }
@@ -66,6 +83,7 @@ impl Driver for Routed {
     fn capabilities() -> DriverCapabilities {
         DriverCapabilities {
             scope: Scope::Local,
+            external_connectivity: false,
         }
     }
 
@@ -76,7 +94,23 @@ impl Driver for Routed {
         let a = anchor(&n.id);
         net::create_bridge(&a, None)?;
         net::set_up(&a)?;
-        net::add_route(sdk::prefix(IpAddr::from([169, 254, 1, 1]), 32), None, &a)?;
+        // Every routed network anchors the gateway on its own link; the kernel keeps one
+        // route per (destination, metric), so each takes a metric of its own.
+        let mut metric = 1000 + fnv(&n.id) % 50_000;
+        loop {
+            let r = net::add_route_ex(&Route {
+                destination: sdk::prefix(IpAddr::from(GATEWAY_IP), 32),
+                next_hop: None,
+                link: Some(a.clone()),
+                metric: Some(metric),
+                table: None,
+                kind: RouteKind::Unicast,
+            });
+            match r {
+                Err(Error::Conflict(_)) if metric < 1000 + 50_000 + 64 => metric += 1,
+                r => break r?,
+            }
+        }
         kv::put(&format!("net/{}", n.id), a.as_bytes())?;
         log(Level::Info, &format!("routed network {} ready", n.name));
         Ok(())
@@ -140,6 +174,21 @@ impl Driver for Routed {
         if net::link_exists(&host)? {
             net::delete_link(&host)?;
         }
+        Ok(())
+    }
+
+    fn program_external_connectivity(
+        _network_id: String,
+        _endpoint_id: String,
+        _ports: Vec<PortMapping>,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn revoke_external_connectivity(
+        _network_id: String,
+        _endpoint_id: String,
+    ) -> Result<(), Error> {
         Ok(())
     }
 

@@ -30,7 +30,8 @@ pub enum NetworkCmd {
     /// Remove one or more networks.
     #[command(alias = "remove")]
     Rm {
-        /// Do not error if the network does not exist.
+        /// Do not error if the network does not exist; remove it even if its driver or IPAM
+        /// plugin refuses (saying what it refused).
         #[arg(short = 'f', long)]
         force: bool,
         #[arg(required = true)]
@@ -308,8 +309,13 @@ pub async fn run(engine: &Engine, cmd: NetworkCmd) -> Result<Exit, Error> {
         NetworkCmd::Rm { force, networks } => {
             let mut code = 0;
             for n in networks {
-                match engine.remove_network(&n).await {
-                    Ok(()) => println!("{n}"),
+                match engine.remove_network_with(&n, force).await {
+                    Ok(warnings) => {
+                        for w in warnings {
+                            eprintln!("Warning: {w}");
+                        }
+                        println!("{n}")
+                    }
                     // -f: a network that does not exist is not an error (and nothing else is
                     // forgiven: a driver's "not found" while removing is still reported).
                     Err(Error::NetworkNotFound(_)) if force => {}

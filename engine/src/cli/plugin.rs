@@ -15,22 +15,32 @@ pub enum PluginCmd {
         file: PathBuf,
         #[arg(long)]
         name: String,
-        /// Grant a power: link-prefix=P, parent=IF, sysctl=S, kv=SPACE, kv-global=BOOL,
-        /// http=HOST[:PORT], memory=64M, deadline=500ms, fuel=N. Repeatable.
+        /// Grant a power: link-prefix=P, parent=IF, sysctl=S, gateway=IP, vni=A-B,
+        /// vxlan-port=N, macvlan-passthru=BOOL, kv=SPACE, kv-quota=4M, http=HOST[:PORT],
+        /// memory=64M, deadline=500ms, fuel=N. Repeatable.
         #[arg(long = "grant")]
         grant: Vec<String>,
         /// Grant everything the plugin asks for (then --grant items on top).
         #[arg(long = "grant-requested")]
         grant_requested: bool,
+        /// Configuration the plugin reads: key=value, or key=@FILE for a secret (never shown
+        /// by `plugin inspect` or logged). Repeatable.
+        #[arg(long = "config")]
+        config: Vec<String>,
     },
     /// List installed plugins.
     #[command(alias = "list")]
     Ls,
     /// Show a plugin's record: what it is, what it asked for, what it was granted.
     Inspect { name: String },
-    /// Remove a plugin (refused while a network uses it).
+    /// Remove a plugin (refused while a network uses it; with -f, those networks and their
+    /// sandboxes' endpoints go first, whatever the plugin says).
     #[command(alias = "remove")]
-    Rm { name: String },
+    Rm {
+        #[arg(short = 'f', long)]
+        force: bool,
+        name: String,
+    },
 }
 
 fn asked_text(a: &crate::plugin::Asked) -> String {
@@ -41,12 +51,24 @@ fn asked_text(a: &crate::plugin::Asked) -> String {
             v.join(", ")
         }
     };
+    let gws: Vec<String> = a.gateways.iter().map(|g| g.to_string()).collect();
+    let vnis: Vec<String> = a
+        .vni_ranges
+        .iter()
+        .map(|(x, y)| format!("{x}-{y}"))
+        .collect();
+    let ports: Vec<String> = a.vxlan_ports.iter().map(|p| p.to_string()).collect();
     format!(
-        "  link-prefix  {}\n  parents      {}\n  sysctls      {}\n  http         {}\n  memory       {}",
+        "  link-prefix  {}\n  parents      {}\n  sysctls      {}\n  gateways     {}\n  vni          {}\n  vxlan ports  {}\n  passthru     {}\n  http         {}\n  config keys  {}\n  memory       {}",
         a.link_prefix.as_deref().unwrap_or("none"),
         list(&a.parents),
         list(&a.sysctls),
+        list(&gws),
+        list(&vnis),
+        list(&ports),
+        if a.macvlan_passthru { "yes" } else { "no" },
         list(&a.http_hosts),
+        list(&a.config_keys),
         a.memory_mib.map(|m| format!("{m} MiB")).unwrap_or_else(|| "default".into())
     )
 }
@@ -58,15 +80,22 @@ pub async fn run(engine: &Engine, cmd: PluginCmd) -> Result<Exit, Error> {
             name,
             grant,
             grant_requested,
+            config,
         } => {
             let rec = engine
-                .install_plugin(&file, &name, &grant, grant_requested)
+                .install_plugin_with(&file, &name, &grant, grant_requested, &config)
                 .await?;
             println!(
-                "Installed {} ({} {}): {}",
+                "Installed {} ({} {}, speaks weft:plugin@{}{}): {}",
                 rec.name,
                 rec.kind.as_str(),
                 rec.version,
+                rec.contract,
+                if rec.contract == crate::plugin::CONTRACTS[0] {
+                    ""
+                } else {
+                    ", run through the adapter for older plugins"
+                },
                 rec.description
             );
             println!("It asks for:\n{}", asked_text(&rec.asked));
@@ -97,15 +126,17 @@ pub async fn run(engine: &Engine, cmd: PluginCmd) -> Result<Exit, Error> {
             Ok(0)
         }
         PluginCmd::Inspect { name } => {
-            let p = engine.plugin(&name)?;
+            let p = engine.plugin(&name)?.redacted();
             println!(
                 "{}",
                 pretty(&serde_json::to_value(&p).map_err(Error::internal)?)
             );
             Ok(0)
         }
-        PluginCmd::Rm { name } => {
-            engine.remove_plugin(&name).await?;
+        PluginCmd::Rm { force, name } => {
+            for w in engine.remove_plugin_with(&name, force).await? {
+                eprintln!("Warning: {w}");
+            }
             println!("{name}");
             Ok(0)
         }

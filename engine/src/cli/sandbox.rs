@@ -180,7 +180,9 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
                 }
             }
             if !found.is_empty() {
-                engine.remove_sandboxes(&found, force).await?;
+                for w in engine.remove_sandboxes_with(&found, force).await? {
+                    eprintln!("Warning: {w}");
+                }
                 for n in found {
                     println!("{n}");
                 }

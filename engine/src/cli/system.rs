@@ -80,6 +80,10 @@ pub async fn run(engine: &Engine, cmd: SystemCmd) -> Result<Exit, Error> {
                 "RunRoot": engine.config().run_root.display().to_string(),
                 "Store": engine.store().describe(),
                 "Drivers": engine.driver_names(),
+                "PluginContracts": crate::plugin::CONTRACTS
+                    .iter()
+                    .map(|v| format!("weft:plugin@{v}"))
+                    .collect::<Vec<_>>(),
                 "HostNetns": engine.kernel().host_path().display().to_string(),
             });
             println!("{}", pretty(&info));

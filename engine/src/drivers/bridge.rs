@@ -54,6 +54,7 @@ impl NetworkDriver for Bridge {
             scope: Scope::Local,
             needs_ipam: true,
             attachment: super::Attachment::Endpoints,
+            external_connectivity: false,
         }
     }
 

@@ -48,6 +48,7 @@ impl NetworkDriver for Macvlan {
             scope: Scope::Local,
             needs_ipam: true,
             attachment: super::Attachment::Endpoints,
+            external_connectivity: false,
         }
     }
 

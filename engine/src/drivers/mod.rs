@@ -50,6 +50,8 @@ pub struct DriverCapabilities {
     /// Networks of this driver get IPAM pools and endpoints get addresses.
     pub needs_ipam: bool,
     pub attachment: Attachment,
+    /// Wants program/revoke-external-connectivity (the sandbox's published ports).
+    pub external_connectivity: bool,
 }
 
 /// The endpoint as the driver sees it.
@@ -61,6 +63,16 @@ pub struct EndpointInfo {
     pub ipv4: Option<IpNetwork>,
     pub ipv6: Option<IpNetwork>,
     pub options: BTreeMap<String, String>,
+    pub context: EndpointContext,
+}
+
+/// Who an endpoint is for (what an IPAM registers as the holder of an address).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointContext {
+    pub sandbox_id: String,
+    pub sandbox_name: String,
+    pub hostname: Option<String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Where the endpoint goes.
@@ -149,6 +161,26 @@ pub trait NetworkDriver: Send + Sync {
         target: &JoinTarget,
     ) -> Result<JoinInfo>;
     async fn leave(&self, _ctx: &mut Ctx<'_>, _net: &Network, _ep: &EndpointInfo) -> Result<()> {
+        Ok(())
+    }
+    /// The endpoint's sandbox reaches the outside through it and publishes `ports`
+    /// (libnetwork's ProgramExternalConnectivity; called for the endpoint that holds the
+    /// sandbox's default route, when the driver's capabilities ask for it).
+    async fn program_external_connectivity(
+        &self,
+        _ctx: &mut Ctx<'_>,
+        _net: &Network,
+        _ep: &EndpointInfo,
+        _ports: &[crate::model::PortMapping],
+    ) -> Result<()> {
+        Ok(())
+    }
+    async fn revoke_external_connectivity(
+        &self,
+        _ctx: &mut Ctx<'_>,
+        _net: &Network,
+        _ep: &EndpointInfo,
+    ) -> Result<()> {
         Ok(())
     }
     /// A cluster peer appeared / went away (multi-host drivers).

@@ -37,6 +37,7 @@ impl NetworkDriver for Mode {
             scope: Scope::Local,
             needs_ipam: false,
             attachment: self.attachment,
+            external_connectivity: false,
         }
     }
     fn validate(&self, _net: &Network, existing: &[Network]) -> Result<()> {

@@ -59,6 +59,16 @@ pub(crate) fn endpoint_info(ep: &Endpoint) -> EndpointInfo {
         ipv4: ep.ipv4,
         ipv6: ep.ipv6,
         options: ep.driver_opts.clone(),
+        context: endpoint_context(ep),
+    }
+}
+
+pub(crate) fn endpoint_context(ep: &Endpoint) -> crate::drivers::EndpointContext {
+    crate::drivers::EndpointContext {
+        sandbox_id: ep.sandbox_id.clone(),
+        sandbox_name: ep.name.clone(),
+        hostname: None,
+        labels: BTreeMap::new(),
     }
 }
 
@@ -167,8 +177,12 @@ impl Engine {
                     continue;
                 }
                 let want = if v6 { opts.ipv6 } else { opts.ipv4 };
+                let who = endpoint_context(&ep);
                 let (addr, pool) =
-                    allocate(&*ipam, op.w(), &pools, want, opts.mac.as_deref()).await?;
+                    allocate(&*ipam, op.w(), &pools, want, opts.mac.as_deref(), &who).await?;
+                if ipam.name() != "default" {
+                    check_address(&*ipam, op.r(), net, &pool, addr)?;
+                }
                 if v6 {
                     ep.ipv6 = Some(addr);
                     ep.pool_v6 = Some(pool);
@@ -302,6 +316,12 @@ impl Engine {
         if take {
             for s in gateway::default_route_steps(ep, &ns_ref) {
                 op.tx().apply(s).await?;
+            }
+            // The sandbox reaches the outside through this endpoint now.
+            if driver.capabilities().external_connectivity {
+                driver
+                    .program_external_connectivity(&mut op.ctx(), net, &endpoint_info(ep), &[])
+                    .await?;
             }
         }
         ep.default_route = take;
@@ -462,15 +482,25 @@ impl Engine {
         let driver = self.driver(&net.driver)?;
         let info = endpoint_info(ep);
         let mark = op.tx().mark();
-        let r = match driver.leave(&mut op.ctx(), net, &info).await {
-            Ok(()) => driver.delete_endpoint(&mut op.ctx(), net, &info).await,
+        let revoke = if ep.default_route && driver.capabilities().external_connectivity {
+            driver
+                .revoke_external_connectivity(&mut op.ctx(), net, &info)
+                .await
+        } else {
+            Ok(())
+        };
+        let r = match revoke {
+            Ok(()) => match driver.leave(&mut op.ctx(), net, &info).await {
+                Ok(()) => driver.delete_endpoint(&mut op.ctx(), net, &info).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if let Err(e) = r {
             if !force {
                 return Err(e);
             }
-            tracing::warn!("driver {} leave/delete-endpoint: {e}", net.driver);
+            op.warn(format!("{} left {} although {e}", ep.name, net.name));
         }
         self.drop_transient(op, mark).await;
         Ok(())
@@ -491,7 +521,7 @@ impl Engine {
                     if !force {
                         return Err(e);
                     }
-                    tracing::warn!("release {a}: {e}");
+                    op.warn(format!("{} released {a} although {e}", ep.name));
                 }
             }
         }
@@ -507,6 +537,7 @@ pub(crate) async fn allocate(
     pools: &[&Pool],
     want: Option<IpAddr>,
     mac: Option<&str>,
+    who: &crate::drivers::EndpointContext,
 ) -> Result<(IpNetwork, String)> {
     let mut options = BTreeMap::new();
     if ipam.capabilities().requires_mac_address {
@@ -533,6 +564,7 @@ pub(crate) async fn allocate(
                     pool_id: pool.pool_id.clone(),
                     preferred: Some(ip),
                     options,
+                    context: Some(who.clone()),
                 },
             )
             .await?;
@@ -546,6 +578,7 @@ pub(crate) async fn allocate(
                     pool_id: p.pool_id.clone(),
                     preferred: None,
                     options: options.clone(),
+                    context: Some(who.clone()),
                 },
             )
             .await
@@ -612,6 +645,53 @@ pub(crate) fn check_endpoint_settings(net: &Network, opts: &ConnectOptions) -> R
                 "no configured subnet or ip-range contain the IP address {ip}"
             )));
         }
+    }
+    Ok(())
+}
+
+/// What a plugin IPAM answered to request-address must be an address an endpoint can have:
+/// the pool's prefix length, not the network or broadcast address, not the gateway, an aux
+/// address or another endpoint's.
+fn check_address(
+    ipam: &dyn Ipam,
+    r: &dyn crate::store::ReadTxn,
+    net: &Network,
+    pool_id: &str,
+    a: IpNetwork,
+) -> Result<()> {
+    let bad = |m: String| Error::Plugin {
+        plugin: ipam.name().to_string(),
+        kind: PluginErrorKind::BadReturn,
+        message: format!("request-address returned {a}, {m}"),
+    };
+    let Some(pool) = net.pools.iter().find(|p| p.pool_id == pool_id) else {
+        return Err(bad("for a pool this network does not have".into()));
+    };
+    if a.prefix() != pool.subnet.prefix() {
+        return Err(bad(format!(
+            "whose prefix length is not the pool's (/{})",
+            pool.subnet.prefix()
+        )));
+    }
+    if let IpNetwork::V4(n) = pool.subnet {
+        if n.prefix() < 31
+            && (a.ip() == IpAddr::V4(n.network()) || a.ip() == IpAddr::V4(n.broadcast()))
+        {
+            return Err(bad(format!(
+                "which is the network or broadcast address of {n}"
+            )));
+        }
+    }
+    if pool.gateway == Some(a.ip()) || pool.aux_addresses.values().any(|x| *x == a.ip()) {
+        return Err(bad(
+            "which is the network's gateway or an aux address".into()
+        ));
+    }
+    if let Some(other) = records::network_endpoints(r, &net.id)?
+        .into_iter()
+        .find(|e| e.ipv4.map(|x| x.ip()) == Some(a.ip()) || e.ipv6.map(|x| x.ip()) == Some(a.ip()))
+    {
+        return Err(bad(format!("which {} holds already", other.name)));
     }
     Ok(())
 }

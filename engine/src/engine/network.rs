@@ -260,6 +260,7 @@ impl Engine {
                 avoid: avoid.clone(),
             };
             let grant = ipam.request_pool(op.w(), &preq).await?;
+            check_pool(&grant.pool, &*ipam, cfg.is_none(), &avoid, op.r(), &net.id)?;
             let gw = cfg
                 .and_then(|c| c.gateway)
                 .unwrap_or_else(|| first_host(&grant.pool));
@@ -270,6 +271,7 @@ impl Engine {
                         pool_id: grant.pool_id.clone(),
                         preferred: Some(gw),
                         options: gateway_opts(),
+                        context: None,
                     },
                 )
                 .await
@@ -320,14 +322,23 @@ impl Engine {
 
     /// `network rm`.
     pub async fn remove_network(&self, name_or_id: &str) -> Result<()> {
-        let net = self.network(name_or_id)?;
-        self.retrying(|| self.remove_network_once(&net.id, false))
-            .await?;
-        tracing::info!(network = %net.name, "network removed");
-        Ok(())
+        self.remove_network_with(name_or_id, false)
+            .await
+            .map(|_| ())
     }
 
-    async fn remove_network_once(&self, id: &str, force: bool) -> Result<()> {
+    /// `network rm`; with `force`, the network goes whatever its driver or IPAM plugin says
+    /// (what they refused comes back as warnings).
+    pub async fn remove_network_with(&self, name_or_id: &str, force: bool) -> Result<Vec<String>> {
+        let net = self.network(name_or_id)?;
+        let w = self
+            .retrying(|| self.remove_network_once(&net.id, force))
+            .await?;
+        tracing::info!(network = %net.name, "network removed");
+        Ok(w)
+    }
+
+    async fn remove_network_once(&self, id: &str, force: bool) -> Result<Vec<String>> {
         let mut op = self
             .begin(
                 Intent::new(
@@ -346,7 +357,9 @@ impl Engine {
             Some(net) => self.remove_network_in(&mut op, &net, force).await,
             None => Err(Error::NetworkNotFound(id.to_string())),
         };
-        op.settle(r).await
+        let warnings = std::mem::take(&mut op.warnings);
+        op.settle(r).await?;
+        Ok(warnings)
     }
 
     /// The body of network rm. `force` (replays, reset): plugin refusals are logged, not fatal.
@@ -376,7 +389,7 @@ impl Engine {
                 if !force {
                     return Err(e);
                 }
-                tracing::warn!(network = %net.name, "driver {} delete-network: {e}", net.driver);
+                op.warn(format!("network {}: removed although {e}", net.name));
             }
             // Whatever the hook added has no owner once the network is gone.
             self.drop_transient(op, mark).await;
@@ -404,14 +417,17 @@ impl Engine {
                     if !force {
                         return Err(e);
                     }
-                    tracing::warn!(network = %net.name, "release {a}: {e}");
+                    op.warn(format!("network {}: {a} released although {e}", net.name));
                 }
             }
             if let Err(e) = ipam.release_pool(op.w(), &p.pool_id).await {
                 if !force {
                     return Err(e);
                 }
-                tracing::warn!(network = %net.name, "release pool {}: {e}", p.subnet);
+                op.warn(format!(
+                    "network {}: pool {} released although {e}",
+                    net.name, p.subnet
+                ));
             }
         }
         Ok(())
@@ -447,7 +463,7 @@ impl Engine {
                 .retrying(|| self.remove_network_once(&n.id, false))
                 .await
             {
-                Ok(()) => removed.push(n.name),
+                Ok(_) => removed.push(n.name),
                 // In use again, or gone, since the list was made: not prunable after all.
                 Err(Error::ActiveEndpoints { .. }) | Err(Error::NetworkNotFound(_)) => {}
                 Err(e) => return Err(e),
@@ -466,4 +482,86 @@ impl Engine {
     pub(crate) fn ipam_of(&self, net: &Network) -> Result<std::sync::Arc<dyn Ipam>> {
         self.ipam(&net.ipam_driver)
     }
+}
+
+/// Ranges no network may have: loopback, link-local, multicast, reserved, "this network".
+pub(crate) fn reserved_range(n: &IpNetwork) -> Option<&'static str> {
+    let v4: [(&str, &str); 6] = [
+        ("0.0.0.0/8", "\"this network\""),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved"),
+        ("255.255.255.255/32", "broadcast"),
+    ];
+    let v6: [(&str, &str); 4] = [
+        ("::/127", "unspecified/loopback"),
+        ("fe80::/10", "link-local"),
+        ("ff00::/8", "multicast"),
+        ("::ffff:0:0/96", "IPv4-mapped"),
+    ];
+    let list: &[(&str, &str)] = if n.is_ipv4() { &v4 } else { &v6 };
+    list.iter()
+        .find(|(r, _)| crate::ipam::native::overlaps(&r.parse().unwrap(), n))
+        .map(|(_, what)| *what)
+}
+
+/// What an IPAM answered to request-pool must be a pool a network can have: not everything
+/// (a /0), not a reserved range, and — from a plugin — not overlapping another network, nor
+/// (for a pool it chose itself) the host's own routes.
+fn check_pool(
+    pool: &IpNetwork,
+    ipam: &dyn Ipam,
+    chosen: bool,
+    avoid: &[IpNetwork],
+    r: &dyn crate::store::ReadTxn,
+    net_id: &str,
+) -> Result<()> {
+    let native = ipam.name() == "default";
+    let bad = |m: String| -> Error {
+        if native {
+            Error::invalid(m)
+        } else {
+            Error::Plugin {
+                plugin: ipam.name().to_string(),
+                kind: crate::error::PluginErrorKind::BadReturn,
+                message: format!("request-pool returned {m}"),
+            }
+        }
+    };
+    if pool.prefix() == 0 || (pool.is_ipv4() && pool.prefix() < 8) {
+        return Err(bad(format!("{pool}, which is too broad for a network")));
+    }
+    if let Some(what) = reserved_range(pool) {
+        return Err(bad(format!("{pool}, which is in the {what} range")));
+    }
+    if native {
+        return Ok(());
+    }
+    for n in list_json::<Network>(r, Table::Networks)? {
+        if n.id == net_id {
+            continue;
+        }
+        if let Some(p) = n
+            .pools
+            .iter()
+            .find(|p| crate::ipam::native::overlaps(&p.subnet, pool))
+        {
+            return Err(bad(format!(
+                "{pool}, which overlaps network {}'s {}",
+                n.name, p.subnet
+            )));
+        }
+    }
+    if chosen {
+        if let Some(a) = avoid
+            .iter()
+            .find(|a| crate::ipam::native::overlaps(a, pool))
+        {
+            return Err(bad(format!(
+                "{pool}, which overlaps the host's route to {a}"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -102,6 +102,8 @@ pub struct Op {
     pub intent: Intent,
     held: Option<Held>,
     engine: Engine,
+    /// What a forced removal went past (a plugin's refusal): reported to the caller.
+    pub warnings: Vec<String>,
 }
 
 /// An op that ended without commit, waiting to be settled.
@@ -158,6 +160,7 @@ impl Engine {
             intent,
             held,
             engine: self.clone(),
+            warnings: vec![],
         })
     }
 
@@ -182,6 +185,7 @@ impl Engine {
             intent: header.intent,
             held,
             engine: self.clone(),
+            warnings: vec![],
         })
     }
 
@@ -285,6 +289,12 @@ impl Op {
             tx: &mut p.tx,
             store: &mut p.w,
         }
+    }
+
+    /// Note what a forced removal went past (logged, and returned to the caller).
+    pub fn warn(&mut self, m: String) {
+        tracing::warn!("{m}");
+        self.warnings.push(m);
     }
 
     /// Record `steps` as what weft made in the kernel for `key`.

@@ -51,6 +51,21 @@ impl Engine {
         grants: &[String],
         grant_requested: bool,
     ) -> Result<PluginRecord> {
+        self.install_plugin_with(file, name, grants, grant_requested, &[])
+            .await
+    }
+
+    /// [`Engine::install_plugin`], with configuration: `key=value` items, or `key=@FILE` for
+    /// a secret read from a file (the plugin reads it; `plugin inspect` and logs never show
+    /// it).
+    pub async fn install_plugin_with(
+        &self,
+        file: &Path,
+        name: &str,
+        grants: &[String],
+        grant_requested: bool,
+        config: &[String],
+    ) -> Result<PluginRecord> {
         if !crate::plugin::valid_name(name) {
             return Err(Error::invalid(format!(
                 "invalid plugin name {name:?}: use a lowercase letter, then a-z, 0-9, '-' or '_' (at most 32)"
@@ -63,7 +78,7 @@ impl Engine {
         }
         #[cfg(not(feature = "wasm"))]
         {
-            let _ = (file, grants, grant_requested);
+            let _ = (file, grants, grant_requested, config);
             Err(Error::Unavailable(
                 "this weft was built without the wasm feature: it cannot run plugins".into(),
             ))
@@ -89,11 +104,41 @@ impl Engine {
                 if let Some(m) = a.memory_mib {
                     g.apply(&format!("memory={m}M"))?;
                 }
+                for gw in &a.gateways {
+                    g.apply(&format!("gateway={gw}"))?;
+                }
+                for (lo, hi) in &a.vni_ranges {
+                    g.apply(&format!("vni={lo}-{hi}"))?;
+                }
+                for p in &a.vxlan_ports {
+                    g.apply(&format!("vxlan-port={p}"))?;
+                }
+                if a.macvlan_passthru {
+                    g.apply("macvlan-passthru=true")?;
+                }
             }
             for spec in grants {
                 g.apply(spec)?;
             }
             rec.grants = g;
+            rec.config = parse_config(config)?;
+            // A prefix must not name a link the host has now (an uplink, another tool's).
+            if let Some(p) = &rec.grants.link_prefix {
+                let mut s = self.inner.kernel.session()?;
+                let taken: Vec<String> = s
+                    .links(&crate::net::NsRef::Host)
+                    .await?
+                    .into_iter()
+                    .map(|l| l.name)
+                    .filter(|n| n.starts_with(p.as_str()))
+                    .collect();
+                if !taken.is_empty() {
+                    return Err(Error::Conflict(format!(
+                        "link prefix {p} names links this host has ({}): give the plugin another link-prefix",
+                        taken.join(", ")
+                    )));
+                }
+            }
             let rec = self
                 .retrying(|| {
                     let rec = rec.clone();
@@ -133,29 +178,36 @@ impl Engine {
                 "plugin {name} is already installed: remove it first (weft plugin rm {name})"
             )));
         }
-        if let Some(p) = &rec.grants.link_prefix {
-            for other in list_json::<PluginRecord>(op.r(), Table::Plugins)? {
-                if let Some(q) = &other.grants.link_prefix {
-                    if p.starts_with(q.as_str()) || q.starts_with(p.as_str()) {
-                        return Err(Error::Conflict(format!(
-                            "link prefix {p} overlaps plugin {}'s prefix {q}: give this plugin another link-prefix",
-                            other.name
-                        )));
-                    }
+        for other in list_json::<PluginRecord>(op.r(), Table::Plugins)? {
+            if let (Some(p), Some(q)) = (&rec.grants.link_prefix, &other.grants.link_prefix) {
+                if p.starts_with(q.as_str()) || q.starts_with(p.as_str()) {
+                    return Err(Error::Conflict(format!(
+                        "link prefix {p} overlaps plugin {}'s prefix {q}: give this plugin another link-prefix",
+                        other.name
+                    )));
+                }
+            }
+            for (a, b) in &rec.grants.vni_ranges {
+                if let Some((c, d)) = other
+                    .grants
+                    .vni_ranges
+                    .iter()
+                    .find(|(c, d)| a <= d && c <= b)
+                {
+                    return Err(Error::Conflict(format!(
+                        "VNIs {a}-{b} overlap plugin {}'s {c}-{d}: grant this plugin other VNIs",
+                        other.name
+                    )));
                 }
             }
         }
-        std::fs::create_dir_all(self.inner.plugins.dir())?;
-        let tmp = rec.file.with_extension("wasm.tmp");
-        std::fs::write(&tmp, bytes)
-            .and_then(|_| std::fs::rename(&tmp, &rec.file))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                Error::internal(format!(
-                    "cannot store the plugin at {}: {e}",
-                    rec.file.display()
-                ))
-            })?;
+        crate::plugin::runtime::private_dir(self.inner.plugins.dir())?;
+        crate::plugin::runtime::write_private(&rec.file, bytes).map_err(|e| {
+            Error::internal(format!(
+                "cannot store the plugin at {}: {e}",
+                rec.file.display()
+            ))
+        })?;
         put_json(op.w(), Table::Plugins, name, rec)
     }
 
@@ -170,6 +222,32 @@ impl Engine {
 
     /// Remove a plugin (refused while a network uses it), its kv space and its files.
     pub async fn remove_plugin(&self, name: &str) -> Result<()> {
+        self.remove_plugin_with(name, false).await.map(|_| ())
+    }
+
+    /// Remove a plugin; with `force`, the networks using it go first (whatever the plugin
+    /// says: its refusals are returned as warnings).
+    pub async fn remove_plugin_with(&self, name: &str, force: bool) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
+        if force {
+            let users: Vec<Network> =
+                list_json::<Network>(&*self.inner.store.read()?, Table::Networks)?
+                    .into_iter()
+                    .filter(|n| n.driver == name || n.ipam_driver == name)
+                    .collect();
+            for n in users {
+                let names: Vec<String> =
+                    crate::engine::records::network_endpoints(&*self.inner.store.read()?, &n.id)?
+                        .into_iter()
+                        .map(|e| e.sandbox_id)
+                        .collect();
+                if !names.is_empty() {
+                    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                    warnings.extend(self.remove_sandboxes_with(&refs, true).await?);
+                }
+                warnings.extend(self.remove_network_with(&n.id, true).await?);
+            }
+        }
         let rec = self
             .retrying(|| async {
                 let mut op = self
@@ -190,7 +268,9 @@ impl Engine {
             Kind::Ipam => self.unregister_ipam(name),
         }
         let _ = std::fs::remove_file(&rec.file);
-        Ok(())
+        #[cfg(feature = "wasm")]
+        crate::plugin::runtime::Runtime::forget(&self.inner.plugins.cache_dir(), &rec.sha256);
+        Ok(warnings)
     }
 
     /// A cluster peer (its underlay address) appeared or went away: every driver hears of
@@ -225,6 +305,12 @@ impl Engine {
             r.names().filter_map(|n| r.get(n)).collect()
         };
         let (mark, removed) = (op.tx().mark(), op.tx().removed().len());
+        let key = peer_key(&peer);
+        if present {
+            // Announced before the drivers hear of it: their FDB entries towards it are
+            // checked against this record.
+            put_json(op.w(), Table::Meta, &key, &true)?;
+        }
         for d in drivers {
             if present {
                 d.discover_new(&mut op.ctx(), peer).await?;
@@ -234,12 +320,10 @@ impl Engine {
             }
         }
         let mut leftover = self.attribute(op, mark, removed)?;
-        let key = peer_key(&peer);
         if present {
             let mut log = records::owned(op.r(), &key)?;
             log.append(&mut leftover);
             op.own(&key, log)?;
-            put_json(op.w(), Table::Meta, &key, &true)?;
         } else {
             let mut log = records::owned(op.r(), &key)?;
             log.append(&mut leftover);
@@ -352,4 +436,49 @@ fn remove_plugin_in(op: &mut Op, name: &str) -> Result<PluginRecord> {
     }
     op.w().delete(Table::Plugins, name.as_bytes())?;
     Ok(rec)
+}
+
+/// `key=value` and `key=@FILE` (a secret) items.
+#[cfg(feature = "wasm")]
+fn parse_config(
+    items: &[String],
+) -> Result<std::collections::BTreeMap<String, crate::plugin::ConfigValue>> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in items {
+        let (k, v) = item.split_once('=').ok_or_else(|| {
+            Error::invalid(format!(
+                "invalid config {item:?}: use key=value or key=@FILE"
+            ))
+        })?;
+        let ok = !k.is_empty()
+            && k.len() <= 64
+            && k.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+        if !ok {
+            return Err(Error::invalid(format!(
+                "invalid config key {k:?}: use up to 64 of a-z, 0-9, '-', '_', '.'"
+            )));
+        }
+        let (value, secret) = match v.strip_prefix('@') {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::invalid(format!("cannot read the secret for {k} from {path}: {e}"))
+                })?;
+                (text.trim_end_matches(['\n', '\r']).to_string(), true)
+            }
+            None => (v.to_string(), false),
+        };
+        if value.len() > 64 << 10 {
+            return Err(Error::invalid(format!("config {k} is over 64 KiB")));
+        }
+        if out
+            .insert(k.to_string(), crate::plugin::ConfigValue { value, secret })
+            .is_some()
+        {
+            return Err(Error::invalid(format!(
+                "config {k} is given twice: give each key once"
+            )));
+        }
+    }
+    Ok(out)
 }

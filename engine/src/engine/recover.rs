@@ -219,9 +219,54 @@ impl Engine {
         }
         .await;
         op.settle(r).await?;
+        // IPAM plugins that keep their state elsewhere (in memory, far away) hear again of
+        // every pool and address the networks hold.
+        let nets: Vec<Network> = list_json(&*self.inner.store.read()?, Table::Networks)?;
+        for net in &nets {
+            let Ok(ipam) = self.ipam(&net.ipam_driver) else {
+                continue;
+            };
+            if !ipam.capabilities().requires_request_replay {
+                continue;
+            }
+            let mut op = self
+                .begin(
+                    Intent::new(format!("replay the pools of {}", net.name), vec![]),
+                    Locking::Inherited,
+                )
+                .await?;
+            let r = async {
+                for p in &net.pools {
+                    let req = PoolRequest {
+                        address_space: LOCAL_SPACE.into(),
+                        pool: Some(p.subnet),
+                        sub_pool: p.ip_range,
+                        options: net.ipam_options.clone(),
+                        v6: p.is_v6(),
+                        avoid: vec![],
+                    };
+                    ipam.request_pool(op.w(), &req).await?;
+                    for a in p.gateway.iter().chain(p.aux_addresses.values()) {
+                        ipam.request_address(
+                            op.w(),
+                            &AddressRequest {
+                                pool_id: p.pool_id.clone(),
+                                preferred: Some(*a),
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
+                    }
+                }
+                Ok::<_, Error>(())
+            }
+            .await;
+            if let Err(e) = op.settle(r).await {
+                tracing::warn!(network = %net.name, "IPAM replay after the reboot: {e}");
+            }
+        }
         // Networks are made again one by one: one that cannot be (a parent interface that
         // has not come back) stays unmade, and is made on its first connect.
-        let nets: Vec<Network> = list_json(&*self.inner.store.read()?, Table::Networks)?;
         for net in nets.into_iter().filter(|n| !n.predefined) {
             let mut op = self
                 .begin(

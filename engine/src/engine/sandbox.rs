@@ -191,6 +191,12 @@ impl Engine {
 
     /// Remove several sandboxes in one operation.
     pub async fn remove_sandboxes(&self, names: &[&str], force: bool) -> Result<()> {
+        self.remove_sandboxes_with(names, force).await.map(|_| ())
+    }
+
+    /// Remove several sandboxes; with `force` (also: their `container:` sharers), whatever
+    /// the drivers and IPAM say (their refusals come back as warnings).
+    pub async fn remove_sandboxes_with(&self, names: &[&str], force: bool) -> Result<Vec<String>> {
         self.retrying(|| async {
             let (ids, keys) = {
                 let r = self.inner.store.read()?;
@@ -248,7 +254,9 @@ impl Engine {
                 self.remove_sandboxes_in(&mut op, &ids, force).await
             }
             .await;
-            op.settle(r).await
+            let warnings = std::mem::take(&mut op.warnings);
+            op.settle(r).await?;
+            Ok(warnings)
         })
         .await
     }

@@ -208,6 +208,7 @@ impl crate::drivers::NetworkDriver for Slow {
             scope: Scope::Local,
             needs_ipam: true,
             attachment: crate::drivers::Attachment::Endpoints,
+            external_connectivity: false,
         }
     }
     async fn create_network(&self, _: &mut Ctx<'_>, _: &mut Network) -> Result<()> {

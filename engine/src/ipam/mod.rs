@@ -25,6 +25,8 @@ pub const GLOBAL_SPACE: &str = "GlobalDefault";
 pub struct IpamCapabilities {
     /// The driver wants the endpoint's MAC address with every request-address.
     pub requires_mac_address: bool,
+    /// The driver wants its pools and addresses requested again after a restart.
+    pub requires_request_replay: bool,
 }
 
 /// request-pool's arguments.
@@ -56,6 +58,8 @@ pub struct AddressRequest {
     pub pool_id: String,
     pub preferred: Option<IpAddr>,
     pub options: BTreeMap<String, String>,
+    /// Who the address is for (none: the network's gateway or aux addresses).
+    pub context: Option<crate::drivers::EndpointContext>,
 }
 
 /// The IPAM contract. `txn` is the operation's store transaction: native IPAM keeps its

@@ -16,7 +16,7 @@ use ipnetwork::IpNetwork;
 
 use super::kernel::{Kernel, Session, WEFT_GROUP};
 use super::link::{LinkState, RouteState};
-use super::step::{NsRef, Step};
+use super::step::{NsRef, RouteKind, Step};
 use super::{NetError, NetErrorKind};
 use crate::firewall::{FwChange, NetRules};
 
@@ -41,10 +41,22 @@ pub struct FakeNs {
     pub links: BTreeMap<String, FakeLink>,
     /// (destination, next hop, device, metric)
     pub routes: Vec<(IpNetwork, Option<std::net::IpAddr>, String, Option<u32>)>,
+    /// Routes with a table or a kind: (destination, next hop, device, metric, table, kind)
+    pub routes_ex: Vec<RouteEx>,
     /// (link, address, proxy)
     pub neighbours: Vec<(String, std::net::IpAddr, bool)>,
     pub sysctls: BTreeMap<String, String>,
 }
+
+/// A route of [`Step::RouteEx`].
+pub type RouteEx = (
+    IpNetwork,
+    Option<std::net::IpAddr>,
+    Option<String>,
+    Option<u32>,
+    Option<u32>,
+    RouteKind,
+);
 
 /// Everything the fake kernel holds.
 #[derive(Debug, Clone, Default)]
@@ -194,6 +206,7 @@ impl FakeState {
             return;
         };
         n.routes.retain(|r| r.2 != name);
+        n.routes_ex.retain(|r| r.2.as_deref() != Some(name));
         n.neighbours.retain(|r| r.0 != name);
         for other in n.links.values_mut() {
             if other.master.as_deref() == Some(name) {
@@ -391,6 +404,73 @@ impl FakeState {
                 }
                 n.routes.push((*dst, *via, dev.clone(), *metric));
             }
+            Step::RouteEx {
+                ns,
+                dst,
+                via,
+                dev,
+                metric,
+                table,
+                kind,
+            } => {
+                if let Some(d) = dev {
+                    self.need_link(ns, d, "add route")?;
+                }
+                let n = self.ns_mut(ns, "add route")?;
+                if n.routes_ex
+                    .iter()
+                    .any(|r| r.0 == *dst && r.3 == *metric && r.4 == *table)
+                {
+                    return Err(eexist(format!("add route {dst}")));
+                }
+                n.routes_ex
+                    .push((*dst, *via, dev.clone(), *metric, *table, *kind));
+            }
+            Step::DelRouteEx {
+                ns,
+                dst,
+                via,
+                dev,
+                metric,
+                table,
+                kind,
+            } => {
+                let n = self.ns_mut(ns, "delete route")?;
+                let want = (*dst, *via, dev.clone(), *metric, *table, *kind);
+                let before = n.routes_ex.len();
+                n.routes_ex.retain(|r| *r != want);
+                if n.routes_ex.len() == before {
+                    return Err(NetError::errno(format!("delete route {dst}"), libc::ESRCH));
+                }
+            }
+            Step::LinkDown { ns, name } => {
+                self.need_link(ns, name, "set down")?;
+                self.ns_mut(ns, "set down")?.links.get_mut(name).unwrap().up = false;
+            }
+            Step::SetMac { ns, name, mac } => {
+                self.need_link(ns, name, "set mac")?;
+                self.ns_mut(ns, "set mac")?.links.get_mut(name).unwrap().mac = Some(mac.clone());
+            }
+            Step::Ipip { name, dev, .. } => {
+                if let Some(d) = dev {
+                    self.need_link(&host, d, "create ipip")?;
+                }
+                if self.has_link("host", name) {
+                    return Err(eexist(format!("create link {name}")));
+                }
+                self.add_link("host", name, "ipip", WEFT_GROUP);
+            }
+            Step::Geneve { name, .. } | Step::Wireguard { name } => {
+                if self.has_link("host", name) {
+                    return Err(eexist(format!("create link {name}")));
+                }
+                let kind = if matches!(step, Step::Geneve { .. }) {
+                    "geneve"
+                } else {
+                    "wireguard"
+                };
+                self.add_link("host", name, kind, WEFT_GROUP);
+            }
             Step::Neigh { ns, link, ip, mac } => {
                 self.need_link(ns, link, "add neighbour")?;
                 let n = self.ns_mut(ns, "add neighbour")?;
@@ -537,6 +617,18 @@ impl FakeState {
                     .iter()
                     .any(|r| r.0 == *dst && r.1 == *via && r.2 == *dev && r.3 == *metric)
             }),
+            Step::DelRouteEx {
+                ns,
+                dst,
+                via,
+                dev,
+                metric,
+                table,
+                kind,
+            } => self.namespaces.get(&key(ns)).is_some_and(|n| {
+                n.routes_ex
+                    .contains(&(*dst, *via, dev.clone(), *metric, *table, *kind))
+            }),
             Step::DelNeigh {
                 ns,
                 link: l,
@@ -648,9 +740,20 @@ impl Session for FakeSession {
                     gateway: r.1,
                     oif: n.links.get(&r.2).map(|l| l.index),
                     metric: r.3,
+                    kind: RouteKind::Unicast,
                 })
                 .collect())
         })
+    }
+
+    async fn addresses(&mut self, ns: &NsRef, link: &str) -> Result<Vec<IpNetwork>, NetError> {
+        Ok(self.with(|s| {
+            s.namespaces
+                .get(&key(ns))
+                .and_then(|n| n.links.get(link))
+                .map(|l| l.addrs.clone())
+                .unwrap_or_default()
+        }))
     }
 
     async fn delete_host_links(&mut self, names: &[String]) -> Vec<NetError> {

@@ -51,6 +51,12 @@ pub trait Session: Send {
     async fn link(&mut self, ns: &NsRef, name: &str) -> Result<Option<LinkState>, NetError>;
     async fn links(&mut self, ns: &NsRef) -> Result<Vec<LinkState>, NetError>;
     async fn routes(&mut self, ns: &NsRef) -> Result<Vec<RouteState>, NetError>;
+    /// The addresses of a link (none if it does not exist).
+    async fn addresses(
+        &mut self,
+        ns: &NsRef,
+        link: &str,
+    ) -> Result<Vec<ipnetwork::IpNetwork>, NetError>;
     /// Delete many host links in one go (one RCU grace period for all, where the kernel
     /// allows). Missing links are fine; other failures are returned.
     async fn delete_host_links(&mut self, names: &[String]) -> Vec<NetError>;

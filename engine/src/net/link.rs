@@ -92,6 +92,17 @@ pub enum NewKind {
         parent: u32,
         id: u16,
     },
+    Ipip {
+        local: Option<IpAddr>,
+        remote: Option<IpAddr>,
+        dev: Option<u32>,
+    },
+    Geneve {
+        vni: u32,
+        remote: IpAddr,
+        port: u16,
+    },
+    Wireguard,
 }
 
 /// A link to create, with everything that can be set in the creating message.
@@ -146,6 +157,7 @@ pub struct RouteState {
     pub gateway: Option<IpAddr>,
     pub oif: Option<u32>,
     pub metric: Option<u32>,
+    pub kind: super::step::RouteKind,
 }
 
 /// One rtnetlink connection, bound to the namespace it was opened in. Clones share it.
@@ -285,6 +297,30 @@ impl Netlink {
                     Some(InfoData::Vlan(vec![InfoVlan::Id(*id)])),
                 )
             }
+            NewKind::Ipip { local, remote, dev } => {
+                use rtnetlink::packet_route::link::InfoIpTunnel;
+                let mut v = Vec::new();
+                if let Some(l) = local {
+                    v.push(InfoIpTunnel::Local(*l));
+                }
+                if let Some(r) = remote {
+                    v.push(InfoIpTunnel::Remote(*r));
+                }
+                if let Some(d) = dev {
+                    v.push(InfoIpTunnel::Link(*d));
+                }
+                (InfoKind::IpIp, Some(InfoData::IpTunnel(v)))
+            }
+            NewKind::Geneve { vni, remote, port } => {
+                use rtnetlink::packet_route::link::InfoGeneve;
+                let mut v = vec![InfoGeneve::Id(*vni), InfoGeneve::Port(*port)];
+                match remote {
+                    IpAddr::V4(a) => v.push(InfoGeneve::Remote(*a)),
+                    IpAddr::V6(a) => v.push(InfoGeneve::Remote6(*a)),
+                }
+                (InfoKind::Geneve, Some(InfoData::Geneve(v)))
+            }
+            NewKind::Wireguard => (InfoKind::Wireguard, None),
         };
         let mut info = vec![LinkInfo::Kind(kind)];
         if let Some(d) = data {
@@ -578,6 +614,11 @@ impl Netlink {
 
     /// Routes of the main table, both families.
     pub async fn routes(&self) -> Result<Vec<RouteState>, NetError> {
+        self.routes_in(RouteHeader::RT_TABLE_MAIN as u32).await
+    }
+
+    /// Routes of a table, both families.
+    pub async fn routes_in(&self, want: u32) -> Result<Vec<RouteState>, NetError> {
         let mut out = Vec::new();
         for fam in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut m = RouteMessage::default();
@@ -604,7 +645,7 @@ impl Netlink {
                         }
                     })
                     .unwrap_or(r.header.table as u32);
-                if table != RouteHeader::RT_TABLE_MAIN as u32 {
+                if table != want {
                     continue;
                 }
                 let mut dst = None;
@@ -633,11 +674,18 @@ impl Netlink {
                     .ok(),
                 };
                 if let Some(dst) = dst {
+                    use super::step::RouteKind;
                     out.push(RouteState {
                         dst,
                         gateway: gw,
                         oif,
                         metric,
+                        kind: match r.header.kind {
+                            RouteType::BlackHole => RouteKind::Blackhole,
+                            RouteType::Unreachable => RouteKind::Unreachable,
+                            RouteType::Prohibit => RouteKind::Prohibit,
+                            _ => RouteKind::Unicast,
+                        },
                     });
                 }
             }
@@ -857,6 +905,9 @@ pub struct RouteSpec {
     pub metric: Option<u32>,
     /// Gateway is reachable on the link even though no prefix covers it (`onlink`).
     pub onlink: bool,
+    /// None: the main table.
+    pub table: Option<u32>,
+    pub kind: super::step::RouteKind,
 }
 
 impl std::fmt::Display for RouteSpec {
@@ -957,9 +1008,23 @@ fn route_message(r: &RouteSpec) -> RouteMessage {
     };
     m.header.destination_prefix_length = r.dst.prefix();
     m.header.table = RouteHeader::RT_TABLE_MAIN;
+    if let Some(t) = r.table {
+        if t < 256 {
+            m.header.table = t as u8;
+        } else {
+            m.header.table = RouteHeader::RT_TABLE_UNSPEC;
+            m.attributes.push(RouteAttribute::Table(t));
+        }
+    }
     m.header.protocol = RouteProtocol::Boot;
-    m.header.kind = RouteType::Unicast;
-    m.header.scope = if r.gateway.is_some() {
+    use super::step::RouteKind;
+    m.header.kind = match r.kind {
+        RouteKind::Unicast => RouteType::Unicast,
+        RouteKind::Blackhole => RouteType::BlackHole,
+        RouteKind::Unreachable => RouteType::Unreachable,
+        RouteKind::Prohibit => RouteType::Prohibit,
+    };
+    m.header.scope = if r.gateway.is_some() || r.kind != RouteKind::Unicast {
         RouteScope::Universe
     } else {
         RouteScope::Link

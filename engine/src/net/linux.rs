@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use super::kernel::{Kernel, Session, WEFT_GROUP};
 use super::link::{LinkChange, LinkState, Netlink, NewKind, NewLink, RouteSpec, RouteState};
-use super::step::{NsRef, Step};
+use super::step::{NsRef, RouteKind, Step};
 use super::{ns, sysctl, NetError};
 use crate::firewall::{Firewall, FwChange};
 use crate::model::parse_mac;
@@ -371,8 +371,105 @@ impl Session for LinuxSession {
                         oif: Some(idx),
                         metric: *metric,
                         onlink: *onlink,
+                        table: None,
+                        kind: RouteKind::Unicast,
                     })
                     .await
+            }
+            Step::RouteEx {
+                ns,
+                dst,
+                via,
+                dev,
+                metric,
+                table,
+                kind,
+            }
+            | Step::DelRouteEx {
+                ns,
+                dst,
+                via,
+                dev,
+                metric,
+                table,
+                kind,
+            } => {
+                let oif = match dev {
+                    Some(d) => Some(self.index(ns, d).await?),
+                    None => None,
+                };
+                let spec = RouteSpec {
+                    dst: *dst,
+                    gateway: *via,
+                    oif,
+                    metric: *metric,
+                    onlink: false,
+                    table: *table,
+                    kind: *kind,
+                };
+                let nl = self.nl(ns)?;
+                if matches!(step, Step::RouteEx { .. }) {
+                    nl.add_route(&spec).await
+                } else {
+                    nl.del_route(&spec).await
+                }
+            }
+            Step::LinkDown { ns, name } => {
+                let down = LinkChange {
+                    up: Some(false),
+                    ..Default::default()
+                };
+                self.change(ns, name, &down).await
+            }
+            Step::SetMac { ns, name, mac } => {
+                let m = LinkChange {
+                    mac: mac_opt(&Some(mac.clone()))?,
+                    ..Default::default()
+                };
+                self.change(ns, name, &m).await
+            }
+            Step::Ipip {
+                name,
+                local,
+                remote,
+                dev,
+            } => {
+                let dev = match dev {
+                    Some(d) => Some(host.index(d).await?),
+                    None => None,
+                };
+                let mut l = NewLink::new(
+                    name,
+                    NewKind::Ipip {
+                        local: *local,
+                        remote: *remote,
+                        dev,
+                    },
+                );
+                l.group = Some(WEFT_GROUP);
+                host.create_link(&l).await
+            }
+            Step::Geneve {
+                name,
+                vni,
+                remote,
+                port,
+            } => {
+                let mut l = NewLink::new(
+                    name,
+                    NewKind::Geneve {
+                        vni: *vni,
+                        remote: *remote,
+                        port: *port,
+                    },
+                );
+                l.group = Some(WEFT_GROUP);
+                host.create_link(&l).await
+            }
+            Step::Wireguard { name } => {
+                let mut l = NewLink::new(name, NewKind::Wireguard);
+                l.group = Some(WEFT_GROUP);
+                host.create_link(&l).await
             }
             Step::Neigh { ns, link, ip, mac } => {
                 let idx = self.index(ns, link).await?;
@@ -471,6 +568,8 @@ impl Session for LinuxSession {
                         oif: Some(idx),
                         metric: *metric,
                         onlink: false,
+                        table: None,
+                        kind: RouteKind::Unicast,
                     })
                     .await
             }
@@ -507,6 +606,17 @@ impl Session for LinuxSession {
 
     async fn routes(&mut self, ns: &NsRef) -> Result<Vec<RouteState>, NetError> {
         self.nl(ns)?.routes().await
+    }
+
+    async fn addresses(
+        &mut self,
+        ns: &NsRef,
+        link: &str,
+    ) -> Result<Vec<ipnetwork::IpNetwork>, NetError> {
+        match self.find(ns, link).await? {
+            Some(i) => self.nl(ns)?.addresses(i).await,
+            None => Ok(vec![]),
+        }
     }
 
     async fn delete_host_links(&mut self, names: &[String]) -> Vec<NetError> {
@@ -571,6 +681,33 @@ impl Session for LinuxSession {
                     r.dst == dst
                         && r.gateway == *via
                         && r.oif == Some(i)
+                        && (metric.is_none() || r.metric == *metric)
+                }))
+            }
+            Step::DelRouteEx {
+                ns,
+                dst,
+                via,
+                dev,
+                metric,
+                table,
+                kind,
+            } => {
+                let oif = match dev {
+                    Some(d) => match self.find(ns, d).await? {
+                        Some(i) => Some(i),
+                        None => return Ok(false),
+                    },
+                    None => None,
+                };
+                let t = table.unwrap_or(254);
+                let dst = ipnetwork::IpNetwork::new(dst.network(), dst.prefix())
+                    .map_err(|e| NetError::other("route", e.to_string()))?;
+                Ok(self.nl(ns)?.routes_in(t).await?.iter().any(|r| {
+                    r.dst == dst
+                        && r.gateway == *via
+                        && (oif.is_none() || r.oif == oif)
+                        && r.kind == *kind
                         && (metric.is_none() || r.metric == *metric)
                 }))
             }

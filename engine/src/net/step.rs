@@ -21,6 +21,17 @@ pub enum NsRef {
     Path(PathBuf),
 }
 
+/// What a route does with what it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteKind {
+    #[default]
+    Unicast,
+    Blackhole,
+    Unreachable,
+    Prohibit,
+}
+
 /// One kernel change. Create-like steps have an inverse; `Del*` steps are what inverses are
 /// made of and have none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +133,46 @@ pub enum Step {
         metric: Option<u32>,
         onlink: bool,
     },
+    /// A route with a table and a kind (blackhole, unreachable, prohibit need no device).
+    RouteEx {
+        ns: NsRef,
+        dst: IpNetwork,
+        via: Option<IpAddr>,
+        dev: Option<String>,
+        metric: Option<u32>,
+        /// None: the main table.
+        table: Option<u32>,
+        kind: RouteKind,
+    },
+    /// Take a link down (the inverse brings it up again).
+    LinkDown {
+        ns: NsRef,
+        name: String,
+    },
+    /// Set a link's MAC; the inverse restores the one found.
+    SetMac {
+        ns: NsRef,
+        name: String,
+        mac: String,
+    },
+    /// An IPv4-in-IPv4 tunnel in the host namespace.
+    Ipip {
+        name: String,
+        local: Option<IpAddr>,
+        remote: Option<IpAddr>,
+        dev: Option<String>,
+    },
+    /// A GENEVE device in the host namespace.
+    Geneve {
+        name: String,
+        vni: u32,
+        remote: IpAddr,
+        port: u16,
+    },
+    /// A WireGuard device in the host namespace.
+    Wireguard {
+        name: String,
+    },
     /// A permanent neighbour entry, or a proxy entry (`mac: None`).
     Neigh {
         ns: NsRef,
@@ -173,6 +224,15 @@ pub enum Step {
         dev: String,
         metric: Option<u32>,
     },
+    DelRouteEx {
+        ns: NsRef,
+        dst: IpNetwork,
+        via: Option<IpAddr>,
+        dev: Option<String>,
+        metric: Option<u32>,
+        table: Option<u32>,
+        kind: RouteKind,
+    },
     DelNeigh {
         ns: NsRef,
         link: String,
@@ -202,7 +262,13 @@ impl Step {
             Step::SetMtu { .. } => "mtu",
             Step::PortIsolated { .. } => "isolate",
             Step::Address { .. } => "address",
-            Step::Route { .. } => "route",
+            Step::Route { .. } | Step::RouteEx { .. } => "route",
+            Step::LinkDown { .. } => "down",
+            Step::SetMac { .. } => "mac",
+            Step::Ipip { .. } => "ipip",
+            Step::Geneve { .. } => "geneve",
+            Step::Wireguard { .. } => "wireguard",
+            Step::DelRouteEx { .. } => "del-route",
             Step::Neigh { .. } => "neigh",
             Step::Fdb { .. } => "fdb",
             Step::Sysctl { .. } => "sysctl",
@@ -224,6 +290,9 @@ impl Step {
             Step::Bridge { name, .. }
             | Step::Vlan { name, .. }
             | Step::Vxlan { name, .. }
+            | Step::Ipip { name, .. }
+            | Step::Geneve { name, .. }
+            | Step::Wireguard { name }
             | Step::Dummy { name } => Step::DelLink {
                 ns: NsRef::Host,
                 name: name.clone(),
@@ -268,6 +337,27 @@ impl Step {
                 dev: dev.clone(),
                 metric: *metric,
             },
+            Step::RouteEx {
+                ns,
+                dst,
+                via,
+                dev,
+                metric,
+                table,
+                kind,
+            } => Step::DelRouteEx {
+                ns: ns.clone(),
+                dst: *dst,
+                via: *via,
+                dev: dev.clone(),
+                metric: *metric,
+                table: *table,
+                kind: *kind,
+            },
+            Step::LinkDown { ns, name } => Step::LinkUp {
+                ns: ns.clone(),
+                name: name.clone(),
+            },
             Step::Neigh { ns, link, ip, mac } => Step::DelNeigh {
                 ns: ns.clone(),
                 link: link.clone(),
@@ -287,12 +377,14 @@ impl Step {
             | Step::SetMaster { .. }
             | Step::SetMtu { .. }
             | Step::PortIsolated { .. }
+            | Step::SetMac { .. }
             | Step::Sysctl { .. } => return None,
             Step::DelLink { .. }
             | Step::DelAddress { .. }
             | Step::DelRoute { .. }
             | Step::DelNeigh { .. }
             | Step::DelNetns { .. }
+            | Step::DelRouteEx { .. }
             | Step::DelFdb { .. } => return None,
         })
     }
@@ -306,6 +398,7 @@ impl Step {
                 | Step::DelRoute { .. }
                 | Step::DelNeigh { .. }
                 | Step::DelNetns { .. }
+                | Step::DelRouteEx { .. }
                 | Step::DelFdb { .. }
                 | Step::Firewall {
                     change: crate::firewall::FwChange::Remove(_)
@@ -318,6 +411,9 @@ impl Step {
         match self {
             Step::DelAddress { ns, link, .. } | Step::DelNeigh { ns, link, .. } => Some((ns, link)),
             Step::DelRoute { ns, dev, .. } => Some((ns, dev)),
+            Step::DelRouteEx {
+                ns, dev: Some(dev), ..
+            } => Some((ns, dev)),
             Step::DelFdb { link, .. } => Some((&NsRef::Host, link)),
             // Per-interface sysctls (net/ipv6/conf/<if>/…) go with the interface.
             Step::Sysctl { ns, key, .. } => {
@@ -343,12 +439,17 @@ impl Step {
             | Step::LinkUp { ns, .. }
             | Step::SetMaster { ns, .. }
             | Step::Address { ns, .. }
+            | Step::SetMtu { ns, .. }
             | Step::Route { ns, .. }
+            | Step::RouteEx { ns, .. }
+            | Step::LinkDown { ns, .. }
+            | Step::SetMac { ns, .. }
             | Step::Neigh { ns, .. }
             | Step::Sysctl { ns, .. }
             | Step::DelLink { ns, .. }
             | Step::DelAddress { ns, .. }
             | Step::DelRoute { ns, .. }
+            | Step::DelRouteEx { ns, .. }
             | Step::DelNeigh { ns, .. } => Some(ns),
             _ => Some(&NsRef::Host),
         }

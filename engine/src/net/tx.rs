@@ -130,6 +130,25 @@ impl Tx {
             Step::Sysctl { keep: true, .. } => None,
             // A setting of a link this operation made needs no undo: the link goes.
             Step::Sysctl { .. } if self.made_here(&step) => None,
+            Step::SetMac { ns, name, .. } => {
+                let old = self
+                    .s
+                    .link(ns, name)
+                    .await?
+                    .and_then(|l| l.mac)
+                    .ok_or_else(|| {
+                        NetError::errno(format!("read the MAC of {name}"), libc::ENODEV)
+                    })?;
+                Some(Step::SetMac {
+                    ns: ns.clone(),
+                    name: name.clone(),
+                    mac: old
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                })
+            }
             Step::Sysctl { ns, key, .. } => {
                 let old = self.s.read_sysctl(ns, key).await?;
                 Some(Step::Sysctl {
@@ -273,6 +292,14 @@ impl Tx {
 
     pub async fn routes(&mut self, ns: &NsRef) -> Result<Vec<RouteState>, NetError> {
         self.s.routes(ns).await
+    }
+
+    pub async fn addresses(
+        &mut self,
+        ns: &NsRef,
+        link: &str,
+    ) -> Result<Vec<ipnetwork::IpNetwork>, NetError> {
+        self.s.addresses(ns, link).await
     }
 
     /// Does the object a removal step would remove exist?

@@ -16,8 +16,18 @@ pub const LINK_SYSCTLS: [&str; 5] = [
     "proxy_ndp",
 ];
 
-/// Link name prefixes weft's own drivers use: no plugin may have them.
-const RESERVED_PREFIXES: [&str; 8] = ["veth", "br-", "weft", "eth", "lo", "dm-", "dp-", "host"];
+/// Link name prefixes weft's own drivers use, and the kernel's, systemd's and other network
+/// tools' naming schemes: no plugin may have them (a plugin with "en" could otherwise reach
+/// `enp3s0`). Install also refuses a prefix that names any link the host has.
+const RESERVED_PREFIXES: &[&str] = &[
+    "veth", "br-", "weft", "eth", "lo", "dm-", "dp-", "host", "en", "wl", "ww", "ib", "sl", "bo",
+    "bond", "team", "vi", "virbr", "wg", "tun", "tap", "docker", "cni", "podman", "flannel",
+    "cali", "vxlan", "gre", "ip6", "sit", "erspan", "ifb", "dummy", "nlmon", "vrf", "macvlan",
+    "ipvlan", "all", "default",
+];
+
+/// A plugin's kv space, by default.
+pub const DEFAULT_KV_QUOTA: u64 = 4 << 20;
 
 /// A plugin's powers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,12 +45,31 @@ pub struct Grants {
     pub kv_global: bool,
     /// Outbound HTTP authorities (host:port) it may reach over wasi:http. Default none.
     pub http_hosts: Vec<String>,
+    /// Addresses outside the network's subnets it may route and answer for on the host.
+    #[serde(default)]
+    pub gateways: Vec<std::net::IpAddr>,
+    /// VXLAN/GENEVE network identifiers, inclusive ranges.
+    #[serde(default)]
+    pub vni_ranges: Vec<(u32, u32)>,
+    /// UDP ports its VXLAN/GENEVE devices may use.
+    #[serde(default)]
+    pub vxlan_ports: Vec<u16>,
+    /// macvlan passthru mode on its parents.
+    #[serde(default)]
+    pub macvlan_passthru: bool,
+    /// Bytes its kv space may hold (keys and values).
+    #[serde(default = "default_kv_quota")]
+    pub kv_quota: u64,
     /// Memory ceiling per call, bytes.
     pub memory_bytes: u64,
     /// Deadline per call, milliseconds (epoch interruption).
     pub deadline_ms: u64,
     /// Fuel per call (instructions, roughly); None = unlimited.
     pub fuel: Option<u64>,
+}
+
+fn default_kv_quota() -> u64 {
+    DEFAULT_KV_QUOTA
 }
 
 pub const DEFAULT_MEMORY: u64 = 64 << 20;
@@ -56,6 +85,11 @@ impl Grants {
             kv_space: plugin.to_string(),
             kv_global: false,
             http_hosts: vec![],
+            gateways: vec![],
+            vni_ranges: vec![],
+            vxlan_ports: vec![],
+            macvlan_passthru: false,
+            kv_quota: DEFAULT_KV_QUOTA,
             memory_bytes: DEFAULT_MEMORY,
             deadline_ms: DEFAULT_DEADLINE_MS,
             fuel: None,
@@ -66,7 +100,7 @@ impl Grants {
     pub fn apply(&mut self, spec: &str) -> Result<()> {
         let (k, v) = spec.split_once('=').ok_or_else(|| {
             Error::invalid(format!(
-                "invalid grant {spec:?}: use key=value with key one of link-prefix, parent, sysctl, kv, kv-global, http, memory, deadline, fuel"
+                "invalid grant {spec:?}: use key=value with key one of {GRANT_KEYS}"
             ))
         })?;
         let v = v.trim();
@@ -97,28 +131,89 @@ impl Grants {
                 self.kv_space = v.to_string();
             }
             "kv-global" => {
-                self.kv_global = crate::model::parse_bool(v)
-                    .ok_or_else(|| Error::invalid(format!("kv-global={v}: use true or false")))?
+                let on = crate::model::parse_bool(v)
+                    .ok_or_else(|| Error::invalid(format!("kv-global={v}: use true or false")))?;
+                if on {
+                    // Shown as granted, it would do nothing: refuse until it works.
+                    return Err(Error::invalid(
+                        "kv-global=true needs a cluster store (etcd), which this engine does not have yet: leave it out",
+                    ));
+                }
+                self.kv_global = false;
+            }
+            "kv-quota" => self.kv_quota = parse_size(v, 4 << 10, 256 << 20)?,
+            "gateway" => {
+                let ip: std::net::IpAddr = v.parse().map_err(|_| {
+                    Error::invalid(format!(
+                        "gateway={v}: give one address, such as 169.254.1.1"
+                    ))
+                })?;
+                if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+                    return Err(Error::invalid(format!(
+                        "gateway={v}: not a unicast address a gateway can have"
+                    )));
+                }
+                if !self.gateways.contains(&ip) {
+                    self.gateways.push(ip);
+                }
+            }
+            "vni" => {
+                let (a, b) = match v.split_once('-') {
+                    Some((a, b)) => (a.trim().parse::<u32>().ok(), b.trim().parse::<u32>().ok()),
+                    None => (v.parse().ok(), v.parse().ok()),
+                };
+                match (a, b) {
+                    (Some(a), Some(b)) if 1 <= a && a <= b && b < 1 << 24 => {
+                        self.vni_ranges.push((a, b))
+                    }
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "vni={v}: give N or A-B within 1–16777215"
+                        )))
+                    }
+                }
+            }
+            "vxlan-port" => {
+                let p: u16 =
+                    v.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                        Error::invalid(format!("vxlan-port={v}: give a UDP port"))
+                    })?;
+                if !self.vxlan_ports.contains(&p) {
+                    self.vxlan_ports.push(p);
+                }
+            }
+            "macvlan-passthru" => {
+                self.macvlan_passthru = crate::model::parse_bool(v).ok_or_else(|| {
+                    Error::invalid(format!("macvlan-passthru={v}: use true or false"))
+                })?
             }
             "http" => {
                 check_authority(v)?;
                 push_unique(&mut self.http_hosts, v);
             }
-            "memory" => self.memory_bytes = parse_size(v)?,
+            "memory" => self.memory_bytes = parse_size(v, 1 << 20, 4 << 30)?,
             "deadline" => self.deadline_ms = parse_ms(v)?,
             "fuel" => {
-                self.fuel = Some(v.parse().map_err(|_| Error::invalid(format!("fuel={v}: use a whole number")))?)
+                self.fuel = Some(
+                    v.parse()
+                        .map_err(|_| Error::invalid(format!("fuel={v}: use a whole number")))?,
+                )
             }
             other => {
                 return Err(Error::invalid(format!(
-                    "unknown grant {other:?}: use link-prefix, parent, sysctl, kv, kv-global, http, memory, deadline or fuel"
+                    "unknown grant {other:?}: use one of {GRANT_KEYS}"
                 )))
             }
         }
         Ok(())
     }
 
-    /// Is `name` a link this plugin owns?
+    /// May the plugin use this VNI?
+    pub fn vni(&self, vni: u32) -> bool {
+        self.vni_ranges.iter().any(|(a, b)| *a <= vni && vni <= *b)
+    }
+
+    /// Is `name` within this plugin's link prefix (a name it may give a new link)?
     pub fn owns_link(&self, name: &str) -> bool {
         match &self.link_prefix {
             Some(p) => {
@@ -177,7 +272,10 @@ fn check_authority(v: &str) -> Result<()> {
     Ok(())
 }
 
-fn parse_size(v: &str) -> Result<u64> {
+/// The grant keys, for messages.
+const GRANT_KEYS: &str = "link-prefix, parent, sysctl, gateway, vni, vxlan-port, macvlan-passthru, kv, kv-quota, kv-global, http, memory, deadline, fuel";
+
+fn parse_size(v: &str, min: u64, max: u64) -> Result<u64> {
     let (n, mult) = match v.to_ascii_lowercase() {
         s if s.ends_with("gib") || s.ends_with('g') => (
             s.trim_end_matches("gib").trim_end_matches('g').to_string(),
@@ -196,10 +294,14 @@ fn parse_size(v: &str) -> Result<u64> {
     let n: u64 = n
         .trim()
         .parse()
-        .map_err(|_| Error::invalid(format!("memory={v}: use a size such as 64M")))?;
-    let bytes = n * mult;
-    if !(1 << 20..=4 << 30).contains(&bytes) {
-        return Err(Error::invalid(format!("memory={v}: use between 1M and 4G")));
+        .map_err(|_| Error::invalid(format!("{v}: use a size such as 64M")))?;
+    let bytes = n.saturating_mul(mult);
+    if !(min..=max).contains(&bytes) {
+        return Err(Error::invalid(format!(
+            "{v}: use between {} KiB and {} MiB",
+            min >> 10,
+            max >> 20
+        )));
     }
     Ok(bytes)
 }
@@ -249,6 +351,28 @@ impl fmt::Display for Grants {
             }
         )?;
         writeln!(f, "  http         {}", list(&self.http_hosts))?;
+        let gws: Vec<String> = self.gateways.iter().map(|g| g.to_string()).collect();
+        writeln!(f, "  gateways     {}", list(&gws))?;
+        let vnis: Vec<String> = self
+            .vni_ranges
+            .iter()
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        let ports: Vec<String> = self.vxlan_ports.iter().map(|p| p.to_string()).collect();
+        writeln!(f, "  vni          {}", list(&vnis))?;
+        writeln!(f, "  vxlan ports  {}", list(&ports))?;
+        writeln!(
+            f,
+            "  passthru     {}",
+            if self.macvlan_passthru { "yes" } else { "no" }
+        )?;
+        writeln!(f, "  kv quota     {} KiB", self.kv_quota >> 10)?;
         writeln!(f, "  memory       {} MiB", self.memory_bytes >> 20)?;
         writeln!(f, "  deadline     {} ms per call", self.deadline_ms)?;
         write!(
@@ -286,7 +410,20 @@ mod tests {
         assert!(!g.owns_link("rt12345678901234"), "too long for the kernel");
         assert!(g.may_use_parent("eth1"));
         assert!(!g.may_use_parent("eth0"));
+        g.apply("gateway=169.254.1.1").unwrap();
+        g.apply("vni=100-200").unwrap();
+        g.apply("vxlan-port=4789").unwrap();
+        assert!(g.vni(150) && !g.vni(99) && !g.vni(201));
         for bad in [
+            "link-prefix=en",
+            "link-prefix=wg",
+            "link-prefix=al",
+            "kv-global=true",
+            "gateway=0.0.0.0",
+            "gateway=127.0.0.1",
+            "vni=0",
+            "vni=5-3",
+            "vxlan-port=0",
             "link-prefix=veth",
             "link-prefix=e",
             "sysctl=ip_forward",

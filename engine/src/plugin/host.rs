@@ -1,7 +1,12 @@
-//! What a plugin's imports do: `host-net` (checked against the grants, applied through the
-//! operation's kernel transaction), `kv` (the plugin's private space in the operation's store
-//! transaction), `log` (tracing), and a locked-down WASI (no files, no sockets, no env).
+//! What a plugin's imports do: `host-net` (checked against the grants and weft's records,
+//! applied through the operation's kernel transaction), `kv` (the plugin's private space in the
+//! operation's store transaction, under a quota), `log` (tracing, bounded), `config` (what it
+//! was given at install), a locked-down WASI, and wasi:http towards granted hosts only.
+//!
+//! The checks are written once, on the engine's own types ([`HostState`]'s inherent methods);
+//! the contract's interfaces — this version's here, 0.1's in [`super::v01`] — only convert.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -10,8 +15,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::bindings::driver::weft::plugin::{host_net, kv, log, types};
+use super::bindings::driver::weft::plugin::{config, host_net, kv, log, types};
 use super::lend::Lent;
 use super::PluginRecord;
 use crate::net::{MacvlanMode, NetError, NsRef, Step, Tx};
@@ -19,37 +25,67 @@ use crate::store::{Table, WriteTxn};
 
 use types::{Error as WitError, IpAddress, IpPrefix, MacAddress};
 
-/// Largest kv value a plugin may store.
+/// Largest kv value and key a plugin may store.
 const KV_VALUE_MAX: usize = 1 << 20;
 const KV_KEY_MAX: usize = 1024;
+/// Most entries and bytes one list-prefix returns.
+const KV_LIST_MAX: usize = 4096;
+const KV_LIST_BYTES: usize = 4 << 20;
+/// Log lines per call, and characters per line.
+const LOG_LINES: u32 = 64;
+const LOG_CHARS: usize = 1024;
 
-/// The data of one plugin call's store.
-pub struct HostState {
-    pub plugin: Arc<PluginRecord>,
-    pub limits: Limits,
-    wasi: WasiCtx,
-    table: ResourceTable,
-    pub stderr: MemoryOutputPipe,
-    /// The kernel transaction of the operation that called (driver calls only).
-    pub tx: Lent<Tx>,
-    /// The store transaction of that operation (kv).
-    pub store: Lent<dyn WriteTxn + 'static>,
-    /// Destinations the plugin may route or address on the host: the subnets of the network
-    /// in play, plus link-local.
-    pub scope: Vec<IpNetwork>,
-    /// During `join`: where the endpoint goes (for create-sandbox-veth).
-    pub join: Option<JoinContext>,
-    /// The host end made by create-sandbox-veth in this call, if any.
-    pub placed: Option<String>,
+/// A refusal or failure, in the contract's terms (each version has its own error type).
+#[derive(Debug, Clone)]
+pub enum HostError {
+    InvalidArgument(String),
+    NotFound(String),
+    Conflict(String),
+    Exhausted(String),
+    Unsupported(String),
+    Denied(String),
+    Internal(String),
 }
 
-/// What create-sandbox-veth needs to know about the sandbox end.
-#[derive(Debug, Clone)]
-pub struct JoinContext {
-    pub ns: NsRef,
-    pub ifname: String,
-    pub mac: String,
-    pub ipv6: bool,
+pub type HostResult<T> = Result<T, HostError>;
+
+impl From<HostError> for WitError {
+    fn from(e: HostError) -> WitError {
+        match e {
+            HostError::InvalidArgument(m) => WitError::InvalidArgument(m),
+            HostError::NotFound(m) => WitError::NotFound(m),
+            HostError::Conflict(m) => WitError::Conflict(m),
+            HostError::Exhausted(m) => WitError::Exhausted(m),
+            HostError::Unsupported(m) => WitError::Unsupported(m),
+            HostError::Denied(m) => WitError::Denied(m),
+            HostError::Internal(m) => WitError::Internal(m),
+        }
+    }
+}
+
+/// Kernel errors as the plugin sees them.
+fn net_error(e: NetError) -> HostError {
+    use crate::net::NetErrorKind as K;
+    match e.kind {
+        K::NotFound => HostError::NotFound(e.to_string()),
+        K::Exists => HostError::Conflict(e.to_string()),
+        K::Permission => HostError::Denied(e.to_string()),
+        K::Invalid => HostError::InvalidArgument(e.to_string()),
+        K::Unsupported => HostError::Unsupported(e.to_string()),
+        _ => HostError::Internal(e.to_string()),
+    }
+}
+
+fn store_error(e: crate::Error) -> HostError {
+    HostError::Internal(format!("store: {e}"))
+}
+
+/// What a call may reach: the network in play's subnets, and the links weft's records say
+/// this plugin made (for that network, or for all its networks when there is none in play).
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub nets: Vec<IpNetwork>,
+    pub links: HashSet<String>,
 }
 
 /// The memory ceiling of one plugin instance: all its linear memories and tables together
@@ -106,15 +142,145 @@ impl ResourceLimiter for Limits {
     }
 }
 
+/// Decides outbound HTTP: only to the authorities the plugin was granted, before anything is
+/// sent.
+pub struct HttpGate {
+    plugin: String,
+    allowed: Vec<String>,
+    /// Authorities it tried and was refused (named in the call's error).
+    pub denied: Vec<String>,
+}
+
+impl HttpGate {
+    /// Does a grant (host or host:port) cover this authority (scheme default port applied)?
+    fn allows(&self, authority: &str, default_port: u16) -> bool {
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+                match p.parse::<u16>() {
+                    Ok(p) => (h, p),
+                    Err(_) => (authority, default_port),
+                }
+            }
+            _ => (authority, default_port),
+        };
+        self.allowed.iter().any(|g| match g.rsplit_once(':') {
+            Some((gh, gp)) if gp.parse::<u16>().is_ok() => {
+                gh.eq_ignore_ascii_case(host) && gp.parse::<u16>() == Ok(port)
+            }
+            _ => g.eq_ignore_ascii_case(host) && port == default_port,
+        })
+    }
+}
+
+impl WasiHttpHooks for HttpGate {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<
+                            dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                                + Send,
+                        >,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let default_port = match request.uri().scheme_str() {
+            Some("http") => 80,
+            _ => 443,
+        };
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default();
+        if authority.is_empty() || !self.allows(&authority, default_port) {
+            tracing::warn!(plugin = %self.plugin, "outbound HTTP to {authority:?} refused: not granted (grant http={authority})");
+            self.denied.push(authority);
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        drop(fut);
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io)
+                    as Box<
+                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
+            ))
+        })
+    }
+}
+
+/// The data of one plugin call's store.
+pub struct HostState {
+    pub plugin: Arc<PluginRecord>,
+    pub limits: Limits,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    pub gate: HttpGate,
+    pub stderr: MemoryOutputPipe,
+    /// The kernel transaction of the operation that called (driver calls only).
+    pub tx: Lent<Tx>,
+    /// The store transaction of that operation (kv).
+    pub store: Lent<dyn WriteTxn>,
+    pub scope: Scope,
+    /// During `join`: where the endpoint goes (for create-sandbox-veth).
+    pub join: Option<JoinContext>,
+    /// The host end made by create-sandbox-veth in this call, if any.
+    pub placed: Option<String>,
+    /// Links made in this call.
+    created: HashSet<String>,
+    logged: u32,
+}
+
+/// What create-sandbox-veth needs to know about the sandbox end.
+#[derive(Debug, Clone)]
+pub struct JoinContext {
+    pub ns: NsRef,
+    pub ifname: String,
+    pub mac: String,
+    pub ipv6: bool,
+}
+
+/// Text from a plugin, made safe to show: no control characters, at most `max` characters.
+pub fn clean(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { '·' } else { c })
+        .take(max)
+        .collect();
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
+fn unsupported_outside_calls() -> HostError {
+    HostError::Unsupported("host-net is only available while weft calls the driver".into())
+}
+
 impl HostState {
     pub fn new(
         plugin: Arc<PluginRecord>,
         tx: Lent<Tx>,
         store: Lent<dyn WriteTxn>,
-        scope: Vec<IpNetwork>,
+        scope: Scope,
     ) -> Self {
         let stderr = MemoryOutputPipe::new(4096);
         let wasi = WasiCtxBuilder::new()
+            .stdout(stderr.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
@@ -125,41 +291,59 @@ impl HostState {
             used: 0,
             denied: false,
         };
-        let mut scope = scope;
-        scope.push("169.254.0.0/16".parse().unwrap());
-        scope.push("fe80::/10".parse().unwrap());
+        let gate = HttpGate {
+            plugin: plugin.name.clone(),
+            allowed: plugin.grants.http_hosts.clone(),
+            denied: vec![],
+        };
         HostState {
             plugin,
             limits,
             wasi,
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            gate,
             stderr,
             tx,
             store,
             scope,
             join: None,
             placed: None,
+            created: HashSet::new(),
+            logged: 0,
         }
     }
 
-    fn deny(&mut self, why: String) -> WitError {
+    fn deny(&self, why: String) -> HostError {
         tracing::info!(plugin = %self.plugin.name, "denied: {why}");
-        WitError::Denied(why)
+        HostError::Denied(why)
     }
 
-    fn own(&mut self, name: &str) -> Result<(), WitError> {
+    /// A name the plugin may give a new link: within its prefix.
+    fn fresh(&self, name: &str) -> HostResult<()> {
         if self.plugin.grants.owns_link(name) {
             return Ok(());
         }
-        let why = match &self.plugin.grants.link_prefix {
-            Some(p) => format!("link {name:?} is not this plugin's: its links are named {p}… (at most 15 characters)"),
+        Err(self.deny(match &self.plugin.grants.link_prefix {
+            Some(p) => format!("link {name:?} is not this plugin's to make: its links are named {p}… (at most 15 characters)"),
             None => format!("link {name:?}: this plugin was granted no host links (grant link-prefix=…)"),
-        };
-        Err(self.deny(why))
+        }))
     }
 
-    fn parent(&mut self, name: &str) -> Result<(), WitError> {
-        if self.plugin.grants.may_use_parent(name) {
+    /// A link the plugin made: weft's records (or this call) say so.
+    fn mine(&self, name: &str) -> HostResult<()> {
+        if self.plugin.grants.owns_link(name)
+            && (self.scope.links.contains(name) || self.created.contains(name))
+        {
+            return Ok(());
+        }
+        Err(self.deny(format!(
+            "link {name:?} is not one this plugin made for this network (weft's records say which are)"
+        )))
+    }
+
+    fn parent(&self, name: &str) -> HostResult<()> {
+        if self.plugin.grants.parents.iter().any(|p| p == name) || self.mine(name).is_ok() {
             return Ok(());
         }
         Err(self.deny(format!(
@@ -167,37 +351,783 @@ impl HostState {
         )))
     }
 
-    fn in_scope(&mut self, what: &str, net: IpNetwork) -> Result<(), WitError> {
-        if self.scope.iter().any(|s| {
+    /// Within the network's subnets, or one of the granted gateway addresses.
+    fn reach(&self, what: &str, net: IpNetwork) -> HostResult<()> {
+        let in_subnet = self.scope.nets.iter().any(|s| {
             s.is_ipv4() == net.is_ipv4() && s.contains(net.network()) && s.prefix() <= net.prefix()
-        }) {
+        });
+        let full = if net.is_ipv4() { 32 } else { 128 };
+        let gateway = net.prefix() == full && self.plugin.grants.gateways.contains(&net.ip());
+        if in_subnet || gateway {
             return Ok(());
         }
-        Err(self.deny(format!("{what} {net} is outside the network's subnets")))
+        Err(self.deny(format!(
+            "{what} {net} is outside the network's subnets and the plugin's granted gateways"
+        )))
     }
 
-    async fn apply(&mut self, step: Step) -> Result<(), WitError> {
-        let Some(tx) = self.tx.get() else {
-            return Err(WitError::Unsupported(
-                "host-net is only available while weft calls the driver".into(),
+    /// An address on a link: the address itself in reach, and the connected route its prefix
+    /// length makes too (10.0.0.1/1 would route half the Internet to the link).
+    fn reach_address(&self, addr: IpNetwork) -> HostResult<()> {
+        self.reach_ip("address", addr.ip())?;
+        let net = network_of(addr);
+        if self.reach("address", net).is_err() {
+            return Err(self.deny(format!(
+                "address {addr} would route {net} to the link, beyond the network's subnets: give the subnet's prefix length"
+            )));
+        }
+        Ok(())
+    }
+
+    fn reach_ip(&self, what: &str, ip: IpAddr) -> HostResult<()> {
+        self.reach(what, IpNetwork::from(ip))
+    }
+
+    fn tx(&mut self) -> HostResult<&mut Tx> {
+        self.tx.get().ok_or_else(unsupported_outside_calls)
+    }
+
+    async fn apply(&mut self, step: Step) -> HostResult<()> {
+        let made = match &step {
+            Step::Bridge { name, .. }
+            | Step::Vxlan { name, .. }
+            | Step::Macvlan { name, .. }
+            | Step::Ipip { name, .. }
+            | Step::Geneve { name, .. }
+            | Step::Wireguard { name } => vec![name.clone()],
+            Step::Veth {
+                name,
+                peer,
+                peer_ns,
+                ..
+            } => {
+                let mut v = vec![name.clone()];
+                if *peer_ns == NsRef::Host {
+                    v.push(peer.clone());
+                }
+                v
+            }
+            _ => vec![],
+        };
+        self.tx()?.apply(step).await.map_err(net_error)?;
+        self.created.extend(made);
+        Ok(())
+    }
+
+    /// Is `ip` a cluster peer the engine announced (discover-new)?
+    fn peer(&mut self, ip: IpAddr) -> HostResult<()> {
+        let key = crate::engine::records::peer_key(&ip);
+        let known = match self.store.get() {
+            Some(s) => s
+                .get(Table::Meta, key.as_bytes())
+                .map_err(store_error)?
+                .is_some(),
+            None => false,
+        };
+        if known {
+            return Ok(());
+        }
+        Err(self.deny(format!(
+            "{ip} is not a cluster peer weft announced (weft system peer add {ip})"
+        )))
+    }
+
+    fn vni(&self, vni: u32, port: u16) -> HostResult<()> {
+        if !self.plugin.grants.vni(vni) {
+            return Err(self.deny(format!("VNI {vni} was not granted (grant vni=A-B)")));
+        }
+        if !self.plugin.grants.vxlan_ports.contains(&port) {
+            return Err(self.deny(format!(
+                "UDP port {port} was not granted (grant vxlan-port={port})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A local tunnel address must be one the given parent has.
+    async fn local_on(&mut self, local: IpAddr, parent: Option<&str>) -> HostResult<()> {
+        let Some(p) = parent else {
+            return Err(self.deny(format!(
+                "local address {local} needs a granted parent that has it"
+            )));
+        };
+        let addrs = self
+            .tx()?
+            .addresses(&NsRef::Host, p)
+            .await
+            .map_err(net_error)?;
+        if addrs.iter().any(|a| a.ip() == local) {
+            return Ok(());
+        }
+        Err(self.deny(format!("{local} is not an address of {p}")))
+    }
+
+    // ------------------------------------------------------------------ host-net
+
+    pub async fn create_bridge(&mut self, name: String, mtu: Option<u32>) -> HostResult<()> {
+        self.fresh(&name)?;
+        self.apply(Step::Bridge {
+            name,
+            mtu,
+            mac: None,
+        })
+        .await
+    }
+
+    pub async fn create_veth(
+        &mut self,
+        name: String,
+        peer: String,
+        mtu: Option<u32>,
+    ) -> HostResult<()> {
+        self.fresh(&name)?;
+        self.fresh(&peer)?;
+        self.apply(Step::Veth {
+            name,
+            peer,
+            peer_ns: NsRef::Host,
+            master: None,
+            mtu,
+            peer_mac: None,
+            group: None,
+            peer_ipv6: false,
+        })
+        .await
+    }
+
+    pub async fn create_sandbox_veth(&mut self, name: String, mtu: Option<u32>) -> HostResult<()> {
+        self.fresh(&name)?;
+        let Some(j) = self.join.clone() else {
+            return Err(HostError::Unsupported(
+                "create-sandbox-veth is only available during join".into(),
             ));
         };
-        tx.apply(step).await.map_err(net_error)
+        if self.placed.is_some() {
+            return Err(HostError::Conflict(
+                "create-sandbox-veth was already called in this join".into(),
+            ));
+        }
+        self.apply(Step::Veth {
+            name: name.clone(),
+            peer: j.ifname,
+            peer_ns: j.ns,
+            master: None,
+            mtu,
+            peer_mac: Some(j.mac),
+            group: None,
+            peer_ipv6: j.ipv6,
+        })
+        .await?;
+        self.placed = Some(name);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_vxlan(
+        &mut self,
+        name: String,
+        vni: u32,
+        local: Option<IpAddr>,
+        parent: Option<String>,
+        port: u16,
+        learning: bool,
+        mtu: Option<u32>,
+    ) -> HostResult<()> {
+        self.fresh(&name)?;
+        if let Some(p) = &parent {
+            self.parent(p)?;
+        }
+        if vni == 0 || vni >= 1 << 24 {
+            return Err(HostError::InvalidArgument(format!(
+                "VNI {vni} is outside 1..16777215"
+            )));
+        }
+        self.vni(vni, port)?;
+        if let Some(l) = local {
+            self.local_on(l, parent.as_deref()).await?;
+        }
+        self.apply(Step::Vxlan {
+            name,
+            vni,
+            local,
+            dev: parent,
+            port,
+            learning,
+            mtu,
+            master: None,
+        })
+        .await
+    }
+
+    pub async fn create_macvlan(
+        &mut self,
+        name: String,
+        parent: String,
+        mode: MacvlanMode,
+    ) -> HostResult<()> {
+        self.fresh(&name)?;
+        self.parent(&parent)?;
+        if mode == MacvlanMode::Passthru && !self.plugin.grants.macvlan_passthru {
+            return Err(self.deny(
+                "macvlan passthru takes the parent over: it was not granted (grant macvlan-passthru=true)".into(),
+            ));
+        }
+        self.apply(Step::Macvlan {
+            name,
+            parent,
+            mode,
+            ns: NsRef::Host,
+            mac: None,
+            mtu: None,
+            ipv6: false,
+        })
+        .await
+    }
+
+    pub async fn create_ipip(
+        &mut self,
+        name: String,
+        local: Option<IpAddr>,
+        remote: Option<IpAddr>,
+        parent: Option<String>,
+    ) -> HostResult<()> {
+        self.fresh(&name)?;
+        if let Some(p) = &parent {
+            self.parent(p)?;
+        }
+        if let Some(l) = local {
+            self.local_on(l, parent.as_deref()).await?;
+        }
+        if let Some(r) = remote {
+            self.peer(r)?;
+        }
+        self.apply(Step::Ipip {
+            name,
+            local,
+            remote,
+            dev: parent,
+        })
+        .await
+    }
+
+    pub async fn create_geneve(
+        &mut self,
+        name: String,
+        vni: u32,
+        remote: IpAddr,
+        port: u16,
+    ) -> HostResult<()> {
+        self.fresh(&name)?;
+        self.vni(vni, port)?;
+        self.peer(remote)?;
+        self.apply(Step::Geneve {
+            name,
+            vni,
+            remote,
+            port,
+        })
+        .await
+    }
+
+    pub async fn create_wireguard(&mut self, name: String) -> HostResult<()> {
+        self.fresh(&name)?;
+        self.apply(Step::Wireguard { name }).await
+    }
+
+    pub async fn delete_link(&mut self, name: String) -> HostResult<()> {
+        self.mine(&name)?;
+        self.apply(Step::DelLink {
+            ns: NsRef::Host,
+            name,
+            peer: None,
+        })
+        .await
+    }
+
+    pub async fn link_exists(&mut self, name: String) -> HostResult<bool> {
+        self.parent(&name)?;
+        Ok(self
+            .tx()?
+            .link(&NsRef::Host, &name)
+            .await
+            .map_err(net_error)?
+            .is_some())
+    }
+
+    pub async fn list_links(&mut self) -> HostResult<Vec<String>> {
+        let mut names: Vec<String> = self
+            .scope
+            .links
+            .iter()
+            .chain(self.created.iter())
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for n in names {
+            if self
+                .tx()?
+                .link(&NsRef::Host, &n)
+                .await
+                .map_err(net_error)?
+                .is_some()
+            {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn set_up(&mut self, name: String) -> HostResult<()> {
+        self.mine(&name)?;
+        self.apply(Step::LinkUp {
+            ns: NsRef::Host,
+            name,
+        })
+        .await
+    }
+
+    pub async fn set_down(&mut self, name: String) -> HostResult<()> {
+        self.mine(&name)?;
+        self.apply(Step::LinkDown {
+            ns: NsRef::Host,
+            name,
+        })
+        .await
+    }
+
+    pub async fn set_mtu(&mut self, name: String, mtu: u32) -> HostResult<()> {
+        self.mine(&name)?;
+        if !(68..=65535).contains(&mtu) {
+            return Err(HostError::InvalidArgument(format!(
+                "MTU {mtu} is outside 68..65535"
+            )));
+        }
+        self.apply(Step::SetMtu {
+            ns: NsRef::Host,
+            name,
+            mtu,
+        })
+        .await
+    }
+
+    pub async fn set_mac(&mut self, name: String, mac: [u8; 6]) -> HostResult<()> {
+        self.mine(&name)?;
+        if mac[0] & 1 == 1 || mac == [0; 6] {
+            return Err(HostError::InvalidArgument(
+                "a link's MAC must be a unicast address".into(),
+            ));
+        }
+        self.apply(Step::SetMac {
+            ns: NsRef::Host,
+            name,
+            mac: mac_text(&mac),
+        })
+        .await
+    }
+
+    pub async fn set_master(&mut self, name: String, master: String) -> HostResult<()> {
+        self.mine(&name)?;
+        self.mine(&master)?;
+        self.apply(Step::SetMaster {
+            ns: NsRef::Host,
+            name,
+            master,
+        })
+        .await
+    }
+
+    /// The whole prefix must be in reach: an address's prefix length makes a connected
+    /// route, and 169.254.7.7/1 would route half the internet.
+    pub async fn add_address(&mut self, link: String, addr: IpNetwork) -> HostResult<()> {
+        self.mine(&link)?;
+        self.reach_address(addr)?;
+        self.apply(Step::Address {
+            ns: NsRef::Host,
+            link,
+            addr,
+        })
+        .await
+    }
+
+    pub async fn del_address(&mut self, link: String, addr: IpNetwork) -> HostResult<()> {
+        self.mine(&link)?;
+        self.reach_address(addr)?;
+        self.apply(Step::DelAddress {
+            ns: NsRef::Host,
+            link,
+            addr,
+        })
+        .await
+    }
+
+    pub async fn add_route(
+        &mut self,
+        dst: IpNetwork,
+        via: Option<IpAddr>,
+        link: String,
+    ) -> HostResult<()> {
+        self.add_route_ex(RouteRequest {
+            dst,
+            via,
+            link: Some(link),
+            metric: None,
+            table: None,
+            kind: crate::net::step::RouteKind::Unicast,
+        })
+        .await
+    }
+
+    fn check_route(&self, r: &RouteRequest) -> HostResult<()> {
+        use crate::net::step::RouteKind;
+        match (&r.link, r.kind) {
+            (Some(l), _) => self.mine(l)?,
+            (None, RouteKind::Unicast) => {
+                return Err(HostError::InvalidArgument(
+                    "a unicast route needs a link".into(),
+                ))
+            }
+            (None, _) => {}
+        }
+        self.reach("route to", network_of(r.dst))?;
+        if let Some(v) = r.via {
+            if v.is_ipv4() != r.dst.is_ipv4() {
+                return Err(HostError::InvalidArgument(
+                    "next hop and destination are of different families".into(),
+                ));
+            }
+            self.reach_ip("next hop", v)?;
+        }
+        if let Some(t) = r.table {
+            if !(1..=252).contains(&t) {
+                return Err(self.deny(format!(
+                    "routing table {t}: use 1–252 (local, main and default are the host's)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn add_route_ex(&mut self, r: RouteRequest) -> HostResult<()> {
+        self.check_route(&r)?;
+        let dst = network_of(r.dst);
+        let step = match (r.table, r.kind, &r.link) {
+            (None, crate::net::step::RouteKind::Unicast, Some(l)) => Step::Route {
+                ns: NsRef::Host,
+                dst,
+                via: r.via,
+                dev: l.clone(),
+                metric: r.metric,
+                onlink: false,
+            },
+            _ => Step::RouteEx {
+                ns: NsRef::Host,
+                dst,
+                via: r.via,
+                dev: r.link,
+                metric: r.metric,
+                table: r.table,
+                kind: r.kind,
+            },
+        };
+        self.apply(step).await
+    }
+
+    pub async fn del_route(&mut self, r: RouteRequest) -> HostResult<()> {
+        self.check_route(&r)?;
+        let dst = network_of(r.dst);
+        let step = match (r.table, r.kind, &r.link) {
+            (None, crate::net::step::RouteKind::Unicast, Some(l)) => Step::DelRoute {
+                ns: NsRef::Host,
+                dst,
+                via: r.via,
+                dev: l.clone(),
+                metric: r.metric,
+            },
+            _ => Step::DelRouteEx {
+                ns: NsRef::Host,
+                dst,
+                via: r.via,
+                dev: r.link,
+                metric: r.metric,
+                table: r.table,
+                kind: r.kind,
+            },
+        };
+        self.apply(step).await
+    }
+
+    pub async fn add_neighbour(
+        &mut self,
+        link: String,
+        ip: IpAddr,
+        mac: Option<[u8; 6]>,
+    ) -> HostResult<()> {
+        self.mine(&link)?;
+        self.reach_ip("neighbour", ip)?;
+        self.apply(Step::Neigh {
+            ns: NsRef::Host,
+            link,
+            ip,
+            mac: mac.map(|m| mac_text(&m)),
+        })
+        .await
+    }
+
+    pub async fn del_neighbour(&mut self, link: String, ip: IpAddr, proxy: bool) -> HostResult<()> {
+        self.mine(&link)?;
+        self.reach_ip("neighbour", ip)?;
+        self.apply(Step::DelNeigh {
+            ns: NsRef::Host,
+            link,
+            ip,
+            proxy,
+        })
+        .await
+    }
+
+    pub async fn add_fdb(&mut self, link: String, mac: [u8; 6], remote: IpAddr) -> HostResult<()> {
+        self.mine(&link)?;
+        self.peer(remote)?;
+        self.apply(Step::Fdb {
+            link,
+            mac: mac_text(&mac),
+            dst: remote,
+        })
+        .await
+    }
+
+    pub async fn del_fdb(&mut self, link: String, mac: [u8; 6], remote: IpAddr) -> HostResult<()> {
+        self.mine(&link)?;
+        self.apply(Step::DelFdb {
+            link,
+            mac: mac_text(&mac),
+            dst: remote,
+        })
+        .await
+    }
+
+    /// A per-link sysctl, on a link the plugin made (never `all` or `default`: those are
+    /// every link of the host).
+    pub async fn set_sysctl(&mut self, link: String, key: &str, value: String) -> HostResult<()> {
+        if link == "all" || link == "default" {
+            return Err(self.deny(format!(
+                "{link} is not a link: its settings are every link's"
+            )));
+        }
+        self.mine(&link)?;
+        let path = match key {
+            "proxy_arp" => format!("net/ipv4/conf/{link}/proxy_arp"),
+            "proxy_delay" => format!("net/ipv4/neigh/{link}/proxy_delay"),
+            "forwarding" => format!("net/ipv4/conf/{link}/forwarding"),
+            "forwarding6" => format!("net/ipv6/conf/{link}/forwarding"),
+            "proxy_ndp" => format!("net/ipv6/conf/{link}/proxy_ndp"),
+            _ => return Err(HostError::InvalidArgument(format!("unknown sysctl {key}"))),
+        };
+        if !self.plugin.grants.sysctls.iter().any(|s| s == key) {
+            return Err(self.deny(format!("sysctl {key} was not granted (grant sysctl={key})")));
+        }
+        if value.is_empty() || value.len() > 6 || !value.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(HostError::InvalidArgument(format!(
+                "sysctl value {value:?}: give a small number"
+            )));
+        }
+        self.apply(Step::Sysctl {
+            ns: NsRef::Host,
+            key: path,
+            value,
+            keep: false,
+        })
+        .await
+    }
+
+    // ------------------------------------------------------------------------ kv
+
+    fn kv_key(&self, key: &str) -> HostResult<Vec<u8>> {
+        if key.len() > KV_KEY_MAX || key.contains('\0') {
+            return Err(HostError::InvalidArgument(format!(
+                "kv keys are at most {KV_KEY_MAX} bytes, without NUL"
+            )));
+        }
+        let mut k = self.plugin.grants.kv_space.as_bytes().to_vec();
+        k.push(0);
+        k.extend_from_slice(key.as_bytes());
+        Ok(k)
+    }
+
+    fn kv(&mut self) -> HostResult<&mut (dyn WriteTxn + 'static)> {
+        self.store
+            .get()
+            .ok_or_else(|| HostError::Unsupported("kv is not available during this call".into()))
+    }
+
+    fn usage_key(&self) -> String {
+        format!("kvusage/{}", self.plugin.grants.kv_space)
+    }
+
+    /// Account `delta` bytes to the space; refuse past its quota.
+    fn account(&mut self, delta: i64) -> HostResult<()> {
+        let key = self.usage_key();
+        let quota = self.plugin.grants.kv_quota;
+        let space = self.plugin.grants.kv_space.clone();
+        let store = self.kv()?;
+        let used: u64 = store
+            .get(Table::Meta, key.as_bytes())
+            .map_err(store_error)?
+            .and_then(|v| String::from_utf8_lossy(&v).parse().ok())
+            .unwrap_or(0);
+        let now = (used as i64 + delta).max(0) as u64;
+        if delta > 0 && now > quota {
+            return Err(HostError::Exhausted(format!(
+                "kv space {space} would hold {now} bytes, over its quota of {quota} (grant kv-quota=…)"
+            )));
+        }
+        store
+            .put(Table::Meta, key.as_bytes(), now.to_string().as_bytes())
+            .map_err(store_error)
+    }
+
+    pub fn kv_get(&mut self, key: &str) -> HostResult<Option<Vec<u8>>> {
+        let k = self.kv_key(key)?;
+        self.kv()?.get(Table::PluginKv, &k).map_err(store_error)
+    }
+
+    pub fn kv_put(&mut self, key: &str, value: Vec<u8>) -> HostResult<()> {
+        if value.len() > KV_VALUE_MAX {
+            return Err(HostError::InvalidArgument(format!(
+                "kv values are at most {KV_VALUE_MAX} bytes"
+            )));
+        }
+        let k = self.kv_key(key)?;
+        let old = self.kv()?.get(Table::PluginKv, &k).map_err(store_error)?;
+        let delta = (k.len() + value.len()) as i64
+            - old
+                .as_ref()
+                .map(|o| (k.len() + o.len()) as i64)
+                .unwrap_or(0);
+        self.account(delta)?;
+        self.kv()?
+            .put(Table::PluginKv, &k, &value)
+            .map_err(store_error)
+    }
+
+    pub fn kv_delete(&mut self, key: &str) -> HostResult<bool> {
+        let k = self.kv_key(key)?;
+        let old = self.kv()?.get(Table::PluginKv, &k).map_err(store_error)?;
+        let Some(old) = old else { return Ok(false) };
+        self.account(-((k.len() + old.len()) as i64))?;
+        self.kv()?.delete(Table::PluginKv, &k).map_err(store_error)
+    }
+
+    pub fn kv_list(&mut self, prefix: &str) -> HostResult<Vec<(String, Vec<u8>)>> {
+        let k = self.kv_key(prefix)?;
+        let skip = self.plugin.grants.kv_space.len() + 1;
+        let rows = self.kv()?.scan(Table::PluginKv, &k).map_err(store_error)?;
+        let bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if rows.len() > KV_LIST_MAX || bytes > KV_LIST_BYTES {
+            return Err(HostError::Exhausted(format!(
+                "list-prefix {prefix:?} would return {} entries ({bytes} bytes), over {KV_LIST_MAX} entries or {KV_LIST_BYTES} bytes: use a longer prefix",
+                rows.len()
+            )));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(&k[skip..]).into_owned(), v))
+            .collect())
+    }
+
+    pub fn kv_cas(
+        &mut self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> HostResult<bool> {
+        if new.as_ref().is_some_and(|v| v.len() > KV_VALUE_MAX) {
+            return Err(HostError::InvalidArgument(format!(
+                "kv values are at most {KV_VALUE_MAX} bytes"
+            )));
+        }
+        let k = self.kv_key(key)?;
+        let cur = self.kv()?.get(Table::PluginKv, &k).map_err(store_error)?;
+        if cur != expected {
+            return Ok(false);
+        }
+        let size =
+            |v: &Option<Vec<u8>>| v.as_ref().map(|v| (k.len() + v.len()) as i64).unwrap_or(0);
+        self.account(size(&new) - size(&cur))?;
+        match new {
+            Some(v) => self
+                .kv()?
+                .put(Table::PluginKv, &k, &v)
+                .map_err(store_error)?,
+            None => {
+                self.kv()?
+                    .delete(Table::PluginKv, &k)
+                    .map_err(store_error)?;
+            }
+        }
+        Ok(true)
+    }
+
+    // ----------------------------------------------------------------------- log
+
+    pub fn log_line(&mut self, level: tracing::Level, message: &str) {
+        self.logged += 1;
+        if self.logged > LOG_LINES + 1 {
+            return;
+        }
+        let p = &self.plugin.name;
+        if self.logged == LOG_LINES + 1 {
+            tracing::warn!(plugin = %p, "further log lines of this call suppressed (more than {LOG_LINES})");
+            return;
+        }
+        let m = clean(&self.plugin.scrub(message), LOG_CHARS);
+        match level {
+            tracing::Level::TRACE => tracing::trace!(plugin = %p, "{m}"),
+            tracing::Level::DEBUG => tracing::debug!(plugin = %p, "{m}"),
+            tracing::Level::INFO => tracing::info!(plugin = %p, "{m}"),
+            tracing::Level::WARN => tracing::warn!(plugin = %p, "{m}"),
+            tracing::Level::ERROR => tracing::error!(plugin = %p, "{m}"),
+        }
+    }
+
+    // -------------------------------------------------------------------- config
+
+    pub fn config_get(&self, key: &str) -> Option<String> {
+        self.plugin.config.get(key).map(|v| v.value.clone())
+    }
+
+    pub fn config_keys(&self) -> Vec<String> {
+        self.plugin.config.keys().cloned().collect()
     }
 }
 
-/// Kernel errors as the plugin sees them.
-fn net_error(e: NetError) -> WitError {
-    if e.is_not_found() {
-        WitError::NotFound(e.to_string())
-    } else if e.is_exists() {
-        WitError::Conflict(e.to_string())
-    } else if e.errno == Some(libc::EPERM) || e.errno == Some(libc::EACCES) {
-        WitError::Denied(e.to_string())
-    } else {
-        WitError::Internal(e.to_string())
-    }
+/// A route a plugin asks for.
+#[derive(Debug, Clone)]
+pub struct RouteRequest {
+    pub dst: IpNetwork,
+    pub via: Option<IpAddr>,
+    pub link: Option<String>,
+    pub metric: Option<u32>,
+    pub table: Option<u32>,
+    pub kind: crate::net::step::RouteKind,
 }
+
+/// The network an address's prefix length makes (what the kernel routes to its link).
+fn network_of(a: IpNetwork) -> IpNetwork {
+    IpNetwork::new(a.network(), a.prefix()).unwrap_or(a)
+}
+
+pub fn mac_text(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+// ------------------------------------------------------------ WIT type conversions
 
 pub fn ip(a: &IpAddress) -> IpAddr {
     match *a {
@@ -219,9 +1149,9 @@ pub fn wit_ip(a: IpAddr) -> IpAddress {
     }
 }
 
-pub fn prefix(p: &IpPrefix) -> Result<IpNetwork, WitError> {
+pub fn prefix(p: &IpPrefix) -> Result<IpNetwork, HostError> {
     IpNetwork::new(ip(&p.address), p.prefix_len).map_err(|_| {
-        WitError::InvalidArgument(format!(
+        HostError::InvalidArgument(format!(
             "bad prefix length /{} for {}",
             p.prefix_len,
             ip(&p.address)
@@ -236,78 +1166,43 @@ pub fn wit_prefix(n: IpNetwork) -> IpPrefix {
     }
 }
 
-pub fn mac(m: &MacAddress) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m.0, m.1, m.2, m.3, m.4, m.5
-    )
+pub fn mac(m: &MacAddress) -> [u8; 6] {
+    [m.0, m.1, m.2, m.3, m.4, m.5]
 }
+
+fn level(l: log::Level) -> tracing::Level {
+    match l {
+        log::Level::Trace => tracing::Level::TRACE,
+        log::Level::Debug => tracing::Level::DEBUG,
+        log::Level::Info => tracing::Level::INFO,
+        log::Level::Warn => tracing::Level::WARN,
+        log::Level::Error => tracing::Level::ERROR,
+    }
+}
+
+// -------------------------------------------------- the 0.2 interfaces: conversions
 
 impl types::Host for HostState {}
 
 impl host_net::Host for HostState {
     async fn create_bridge(&mut self, name: String, mtu: Option<u32>) -> Result<(), WitError> {
-        self.own(&name)?;
-        self.apply(Step::Bridge {
-            name,
-            mtu,
-            mac: None,
-        })
-        .await
+        Ok(HostState::create_bridge(self, name, mtu).await?)
     }
-
     async fn create_veth(
         &mut self,
         name: String,
         peer: String,
         mtu: Option<u32>,
     ) -> Result<(), WitError> {
-        self.own(&name)?;
-        self.own(&peer)?;
-        self.apply(Step::Veth {
-            name,
-            peer,
-            peer_ns: NsRef::Host,
-            master: None,
-            mtu,
-            peer_mac: None,
-            group: None,
-            peer_ipv6: false,
-        })
-        .await
+        Ok(HostState::create_veth(self, name, peer, mtu).await?)
     }
-
     async fn create_sandbox_veth(
         &mut self,
         name: String,
         mtu: Option<u32>,
     ) -> Result<(), WitError> {
-        self.own(&name)?;
-        let Some(j) = self.join.clone() else {
-            return Err(WitError::Unsupported(
-                "create-sandbox-veth is only available during join".into(),
-            ));
-        };
-        if self.placed.is_some() {
-            return Err(WitError::Conflict(
-                "create-sandbox-veth was already called in this join".into(),
-            ));
-        }
-        self.apply(Step::Veth {
-            name: name.clone(),
-            peer: j.ifname,
-            peer_ns: j.ns,
-            master: None,
-            mtu,
-            peer_mac: Some(j.mac),
-            group: None,
-            peer_ipv6: j.ipv6,
-        })
-        .await?;
-        self.placed = Some(name);
-        Ok(())
+        Ok(HostState::create_sandbox_veth(self, name, mtu).await?)
     }
-
     async fn create_vxlan(
         &mut self,
         name: String,
@@ -318,203 +1213,76 @@ impl host_net::Host for HostState {
         learning: bool,
         mtu: Option<u32>,
     ) -> Result<(), WitError> {
-        self.own(&name)?;
-        if let Some(p) = &parent {
-            self.parent(p)?;
-        }
-        if vni == 0 || vni >= 1 << 24 {
-            return Err(WitError::InvalidArgument(format!(
-                "VNI {vni} is outside 1..16777215"
-            )));
-        }
-        self.apply(Step::Vxlan {
-            name,
-            vni,
-            local: local.as_ref().map(ip),
-            dev: parent,
-            port,
-            learning,
-            mtu,
-            master: None,
-        })
-        .await
+        let local = local.as_ref().map(ip);
+        Ok(HostState::create_vxlan(self, name, vni, local, parent, port, learning, mtu).await?)
     }
-
     async fn create_macvlan(
         &mut self,
         name: String,
         parent: String,
         mode: host_net::MacvlanMode,
     ) -> Result<(), WitError> {
-        self.own(&name)?;
-        self.parent(&parent)?;
         let mode = match mode {
             host_net::MacvlanMode::Bridge => MacvlanMode::Bridge,
             host_net::MacvlanMode::Private => MacvlanMode::Private,
             host_net::MacvlanMode::Vepa => MacvlanMode::Vepa,
             host_net::MacvlanMode::Passthru => MacvlanMode::Passthru,
         };
-        self.apply(Step::Macvlan {
-            name,
-            parent,
-            mode,
-            ns: NsRef::Host,
-            mac: None,
-            mtu: None,
-            ipv6: false,
-        })
-        .await
+        Ok(HostState::create_macvlan(self, name, parent, mode).await?)
     }
-
     async fn delete_link(&mut self, name: String) -> Result<(), WitError> {
-        self.own(&name)?;
-        self.apply(Step::DelLink {
-            ns: NsRef::Host,
-            name,
-            peer: None,
-        })
-        .await
+        Ok(HostState::delete_link(self, name).await?)
     }
-
     async fn link_exists(&mut self, name: String) -> Result<bool, WitError> {
-        self.parent(&name)?;
-        let Some(tx) = self.tx.get() else {
-            return Err(WitError::Unsupported(
-                "host-net is only available while weft calls the driver".into(),
-            ));
-        };
-        Ok(tx
-            .link(&NsRef::Host, &name)
-            .await
-            .map_err(net_error)?
-            .is_some())
+        Ok(HostState::link_exists(self, name).await?)
     }
-
     async fn set_up(&mut self, name: String) -> Result<(), WitError> {
-        self.own(&name)?;
-        self.apply(Step::LinkUp {
-            ns: NsRef::Host,
-            name,
-        })
-        .await
+        Ok(HostState::set_up(self, name).await?)
     }
-
     async fn set_mtu(&mut self, name: String, mtu: u32) -> Result<(), WitError> {
-        self.own(&name)?;
-        if !(68..=65535).contains(&mtu) {
-            return Err(WitError::InvalidArgument(format!(
-                "MTU {mtu} is outside 68..65535"
-            )));
-        }
-        self.apply(Step::SetMtu {
-            ns: NsRef::Host,
-            name,
-            mtu,
-        })
-        .await
+        Ok(HostState::set_mtu(self, name, mtu).await?)
     }
-
     async fn set_master(&mut self, name: String, master: String) -> Result<(), WitError> {
-        self.own(&name)?;
-        self.own(&master)?;
-        self.apply(Step::SetMaster {
-            ns: NsRef::Host,
-            name,
-            master,
-        })
-        .await
+        Ok(HostState::set_master(self, name, master).await?)
     }
-
     async fn add_address(&mut self, link: String, address: IpPrefix) -> Result<(), WitError> {
-        self.own(&link)?;
-        let addr = prefix(&address)?;
-        self.in_scope(
-            "address",
-            IpNetwork::new(addr.ip(), if addr.is_ipv4() { 32 } else { 128 }).unwrap(),
-        )?;
-        self.apply(Step::Address {
-            ns: NsRef::Host,
-            link,
-            addr,
-        })
-        .await
+        let a = prefix(&address)?;
+        Ok(HostState::add_address(self, link, a).await?)
     }
-
     async fn add_route(
         &mut self,
         destination: IpPrefix,
         next_hop: Option<IpAddress>,
         link: String,
     ) -> Result<(), WitError> {
-        self.own(&link)?;
-        let dst = prefix(&destination)?;
-        let dst = IpNetwork::new(dst.network(), dst.prefix()).unwrap();
-        self.in_scope("route to", dst)?;
-        let via = next_hop.as_ref().map(ip);
-        if via.is_some_and(|v| v.is_ipv4() != dst.is_ipv4()) {
-            return Err(WitError::InvalidArgument(
-                "next hop and destination are of different families".into(),
-            ));
-        }
-        self.apply(Step::Route {
-            ns: NsRef::Host,
-            dst,
-            via,
-            dev: link,
-            metric: None,
-            onlink: false,
-        })
-        .await
+        let d = prefix(&destination)?;
+        Ok(HostState::add_route(self, d, next_hop.as_ref().map(ip), link).await?)
     }
-
     async fn add_neighbour(
         &mut self,
         link: String,
         address: IpAddress,
         mac_addr: Option<MacAddress>,
     ) -> Result<(), WitError> {
-        self.own(&link)?;
-        let ipa = ip(&address);
-        self.in_scope("neighbour", IpNetwork::from(ipa))?;
-        self.apply(Step::Neigh {
-            ns: NsRef::Host,
-            link,
-            ip: ipa,
-            mac: mac_addr.as_ref().map(mac),
-        })
-        .await
+        let m = mac_addr.as_ref().map(mac);
+        Ok(HostState::add_neighbour(self, link, ip(&address), m).await?)
     }
-
     async fn add_fdb(
         &mut self,
         link: String,
         mac_addr: MacAddress,
         remote: IpAddress,
     ) -> Result<(), WitError> {
-        self.own(&link)?;
-        self.apply(Step::Fdb {
-            link,
-            mac: mac(&mac_addr),
-            dst: ip(&remote),
-        })
-        .await
+        Ok(HostState::add_fdb(self, link, mac(&mac_addr), ip(&remote)).await?)
     }
-
     async fn del_fdb(
         &mut self,
         link: String,
         mac_addr: MacAddress,
         remote: IpAddress,
     ) -> Result<(), WitError> {
-        self.own(&link)?;
-        self.apply(Step::DelFdb {
-            link,
-            mac: mac(&mac_addr),
-            dst: ip(&remote),
-        })
-        .await
+        Ok(HostState::del_fdb(self, link, mac(&mac_addr), ip(&remote)).await?)
     }
-
     async fn set_sysctl(
         &mut self,
         link: String,
@@ -522,123 +1290,120 @@ impl host_net::Host for HostState {
         value: String,
     ) -> Result<(), WitError> {
         use host_net::LinkSysctl as K;
-        self.own(&link)?;
-        let (name, path) = match key {
-            K::ProxyArp => ("proxy_arp", format!("net/ipv4/conf/{link}/proxy_arp")),
-            K::ProxyDelay => ("proxy_delay", format!("net/ipv4/neigh/{link}/proxy_delay")),
-            K::Forwarding => ("forwarding", format!("net/ipv4/conf/{link}/forwarding")),
-            K::Forwarding6 => ("forwarding6", format!("net/ipv6/conf/{link}/forwarding")),
-            K::ProxyNdp => ("proxy_ndp", format!("net/ipv6/conf/{link}/proxy_ndp")),
+        let k = match key {
+            K::ProxyArp => "proxy_arp",
+            K::ProxyDelay => "proxy_delay",
+            K::Forwarding => "forwarding",
+            K::Forwarding6 => "forwarding6",
+            K::ProxyNdp => "proxy_ndp",
         };
-        if !self.plugin.grants.sysctls.iter().any(|s| s == name) {
-            return Err(self.deny(format!(
-                "sysctl {name} was not granted (grant sysctl={name})"
-            )));
-        }
-        if value.is_empty() || value.len() > 6 || !value.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(WitError::InvalidArgument(format!(
-                "sysctl value {value:?}: give a small number"
-            )));
-        }
-        self.apply(Step::Sysctl {
-            ns: NsRef::Host,
-            key: path,
-            value,
-            keep: false,
-        })
-        .await
+        Ok(HostState::set_sysctl(self, link, k, value).await?)
+    }
+    async fn add_route_ex(&mut self, r: host_net::Route) -> Result<(), WitError> {
+        let r = route(r)?;
+        Ok(HostState::add_route_ex(self, r).await?)
+    }
+    async fn del_route(&mut self, r: host_net::Route) -> Result<(), WitError> {
+        let r = route(r)?;
+        Ok(HostState::del_route(self, r).await?)
+    }
+    async fn del_address(&mut self, link: String, address: IpPrefix) -> Result<(), WitError> {
+        let a = prefix(&address)?;
+        Ok(HostState::del_address(self, link, a).await?)
+    }
+    async fn del_neighbour(
+        &mut self,
+        link: String,
+        address: IpAddress,
+        proxy: bool,
+    ) -> Result<(), WitError> {
+        Ok(HostState::del_neighbour(self, link, ip(&address), proxy).await?)
+    }
+    async fn list_links(&mut self) -> Result<Vec<String>, WitError> {
+        Ok(HostState::list_links(self).await?)
+    }
+    async fn set_down(&mut self, name: String) -> Result<(), WitError> {
+        Ok(HostState::set_down(self, name).await?)
+    }
+    async fn set_mac(&mut self, name: String, m: MacAddress) -> Result<(), WitError> {
+        Ok(HostState::set_mac(self, name, mac(&m)).await?)
+    }
+    async fn create_ipip(
+        &mut self,
+        name: String,
+        local: Option<IpAddress>,
+        remote: Option<IpAddress>,
+        parent: Option<String>,
+    ) -> Result<(), WitError> {
+        let (l, r) = (local.as_ref().map(ip), remote.as_ref().map(ip));
+        Ok(HostState::create_ipip(self, name, l, r, parent).await?)
+    }
+    async fn create_geneve(
+        &mut self,
+        name: String,
+        vni: u32,
+        remote: IpAddress,
+        port: u16,
+    ) -> Result<(), WitError> {
+        Ok(HostState::create_geneve(self, name, vni, ip(&remote), port).await?)
+    }
+    async fn create_wireguard(&mut self, name: String) -> Result<(), WitError> {
+        Ok(HostState::create_wireguard(self, name).await?)
     }
 }
 
-impl HostState {
-    fn kv_key(&self, key: &str) -> Result<Vec<u8>, WitError> {
-        if key.len() > KV_KEY_MAX || key.contains('\0') {
-            return Err(WitError::InvalidArgument(format!(
-                "kv keys are at most {KV_KEY_MAX} bytes, without NUL"
-            )));
-        }
-        let mut k = self.plugin.grants.kv_space.as_bytes().to_vec();
-        k.push(0);
-        k.extend_from_slice(key.as_bytes());
-        Ok(k)
-    }
-
-    fn kv(&mut self) -> Result<&mut (dyn WriteTxn + 'static), WitError> {
-        self.store
-            .get()
-            .ok_or_else(|| WitError::Unsupported("kv is not available during this call".into()))
-    }
-}
-
-fn store_error(e: crate::Error) -> WitError {
-    WitError::Internal(format!("store: {e}"))
+fn route(r: host_net::Route) -> Result<RouteRequest, HostError> {
+    use crate::net::step::RouteKind;
+    Ok(RouteRequest {
+        dst: prefix(&r.destination)?,
+        via: r.next_hop.as_ref().map(ip),
+        link: r.link,
+        metric: r.metric,
+        table: r.table,
+        kind: match r.kind {
+            host_net::RouteKind::Unicast => RouteKind::Unicast,
+            host_net::RouteKind::Blackhole => RouteKind::Blackhole,
+            host_net::RouteKind::Unreachable => RouteKind::Unreachable,
+            host_net::RouteKind::Prohibit => RouteKind::Prohibit,
+        },
+    })
 }
 
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, WitError> {
-        let k = self.kv_key(&key)?;
-        self.kv()?.get(Table::PluginKv, &k).map_err(store_error)
+        Ok(self.kv_get(&key)?)
     }
-
     async fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), WitError> {
-        if value.len() > KV_VALUE_MAX {
-            return Err(WitError::InvalidArgument(format!(
-                "kv values are at most {KV_VALUE_MAX} bytes"
-            )));
-        }
-        let k = self.kv_key(&key)?;
-        self.kv()?
-            .put(Table::PluginKv, &k, &value)
-            .map_err(store_error)
+        Ok(self.kv_put(&key, value)?)
     }
-
     async fn delete(&mut self, key: String) -> Result<bool, WitError> {
-        let k = self.kv_key(&key)?;
-        self.kv()?.delete(Table::PluginKv, &k).map_err(store_error)
+        Ok(self.kv_delete(&key)?)
     }
-
     async fn list_prefix(&mut self, prefix: String) -> Result<Vec<(String, Vec<u8>)>, WitError> {
-        let k = self.kv_key(&prefix)?;
-        let skip = self.plugin.grants.kv_space.len() + 1;
-        let rows = self.kv()?.scan(Table::PluginKv, &k).map_err(store_error)?;
-        Ok(rows
-            .into_iter()
-            .map(|(k, v)| (String::from_utf8_lossy(&k[skip..]).into_owned(), v))
-            .collect())
+        Ok(self.kv_list(&prefix)?)
     }
-
     async fn compare_and_swap(
         &mut self,
         key: String,
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<bool, WitError> {
-        let k = self.kv_key(&key)?;
-        let store = self.kv()?;
-        if store.get(Table::PluginKv, &k).map_err(store_error)? != expected {
-            return Ok(false);
-        }
-        match new {
-            Some(v) => store.put(Table::PluginKv, &k, &v).map_err(store_error)?,
-            None => {
-                store.delete(Table::PluginKv, &k).map_err(store_error)?;
-            }
-        }
-        Ok(true)
+        Ok(self.kv_cas(&key, expected, new)?)
     }
 }
 
 impl log::Host for HostState {
-    async fn log(&mut self, level: log::Level, message: String) {
-        let m: String = message.chars().take(4096).collect();
-        let p = &self.plugin.name;
-        match level {
-            log::Level::Trace => tracing::trace!(plugin = %p, "{m}"),
-            log::Level::Debug => tracing::debug!(plugin = %p, "{m}"),
-            log::Level::Info => tracing::info!(plugin = %p, "{m}"),
-            log::Level::Warn => tracing::warn!(plugin = %p, "{m}"),
-            log::Level::Error => tracing::error!(plugin = %p, "{m}"),
-        }
+    async fn log(&mut self, l: log::Level, message: String) {
+        self.log_line(level(l), &message);
+    }
+}
+
+impl config::Host for HostState {
+    async fn get(&mut self, key: String) -> Option<String> {
+        self.config_get(&key)
+    }
+    async fn keys(&mut self) -> Vec<String> {
+        self.config_keys()
     }
 }
 
@@ -648,5 +1413,43 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.gate,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_grants_match_host_and_port() {
+        let g = HttpGate {
+            plugin: "p".into(),
+            allowed: vec!["netbox.lan:8000".into(), "ipam.example".into()],
+            denied: vec![],
+        };
+        assert!(g.allows("netbox.lan:8000", 443));
+        assert!(g.allows("NetBox.lan:8000", 80));
+        assert!(!g.allows("netbox.lan:8001", 80));
+        assert!(!g.allows("netbox.lan", 80));
+        assert!(g.allows("ipam.example", 443));
+        assert!(g.allows("ipam.example:443", 443));
+        assert!(!g.allows("ipam.example:8443", 443));
+        assert!(!g.allows("169.254.169.254", 80));
+    }
+
+    #[test]
+    fn text_from_plugins_is_cleaned() {
+        assert_eq!(clean("a\u{1b}[31mb\nc", 100), "a·[31mb·c");
+        assert_eq!(clean("abcdef", 3), "abc…");
     }
 }

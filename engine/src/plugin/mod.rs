@@ -25,6 +25,8 @@ pub mod host;
 pub mod lend;
 #[cfg(feature = "wasm")]
 pub mod runtime;
+#[cfg(feature = "wasm")]
+pub mod v01;
 
 #[cfg(feature = "wasm")]
 use std::path::Path;
@@ -68,7 +70,28 @@ pub struct Asked {
     pub sysctls: Vec<String>,
     pub http_hosts: Vec<String>,
     pub memory_mib: Option<u32>,
+    #[serde(default)]
+    pub gateways: Vec<std::net::IpAddr>,
+    #[serde(default)]
+    pub vni_ranges: Vec<(u32, u32)>,
+    #[serde(default)]
+    pub vxlan_ports: Vec<u16>,
+    #[serde(default)]
+    pub macvlan_passthru: bool,
+    #[serde(default)]
+    pub config_keys: Vec<String>,
 }
+
+/// One configuration value given at install.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigValue {
+    pub value: String,
+    /// Read from a file (`--config key=@FILE`): never shown or logged.
+    pub secret: bool,
+}
+
+/// The contract versions this engine speaks, newest first (older ones through an adapter).
+pub const CONTRACTS: [&str; 2] = ["0.2.0", "0.1.0"];
 
 /// An installed plugin, as the store records it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,7 +109,52 @@ pub struct PluginRecord {
     pub scope: Scope,
     /// IPAM: wants the endpoint's MAC with each request.
     pub requires_mac: bool,
+    /// IPAM: wants its pools and addresses requested again after a restart.
+    #[serde(default)]
+    pub requires_replay: bool,
+    /// Driver: wants program/revoke-external-connectivity calls.
+    #[serde(default)]
+    pub external_connectivity: bool,
     pub installed: String,
+    /// The contract it was built for (`weft:plugin@<this>`).
+    #[serde(default = "v01")]
+    pub contract: String,
+    /// Configuration and secrets given at install.
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, ConfigValue>,
+    /// The SHA-256 of its compiled form, and the engine build that compiled it: the compile
+    /// cache is used only when the file there still has this hash.
+    #[serde(default)]
+    pub compiled: Option<(String, String)>,
+}
+
+fn v01() -> String {
+    "0.1.0".into()
+}
+
+impl PluginRecord {
+    /// The record as shown to users: secrets replaced.
+    pub fn redacted(&self) -> PluginRecord {
+        let mut r = self.clone();
+        for v in r.config.values_mut() {
+            if v.secret {
+                v.value = "<secret>".into();
+            }
+        }
+        r
+    }
+
+    /// Text from the plugin (a log line, an error) with every secret's value replaced, so a
+    /// plugin that echoes its token does not print it.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for v in self.config.values() {
+            if v.secret && !v.value.is_empty() && out.contains(v.value.as_str()) {
+                out = out.replace(v.value.as_str(), "<secret>");
+            }
+        }
+        out
+    }
 }
 
 /// The lazily created wasmtime runtime shared by all plugins of an engine.
@@ -109,6 +177,11 @@ impl PluginHost {
         &self.dir
     }
 
+    /// Where compiled components are cached.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+
     /// The runtime, created on first use (about a millisecond), so commands that use no
     /// plugin pay nothing.
     pub fn runtime(&self) -> Result<Arc<Runtime>> {
@@ -125,17 +198,17 @@ impl PluginHost {
             .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let rt = self.runtime()?;
-        let component = {
+        let (component, compiled) = {
             // Compiling takes tens of milliseconds or more: not on an async thread.
             let (rt, bytes, sha) = (rt.clone(), bytes.clone(), sha256.clone());
-            tokio::task::spawn_blocking(move || rt.load(&bytes, &sha))
+            tokio::task::spawn_blocking(move || rt.compile(&bytes, &sha))
                 .await
                 .map_err(|e| Error::internal(format!("compile: {e}")))??
         };
-        let kind = rt.kind_of(&component)?;
+        let speaks = rt.speaks(&component)?;
         let mut rec = PluginRecord {
             name: name.to_string(),
-            kind,
+            kind: speaks.kind,
             file: self.dir.join(format!("{name}.wasm")),
             sha256,
             version: String::new(),
@@ -144,7 +217,12 @@ impl PluginHost {
             grants: Grants::minimal(name),
             scope: Scope::Local,
             requires_mac: false,
+            requires_replay: false,
+            external_connectivity: false,
             installed: crate::model::now_rfc3339(),
+            contract: speaks.version.to_string(),
+            config: Default::default(),
+            compiled: Some(compiled),
         };
         adapters::describe(&rt, &component, &mut rec).await?;
         Ok((rec, bytes))

@@ -1,35 +1,91 @@
-//! The wasmtime side: one engine (component model, epoch interruption for deadlines, fuel
-//! when a plugin is granted a budget, no component-model-async overhead), linkers for the two
-//! worlds, an on-disk cache of compiled components keyed by content hash and engine
-//! configuration, and the check that a component speaks this engine's WIT version.
+//! The wasmtime side: one engine (component model, epoch ticks for deadlines, fuel when a
+//! plugin is granted a budget, no component-model-async overhead), linkers for the worlds of
+//! every contract this engine speaks, the WASI a plugin gets (no sockets, no files, no
+//! environment; wasi:http only towards granted hosts), an on-disk cache of compiled components
+//! that is trusted only when its hash matches the one recorded at install, and the check of
+//! which contract a component speaks.
 
 use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasData, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{driver, ipam};
+use super::bindings::{driver, ipam, v01};
 use super::host::HostState;
 use super::Kind;
 use crate::error::{Error, Result};
 
 /// The WIT package this engine speaks.
 pub const WIT_PACKAGE: &str = "weft:plugin";
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// How often the epoch ticks: the granularity of per-call deadlines.
 pub const TICK: Duration = Duration::from_millis(5);
+
+/// A component's kind and the contract version it was built for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Speaks {
+    pub kind: Kind,
+    pub version: &'static str,
+}
 
 /// The wasmtime engine and everything shared by all plugins.
 pub struct Runtime {
     pub engine: Engine,
     pub driver_linker: Linker<HostState>,
     pub ipam_linker: Linker<HostState>,
+    pub driver01_linker: Linker<HostState>,
+    pub ipam01_linker: Linker<HostState>,
     cache_dir: PathBuf,
     fingerprint: String,
+}
+
+struct HasIo;
+
+impl HasData for HasIo {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// The WASI a plugin gets: streams and poll, clocks, random, the cli basics (its stdio goes
+/// to a bounded buffer; no environment, no arguments), a filesystem with nothing in it, and
+/// wasi:http (every request checked against the plugin's grants). No sockets: a component
+/// that imports them cannot be installed.
+fn link_wasi(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
+    use wasmtime_wasi::random::WasiRandom;
+    use wasmtime_wasi::WasiView;
+    use wasmtime_wasi_io::bindings::wasi::io;
+    io::error::add_to_linker::<HostState, HasIo>(l, |t| t.ctx().table)?;
+    io::poll::add_to_linker::<HostState, HasIo>(l, |t| t.ctx().table)?;
+    io::streams::add_to_linker::<HostState, HasIo>(l, |t| t.ctx().table)?;
+    clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
+    filesystem::types::add_to_linker::<HostState, WasiFilesystem>(l, HostState::filesystem)?;
+    filesystem::preopens::add_to_linker::<HostState, WasiFilesystem>(l, HostState::filesystem)?;
+    random::random::add_to_linker::<HostState, WasiRandom>(l, |t| t.ctx().ctx.random())?;
+    random::insecure::add_to_linker::<HostState, WasiRandom>(l, |t| t.ctx().ctx.random())?;
+    random::insecure_seed::add_to_linker::<HostState, WasiRandom>(l, |t| t.ctx().ctx.random())?;
+    cli::exit::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::environment::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_input::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_output::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stdin::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stdout::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stderr::add_to_linker::<HostState, WasiCli>(l, HostState::cli)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(l)?;
+    Ok(())
 }
 
 impl Runtime {
@@ -50,13 +106,19 @@ impl Runtime {
             .max_memory_size(4 << 30);
         cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&cfg).map_err(|e| Error::internal(format!("wasmtime: {e}")))?;
-        let mut driver_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut driver_linker).map_err(wt)?;
-        driver::DriverPlugin::add_to_linker::<_, HasSelf<_>>(&mut driver_linker, |s| s)
-            .map_err(wt)?;
-        let mut ipam_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut ipam_linker).map_err(wt)?;
-        ipam::IpamPlugin::add_to_linker::<_, HasSelf<_>>(&mut ipam_linker, |s| s).map_err(wt)?;
+        let linker = |add: &dyn Fn(&mut Linker<HostState>) -> wasmtime::Result<()>| {
+            let mut l = Linker::new(&engine);
+            link_wasi(&mut l).map_err(wt)?;
+            add(&mut l).map_err(wt)?;
+            Ok::<_, Error>(l)
+        };
+        let driver_linker =
+            linker(&|l| driver::DriverPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s))?;
+        let ipam_linker = linker(&|l| ipam::IpamPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s))?;
+        let driver01_linker =
+            linker(&|l| v01::driver::DriverPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s))?;
+        let ipam01_linker =
+            linker(&|l| v01::ipam::IpamPlugin::add_to_linker::<_, HasSelf<_>>(l, |s| s))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let fingerprint = format!("{:016x}", h.finish());
@@ -74,33 +136,26 @@ impl Runtime {
             .map_err(|e| {
                 Error::internal(format!("cannot start the plugin deadline ticker: {e}"))
             })?;
-        std::fs::create_dir_all(cache_dir)
-            .map_err(|e| Error::internal(format!("{}: {e}", cache_dir.display())))?;
+        private_dir(cache_dir)?;
         Ok(Arc::new(Runtime {
             engine,
             driver_linker,
             ipam_linker,
+            driver01_linker,
+            ipam01_linker,
             cache_dir: cache_dir.to_path_buf(),
             fingerprint,
         }))
     }
 
-    /// Compile a component, or load it from the cache (keyed by content hash and engine
-    /// configuration, so a cache written by another engine build is never used).
-    pub fn load(&self, bytes: &[u8], sha256: &str) -> Result<Component> {
-        let path = self
-            .cache_dir
-            .join(format!("{sha256}-{}.cwasm", self.fingerprint));
-        if path.exists() {
-            // SAFETY: the file is one this engine configuration wrote (the name carries the
-            // content hash and the engine fingerprint) into weft's own state directory.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!("ignoring unusable compiled plugin {}: {e}", path.display())
-                }
-            }
-        }
+    fn cache_path(&self, sha256: &str) -> PathBuf {
+        self.cache_dir
+            .join(format!("{sha256}-{}.cwasm", self.fingerprint))
+    }
+
+    /// Compile a component (its source hash is `sha256`), keep the result in the cache, and
+    /// return it with the hash of the compiled form (to record, so the cache can be checked).
+    pub fn compile(&self, bytes: &[u8], sha256: &str) -> Result<(Component, (String, String))> {
         let started = std::time::Instant::now();
         let compiled = self
             .engine
@@ -110,19 +165,55 @@ impl Runtime {
             ms = started.elapsed().as_millis() as u64,
             "compiled plugin component"
         );
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, &compiled)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .is_err()
-        {
-            let _ = std::fs::remove_file(&tmp);
+        let hash = hex::encode(Sha256::digest(&compiled));
+        if let Err(e) = write_private(&self.cache_path(sha256), &compiled) {
+            tracing::debug!("compile cache not written: {e}");
         }
         // SAFETY: `compiled` was produced by this very engine just now.
-        unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(wt)
+        let c = unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(wt)?;
+        Ok((c, (hash, self.fingerprint.clone())))
     }
 
-    /// Which world a component implements, refusing other WIT versions by name.
-    pub fn kind_of(&self, c: &Component) -> Result<Kind> {
+    /// Load an installed component: from the cache when the compiled file there still has
+    /// the hash recorded at install (for this engine build), else by compiling it again.
+    pub fn load(
+        &self,
+        bytes: &[u8],
+        sha256: &str,
+        recorded: Option<&(String, String)>,
+    ) -> Result<Component> {
+        if let Some((hash, fp)) = recorded.filter(|(_, fp)| *fp == self.fingerprint) {
+            let _ = fp;
+            if let Ok(compiled) = std::fs::read(self.cache_path(sha256)) {
+                if hex::encode(Sha256::digest(&compiled)) == *hash {
+                    // SAFETY: these are the exact bytes this engine configuration produced
+                    // at install (their hash is in weft's store, which only root writes).
+                    if let Ok(c) = unsafe { Component::deserialize(&self.engine, &compiled) } {
+                        return Ok(c);
+                    }
+                } else {
+                    tracing::warn!(
+                        "the compiled plugin in the cache does not match what was installed: compiling it again"
+                    );
+                }
+            }
+        }
+        Ok(self.compile(bytes, sha256)?.0)
+    }
+
+    /// Remove a component's compiled forms from the cache.
+    pub fn forget(cache_dir: &Path, sha256: &str) {
+        if let Ok(rd) = std::fs::read_dir(cache_dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(sha256) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// Which world and contract a component implements; other versions are refused by name.
+    pub fn speaks(&self, c: &Component) -> Result<Speaks> {
         let ty = c.component_type();
         let mut found = None;
         for (name, _) in ty.exports(&self.engine) {
@@ -135,16 +226,21 @@ impl Runtime {
                 "ipam" => Kind::Ipam,
                 _ => continue,
             };
-            if version != WIT_VERSION {
+            let Some(v) = super::CONTRACTS.iter().find(|v| **v == version) else {
                 return Err(Error::invalid(format!(
-                    "this plugin was built for {WIT_PACKAGE}@{version}, but this engine speaks {WIT_PACKAGE}@{WIT_VERSION}: rebuild it against weft's wit/ directory"
+                    "this plugin was built for {WIT_PACKAGE}@{version}, but this engine speaks {}: rebuild it against weft's wit/ directory",
+                    super::CONTRACTS
+                        .iter()
+                        .map(|v| format!("{WIT_PACKAGE}@{v}"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
                 )));
-            }
-            found = Some(kind);
+            };
+            found = Some(Speaks { kind, version: v });
         }
         found.ok_or_else(|| {
             Error::invalid(format!(
-                "not a weft plugin: the component exports neither {WIT_PACKAGE}/network-driver@{WIT_VERSION} nor {WIT_PACKAGE}/ipam@{WIT_VERSION}"
+                "not a weft plugin: the component exports neither {WIT_PACKAGE}/network-driver nor {WIT_PACKAGE}/ipam (of {WIT_PACKAGE}@{WIT_VERSION} or 0.1.0)"
             ))
         })
     }
@@ -156,6 +252,32 @@ impl Runtime {
             .map(|(n, _)| n.to_string())
             .collect()
     }
+}
+
+/// A directory only root reads (plugins and their compiled forms).
+pub fn private_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| Error::internal(format!("{}: {e}", dir.display())))
+}
+
+/// Write a file through a new temporary file (exclusive, never through a symlink, 0600) and
+/// rename it into place.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut r = [0u8; 8];
+    getrandom::fill(&mut r).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let tmp = path.with_extension(format!("tmp-{}", hex::encode(r)));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let r = f.write_all(bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
 }
 
 pub fn wt(e: wasmtime::Error) -> Error {

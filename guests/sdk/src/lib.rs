@@ -1,18 +1,21 @@
 //! Helpers for weft plugins written in Rust.
 //!
 //! The WIT `types` interface is generated here once; a plugin crate generates its world
-//! with `with: { "weft:plugin/types@0.1.0": weft_plugin_sdk::types }` so that these helpers
+//! with `with: { "weft:plugin/types@0.2.0": weft_plugin_sdk::types }` so that these helpers
 //! work on its types:
 //!
 //! ```text
 //! wit_bindgen::generate!({
 //!     path: "../../wit",
 //!     world: "driver-plugin",
-//!     with: { "weft:plugin/types@0.1.0": weft_plugin_sdk::types },
+//!     with: { "weft:plugin/types@0.2.0": weft_plugin_sdk::types },
 //! });
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+#[cfg(feature = "http")]
+pub mod http;
 
 wit_bindgen::generate!({ path: "../../wit", world: "types-only" });
 

@@ -1,7 +1,8 @@
 //! A host-local IPAM, as a weft plugin, with CNI host-local's semantics: a range with a
 //! start and an end inside the subnet, reserved addresses never handed out, and sequential
 //! allocation that goes on after the last address it gave and wraps around. State lives in
-//! the plugin's kv space (so it commits with the endpoint that uses the address).
+//! the plugin's kv space (so it commits with the endpoint that uses the address); like CNI's
+//! host-local, each address in use records the sandbox id that holds it.
 //!
 //! IPAM options (`--ipam-opt`): `range-start`, `range-end`, `exclude` (comma-separated).
 
@@ -12,7 +13,7 @@ use weft_plugin_sdk as sdk;
 wit_bindgen::generate!({
     path: "../../wit",
     world: "ipam-plugin",
-    with: { "weft:plugin/types@0.1.0": weft_plugin_sdk::types },
+    with: { "weft:plugin/types@0.2.0": weft_plugin_sdk::types },
 });
 
 use exports::weft::plugin::ipam::{
@@ -63,6 +64,14 @@ fn used_key(pool_id: &str, a: u128) -> String {
     format!("used/{pool_id}/{a}")
 }
 
+/// Who holds an address: the sandbox id, or "network" for a gateway or aux address.
+fn holder(req: &AddressRequest) -> String {
+    match &req.context {
+        Some(c) => c.sandbox_id.clone(),
+        None => "network".into(),
+    }
+}
+
 fn parse_ip(v: &str, what: &str) -> Result<IpAddr, Error> {
     v.trim()
         .parse()
@@ -81,6 +90,11 @@ impl Plugin for HostLocal {
                 sysctls: vec![],
                 http_hosts: vec![],
                 memory_mib: Some(16),
+                gateways: vec![],
+                vni_ranges: vec![],
+                vxlan_ports: vec![],
+                macvlan_passthru: false,
+                config_keys: vec![],
             },
         }
     }
@@ -90,6 +104,7 @@ impl Ipam for HostLocal {
     fn capabilities() -> IpamCapabilities {
         IpamCapabilities {
             requires_mac_address: false,
+            requires_request_replay: false,
         }
     }
 
@@ -178,7 +193,11 @@ impl Ipam for HostLocal {
                 )));
             }
             let n = sdk::to_u128(ip);
-            if !kv::compare_and_swap(&used_key(&req.pool_id, n), None, Some(b""))? {
+            if !kv::compare_and_swap(
+                &used_key(&req.pool_id, n),
+                None,
+                Some(holder(&req).as_bytes()),
+            )? {
                 return Err(sdk::conflict(format!("{ip} is already allocated")));
             }
             return Ok(sdk::prefix(ip, len));
@@ -196,7 +215,11 @@ impl Ipam for HostLocal {
             if p.exclude.contains(&n) {
                 continue;
             }
-            if kv::compare_and_swap(&used_key(&req.pool_id, n), None, Some(b""))? {
+            if kv::compare_and_swap(
+                &used_key(&req.pool_id, n),
+                None,
+                Some(holder(&req).as_bytes()),
+            )? {
                 kv::put(&format!("last/{}", req.pool_id), n.to_string().as_bytes())?;
                 return Ok(sdk::prefix(sdk::from_u128(n, p.v6), len));
             }

@@ -1,14 +1,18 @@
-//! A hostile IPAM for weft's tests: the pool option `hostile=<what>` (from --ipam-opt) makes
-//! dynamic address requests misbehave (memory bomb, endless loop, an address outside the
-//! pool) or the pool request return another subnet. Static requests (the gateway) behave,
-//! so the network can be created and the misbehaviour meets a connect.
+//! A hostile IPAM for weft's tests. The pool options (`--ipam-opt`) choose what it does:
+//! `hostile=<what>` makes dynamic address requests misbehave (memory bomb, endless loop, an
+//! address outside the pool, the wrong prefix length, one handed out twice, the gateway, the
+//! network or broadcast address, a huge answer) or the pool request return another subnet;
+//! without `--subnet`, `pool=<cidr>` is the pool it picks (0.0.0.0/0, loopback, another
+//! network's subnet…), and `http-pool=<host:port>` fetches the pool over wasi:http from
+//! `http://<host:port>/pool`, as an external IPAM asks NetBox. Static requests (the
+//! gateway) behave, so a network can be made and the misbehaviour meets a connect.
 
 use weft_plugin_sdk as sdk;
 
 wit_bindgen::generate!({
     path: "../../../wit",
     world: "ipam-plugin",
-    with: { "weft:plugin/types@0.1.0": weft_plugin_sdk::types },
+    with: { "weft:plugin/types@0.2.0": weft_plugin_sdk::types },
 });
 
 use exports::weft::plugin::ipam::{
@@ -32,15 +36,52 @@ impl Plugin for Hostile {
                 sysctls: vec![],
                 http_hosts: vec![],
                 memory_mib: None,
+                gateways: vec![],
+                vni_ranges: vec![],
+                vxlan_ports: vec![],
+                macvlan_passthru: false,
+                config_keys: vec![],
             },
         }
     }
+}
+
+fn mode(pool_id: &str) -> Result<String, Error> {
+    Ok(kv::get(&format!("mode/{pool_id}"))?
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default())
+}
+
+/// How many times request-pool was called for a pool.
+fn asked(pool_id: &str) -> Result<u32, Error> {
+    Ok(kv::get(&format!("asked/{pool_id}"))?
+        .and_then(|v| String::from_utf8_lossy(&v).parse().ok())
+        .unwrap_or(0))
+}
+
+fn subnet(pool_id: &str) -> IpPrefix {
+    sdk::parse_prefix(&pool_id.trim_start_matches("hx-").replace('_', "/")).unwrap()
+}
+
+/// The next address after the last one handed out (from .10), within the pool.
+fn next(subnet: &IpPrefix) -> Result<IpPrefix, Error> {
+    let (base, _) = sdk::span(subnet);
+    let n: u128 = kv::get("next")?
+        .and_then(|v| String::from_utf8_lossy(&v).parse().ok())
+        .unwrap_or(10);
+    kv::put("next", (n + 1).to_string().as_bytes())?;
+    Ok(sdk::prefix(
+        sdk::from_u128(base + n, false),
+        subnet.prefix_len,
+    ))
 }
 
 impl Ipam for Hostile {
     fn capabilities() -> IpamCapabilities {
         IpamCapabilities {
             requires_mac_address: false,
+            // So a reboot test sees its pools asked for again (counted in `asked/<pool>`).
+            requires_request_replay: true,
         }
     }
 
@@ -52,21 +93,54 @@ impl Ipam for Hostile {
     }
 
     fn request_pool(req: PoolRequest) -> Result<PoolResponse, Error> {
-        let pool = req.pool.ok_or_else(|| sdk::invalid("give --subnet"))?;
         let m = sdk::option(&req.options, "hostile")
             .unwrap_or("")
             .to_string();
+        let pool = match (
+            &req.pool,
+            sdk::option(&req.options, "pool"),
+            sdk::option(&req.options, "http-pool"),
+        ) {
+            (Some(p), _, _) => *p,
+            (None, Some(p), _) => {
+                sdk::parse_prefix(p).ok_or_else(|| sdk::invalid("pool=<cidr>"))?
+            }
+            (None, None, Some(authority)) => {
+                let r = sdk::http::get(authority, "/pool")
+                    .map_err(|e| sdk::internal(format!("asking {authority} for a pool: {e}")))?;
+                let text = String::from_utf8_lossy(&r.body).trim().to_string();
+                if r.status != 200 {
+                    return Err(sdk::internal(format!(
+                        "{authority} answered {}: {text}",
+                        r.status
+                    )));
+                }
+                sdk::parse_prefix(&text).ok_or_else(|| {
+                    sdk::internal(format!("{authority} sent {text:?}, not a subnet"))
+                })?
+            }
+            (None, None, None) => return Err(sdk::invalid("give --subnet, pool= or http-pool=")),
+        };
         let id = format!("hx-{}", sdk::fmt_prefix(&pool).replace('/', "_"));
         kv::put(&format!("mode/{id}"), m.as_bytes())?;
-        let pool = if m == "wrong-pool" {
-            sdk::parse_prefix("192.0.2.0/24").unwrap()
+        let asked = asked(&id)? + 1;
+        kv::put(&format!("asked/{id}"), asked.to_string().as_bytes())?;
+        let pool = match m.as_str() {
+            "wrong-pool" => sdk::parse_prefix("192.0.2.0/24").unwrap(),
+            _ => pool,
+        };
+        let data = if m == "big-data" {
+            // An answer as large as its memory allows: the engine must not take it whole.
+            (0..200_000)
+                .map(|i| (format!("k{i}"), "v".repeat(64)))
+                .collect()
         } else {
-            pool
+            vec![]
         };
         Ok(PoolResponse {
             pool_id: id,
             pool,
-            data: vec![],
+            data,
         })
     }
 
@@ -76,14 +150,13 @@ impl Ipam for Hostile {
     }
 
     fn request_address(req: AddressRequest) -> Result<IpPrefix, Error> {
-        let m = kv::get(&format!("mode/{}", req.pool_id))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-            .unwrap_or_default();
-        let subnet =
-            sdk::parse_prefix(&req.pool_id.trim_start_matches("hx-").replace('_', "/")).unwrap();
+        let m = mode(&req.pool_id)?;
+        let subnet = subnet(&req.pool_id);
         if let Some(p) = &req.preferred {
             return Ok(sdk::prefix(sdk::ip(p), subnet.prefix_len));
         }
+        let (base, size) = sdk::span(&subnet);
+        let at = |n: u128| sdk::prefix(sdk::from_u128(n, false), subnet.prefix_len);
         match m.as_str() {
             "bomb" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
@@ -103,17 +176,34 @@ impl Ipam for Hostile {
                 "203.0.113.7".parse().unwrap(),
                 subnet.prefix_len,
             )),
-            _ => {
-                let (base, _) = sdk::span(&subnet);
-                let n: u128 = kv::get("next")?
-                    .and_then(|v| String::from_utf8_lossy(&v).parse().ok())
-                    .unwrap_or(10);
-                kv::put("next", (n + 1).to_string().as_bytes())?;
-                Ok(sdk::prefix(
-                    sdk::from_u128(base + n, false),
-                    subnet.prefix_len,
-                ))
+            "wrong-len" => {
+                let mut a = next(&subnet)?;
+                a.prefix_len = 1;
+                Ok(a)
             }
+            // The same address every time.
+            "dup" => Ok(at(base + 10)),
+            // .1: the network's gateway.
+            "gateway" => Ok(at(base + 1)),
+            "network-address" => Ok(at(base)),
+            "broadcast" => Ok(at(base + size - 1)),
+            "count" => Err(sdk::not_found(format!(
+                "pool {} was asked for {} times",
+                req.pool_id,
+                asked(&req.pool_id)?
+            ))),
+            // Who asks: the context, returned as the error a user sees.
+            "context" => {
+                let c = req.context.ok_or_else(|| sdk::invalid("no context"))?;
+                Err(sdk::not_found(format!(
+                    "context: sandbox {} id {} hostname {:?} labels {:?}",
+                    c.sandbox_name,
+                    sdk::short(&c.sandbox_id, 12),
+                    c.hostname,
+                    c.labels
+                )))
+            }
+            _ => next(&subnet),
         }
     }
 
