@@ -311,6 +311,48 @@ fn isolation_run(hostile: &Path, rounds: usize) -> (Vec<Duration>, Vec<Duration>
     })
 }
 
+/// `n` adapter calls (routed's create-endpoint) as the engine makes them.
+async fn adapter_calls(routed: &Path, n: usize) -> Vec<Duration> {
+    let scratch = Scratch::new("plugin-call");
+    let host = scratch.ns("host");
+    let kernel: Arc<dyn weft::net::Kernel> = Arc::new(
+        weft::net::linux::LinuxKernel::open(Some(&host), &scratch.dir.join("h.ns")).unwrap(),
+    );
+    let ph = Arc::new(weft::plugin::PluginHost::new(&scratch.dir));
+    let (mut rec, _) = ph.examine(routed, "routed").await.unwrap();
+    rec.file = routed.to_path_buf();
+    let d = weft::plugin::adapters::PluginDriver::new(ph.clone(), rec);
+    let mem: Arc<dyn weft::store::Store> = Arc::new(MemStore::new());
+    let mut txn = weft::store::Txn::new(mem).unwrap();
+    let mut tx = weft::net::Tx::new(kernel, None, Arc::default()).unwrap();
+    let mut net = Network::blank("n", "routed");
+    net.realized = true;
+    let mut t = Vec::new();
+    for i in 0..n {
+        let mut ep = EndpointInfo {
+            id: format!("{i:064x}"),
+            mac: "02:42:0a:00:00:02".into(),
+            ipv4: Some("10.0.0.2/24".parse().unwrap()),
+            ipv6: None,
+            options: Default::default(),
+            context: Default::default(),
+        };
+        let s = Instant::now();
+        d.create_endpoint(
+            &mut Ctx {
+                tx: &mut tx,
+                store: &mut txn,
+            },
+            &net,
+            &mut ep,
+        )
+        .await
+        .unwrap();
+        t.push(s.elapsed());
+    }
+    t
+}
+
 fn main() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -331,6 +373,32 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // `--only DRIVER`: attach rounds with that driver and nothing else (to profile one path).
+    if args.iter().any(|a| a == "--adapter-only") {
+        let t = runtime.block_on(adapter_calls(&routed, 20_000));
+        println!("adapter call: {} median", us(pct(&t, 0.5)));
+        return;
+    }
+    if let Some(d) = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+    {
+        if let Ok(f) = std::env::var("WEFT_LOG") {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(f))
+                .with_writer(std::io::stderr)
+                .init();
+        }
+        runtime.block_on(async {
+            let mut all = vec![];
+            for _ in 0..5 {
+                all.extend(attach_run(d, &routed, n).await.0);
+            }
+            println!("attach, {d} (N={n}): {} median", ms(pct(&all, 0.5)));
+        });
+        return;
+    }
     runtime.block_on(async {
         let t = Instant::now();
         let rt = Runtime::new(&rt_tmp.dir).unwrap();
@@ -413,56 +481,8 @@ fn main() {
 
         // A whole adapter call as the engine makes it: load, store, instantiate, call, settle
         // (routed's create-endpoint, which checks the endpoint and returns).
-        {
-            let scratch = Scratch::new("plugin-call");
-            let host = scratch.ns("host");
-            let kernel: Arc<dyn weft::net::Kernel> =
-                Arc::new(weft::net::linux::LinuxKernel::open(Some(&host), &scratch.dir.join("h.ns")).unwrap());
-            let ph = Arc::new(weft::plugin::PluginHost::new(&scratch.dir));
-            let (mut rec, _) = ph.examine(&routed, "routed").await.unwrap();
-            rec.file = routed.clone();
-            let d = weft::plugin::adapters::PluginDriver::new(ph.clone(), rec);
-            let mem: Arc<dyn weft::store::Store> = Arc::new(MemStore::new());
-            let mut txn = weft::store::Txn::new(mem).unwrap();
-            let mut tx = weft::net::Tx::new(kernel, None, Arc::default()).unwrap();
-            let net = Network {
-                id: "0".repeat(64),
-                name: "n".into(),
-                driver: "routed".into(),
-                scope: Scope::Local,
-                created: String::new(),
-                enable_ipv4: true,
-                enable_ipv6: false,
-                internal: false,
-                attachable: false,
-                ingress: false,
-                config_only: false,
-                config_from: None,
-                ipam_driver: "default".into(),
-                ipam_options: Default::default(),
-                pools: vec![],
-                options: Default::default(),
-                labels: Default::default(),
-                predefined: false,
-                realized: true,
-                driver_data: Default::default(),
-            };
-            let mut t = Vec::new();
-            for i in 0..1000 {
-                let mut ep = EndpointInfo {
-                    id: format!("{i:064x}"),
-                    mac: "02:42:0a:00:00:02".into(),
-                    ipv4: Some("10.0.0.2/24".parse().unwrap()),
-                    ipv6: None,
-                    options: Default::default(),
-                    context: Default::default(),
-                };
-                let s = Instant::now();
-                d.create_endpoint(&mut Ctx { tx: &mut tx, store: &mut txn }, &net, &mut ep).await.unwrap();
-                t.push(s.elapsed());
-            }
-            println!("adapter call (routed create-endpoint):     {} median, {} p99", us(pct(&t, 0.5)), us(pct(&t, 0.99)));
-        }
+        let t = adapter_calls(&routed, 1000).await;
+        println!("adapter call (routed create-endpoint):     {} median, {} p99", us(pct(&t, 0.5)), us(pct(&t, 0.99)));
 
         // Attach: the routed plugin vs the same steps natively.
         // Alternate the two, three rounds, to spread the machine's noise over both.

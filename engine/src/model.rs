@@ -88,6 +88,33 @@ pub struct Network {
 }
 
 impl Network {
+    /// A network record with nothing allocated yet: a fresh id, now as its creation time,
+    /// IPv4 on, every flag off, no pools.
+    pub fn blank(name: &str, driver: &str) -> Network {
+        Network {
+            id: new_id(),
+            name: name.to_string(),
+            driver: driver.to_string(),
+            scope: Scope::Local,
+            created: now_rfc3339(),
+            enable_ipv4: true,
+            enable_ipv6: false,
+            internal: false,
+            attachable: false,
+            ingress: false,
+            config_only: false,
+            config_from: None,
+            ipam_driver: "default".into(),
+            ipam_options: BTreeMap::new(),
+            pools: vec![],
+            options: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            predefined: false,
+            realized: false,
+            driver_data: BTreeMap::new(),
+        }
+    }
+
     pub fn pools_v4(&self) -> impl Iterator<Item = &Pool> {
         self.pools.iter().filter(|p| !p.is_v6())
     }

@@ -45,28 +45,7 @@ pub(crate) fn gateway_opts() -> BTreeMap<String, String> {
 
 /// A network record with nothing allocated yet.
 pub(crate) fn blank_network(name: &str, driver: &str) -> Network {
-    Network {
-        id: new_id(),
-        name: name.to_string(),
-        driver: driver.to_string(),
-        scope: Scope::Local,
-        created: now_rfc3339(),
-        enable_ipv4: true,
-        enable_ipv6: false,
-        internal: false,
-        attachable: false,
-        ingress: false,
-        config_only: false,
-        config_from: None,
-        ipam_driver: "default".into(),
-        ipam_options: BTreeMap::new(),
-        pools: vec![],
-        options: BTreeMap::new(),
-        labels: BTreeMap::new(),
-        predefined: false,
-        realized: false,
-        driver_data: BTreeMap::new(),
-    }
+    Network::blank(name, driver)
 }
 
 impl Engine {

@@ -35,7 +35,7 @@ use crate::error::{Error, PluginErrorKind, Result};
 use crate::ipam::{AddressRequest, Ipam, IpamCapabilities, PoolGrant, PoolRequest};
 use crate::model::{Network, PortMapping, Scope as NetScope};
 use crate::net::{NsRef, Step};
-use crate::store::{Table, WriteTxn};
+use crate::store::WriteTxn;
 
 /// Deadline for the install-time calls (metadata, capabilities).
 const DESCRIBE_MS: u64 = 2000;
@@ -562,49 +562,24 @@ impl PluginDriver {
     /// What a call on `net` (and `ep`, for endpoint calls) may reach: the network's subnets,
     /// and the links this plugin made that weft's records own — the network's, the endpoint's,
     /// and those this operation made so far. Without a network, those of all its networks.
-    fn scope(&self, ctx: &mut Ctx<'_>, net: Option<&Network>, ep: Option<&str>) -> Result<Scope> {
-        use crate::engine::records::{ep_key, net_key, owned};
-        let rec = &self.loaded.rec;
-        let mut logs: Vec<Step> = ctx.tx.undo_since(0);
-        match net {
+    /// (The records are read only if a host call needs them.)
+    fn scope(&self, net: Option<&Network>, ep: Option<&str>) -> Scope {
+        use crate::engine::records::{ep_key, net_key};
+        let records = match net {
             Some(n) => {
-                logs.extend(owned(&*ctx.store, &net_key(&n.id))?);
+                let mut keys = vec![net_key(&n.id)];
                 if let Some(e) = ep {
-                    logs.extend(owned(&*ctx.store, &ep_key(&n.id, e))?);
+                    keys.push(ep_key(&n.id, e));
                 }
+                host::Records::Keys(keys)
             }
-            None => {
-                for n in crate::store::list_json::<Network>(&*ctx.store, Table::Networks)? {
-                    if n.driver == rec.name {
-                        logs.extend(owned(&*ctx.store, &net_key(&n.id))?);
-                    }
-                }
-            }
-        }
-        let links = logs
-            .iter()
-            .flat_map(|s| match s {
-                Step::DelLink {
-                    ns: NsRef::Host,
-                    name,
-                    peer,
-                } => {
-                    let mut v = vec![name.clone()];
-                    if let Some((NsRef::Host, p)) = peer {
-                        v.push(p.clone());
-                    }
-                    v
-                }
-                _ => vec![],
-            })
-            .filter(|n| rec.grants.owns_link(n))
-            .collect();
-        Ok(Scope {
-            nets: net
-                .map(|n| n.pools.iter().map(|p| p.subnet).collect())
+            None => host::Records::AllNetworksOf(self.loaded.rec.name.clone()),
+        };
+        Scope::new(
+            net.map(|n| n.pools.iter().map(|p| p.subnet).collect())
                 .unwrap_or_default(),
-            links,
-        })
+            records,
+        )
     }
 
     /// A store for one call, with the operation's transactions lent to it.
@@ -864,7 +839,7 @@ impl NetworkDriver for PluginDriver {
     }
 
     async fn create_network(&self, ctx: &mut Ctx<'_>, net: &mut Network) -> Result<()> {
-        let scope = self.scope(ctx, Some(net), None)?;
+        let scope = self.scope(Some(net), None);
         driver_call!(self, ctx, scope, None, "create-network", |store|
             v2: |d| e2(d.call_create_network(&mut store, &wit_network(net)).await),
             v1: |d| e1(d.call_create_network(&mut store, &wit_network1(net)).await))
@@ -872,7 +847,7 @@ impl NetworkDriver for PluginDriver {
     }
 
     async fn delete_network(&self, ctx: &mut Ctx<'_>, net: &Network) -> Result<()> {
-        let scope = self.scope(ctx, Some(net), None)?;
+        let scope = self.scope(Some(net), None);
         let id = net.id.clone();
         driver_call!(self, ctx, scope, None, "delete-network", |store|
             v2: |d| e2(d.call_delete_network(&mut store, &id).await),
@@ -886,7 +861,7 @@ impl NetworkDriver for PluginDriver {
         net: &Network,
         ep: &mut EndpointInfo,
     ) -> Result<()> {
-        let scope = self.scope(ctx, Some(net), Some(&ep.id))?;
+        let scope = self.scope(Some(net), Some(&ep.id));
         let (e, e_1) = (wit_endpoint(net, ep), wit_endpoint1(net, ep));
         let mac = driver_call!(self, ctx, scope, None, "create-endpoint", |store|
             v2: |d| e2(d.call_create_endpoint(&mut store, &e).await.map(|r| r.map(|i| i.mac))),
@@ -913,7 +888,7 @@ impl NetworkDriver for PluginDriver {
         net: &Network,
         ep: &EndpointInfo,
     ) -> Result<()> {
-        let scope = self.scope(ctx, Some(net), Some(&ep.id))?;
+        let scope = self.scope(Some(net), Some(&ep.id));
         let (nid, eid) = (net.id.clone(), ep.id.clone());
         driver_call!(self, ctx, scope, None, "delete-endpoint", |store|
             v2: |d| e2(d.call_delete_endpoint(&mut store, &nid, &eid).await),
@@ -928,7 +903,7 @@ impl NetworkDriver for PluginDriver {
         ep: &EndpointInfo,
         target: &JoinTarget,
     ) -> Result<JoinInfo> {
-        let scope = self.scope(ctx, Some(net), Some(&ep.id))?;
+        let scope = self.scope(Some(net), Some(&ep.id));
         let (e, e_1) = (wit_endpoint(net, ep), wit_endpoint1(net, ep));
         let key = match &target.ns {
             NsRef::Path(p) => p.display().to_string(),
@@ -953,7 +928,11 @@ impl NetworkDriver for PluginDriver {
             matches!(s, Step::DelLink { ns: NsRef::Host, name, peer }
                 if *name == j.link || peer.as_ref().is_some_and(|(n, p)| *n == NsRef::Host && *p == j.link))
         });
-        if !rec.grants.owns_link(&j.link) || !(made_now || scope.links.contains(&j.link)) {
+        let recorded = || -> Result<bool> {
+            let steps = host::recorded_steps(&*ctx.store, &scope.records)?;
+            Ok(host::links_made(&steps, &rec.grants).contains(&j.link))
+        };
+        if !rec.grants.owns_link(&j.link) || !(made_now || recorded()?) {
             return Err(bad_return(
                 rec,
                 format!(
@@ -1028,7 +1007,7 @@ impl NetworkDriver for PluginDriver {
     }
 
     async fn leave(&self, ctx: &mut Ctx<'_>, net: &Network, ep: &EndpointInfo) -> Result<()> {
-        let scope = self.scope(ctx, Some(net), Some(&ep.id))?;
+        let scope = self.scope(Some(net), Some(&ep.id));
         let (nid, eid) = (net.id.clone(), ep.id.clone());
         driver_call!(self, ctx, scope, None, "leave", |store|
             v2: |d| e2(d.call_leave(&mut store, &nid, &eid).await),
@@ -1046,7 +1025,7 @@ impl NetworkDriver for PluginDriver {
         if !self.loaded.rec.external_connectivity {
             return Ok(());
         }
-        let scope = self.scope(ctx, Some(net), Some(&ep.id))?;
+        let scope = self.scope(Some(net), Some(&ep.id));
         let (nid, eid) = (net.id.clone(), ep.id.clone());
         let ports: Vec<wd::PortMapping> = ports.iter().map(wit_port).collect();
         driver_call!(self, ctx, scope, None, "program-external-connectivity", |store|
@@ -1064,7 +1043,7 @@ impl NetworkDriver for PluginDriver {
         if !self.loaded.rec.external_connectivity {
             return Ok(());
         }
-        let scope = self.scope(ctx, Some(net), Some(&ep.id))?;
+        let scope = self.scope(Some(net), Some(&ep.id));
         let (nid, eid) = (net.id.clone(), ep.id.clone());
         driver_call!(self, ctx, scope, None, "revoke-external-connectivity", |store|
             v2: |d| e2(d.call_revoke_external_connectivity(&mut store, &nid, &eid).await),
@@ -1073,7 +1052,7 @@ impl NetworkDriver for PluginDriver {
     }
 
     async fn discover_new(&self, ctx: &mut Ctx<'_>, peer: IpAddr) -> Result<()> {
-        let scope = self.scope(ctx, None, None)?;
+        let scope = self.scope(None, None);
         let (p, p1) = (host::wit_ip(peer), super::v01::wit_ip(peer));
         driver_call!(self, ctx, scope, None, "discover-new", |store|
             v2: |d| e2(d.call_discover_new(&mut store, p).await),
@@ -1082,7 +1061,7 @@ impl NetworkDriver for PluginDriver {
     }
 
     async fn discover_delete(&self, ctx: &mut Ctx<'_>, peer: IpAddr) -> Result<()> {
-        let scope = self.scope(ctx, None, None)?;
+        let scope = self.scope(None, None);
         let (p, p1) = (host::wit_ip(peer), super::v01::wit_ip(peer));
         driver_call!(self, ctx, scope, None, "discover-delete", |store|
             v2: |d| e2(d.call_discover_delete(&mut store, p).await),

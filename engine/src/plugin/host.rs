@@ -82,10 +82,83 @@ fn store_error(e: crate::Error) -> HostError {
 
 /// What a call may reach: the network in play's subnets, and the links weft's records say
 /// this plugin made (for that network, or for all its networks when there is none in play).
+/// The records are read when a call first needs them: most calls touch only links they made
+/// themselves, and pay nothing for the check.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
     pub nets: Vec<IpNetwork>,
-    pub links: HashSet<String>,
+    pub records: Records,
+    links: Option<HashSet<String>>,
+}
+
+/// Where the records of a plugin's links are.
+#[derive(Debug, Clone, Default)]
+pub enum Records {
+    /// None (install-time calls).
+    #[default]
+    None,
+    /// These owned-record keys (a network's, an endpoint's).
+    Keys(Vec<String>),
+    /// Every network of this driver (discover-new/delete).
+    AllNetworksOf(String),
+}
+
+impl Scope {
+    pub fn new(nets: Vec<IpNetwork>, records: Records) -> Scope {
+        Scope {
+            nets,
+            records,
+            links: None,
+        }
+    }
+}
+
+/// The host links among `steps` (undo steps: the deletes of what was made) whose names are
+/// within the plugin's prefix.
+pub fn links_made(steps: &[Step], grants: &crate::plugin::grants::Grants) -> HashSet<String> {
+    steps
+        .iter()
+        .flat_map(|s| match s {
+            Step::DelLink {
+                ns: NsRef::Host,
+                name,
+                peer,
+            } => {
+                let mut v = vec![name.clone()];
+                if let Some((NsRef::Host, p)) = peer {
+                    v.push(p.clone());
+                }
+                v
+            }
+            _ => vec![],
+        })
+        .filter(|n| grants.owns_link(n))
+        .collect()
+}
+
+/// The steps weft's records own under `records`.
+pub fn recorded_steps(
+    store: &dyn crate::store::ReadTxn,
+    records: &Records,
+) -> crate::Result<Vec<Step>> {
+    use crate::engine::records::{net_key, owned};
+    let mut steps = Vec::new();
+    match records {
+        Records::None => {}
+        Records::Keys(keys) => {
+            for k in keys {
+                steps.extend(owned(store, k)?);
+            }
+        }
+        Records::AllNetworksOf(driver) => {
+            for n in crate::store::list_json::<crate::model::Network>(store, Table::Networks)? {
+                if n.driver == *driver {
+                    steps.extend(owned(store, &net_key(&n.id))?);
+                }
+            }
+        }
+    }
+    Ok(steps)
 }
 
 /// The memory ceiling of one plugin instance: all its linear memories and tables together
@@ -330,10 +403,22 @@ impl HostState {
         }))
     }
 
-    /// A link the plugin made: weft's records (or this call) say so.
-    fn mine(&self, name: &str) -> HostResult<()> {
+    /// The links weft's records (and this operation so far) say the plugin made.
+    fn recorded_links(&mut self) -> HostResult<&HashSet<String>> {
+        if self.scope.links.is_none() {
+            let mut steps = self.tx.get().map(|t| t.undo_since(0)).unwrap_or_default();
+            if let Some(s) = self.store.get() {
+                steps.extend(recorded_steps(&*s, &self.scope.records).map_err(store_error)?);
+            }
+            self.scope.links = Some(links_made(&steps, &self.plugin.grants));
+        }
+        Ok(self.scope.links.get_or_insert_with(HashSet::new))
+    }
+
+    /// A link the plugin made: this call, or weft's records, say so.
+    fn mine(&mut self, name: &str) -> HostResult<()> {
         if self.plugin.grants.owns_link(name)
-            && (self.scope.links.contains(name) || self.created.contains(name))
+            && (self.created.contains(name) || self.recorded_links()?.contains(name))
         {
             return Ok(());
         }
@@ -342,7 +427,7 @@ impl HostState {
         )))
     }
 
-    fn parent(&self, name: &str) -> HostResult<()> {
+    fn parent(&mut self, name: &str) -> HostResult<()> {
         if self.plugin.grants.parents.iter().any(|p| p == name) || self.mine(name).is_ok() {
             return Ok(());
         }
@@ -655,9 +740,8 @@ impl HostState {
     }
 
     pub async fn list_links(&mut self) -> HostResult<Vec<String>> {
-        let mut names: Vec<String> = self
-            .scope
-            .links
+        let recorded = self.recorded_links()?.clone();
+        let mut names: Vec<String> = recorded
             .iter()
             .chain(self.created.iter())
             .cloned()
@@ -780,7 +864,7 @@ impl HostState {
         .await
     }
 
-    fn check_route(&self, r: &RouteRequest) -> HostResult<()> {
+    fn check_route(&mut self, r: &RouteRequest) -> HostResult<()> {
         use crate::net::step::RouteKind;
         match (&r.link, r.kind) {
             (Some(l), _) => self.mine(l)?,
