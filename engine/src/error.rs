@@ -49,7 +49,7 @@ pub enum Error {
     PredefinedRemove(String),
     #[error("error while removing network: network {name} has active endpoints ({endpoints})")]
     ActiveEndpoints { name: String, endpoints: String },
-    #[error("Pool overlaps with other one on this address space")]
+    #[error("invalid pool request: Pool overlaps with other one on this address space")]
     PoolOverlap,
     #[error("could not find an available, non-overlapping IPv{0} address pool among the defaults to assign to the network")]
     NoDefaultPool(u8),

@@ -22,7 +22,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
 pub mod cli;
+pub mod daemon;
 pub mod drivers;
 pub mod engine;
 pub mod error;

@@ -44,7 +44,7 @@ fn refusals_have_dockers_messages_and_change_nothing() {
             vec!["network", "rm", "sub"],
             "error while removing network: network sub has active endpoints (s1)".into(),
         ),
-        (vec!["network", "create", "--subnet", "10.55.0.128/25", "clash"], "Pool overlaps with other one on this address space".into()),
+        (vec!["network", "create", "--subnet", "10.55.0.128/25", "clash"], "invalid pool request: Pool overlaps with other one on this address space".into()),
         (vec!["network", "create", "-d", "nosuchdriver", "x"], "plugin \"nosuchdriver\" not found".into()),
         (vec!["network", "inspect", "nosuch"], "network nosuch not found".into()),
         (vec!["network", "connect", "sub", "s1"], "endpoint with name s1 already exists in network sub".into()),

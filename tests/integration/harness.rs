@@ -584,3 +584,172 @@ pub fn guest(name: &str) -> PathBuf {
     assert!(p.exists(), "{} was not built", p.display());
     p
 }
+
+/// A `weft daemon` running in a test host's namespace, serving the Docker API at `sock`.
+/// Dropping it sends SIGTERM and waits.
+pub struct Daemon {
+    child: Option<std::process::Child>,
+    pub sock: PathBuf,
+    log: PathBuf,
+    docker_config: PathBuf,
+}
+
+impl TestHost {
+    /// Start `weft daemon` for this host and wait until its Docker socket answers.
+    pub fn daemon(&self) -> Daemon {
+        let sock = self.dir.join("docker.sock");
+        let log = self.dir.join(format!("daemon-{}.log", unique("d")));
+        let ns = File::open(&self.host_ns).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+        cmd.arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--run-root")
+            .arg(self.dir.join("run"))
+            .arg("daemon")
+            .arg("--docker-socket")
+            .arg(&sock)
+            .env_remove("WEFT_FAILPOINT")
+            .stdout(std::process::Stdio::null())
+            .stderr(File::create(&log).unwrap());
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+            });
+        }
+        let mut child = cmd.spawn().expect("start weft daemon");
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "weft daemon exited ({st}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "weft daemon did not listen within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let docker_config = self.dir.join("docker-config");
+        std::fs::create_dir_all(&docker_config).unwrap();
+        Daemon {
+            child: Some(child),
+            sock,
+            log,
+            docker_config,
+        }
+    }
+}
+
+/// The docker CLI these tests drive (28.2.2 is preinstalled on these machines).
+pub fn docker_cli() -> &'static str {
+    static FOUND: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    FOUND.get_or_init(|| {
+        let o = Command::new("docker").arg("--version").output();
+        match o {
+            Ok(o) if o.status.success() => {}
+            _ => panic!(
+                "the docker CLI is missing: these tests drive the real `docker` client (28.x) \
+                 against weft's API; install docker-ce-cli (not Debian's docker.io, whose 20.10 \
+                 client and dockerd are not what weft is checked against)"
+            ),
+        }
+    });
+    "docker"
+}
+
+impl Daemon {
+    /// Run the docker CLI against this daemon.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new(docker_cli())
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .env_remove("DOCKER_API_VERSION")
+            .env_remove("DOCKER_CONTEXT")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run docker")
+    }
+
+    /// The docker CLI must succeed; its stdout.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(
+            o.status.success(),
+            "docker {args:?} failed: {}{}\n--- daemon log ---\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.log_text()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The docker CLI must fail with exit code 1; its stderr, trimmed.
+    pub fn docker_err(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "docker {args:?} should have failed with 1: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stderr).trim().to_string()
+    }
+
+    /// One raw HTTP/1.1 exchange on the socket (the request is sent as given, with
+    /// `Connection: close` added before the blank line); status, headers, body.
+    pub fn http(&self, raw: &[u8]) -> (u16, String, String) {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let text = raw;
+        let split = text
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a request with headers");
+        // A server may answer (and close) before a large body is all sent: keep what it said.
+        let _ = s
+            .write_all(&text[..split])
+            .and_then(|_| s.write_all(b"\r\nConnection: close"))
+            .and_then(|_| s.write_all(&text[split..]));
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let out = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, head.to_string(), body.to_string())
+    }
+
+    /// SIGTERM, and the daemon's exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        c.wait().unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+    }
+}

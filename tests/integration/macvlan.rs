@@ -216,7 +216,7 @@ fn macvlan_refusals_say_what_to_change_and_leave_nothing() {
         (vec!["-o", "parent=nosuch", "--subnet", "10.41.0.0/24"], "-o parent interface was not found on the host: nosuch".to_string()),
         (vec!["-o", "parent=", "--subnet", "10.41.0.0/24"], "the parent option is empty: give -o parent=IFACE, or leave it out for an internal macvlan network".to_string()),
         (vec!["-o", "parent=lan3", "-o", "macvlan_mode=weird", "--subnet", "10.41.0.0/24"], "macvlan mode \"weird\" is not supported: use bridge, private, vepa or passthru".to_string()),
-        (vec!["-o", "parent=lan3", "--subnet", "192.168.77.128/25"], "Pool overlaps with other one on this address space".to_string()),
+        (vec!["-o", "parent=lan3", "--subnet", "192.168.77.128/25"], "invalid pool request: Pool overlaps with other one on this address space".to_string()),
         (vec!["-o", "parent=lan3", "-o", "macvlan_mode=passthru", "--subnet", "10.41.0.0/24"], "network first already uses parent interface lan3: passthru mode needs the parent to itself".to_string()),
         (vec!["-o", "parent=nosuch.10", "--subnet", "10.41.0.0/24"], "-o parent interface was not found on the host: nosuch".to_string()),
         (vec!["-o", "parent=lan3.5000", "--subnet", "10.41.0.0/24"], "invalid VLAN id in parent lan3.5000: use IFACE.N with N in 1–4094".to_string()),

@@ -70,12 +70,34 @@ pub enum Cmd {
     /// Engine-wide commands.
     #[command(subcommand)]
     System(system::SystemCmd),
+    /// Run the long-lived engine: the Docker Engine API on a unix socket, until SIGTERM.
+    Daemon(DaemonArgs),
+}
+
+/// `weft daemon`.
+#[derive(clap::Args, Debug)]
+pub struct DaemonArgs {
+    /// weft's own socket [default: <run-root>/weft.sock].
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// The Docker API socket, for DOCKER_HOST=unix://PATH [default: <run-root>/docker.sock].
+    #[arg(long = "docker-socket")]
+    pub docker_socket: Option<PathBuf>,
+    /// A group allowed on the sockets besides root (mode 0660).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Log lines as text or JSON.
+    #[arg(long = "log-format", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Exit {
     if let Cmd::Sandbox(sandbox::SandboxCmd::Exec { sandbox, command }) = &cli.cmd {
         return sandbox::exec(&cli.root, sandbox, command);
+    }
+    if let Cmd::Daemon(a) = &cli.cmd {
+        return daemon(&cli, a);
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -117,5 +139,40 @@ async fn run_cmd(engine: &Engine, cmd: Cmd) -> Result<Exit, Error> {
         Cmd::Sandbox(s) => sandbox::run(engine, s).await,
         Cmd::Plugin(p) => plugin::run(engine, p).await,
         Cmd::System(s) => system::run(engine, s).await,
+        Cmd::Daemon(_) => unreachable!("the daemon runs on its own runtime"),
+    }
+}
+
+/// `weft daemon`: a multi-threaded runtime, one engine, until SIGTERM.
+fn daemon(cli: &Cli, a: &DaemonArgs) -> Exit {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            err_line(e);
+            return 1;
+        }
+    };
+    let cfg = Config {
+        root: cli.root.clone(),
+        run_root: cli.run_root.clone(),
+        ..Config::from_env()
+    };
+    let mut opts = crate::daemon::DaemonOptions::under(&cli.run_root);
+    if let Some(s) = &a.socket {
+        opts.socket = s.clone();
+    }
+    if let Some(s) = &a.docker_socket {
+        opts.docker_socket = s.clone();
+    }
+    opts.group = a.group.clone();
+    match rt.block_on(crate::daemon::run(cfg, opts)) {
+        Ok(()) => 0,
+        Err(e) => {
+            err_line(e);
+            1
+        }
     }
 }

@@ -87,6 +87,19 @@ impl Engine {
         sandbox: &str,
         opts: ConnectOptions,
     ) -> Result<Endpoint> {
+        let ep = self.connect_retrying(network, sandbox, opts).await?;
+        if let Ok(net) = self.network(&ep.network_id) {
+            self.emit("connect", Some(&net), Some(&ep.sandbox_id));
+        }
+        Ok(ep)
+    }
+
+    async fn connect_retrying(
+        &self,
+        network: &str,
+        sandbox: &str,
+        opts: ConnectOptions,
+    ) -> Result<Endpoint> {
         self.retrying(|| {
             let opts = opts.clone();
             async move {
@@ -350,6 +363,18 @@ impl Engine {
 
     /// `network disconnect`.
     pub async fn disconnect(&self, network: &str, sandbox: &str, force: bool) -> Result<()> {
+        let net = self.network(network).ok();
+        let sb = self.sandbox(sandbox).map(|s| s.id).ok();
+        self.disconnect_retrying(network, sandbox, force).await?;
+        self.emit(
+            "disconnect",
+            net.as_ref(),
+            Some(sb.as_deref().unwrap_or(sandbox)),
+        );
+        Ok(())
+    }
+
+    async fn disconnect_retrying(&self, network: &str, sandbox: &str, force: bool) -> Result<()> {
         self.retrying(|| async move {
             let (net, ep) = {
                 let r = self.inner.store.read()?;

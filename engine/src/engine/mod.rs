@@ -87,6 +87,21 @@ impl Config {
     }
 }
 
+/// A change to a network, as `GET /events` reports it (Docker's network events: `create`,
+/// `connect`, `disconnect`, `destroy`, `prune`).
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `create`, `connect`, `disconnect`, `destroy` or `prune`.
+    pub action: &'static str,
+    /// The network's id (empty for `prune`).
+    pub network_id: Id,
+    /// Docker's actor attributes: `name` and `type` (the driver), `container` for
+    /// connect/disconnect.
+    pub attributes: BTreeMap<String, String>,
+    /// Nanoseconds since the Unix epoch.
+    pub time_nano: i128,
+}
+
 /// The answer to `network create`.
 #[derive(Debug, Clone)]
 pub struct Created {
@@ -102,6 +117,7 @@ pub struct Engine {
 
 pub(crate) struct Inner {
     cfg: Config,
+    events: tokio::sync::broadcast::Sender<Event>,
     store: Arc<dyn Store>,
     kernel: Arc<dyn Kernel>,
     drivers: RwLock<Registry>,
@@ -153,6 +169,7 @@ impl Engine {
         let engine = Engine {
             inner: Arc::new(Inner {
                 cfg,
+                events: tokio::sync::broadcast::channel(1024).0,
                 store,
                 kernel,
                 drivers: RwLock::new(Registry::native()),
@@ -171,6 +188,35 @@ impl Engine {
         }
         engine.recover().await?;
         Ok(engine)
+    }
+
+    /// Network events from now on (a receiver that falls behind by over 1024 events loses the
+    /// oldest; see [`tokio::sync::broadcast`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Tell subscribers, if any, about a change that has committed.
+    pub(crate) fn emit(
+        &self,
+        action: &'static str,
+        net: Option<&Network>,
+        container: Option<&str>,
+    ) {
+        let mut attributes = BTreeMap::new();
+        if let Some(n) = net {
+            attributes.insert("name".to_string(), n.name.clone());
+            attributes.insert("type".to_string(), n.driver.clone());
+        }
+        if let Some(c) = container {
+            attributes.insert("container".to_string(), c.to_string());
+        }
+        let _ = self.inner.events.send(Event {
+            action,
+            network_id: net.map(|n| n.id.clone()).unwrap_or_default(),
+            attributes,
+            time_nano: time::OffsetDateTime::now_utc().unix_timestamp_nanos(),
+        });
     }
 
     pub fn config(&self) -> &Config {

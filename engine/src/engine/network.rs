@@ -75,6 +75,19 @@ impl Engine {
                 "invalid network name {name:?}: use printable characters without spaces, '/', '\\\\' or ':'"
             )));
         }
+        for (what, m) in [
+            ("option", &req.options),
+            ("label", &req.labels),
+            ("IPAM option", &req.ipam_options),
+        ] {
+            for (k, v) in m {
+                if k.chars().chain(v.chars()).any(char::is_control) {
+                    return Err(Error::invalid(format!(
+                        "invalid {what} {k:?}: keys and values may not contain a control character (newline, tab, …)"
+                    )));
+                }
+            }
+        }
         let driver_name = req
             .driver
             .clone()
@@ -170,6 +183,7 @@ impl Engine {
             })
             .await?;
         tracing::info!(network = %created.name, id = %created.id, driver = %created.driver, "network created");
+        self.emit("create", Some(&created), None);
         Ok(Created {
             id: created.id,
             warning: String::new(),
@@ -314,6 +328,7 @@ impl Engine {
             .retrying(|| self.remove_network_once(&net.id, force))
             .await?;
         tracing::info!(network = %net.name, "network removed");
+        self.emit("destroy", Some(&net), None);
         Ok(w)
     }
 
@@ -442,13 +457,17 @@ impl Engine {
                 .retrying(|| self.remove_network_once(&n.id, false))
                 .await
             {
-                Ok(_) => removed.push(n.name),
+                Ok(_) => {
+                    self.emit("destroy", Some(&n), None);
+                    removed.push(n.name)
+                }
                 // In use again, or gone, since the list was made: not prunable after all.
                 Err(Error::ActiveEndpoints { .. }) | Err(Error::NetworkNotFound(_)) => {}
                 Err(e) => return Err(e),
             }
         }
         removed.sort();
+        self.emit("prune", None, None);
         Ok(removed)
     }
 

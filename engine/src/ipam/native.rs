@@ -403,7 +403,7 @@ mod tests {
         let e = block_on(ipam.request_pool(&mut t, &req(Some("172.17.3.0/24"), None))).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "Pool overlaps with other one on this address space"
+            "invalid pool request: Pool overlaps with other one on this address space"
         );
         // After the 15 /16s come the 192.168.x.0/20s.
         for _ in 0..13 {

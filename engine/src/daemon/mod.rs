@@ -1,0 +1,149 @@
+//! `weft daemon`: one long-lived [`Engine`] serving the Docker API ([`crate::api`]) on unix
+//! sockets, until SIGTERM or SIGINT. State lives in the store and the kernel, not in the
+//! process: stopping the daemon leaves every network and sandbox working, and a restart picks
+//! them up (the engine's open settles whatever a crash left). A pid file, held locked while
+//! the daemon runs, keeps two daemons off one state.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+
+use crate::api::{self, Api};
+use crate::error::{Error, Result};
+use crate::{Config, Engine};
+
+/// Where and to whom the daemon answers.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// weft's own socket (the `weft` CLI's door): `<run root>/weft.sock`.
+    pub socket: PathBuf,
+    /// The Docker API socket (`DOCKER_HOST=unix://…`): `<run root>/docker.sock`.
+    pub docker_socket: PathBuf,
+    /// The group allowed on the sockets besides root (mode 0660); `None`: root only.
+    pub group: Option<String>,
+}
+
+impl DaemonOptions {
+    /// The defaults under `run_root`.
+    pub fn under(run_root: &Path) -> DaemonOptions {
+        DaemonOptions {
+            socket: run_root.join("weft.sock"),
+            docker_socket: run_root.join("docker.sock"),
+            group: None,
+        }
+    }
+}
+
+/// The daemon's claim on a state: a pid file locked for the daemon's life.
+pub struct PidLock {
+    path: PathBuf,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl PidLock {
+    /// Take the lock, or say which daemon holds it.
+    pub fn take(run_root: &Path) -> Result<PidLock> {
+        std::fs::create_dir_all(run_root)?;
+        let path = run_root.join("weft-daemon.pid");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
+        let mut lock = match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        {
+            Ok(l) => l,
+            Err((_, _)) => {
+                let pid = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(Error::Conflict(format!(
+                    "another weft daemon (pid {}) already serves the state under {}: stop it first",
+                    pid.trim(),
+                    run_root.display()
+                )));
+            }
+        };
+        lock.set_len(0)?;
+        writeln!(&mut *lock, "{}", std::process::id())?;
+        Ok(PidLock { path, _lock: lock })
+    }
+}
+
+impl Drop for PidLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Bind a unix socket at `path`, root-only (0660 root:root, or root:`group`). A file left at
+/// `path` by a dead daemon is replaced (the pid lock proves no daemon is using it).
+pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
+            std::fs::remove_file(path)?
+        }
+        Ok(_) => {
+            return Err(Error::Conflict(format!(
+                "{} exists and is not a socket: remove it or choose another path",
+                path.display()
+            )))
+        }
+        Err(_) => {}
+    }
+    let l = UnixListener::bind(path)
+        .map_err(|e| Error::internal(format!("cannot listen on {}: {e}", path.display())))?;
+    let gid = match group {
+        None => nix::unistd::Gid::from_raw(0),
+        Some(g) => {
+            nix::unistd::Group::from_name(g)
+                .map_err(|e| Error::internal(format!("cannot look up group {g}: {e}")))?
+                .ok_or_else(|| {
+                    Error::invalid(format!("no such group {g:?}: name an existing group"))
+                })?
+                .gid
+        }
+    };
+    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(gid))
+        .map_err(|e| Error::internal(format!("cannot chown {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(l)
+}
+
+/// Run the daemon until SIGTERM/SIGINT. Must run on a multi-threaded tokio runtime.
+pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
+    let _pid = PidLock::take(&cfg.run_root)?;
+    let engine = Engine::open(cfg.clone()).await?;
+    let mut paths = vec![opts.docker_socket.clone()];
+    if opts.socket != opts.docker_socket {
+        paths.push(opts.socket.clone());
+    }
+    let api = Arc::new(Api::new(engine));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for p in &paths {
+        let l = bind(p, opts.group.as_deref())?;
+        tracing::info!(socket = %p.display(), api = api::API_VERSION, "serving the Docker API");
+        servers.spawn(api::serve(l, api.clone(), stop_rx.clone()));
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping (state kept)"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping (state kept)"),
+    }
+    let _ = stop_tx.send(true);
+    while servers.join_next().await.is_some() {}
+    for p in &paths {
+        let _ = std::fs::remove_file(p);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,534 @@
+//! The Docker Engine API: the real `docker` CLI (and docker-py) against `weft daemon` in a
+//! throwaway host namespace — the commands of Docker's network guide with the output dockerd
+//! gives, each error of the table in ../shared/DOCKER-API.md, and malformed requests.
+
+use std::process::Command;
+
+use crate::harness::*;
+
+fn is_id(s: &str) -> bool {
+    let s = s.trim();
+    s.len() == 64
+        && s.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+}
+
+#[test]
+fn the_docker_cli_drives_the_network_guide() {
+    let h = TestHost::new("dkguide");
+    let d = h.daemon();
+    let tag = unique("g");
+    let lan = format!("lan{}", &tag[tag.len() - 6..]);
+    h.ip(
+        &h.host_ns,
+        &[
+            "link",
+            "add",
+            &lan,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{lan}p"),
+        ],
+    );
+    h.ip(&h.host_ns, &["link", "set", &lan, "up"]);
+
+    // `docker network ls` on a fresh engine: the three predefined networks.
+    let ls = d.docker_ok(&["network", "ls"]);
+    let rows: Vec<&str> = ls.lines().collect();
+    assert_eq!(rows[0], "NETWORK ID     NAME      DRIVER    SCOPE", "{ls}");
+    let names: Vec<&str> = rows[1..]
+        .iter()
+        .map(|r| r.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(names, ["bridge", "host", "none"], "{ls}");
+
+    let dev = d.docker_ok(&["network", "create", "dev"]);
+    assert!(is_id(&dev), "{dev}");
+    let yb = d.docker_ok(&[
+        "network",
+        "create",
+        "--driver",
+        "bridge",
+        "--subnet=172.30.0.0/16",
+        "--ip-range=172.30.1.0/24",
+        "--gateway=172.30.1.254",
+        "--label=trial-bridge",
+        "--opt",
+        "com.docker.network.driver.mtu=9000",
+        "your-bridge",
+    ]);
+    assert!(is_id(&yb));
+    assert_eq!(
+        d.docker_ok(&["network", "inspect", "-f", "{{json .IPAM}}", "your-bridge"])
+            .trim(),
+        r#"{"Driver":"default","Options":{},"Config":[{"Subnet":"172.30.0.0/16","IPRange":"172.30.1.0/24","Gateway":"172.30.1.254"}]}"#
+    );
+    assert_eq!(
+        d.docker_ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{.Name}} {{.Driver}} {{.Scope}} {{json .Labels}} {{json .Options}} {{.Internal}}",
+            "your-bridge"
+        ])
+        .trim(),
+        r#"your-bridge bridge local {"trial-bridge":""} {"com.docker.network.driver.mtu":"9000"} false"#
+    );
+    // Same object, by full id, id prefix and name; `docker inspect` finds it too.
+    let by_id = d.docker_ok(&["network", "inspect", yb.trim()]);
+    let by_prefix = d.docker_ok(&["network", "inspect", &yb[..12]]);
+    assert_eq!(by_id, by_prefix);
+    assert_eq!(json(&by_id)[0]["Id"], yb.trim());
+    assert_eq!(
+        d.docker_ok(&["inspect", "-f", "{{.Id}}", "your-bridge"])
+            .trim(),
+        yb.trim()
+    );
+    // The kernel has the bridge with the gateway, at MTU 9000.
+    let br = format!("br-{}", &yb[..12]);
+    let show = h
+        .ip_lines(&h.host_ns, &["-o", "addr", "show", "dev", &br])
+        .join("\n");
+    assert!(show.contains("172.30.1.254/16"), "{show}");
+
+    // Sandboxes made with weft are the containers docker sees.
+    h.weft_ok(&["sandbox", "create", "--network", "dev", "busybox-1"]);
+    h.weft_ok(&["sandbox", "create", "--network", "dev", "busybox-2"]);
+    let ps = d.docker_ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    let mut ps: Vec<&str> = ps.lines().collect();
+    ps.sort();
+    assert_eq!(ps, ["busybox-1 Up", "busybox-2 Up"]);
+
+    d.docker_ok(&[
+        "network",
+        "connect",
+        "--alias",
+        "search",
+        "--ip",
+        "172.30.1.9",
+        "your-bridge",
+        "busybox-1",
+    ]);
+    let k1 = key(&h, "busybox-1");
+    let addrs = h.ip_lines(&k1, &["-o", "-4", "addr"]).join("\n");
+    assert!(addrs.contains("172.30.1.9/16"), "{addrs}");
+    let nets = json(&d.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{json .NetworkSettings.Networks}}",
+        "busybox-1",
+    ]));
+    assert_eq!(nets["your-bridge"]["IPAddress"], "172.30.1.9");
+    assert_eq!(
+        nets["your-bridge"]["IPAMConfig"]["IPv4Address"],
+        "172.30.1.9"
+    );
+    assert_eq!(
+        nets["your-bridge"]["Aliases"],
+        serde_json::json!(["search"])
+    );
+    assert_eq!(nets["your-bridge"]["Gateway"], "172.30.1.254");
+    assert!(nets["dev"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .starts_with("172."));
+    let whole = json(&d.docker_ok(&["inspect", "busybox-1"]));
+    assert_eq!(whole[0]["Name"], "/busybox-1");
+    assert_eq!(whole[0]["State"]["Running"], true);
+    assert_eq!(
+        d.docker_ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .Containers}}{{.Name}} {{.IPv4Address}}{{end}}",
+            "your-bridge"
+        ])
+        .trim(),
+        "busybox-1 172.30.1.9/16"
+    );
+
+    d.docker_ok(&["network", "disconnect", "your-bridge", "busybox-1"]);
+    let addrs = h.ip_lines(&k1, &["-o", "-4", "addr"]).join("\n");
+    assert!(!addrs.contains("172.30.1.9"), "{addrs}");
+    assert_eq!(
+        d.docker_ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{len .Containers}}",
+            "your-bridge"
+        ])
+        .trim(),
+        "0"
+    );
+    assert_eq!(
+        d.docker_ok(&["network", "rm", "your-bridge"]),
+        "your-bridge\n"
+    );
+    assert!(
+        !h.host_links().iter().any(|l| l == &br),
+        "the bridge stayed"
+    );
+
+    // Internal and macvlan networks, then prune: the unused ones go, dev (in use) stays.
+    let internal = d.docker_ok(&["network", "create", "--internal", "isolated"]);
+    assert!(is_id(&internal));
+    assert_eq!(
+        d.docker_ok(&["network", "inspect", "-f", "{{.Internal}}", "isolated"])
+            .trim(),
+        "true"
+    );
+    d.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--subnet",
+        "192.168.93.0/24",
+        "-o",
+        &format!("parent={lan}"),
+        "my-macvlan",
+    ]);
+    assert_eq!(
+        d.docker_ok(&[
+            "network",
+            "ls",
+            "--filter",
+            "driver=macvlan",
+            "--format",
+            "{{.Name}}"
+        ]),
+        "my-macvlan\n"
+    );
+    assert_eq!(
+        d.docker_ok(&["network", "prune", "-f"]),
+        "Deleted Networks:\nisolated\nmy-macvlan\n\n"
+    );
+    let ls = d.docker_ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert_eq!(ls, "bridge\ndev\nhost\nnone\n");
+    // docker's -f on rm forgives a missing network (404), not other errors.
+    let o = d.docker(&["network", "rm", "-f", "nosuch"]);
+    assert!(o.status.success(), "{o:?}");
+    h.weft_ok(&["system", "check"]);
+}
+
+#[test]
+fn every_error_of_the_table_reaches_the_docker_cli_as_dockerd_says_it() {
+    let h = TestHost::new("dkerr");
+    let d = h.daemon();
+    d.docker_ok(&["network", "create", "dev"]);
+    d.docker_ok(&["network", "create", "--subnet", "172.31.0.0/24", "yb"]);
+    h.weft_ok(&["sandbox", "create", "--network", "dev", "busybox-1"]);
+    h.weft_ok(&["sandbox", "create", "--network", "host", "hostbox"]);
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "yb",
+        "--ip",
+        "172.31.0.9",
+        "holder",
+    ]);
+    let b1 = h.engine().sandbox("busybox-1").unwrap().id;
+    let e = "Error response from daemon: ";
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (vec!["network", "rm", "nosuch"], format!("{e}network nosuch not found\nexit status 1")),
+        (vec!["network", "create", "dev"], format!("{e}network with name dev already exists")),
+        (vec!["network", "create", "bridge"], format!("{e}operation is not permitted on predefined bridge network")),
+        (vec!["network", "create", "-d", "nosuchdriver", "x"], format!("{e}plugin \"nosuchdriver\" not found")),
+        (vec!["network", "create", "--subnet", "172.31.0.128/25", "x"], format!("{e}invalid pool request: Pool overlaps with other one on this address space")),
+        (vec!["network", "rm", "bridge"], format!("{e}bridge is a pre-defined network and cannot be removed\nexit status 1")),
+        (vec!["network", "rm", "dev"], format!("{e}error while removing network: network dev has active endpoints (busybox-1)\nexit status 1")),
+        (vec!["network", "connect", "dev", "nosuchctr"], format!("{e}No such container: nosuchctr")),
+        (vec!["network", "connect", "host", "busybox-1"], format!("{e}cannot connect container to host network - container must be created in host network mode")),
+        (vec!["network", "connect", "yb", "hostbox"], format!("{e}container sharing network namespace with another container or host cannot be connected to any other network")),
+        (vec!["network", "connect", "--ip", "172.18.5.5", "dev", "holder"], format!("{e}invalid endpoint settings:\nuser specified IP address is supported only when connecting to networks with user configured subnets")),
+        (vec!["network", "connect", "--ip", "10.0.0.1", "yb", "busybox-1"], format!("{e}invalid endpoint settings:\nno configured subnet or ip-range contain the IP address 10.0.0.1")),
+        (vec!["network", "connect", "--ip", "172.17.0.9", "bridge", "busybox-1"], format!("{e}invalid endpoint settings:\nuser specified IP address is supported on user defined networks only")),
+        (vec!["network", "connect", "--alias", "a", "bridge", "busybox-1"], format!("{e}invalid endpoint settings:\nnetwork-scoped alias is supported only for containers in user defined networks")),
+        (vec!["network", "connect", "dev", "busybox-1"], format!("{e}endpoint with name busybox-1 already exists in network dev")),
+        (vec!["network", "connect", "--ip", "172.31.0.9", "yb", "busybox-1"], format!("{e}Address already in use")),
+        (vec!["network", "disconnect", "yb", "busybox-1"], format!("{e}container {b1} is not connected to network yb")),
+        (vec!["network", "disconnect", "host", "hostbox"], format!("{e}cannot disconnect container from host network - container was created in host network mode")),
+        (vec!["network", "ls", "--filter", "foo=bar"], format!("{e}invalid filter 'foo'")),
+        (vec!["network", "prune", "-f", "--filter", "foo=bar"], format!("{e}invalid filter 'foo'")),
+    ];
+    let before = h.weft_ok(&["network", "ls"]);
+    let mut wrong = vec![];
+    for (args, want) in &cases {
+        let got = d.docker_err(args);
+        if &got != want {
+            wrong.push(format!(
+                "docker {}:\n  got  {got:?}\n  want {want:?}",
+                args.join(" ")
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(
+        h.weft_ok(&["network", "ls"]),
+        before,
+        "an error changed something"
+    );
+    // The statuses the CLI acts on: 404 for missing objects (so `rm -f` and `inspect` go on).
+    for (path, status) in [
+        ("/v1.50/networks/nosuch", 404),
+        ("/v1.50/containers/nosuch/json", 404),
+        ("/v1.50/images/nosuch/json", 404),
+        ("/v1.50/networks/dev", 200),
+    ] {
+        let (s, head, body) = d.http(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        assert_eq!(s, status, "{path}: {head}\n{body}");
+        if s == 404 {
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("content-type: application/json\r\n")
+                    || head
+                        .to_ascii_lowercase()
+                        .ends_with("content-type: application/json"),
+                "{head}"
+            );
+        }
+    }
+    assert_eq!(
+        d.docker_err(&["inspect", "nosuch"]),
+        "Error: No such object: nosuch"
+    );
+    h.weft_ok(&["system", "check"]);
+}
+
+#[test]
+fn docker_py_drives_the_same_api() {
+    let h = TestHost::new("dkpy");
+    let d = h.daemon();
+    h.weft_ok(&["sandbox", "create", "pybox"]);
+    let script = r#"
+import sys, docker
+c = docker.DockerClient(base_url="unix://" + sys.argv[1])
+ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.77.0.0/24", gateway="10.77.0.1")])
+n = c.networks.create("pynet", driver="bridge", ipam=ipam, labels={"team": "py"})
+print("created", len(n.id))
+print("by label", [x.name for x in c.networks.list(filters={"label": "team=py"})])
+print("by name", [x.name for x in c.networks.list(names=["pynet"])])
+c.api.connect_container_to_network("pybox", "pynet", aliases=["db"], ipv4_address="10.77.0.50")
+n.reload()
+print("containers", [v["IPv4Address"] for v in n.attrs["Containers"].values()])
+c.api.disconnect_container_from_network("pybox", "pynet")
+n.reload()
+print("after", len(n.attrs["Containers"]))
+n.remove()
+try:
+    c.networks.get("pynet")
+except docker.errors.NotFound as e:
+    print("gone", e.explanation)
+print("pruned", c.networks.prune())
+"#;
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&d.sock)
+        .output()
+        .expect("python3");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "docker-py failed (is the `docker` package installed? scripts/deps.sh installs it): {out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        out,
+        "created 64\nby label ['pynet']\nby name ['pynet']\ncontainers ['10.77.0.50/24']\nafter 0\ngone network pynet not found\npruned {'NetworksDeleted': []}\n"
+    );
+}
+
+#[test]
+fn malformed_requests_get_a_4xx_change_nothing_and_the_daemon_serves_on() {
+    let h = TestHost::new("dkbad");
+    let d = h.daemon();
+    d.docker_ok(&["network", "create", "--subnet", "10.66.0.0/24", "dev"]);
+    h.weft_ok(&["sandbox", "create", "--network", "dev", "c1"]);
+    let before = (
+        h.weft_ok(&["network", "ls"]),
+        h.host_links(),
+        h.nft_ruleset(),
+    );
+    let post = |path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let long = "n".repeat(300);
+    let big = format!(
+        r#"{{"Name":"big","Labels":{{"x":"{}"}}}}"#,
+        "a".repeat(2 << 20)
+    );
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("bad JSON", post("/v1.50/networks/create", "{\"Name\":"), 400, "invalid JSON body"),
+        ("not an object", post("/v1.50/networks/create", "[1,2]"), 400, "invalid JSON body"),
+        ("wrong type", post("/v1.50/networks/create", r#"{"Name":5}"#), 400, "invalid type"),
+        ("wrong type deep", post("/v1.50/networks/create", r#"{"Name":"x","Internal":"yes"}"#), 400, "invalid type"),
+        ("unknown field", post("/v1.50/networks/create", r#"{"Name":"x","Colour":"red"}"#), 400, "unknown field `Colour`"),
+        ("no name", post("/v1.50/networks/create", r#"{"Driver":"bridge"}"#), 400, "missing field `Name`"),
+        ("empty body", post("/v1.50/networks/create", ""), 400, "a JSON request body is required"),
+        ("too large", post("/v1.50/networks/create", &big), 400, "request body too large"),
+        ("bad CIDR", post("/v1.50/networks/create", r#"{"Name":"x","IPAM":{"Config":[{"Subnet":"10.0.0.0/33"}]}}"#), 400, "invalid subnet \"10.0.0.0/33\""),
+        ("IPv6 zone", post("/v1.50/networks/create", r#"{"Name":"x","EnableIPv6":true,"IPAM":{"Config":[{"Subnet":"fe80::/64%eth0"}]}}"#), 400, "zones"),
+        ("gateway zone", post("/v1.50/networks/create", r#"{"Name":"x","IPAM":{"Config":[{"Subnet":"10.9.0.0/24","Gateway":"10.9.0.1%lo"}]}}"#), 400, "zones"),
+        ("name with /", post("/v1.50/networks/create", r#"{"Name":"a/b"}"#), 400, "invalid network name"),
+        ("name of 300", post("/v1.50/networks/create", &format!(r#"{{"Name":"{long}"}}"#)), 400, "invalid network name"),
+        ("option with newline", post("/v1.50/networks/create", r#"{"Name":"x","Options":{"com.docker.network.bridge.name":"br\nx"}}"#), 400, "control character"),
+        ("label with newline", post("/v1.50/networks/create", r#"{"Name":"x","Labels":{"a\nb":"c"}}"#), 400, "control character"),
+        ("unknown filter", b"GET /v1.50/networks?filters=%7B%22foo%22%3A%7B%22x%22%3Atrue%7D%7D HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400, "invalid filter 'foo'"),
+        ("filters not JSON", b"GET /v1.50/networks?filters=%7B HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400, "invalid filters"),
+        ("wrong content type", b"POST /v1.50/networks/create HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\n{\"Name\":\"x\"}".to_vec(), 400, "Content-Type"),
+        ("connect bad ip", post("/v1.50/networks/dev/connect", r#"{"Container":"c1","EndpointConfig":{"IPAMConfig":{"IPv4Address":"10.66.0.300"}}}"#), 400, "invalid IPv4 address"),
+        ("connect unknown field", post("/v1.50/networks/dev/connect", r#"{"Container":"c1","Nope":1}"#), 400, "unknown field `Nope`"),
+        ("disconnect wrong type", post("/v1.50/networks/dev/disconnect", r#"{"Container":"c1","Force":"yes"}"#), 400, "invalid type"),
+        ("version too new", b"GET /v1.51/networks HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400, "client version 1.51 is too new. Maximum supported API version is 1.50"),
+        ("version too old", b"GET /v1.12/networks HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400, "is too old. Minimum supported API version is 1.24"),
+        ("unknown route", b"GET /v1.50/swarm HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 404, "page not found"),
+        ("wrong method", b"PUT /v1.50/networks/dev HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".to_vec(), 404, "page not found"),
+    ];
+    let mut wrong = vec![];
+    for (what, req, status, msg) in &cases {
+        let (s, head, body) = d.http(req);
+        let ok = s == *status
+            && head
+                .to_ascii_lowercase()
+                .contains("content-type: application/json")
+            && serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(|m| m.contains(msg)))
+                == Some(true);
+        if !ok {
+            wrong.push(format!("{what}: want {status} {msg:?}, got {s} {body:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // A slow client that never finishes its body holds only itself: others are served, and
+    // it is cut off.
+    let mut slow = std::os::unix::net::UnixStream::connect(&d.sock).unwrap();
+    use std::io::Write;
+    slow.write_all(b"POST /v1.50/networks/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"Na")
+        .unwrap();
+    let t = std::time::Instant::now();
+    assert!(d.docker_ok(&["network", "ls"]).contains("dev"));
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    // And one that never finishes its headers.
+    let mut slow2 = std::os::unix::net::UnixStream::connect(&d.sock).unwrap();
+    slow2
+        .write_all(b"GET /v1.50/networks HTTP/1.1\r\nHo")
+        .unwrap();
+    assert!(d.docker_ok(&["network", "ls"]).contains("dev"));
+    use std::io::Read;
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut got = String::new();
+    let _ = slow.read_to_string(&mut got);
+    assert!(
+        got.starts_with("HTTP/1.1 400"),
+        "the slow body got: {got:?}"
+    );
+    assert!(got.contains("did not arrive within"), "{got}");
+    slow2
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut got2 = Vec::new();
+    let r = slow2.read_to_end(&mut got2);
+    assert!(r.is_ok(), "the slow header client was not cut off: {r:?}");
+
+    assert_eq!(
+        (
+            h.weft_ok(&["network", "ls"]),
+            h.host_links(),
+            h.nft_ruleset()
+        ),
+        before,
+        "a bad request changed something"
+    );
+    // Positive control: the same daemon still creates from a good request.
+    let (s, _, body) = d.http(&post("/v1.50/networks/create", r#"{"Name":"good"}"#));
+    assert_eq!(s, 201, "{body}");
+    d.docker_ok(&["network", "rm", "good"]);
+    h.weft_ok(&["system", "check"]);
+}
+
+#[test]
+fn the_daemon_socket_is_root_only_one_daemon_per_state_and_state_survives_a_restart() {
+    let h = TestHost::new("dkd");
+    let d = h.daemon();
+    let m = std::fs::metadata(&d.sock).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(m.permissions().mode() & 0o777, 0o660);
+    assert_eq!((m.uid(), m.gid()), (0, 0));
+    // A second daemon on the same state is refused, naming the first.
+    let o = h.weft(&[
+        "daemon",
+        "--docker-socket",
+        h.dir.join("other.sock").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("another weft daemon (pid "), "{err}");
+    assert!(!h.dir.join("other.sock").exists());
+
+    d.docker_ok(&["network", "create", "--subnet", "10.67.0.0/24", "keep"]);
+    h.weft_ok(&["sandbox", "create", "--network", "keep", "k1"]);
+    h.weft_ok(&["sandbox", "create", "--network", "keep", "k2"]);
+    let before = h.weft_ok(&["network", "inspect", "keep"]);
+    let st = d.stop();
+    assert!(st.success(), "the daemon's exit on SIGTERM: {st}");
+    // Stopped: sandboxes keep working; the socket is gone.
+    let ip2 = sandbox_ip(&h, "k2");
+    assert!(
+        ping(&key(&h, "k1"), ip2),
+        "the sandboxes lost each other with the daemon stopped"
+    );
+    let d = h.daemon();
+    let after = d.docker_ok(&["network", "inspect", "keep"]);
+    assert_eq!(json(&after), json(&before));
+    let events = std::thread::spawn({
+        let sock = d.sock.clone();
+        move || {
+            Command::new(docker_cli())
+                .args([
+                    "events",
+                    "--filter",
+                    "type=network",
+                    "--format",
+                    "{{.Action}} {{.Actor.Attributes.name}}",
+                    "--until",
+                    &format!(
+                        "{}",
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_secs()
+                            + 4
+                    ),
+                ])
+                .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+                .output()
+                .unwrap()
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    d.docker_ok(&["network", "create", "ev"]);
+    d.docker_ok(&["network", "connect", "ev", "k1"]);
+    d.docker_ok(&["network", "disconnect", "ev", "k1"]);
+    d.docker_ok(&["network", "rm", "ev"]);
+    let o = events.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "create ev\nconnect ev\ndisconnect ev\ndestroy ev\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    drop(d);
+    h.weft_ok(&["system", "check"]);
+}
