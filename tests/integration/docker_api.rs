@@ -532,3 +532,81 @@ fn the_daemon_socket_is_root_only_one_daemon_per_state_and_state_survives_a_rest
     drop(d);
     h.weft_ok(&["system", "check"]);
 }
+
+/// Poll `f` every 20 ms for up to 5 s; how long it took to become true.
+fn until(what: &str, mut f: impl FnMut() -> bool) -> std::time::Duration {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{what}: not restored within 5 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    t.elapsed()
+}
+
+#[test]
+fn the_daemon_restores_what_others_break_in_the_kernel() {
+    let h = TestHost::new("dkheal");
+    let d = h.daemon();
+    let id = d.docker_ok(&["network", "create", "--subnet", "10.68.0.0/24", "heal"]);
+    let br = format!("br-{}", &id[..12]);
+    h.weft_ok(&["sandbox", "create", "--network", "heal", "s1"]);
+    h.weft_ok(&["sandbox", "create", "--network", "heal", "s2"]);
+    h.weft_ok(&["sandbox", "create", "--network", "heal", "s3"]);
+    let (k1, ip2) = (key(&h, "s1"), sandbox_ip(&h, "s2"));
+    assert!(ping(&k1, ip2), "positive control: s1 reaches s2");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let rules = h.nft_ruleset();
+    assert!(rules.contains("table inet weft"), "{rules}");
+
+    // Someone flushes the whole ruleset.
+    run_ok(&h.host_ns, "nft", &["flush", "ruleset"]);
+    let t_nft = until("the nftables ruleset", || h.nft_ruleset() == rules);
+    // Someone deletes the bridge.
+    h.ip(&h.host_ns, &["link", "del", &br]);
+    let t_br = until("the bridge", || {
+        String::from_utf8_lossy(
+            &h.ip(&h.host_ns, &["-o", "-4", "addr", "show", "dev", &br])
+                .stdout,
+        )
+        .contains("10.68.0.1/24")
+            && ping(&k1, ip2)
+    });
+    // Someone deletes s2's veth (its host end).
+    let s2_id = h.engine().sandbox("s2").unwrap().id;
+    let ep = h.engine().sandbox_endpoints(&s2_id).unwrap().remove(0);
+    let veth = format!("veth{}", &ep.id[..11]);
+    assert!(h.host_links().contains(&veth), "{:?}", h.host_links());
+    h.ip(&h.host_ns, &["link", "del", &veth]);
+    let t_veth = until("s2's veth", || ping(&k1, ip2));
+    // s3's namespace goes away (its pin unmounted, no process in it): its endpoint goes.
+    let k3 = key(&h, "s3");
+    nix::mount::umount2(&k3, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    let t_ns = until("s3's endpoint removed", || {
+        h.engine().sandbox("s3").is_err()
+    });
+    eprintln!(
+        "restored: nft flush in {t_nft:?}, bridge in {t_br:?}, veth in {t_veth:?}; dead sandbox removed in {t_ns:?}"
+    );
+    assert!(
+        d.log_text().contains("restored missing: network heal"),
+        "{}",
+        d.log_text()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    h.weft_ok(&["system", "check"]);
+
+    // Control: with the daemon stopped, the same break stays broken.
+    assert!(d.stop().success());
+    h.ip(&h.host_ns, &["link", "del", &br]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        !h.host_links().contains(&br),
+        "something else restored the bridge"
+    );
+    let o = h.weft(&["system", "check"]);
+    assert!(!o.status.success(), "check should see the missing bridge");
+    h.weft_ok(&["system", "check", "--repair"]);
+}

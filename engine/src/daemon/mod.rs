@@ -2,7 +2,10 @@
 //! sockets, until SIGTERM or SIGINT. State lives in the store and the kernel, not in the
 //! process: stopping the daemon leaves every network and sandbox working, and a restart picks
 //! them up (the engine's open settles whatever a crash left). A pid file, held locked while
-//! the daemon runs, keeps two daemons off one state.
+//! the daemon runs, keeps two daemons off one state. [`heal`] mends what others change in
+//! the kernel.
+
+pub mod heal;
 
 use std::fs::File;
 use std::io::Write;
@@ -125,6 +128,9 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     if opts.socket != opts.docker_socket {
         paths.push(opts.socket.clone());
     }
+    let healer = engine
+        .watch_kernel()?
+        .map(|rx| tokio::spawn(heal::heal(engine.clone(), rx)));
     let api = Arc::new(Api::new(engine));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
@@ -141,6 +147,9 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     }
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
+    if let Some(h) = healer {
+        h.abort();
+    }
     for p in &paths {
         let _ = std::fs::remove_file(p);
     }

@@ -118,6 +118,7 @@ pub struct Engine {
 pub(crate) struct Inner {
     cfg: Config,
     events: tokio::sync::broadcast::Sender<Event>,
+    activity: Arc<op::Activity>,
     store: Arc<dyn Store>,
     kernel: Arc<dyn Kernel>,
     drivers: RwLock<Registry>,
@@ -170,6 +171,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 cfg,
                 events: tokio::sync::broadcast::channel(1024).0,
+                activity: Default::default(),
                 store,
                 kernel,
                 drivers: RwLock::new(Registry::native()),
@@ -194,6 +196,20 @@ impl Engine {
     /// oldest; see [`tokio::sync::broadcast`]).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.inner.events.subscribe()
+    }
+
+    /// Kernel changes others may have made to what weft owns (see [`crate::net::watch`]);
+    /// `None` when the kernel cannot report them.
+    pub fn watch_kernel(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<crate::net::watch::Change>>> {
+        Ok(self.inner.kernel.watch()?)
+    }
+
+    /// `None` while one of this process's operations runs; otherwise how long since the last
+    /// one ended. A kernel watcher uses it to tell weft's own changes from others'.
+    pub fn quiet_for(&self) -> Option<std::time::Duration> {
+        self.inner.activity.quiet_for()
     }
 
     /// Tell subscribers, if any, about a change that has committed.

@@ -104,6 +104,56 @@ pub struct Op {
     engine: Engine,
     /// What a forced removal went past (a plugin's refusal): reported to the caller.
     pub warnings: Vec<String>,
+    _active: Active,
+}
+
+/// Counts ops in flight in this process and when the last one ended, so that a watcher can
+/// tell the kernel changes weft makes from the ones others make.
+#[derive(Default)]
+pub(crate) struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds from `epoch` to the end of the last op.
+    last_end_ms: std::sync::atomic::AtomicU64,
+    epoch: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl Activity {
+    fn epoch(&self) -> std::time::Instant {
+        *self.epoch.get_or_init(std::time::Instant::now)
+    }
+
+    /// `None` while an op runs; otherwise how long since the last one ended.
+    pub(crate) fn quiet_for(&self) -> Option<std::time::Duration> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.in_flight.load(SeqCst) > 0 {
+            return None;
+        }
+        let since = self.epoch().elapsed();
+        Some(since.saturating_sub(std::time::Duration::from_millis(
+            self.last_end_ms.load(SeqCst),
+        )))
+    }
+}
+
+/// One op's share of [`Activity`].
+struct Active(std::sync::Arc<Activity>);
+
+impl Active {
+    fn new(a: &std::sync::Arc<Activity>) -> Active {
+        a.epoch();
+        a.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Active(a.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let ms = self.0.epoch().elapsed().as_millis() as u64;
+        self.0.last_end_ms.store(ms, SeqCst);
+        self.0.in_flight.fetch_sub(1, SeqCst);
+    }
 }
 
 /// An op that ended without commit, waiting to be settled.
@@ -161,6 +211,7 @@ impl Engine {
             held,
             engine: self.clone(),
             warnings: vec![],
+            _active: Active::new(&self.inner.activity),
         })
     }
 
@@ -186,6 +237,7 @@ impl Engine {
             held,
             engine: self.clone(),
             warnings: vec![],
+            _active: Active::new(&self.inner.activity),
         })
     }
 

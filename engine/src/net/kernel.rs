@@ -30,6 +30,11 @@ pub trait Kernel: Send + Sync + 'static {
     fn session(&self) -> Result<Box<dyn Session>, NetError>;
     /// Is `path` a network namespace file (a pin, /proc/PID/ns/net)?
     fn is_netns(&self, path: &Path) -> bool;
+    /// Changes others make to the host's links, addresses, routes and nftables, if this
+    /// kernel can report them (the fake kernel cannot).
+    fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<super::watch::Change>>, NetError> {
+        Ok(None)
+    }
     /// Total time spent in kernel steps since open (the rest of an operation's time is
     /// weft's own work and the store's fsync).
     fn time_in_kernel(&self) -> Duration;

@@ -70,6 +70,9 @@ impl Kernel for LinuxKernel {
     fn is_netns(&self, path: &Path) -> bool {
         ns::is_netns(path)
     }
+    fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<super::watch::Change>>, NetError> {
+        super::watch::watch(&self.inner.host_ns).map(Some)
+    }
     fn time_in_kernel(&self) -> Duration {
         Duration::from_nanos(self.inner.busy_ns.load(Ordering::Relaxed))
     }

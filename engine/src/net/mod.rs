@@ -23,6 +23,7 @@ pub mod ns;
 pub mod step;
 pub mod sysctl;
 pub mod tx;
+pub mod watch;
 
 pub use journal::Journal;
 pub use kernel::{Kernel, Session};

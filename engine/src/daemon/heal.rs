@@ -1,0 +1,68 @@
+//! The daemon's healer: kernel changes others make — `nft flush ruleset`, a deleted bridge,
+//! a sandbox's veth gone — are mended from the records, usually within a few hundred
+//! milliseconds. The kernel watch ([`crate::net::watch`]) only says "something changed";
+//! [`Engine::repair`] decides what, by comparing records and kernel.
+//!
+//! weft's own operations change the kernel too. A change that arrives while this process has
+//! an operation in flight (or just finished one) may be its own: it is checked once the
+//! engine has been quiet for a moment, or after [`MAX_DEFER`] under constant load, so a busy
+//! daemon is not checking after every request. A change while the engine is idle is someone
+//! else's and is checked at once.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::Receiver;
+
+use crate::net::watch::Change;
+use crate::Engine;
+
+/// Quiet needed after the last change before checking (changes come in bursts).
+pub const SETTLE: Duration = Duration::from_millis(100);
+/// An engine idle this long did not make the change.
+pub const OURS_GRACE: Duration = Duration::from_millis(150);
+/// The longest a possibly-own change waits for a quiet moment.
+pub const MAX_DEFER: Duration = Duration::from_secs(5);
+
+/// Mend drift until the watch ends. Starts with one check (drift while no daemon ran).
+pub async fn heal(engine: Engine, mut rx: Receiver<Change>) {
+    // (first change seen, some change was surely someone else's)
+    let mut pending: Option<(Instant, bool)> = Some((Instant::now(), true));
+    loop {
+        let next = match pending {
+            None => rx.recv().await.map(Some),
+            Some(_) => match tokio::time::timeout(SETTLE, rx.recv()).await {
+                Ok(c) => c.map(Some),
+                Err(_) => Some(None),
+            },
+        };
+        match next {
+            None => return,
+            Some(Some(change)) => {
+                let foreign = engine.quiet_for().is_some_and(|q| q >= OURS_GRACE);
+                tracing::debug!(?change, foreign, "kernel change");
+                let p = pending.get_or_insert((Instant::now(), false));
+                p.1 |= foreign;
+            }
+            Some(None) => {
+                let (first, foreign) = pending.expect("pending");
+                let idle = engine.quiet_for().is_some_and(|q| q >= OURS_GRACE);
+                if !(foreign || idle || first.elapsed() >= MAX_DEFER) {
+                    continue;
+                }
+                pending = None;
+                let t = Instant::now();
+                match engine.repair().await {
+                    Ok(fixed) => {
+                        for f in &fixed {
+                            tracing::warn!(
+                                took_ms = t.elapsed().as_millis() as u64,
+                                "restored {f}"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!("check after a kernel change failed: {e}"),
+                }
+            }
+        }
+    }
+}
