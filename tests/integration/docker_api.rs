@@ -610,3 +610,195 @@ fn the_daemon_restores_what_others_break_in_the_kernel() {
     assert!(!o.status.success(), "check should see the missing bridge");
     h.weft_ok(&["system", "check", "--repair"]);
 }
+
+/// stdout, stderr and exit code of `weft ARGS` with `input` on stdin; in-process when
+/// `embedded`, else through the daemon if one serves this host.
+fn weft_run(h: &TestHost, args: &[&str], input: &str, embedded: bool) -> (String, String, i32) {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    use std::os::unix::process::CommandExt;
+    let ns = std::fs::File::open(&h.host_ns).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.arg("--root")
+        .arg(h.dir.join("root"))
+        .arg("--run-root")
+        .arg(h.dir.join("run"))
+        .args(args)
+        .env_remove("WEFT_FAILPOINT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if embedded {
+        cmd.env("WEFT_NO_DAEMON", "1");
+    }
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+        });
+    }
+    let mut c = cmd.spawn().unwrap();
+    c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        o.status.code().unwrap_or(-1),
+    )
+}
+
+#[test]
+fn the_cli_prints_the_same_through_the_daemon_as_in_process() {
+    let h = TestHost::new("dkdoor");
+    h.weft_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.69.0.0/24",
+        "--label",
+        "a=b",
+        "n1",
+    ]);
+    h.weft_ok(&["sandbox", "create", "--network", "n1", "s1"]);
+    let commands: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["network", "ls"], ""),
+        (vec!["network", "ls", "-q", "--no-trunc"], ""),
+        (
+            vec![
+                "network",
+                "ls",
+                "--format",
+                "{{.Name}} {{.Driver}} {{.Labels}}",
+            ],
+            "",
+        ),
+        (vec!["network", "ls", "--filter", "label=a=b"], ""),
+        (vec!["network", "inspect", "n1"], ""),
+        (
+            vec!["network", "inspect", "-f", "{{json .IPAM}}", "n1", "nosuch"],
+            "",
+        ),
+        (vec!["sandbox", "ls"], ""),
+        (vec!["sandbox", "inspect", "s1"], ""),
+        (vec!["system", "check"], ""),
+        (vec!["plugin", "ls"], ""),
+        (vec!["network", "create", "n1"], ""),
+        (vec!["network", "rm", "bridge", "nosuch"], ""),
+        (vec!["network", "connect", "n1", "nosuch"], ""),
+        (
+            vec!["network", "create", "--subnet", "10.0.0.0/33", "x"],
+            "",
+        ),
+        (
+            vec!["network", "create", "--subnet", "10.69.0.0/25", "x"],
+            "",
+        ),
+        (vec!["network", "ls", "--filter", "foo=bar"], ""),
+        (vec!["network", "prune"], "n\n"),
+        (vec!["sandbox", "rm", "nosuch"], ""),
+    ];
+    let embedded: Vec<_> = commands
+        .iter()
+        .map(|(a, i)| weft_run(&h, a, i, true))
+        .collect();
+    let d = h.daemon();
+    let mut differ = vec![];
+    for ((a, i), want) in commands.iter().zip(&embedded) {
+        let got = weft_run(&h, a, i, false);
+        if &got != want {
+            differ.push(format!(
+                "weft {}:\n  in-process {want:?}\n  daemon     {got:?}",
+                a.join(" ")
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    // Changes, both ways: the same answers (ids aside), the same state.
+    for embedded in [true, false] {
+        let (out, err, code) = weft_run(&h, &["network", "create", "n2"], "", embedded);
+        assert!(is_id(&out) && err.is_empty() && code == 0, "{out}{err}");
+        assert_eq!(
+            weft_run(&h, &["network", "rm", "n2"], "", embedded),
+            ("n2\n".to_string(), String::new(), 0)
+        );
+    }
+    // The daemon answered them: one request per command, but for the prune answered "n" at
+    // the client's prompt (nothing sent), plus the create and rm.
+    let served = d.log_text().matches("path=/weft/v1/run").count();
+    assert_eq!(served, commands.len() - 1 + 2, "{}", d.log_text());
+    // A socket left by a daemon that is gone: the CLI works in-process.
+    drop(d);
+    let sock = h.dir.join("run/weft.sock");
+    let _stale = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    drop(_stale);
+    assert!(sock.exists());
+    assert_eq!(weft_run(&h, &["network", "ls"], "", false), embedded[0]);
+}
+
+#[test]
+fn a_plugin_installed_through_either_door_is_seen_by_the_other() {
+    let h = TestHost::new("dkplug");
+    let d = h.daemon();
+    let routed = guest("routed");
+    // In-process, beside the running daemon.
+    let (out, err, code) = weft_run(
+        &h,
+        &[
+            "plugin",
+            "install",
+            routed.to_str().unwrap(),
+            "--name",
+            "calico",
+            "--grant-requested",
+        ],
+        "",
+        true,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // The daemon uses it without a restart.
+    d.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "calico",
+        "--subnet",
+        "10.70.0.0/24",
+        "r1",
+    ]);
+    h.weft_ok(&["sandbox", "create", "--network", "r1", "p1"]);
+    d.docker_ok(&["network", "disconnect", "r1", "p1"]);
+    d.docker_ok(&["network", "rm", "r1"]);
+    // Removed in-process: the daemon no longer offers it.
+    let (_, err, code) = weft_run(&h, &["plugin", "rm", "calico"], "", true);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        d.docker_err(&["network", "create", "-d", "calico", "r2"]),
+        "Error response from daemon: plugin \"calico\" not found"
+    );
+    // And the other way: installed through the daemon, seen in-process.
+    h.weft_ok(&[
+        "plugin",
+        "install",
+        routed.to_str().unwrap(),
+        "--name",
+        "calico2",
+        "--grant-requested",
+    ]);
+    let (out, err, code) = weft_run(
+        &h,
+        &[
+            "network",
+            "create",
+            "-d",
+            "calico2",
+            "--subnet",
+            "10.70.1.0/24",
+            "r3",
+        ],
+        "",
+        true,
+    );
+    assert!(code == 0 && is_id(&out), "{out}{err}");
+    h.weft_ok(&["network", "rm", "r3"]);
+    h.weft_ok(&["system", "check"]);
+}

@@ -608,6 +608,7 @@ impl TestHost {
             .arg("daemon")
             .arg("--docker-socket")
             .arg(&sock)
+            .env("WEFT_LOG", "info,weft=debug")
             .env_remove("WEFT_FAILPOINT")
             .stdout(std::process::Stdio::null())
             .stderr(File::create(&log).unwrap());

@@ -39,6 +39,8 @@ type Body = BoxBody<Bytes, Infallible>;
 /// The API: an engine and what the answers need to say about the server.
 pub struct Api {
     engine: Engine,
+    /// This socket is weft's own: it also runs `weft` commands for the CLI.
+    weft_door: bool,
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -222,8 +224,20 @@ fn unix_seconds(rfc3339: &str) -> i64 {
 }
 
 impl Api {
+    /// The Docker API alone.
     pub fn new(engine: Engine) -> Api {
-        Api { engine }
+        Api {
+            engine,
+            weft_door: false,
+        }
+    }
+
+    /// The Docker API and the `weft` CLI's door (`POST /weft/v1/run`).
+    pub fn with_weft_door(engine: Engine) -> Api {
+        Api {
+            engine,
+            weft_door: true,
+        }
     }
 
     /// Answer one request. Never fails: every error is a `{"message"}` answer.
@@ -329,6 +343,11 @@ impl Api {
                 ok(self.container(&sb)?)
             }
             (&Method::GET, ["events"]) => self.events(&q),
+            (&Method::POST, ["weft", "v1", "run"]) if self.weft_door => {
+                let cmd: crate::cli::Cmd = read_json(req).await?;
+                let c = crate::cli::run_captured(&self.engine, cmd).await;
+                ok(serde_json::to_value(c).map_err(Error::internal)?)
+            }
             _ => Err(page_not_found()),
         }
     }

@@ -5,9 +5,24 @@
 //! - [`output`]: docker's tabwriter tables, `--format` rendering, inspect printing;
 //! - [`template`]: the Go-template subset `--format`/`-f` take.
 
+/// Print to the command's stdout: the terminal, or the buffer a daemon sends back.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::output::write_out(&format!($($t)*)) };
+}
+/// [`out!`] with a newline.
+macro_rules! outln {
+    () => { $crate::cli::output::write_out("\n") };
+    ($($t:tt)*) => { $crate::cli::output::write_out(&format!("{}\n", format_args!($($t)*))) };
+}
+/// A line on the command's stderr.
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::cli::output::write_err(&format!("{}\n", format_args!($($t)*))) };
+}
+
 pub mod network;
 pub mod output;
 pub mod plugin;
+pub mod remote;
 pub mod sandbox;
 pub mod system;
 pub mod template;
@@ -56,7 +71,7 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Cmd {
     /// Manage networks.
     #[command(subcommand)]
@@ -75,7 +90,7 @@ pub enum Cmd {
 }
 
 /// `weft daemon`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, serde::Serialize, serde::Deserialize)]
 pub struct DaemonArgs {
     /// weft's own socket [default: <run-root>/weft.sock].
     #[arg(long)]
@@ -98,6 +113,11 @@ pub fn run(cli: Cli) -> Exit {
     }
     if let Cmd::Daemon(a) = &cli.cmd {
         return daemon(&cli, a);
+    }
+    if let Some(sock) = remote::socket_for(&cli) {
+        if let Some(code) = remote::try_run(&sock, clone_cmd(&cli.cmd)) {
+            return code;
+        }
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -139,8 +159,39 @@ async fn run_cmd(engine: &Engine, cmd: Cmd) -> Result<Exit, Error> {
         Cmd::Sandbox(s) => sandbox::run(engine, s).await,
         Cmd::Plugin(p) => plugin::run(engine, p).await,
         Cmd::System(s) => system::run(engine, s).await,
-        Cmd::Daemon(_) => unreachable!("the daemon runs on its own runtime"),
+        Cmd::Daemon(_) => Err(Error::invalid(
+            "a daemon is already running: `weft daemon` cannot run inside it",
+        )),
     }
+}
+
+fn clone_cmd(c: &Cmd) -> Cmd {
+    serde_json::from_value(serde_json::to_value(c).expect("serializes")).expect("round-trips")
+}
+
+/// Run a command for a daemon's client: its output captured, as the CLI would print it.
+pub async fn run_captured(engine: &Engine, cmd: Cmd) -> output::Captured {
+    let cell = std::cell::RefCell::new(output::Captured::default());
+    output::CAPTURE
+        .scope(cell, async move {
+            let code = match cmd {
+                Cmd::Sandbox(sandbox::SandboxCmd::Exec { .. }) => {
+                    err_line("sandbox exec runs in the client, not in the daemon");
+                    1
+                }
+                cmd => match run_cmd(engine, cmd).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        err_line(e);
+                        1
+                    }
+                },
+            };
+            let mut c = output::CAPTURE.with(|c| c.take());
+            c.code = code;
+            c
+        })
+        .await
 }
 
 /// `weft daemon`: a multi-threaded runtime, one engine, until SIGTERM.

@@ -11,7 +11,7 @@ use super::output::{err_line, format_rows, kv_list, natural_cmp, parse_net, prin
 use crate::model::*;
 use crate::{view, Engine, Error};
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, serde::Serialize, serde::Deserialize)]
 pub enum NetworkCmd {
     /// Create a network.
     Create(NetCreateArgs),
@@ -55,7 +55,7 @@ pub enum NetworkCmd {
     },
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, serde::Serialize, serde::Deserialize)]
 pub struct NetCreateArgs {
     /// Driver to manage the network.
     #[arg(short = 'd', long, default_value = "bridge")]
@@ -102,7 +102,7 @@ pub struct NetCreateArgs {
     pub name: String,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, serde::Serialize, serde::Deserialize)]
 pub struct NetLsArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -114,7 +114,7 @@ pub struct NetLsArgs {
     pub format: Option<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ConnectArgs {
     /// IPv4 address (e.g., 172.30.100.104).
     #[arg(long)]
@@ -139,6 +139,18 @@ pub struct ConnectArgs {
 }
 
 /// Build the create request the way the docker CLI does (its client-side checks included).
+/// `network prune` without `-f` asks first, on the terminal of the command (in a daemon's
+/// client, before the request is sent).
+pub fn confirm_prune() -> bool {
+    print!("WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] ");
+    std::io::stdout().flush().ok();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).unwrap_or(0) == 0 {
+        return false;
+    }
+    matches!(line.trim(), "y" | "Y" | "yes")
+}
+
 pub fn create_request(a: &NetCreateArgs) -> Result<NetworkCreate, Error> {
     let subnets: Vec<ipnetwork::IpNetwork> = a
         .subnet
@@ -249,9 +261,9 @@ pub async fn run(engine: &Engine, cmd: NetworkCmd) -> Result<Exit, Error> {
         NetworkCmd::Create(a) => {
             let req = create_request(&a)?;
             let c = engine.create_network(req).await?;
-            println!("{}", c.id);
+            outln!("{}", c.id);
             if !c.warning.is_empty() {
-                eprintln!("{}", c.warning);
+                errln!("{}", c.warning);
             }
             Ok(0)
         }
@@ -261,7 +273,7 @@ pub async fn run(engine: &Engine, cmd: NetworkCmd) -> Result<Exit, Error> {
             nets.sort_by(|x, y| natural_cmp(&x.name, &y.name));
             if a.quiet {
                 for n in &nets {
-                    println!("{}", if a.no_trunc { &n.id[..] } else { &n.id[..12] });
+                    outln!("{}", if a.no_trunc { &n.id[..] } else { &n.id[..12] });
                 }
                 return Ok(0);
             }
@@ -282,7 +294,7 @@ pub async fn run(engine: &Engine, cmd: NetworkCmd) -> Result<Exit, Error> {
             ];
             match format_rows(&format, &rows, &headers) {
                 Ok(s) => {
-                    print!("{s}");
+                    out!("{s}");
                     Ok(0)
                 }
                 Err(e) => Err(Error::invalid(e)),
@@ -312,9 +324,9 @@ pub async fn run(engine: &Engine, cmd: NetworkCmd) -> Result<Exit, Error> {
                 match engine.remove_network_with(&n, force).await {
                     Ok(warnings) => {
                         for w in warnings {
-                            eprintln!("Warning: {w}");
+                            errln!("Warning: {w}");
                         }
-                        println!("{n}")
+                        outln!("{n}")
                     }
                     // -f: a network that does not exist is not an error (and nothing else is
                     // forgiven: a driver's "not found" while removing is still reported).
@@ -329,24 +341,21 @@ pub async fn run(engine: &Engine, cmd: NetworkCmd) -> Result<Exit, Error> {
         }
         NetworkCmd::Prune { force, filter } => {
             let filters = NetworkFilters::parse(filter.iter().map(String::as_str))?;
-            if !force {
-                print!("WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] ");
-                std::io::stdout().flush().ok();
-                let mut line = String::new();
-                if std::io::stdin().lock().read_line(&mut line).unwrap_or(0) == 0 {
-                    return Ok(0);
-                }
-                if !matches!(line.trim(), "y" | "Y" | "yes") {
-                    return Ok(0);
-                }
+            if !force && super::output::capturing() {
+                return Err(Error::invalid(
+                    "network prune needs -f when it runs in the daemon (the client asks first)",
+                ));
+            }
+            if !force && !confirm_prune() {
+                return Ok(0);
             }
             let removed = engine.prune_networks(&filters).await?;
             if !removed.is_empty() {
-                println!("Deleted Networks:");
+                outln!("Deleted Networks:");
                 for n in removed {
-                    println!("{n}");
+                    outln!("{n}");
                 }
-                println!();
+                outln!();
             }
             Ok(0)
         }

@@ -12,7 +12,46 @@ use crate::Error;
 pub type Exit = i32;
 
 pub fn err_line(e: impl std::fmt::Display) {
-    eprintln!("Error: {e}");
+    errln!("Error: {e}");
+}
+
+/// What a command printed, when it runs in a daemon for a client.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Captured {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+tokio::task_local! {
+    /// Set while a daemon runs a command for a client: output goes here, not to a terminal.
+    pub static CAPTURE: std::cell::RefCell<Captured>;
+}
+
+/// Whether output is being captured for a client (no terminal to ask questions on).
+pub fn capturing() -> bool {
+    CAPTURE.try_with(|_| ()).is_ok()
+}
+
+pub fn write_out(s: &str) {
+    if CAPTURE
+        .try_with(|c| c.borrow_mut().stdout.push_str(s))
+        .is_err()
+    {
+        use std::io::Write;
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_all(s.as_bytes());
+    }
+}
+
+pub fn write_err(s: &str) {
+    if CAPTURE
+        .try_with(|c| c.borrow_mut().stderr.push_str(s))
+        .is_err()
+    {
+        use std::io::Write;
+        let _ = std::io::stderr().lock().write_all(s.as_bytes());
+    }
 }
 
 pub fn kv_list(items: &[String], what: &str) -> Result<BTreeMap<String, String>, Error> {
@@ -154,12 +193,12 @@ pub fn pretty(v: &Value) -> String {
 /// the errors; exit 1 if anything was missing.
 pub fn print_inspect(found: Vec<Value>, errors: Vec<Error>, format: Option<&str>) -> Exit {
     match format {
-        None => println!("{}", pretty(&Value::Array(found))),
+        None => outln!("{}", pretty(&Value::Array(found))),
         Some(f) => match template::Template::parse(f) {
             Ok(t) => {
                 for v in &found {
                     match t.render(v) {
-                        Ok(s) => println!("{s}"),
+                        Ok(s) => outln!("{s}"),
                         Err(e) => {
                             err_line(format!("template: {e}"));
                             return 1;

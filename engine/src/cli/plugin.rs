@@ -8,7 +8,7 @@ use clap::Subcommand;
 use super::output::{pretty, table, Exit};
 use crate::{Engine, Error};
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, serde::Serialize, serde::Deserialize)]
 pub enum PluginCmd {
     /// Install a plugin component (.wasm) under a name; shows what it asks for and what it gets.
     Install {
@@ -85,7 +85,7 @@ pub async fn run(engine: &Engine, cmd: PluginCmd) -> Result<Exit, Error> {
             let rec = engine
                 .install_plugin_with(&file, &name, &grant, grant_requested, &config)
                 .await?;
-            println!(
+            outln!(
                 "Installed {} ({} {}, speaks weft:plugin@{}{}): {}",
                 rec.name,
                 rec.kind.as_str(),
@@ -98,10 +98,10 @@ pub async fn run(engine: &Engine, cmd: PluginCmd) -> Result<Exit, Error> {
                 },
                 rec.description
             );
-            println!("It asks for:\n{}", asked_text(&rec.asked));
-            println!("It was granted:\n{}", rec.grants);
+            outln!("It asks for:\n{}", asked_text(&rec.asked));
+            outln!("It was granted:\n{}", rec.grants);
             if rec.asked.link_prefix.is_some() && rec.grants.link_prefix.is_none() {
-                eprintln!("note: it asked for host links but was granted none; add --grant link-prefix=… or --grant-requested");
+                errln!("note: it asked for host links but was granted none; add --grant link-prefix=… or --grant-requested");
             }
             Ok(0)
         }
@@ -122,12 +122,12 @@ pub async fn run(engine: &Engine, cmd: PluginCmd) -> Result<Exit, Error> {
                     p.description.clone(),
                 ]);
             }
-            print!("{}", table(&rows));
+            out!("{}", table(&rows));
             Ok(0)
         }
         PluginCmd::Inspect { name } => {
             let p = engine.plugin(&name)?.redacted();
-            println!(
+            outln!(
                 "{}",
                 pretty(&serde_json::to_value(&p).map_err(Error::internal)?)
             );
@@ -135,9 +135,9 @@ pub async fn run(engine: &Engine, cmd: PluginCmd) -> Result<Exit, Error> {
         }
         PluginCmd::Rm { force, name } => {
             for w in engine.remove_plugin_with(&name, force).await? {
-                eprintln!("Warning: {w}");
+                errln!("Warning: {w}");
             }
-            println!("{name}");
+            outln!("{name}");
             Ok(0)
         }
     }

@@ -10,7 +10,7 @@ use super::output::{err_line, print_inspect, table, Exit};
 use crate::model::*;
 use crate::{view, Engine, Error};
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, serde::Serialize, serde::Deserialize)]
 pub enum SandboxCmd {
     /// Create a sandbox (a network namespace) and connect it.
     Create {
@@ -112,14 +112,14 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
                 netns,
             };
             let sb = engine.create_sandbox(req).await?;
-            println!("{}", sb.id);
+            outln!("{}", sb.id);
             Ok(0)
         }
         SandboxCmd::Ls { quiet } => {
             let sbs = engine.sandboxes()?;
             if quiet {
                 for s in &sbs {
-                    println!("{}", &s.id[..12]);
+                    outln!("{}", &s.id[..12]);
                 }
                 return Ok(0);
             }
@@ -152,7 +152,7 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
                     s.key.display().to_string(),
                 ]);
             }
-            print!("{}", table(&rows));
+            out!("{}", table(&rows));
             Ok(0)
         }
         SandboxCmd::Inspect { format, sandboxes } => {
@@ -181,10 +181,10 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
             }
             if !found.is_empty() {
                 for w in engine.remove_sandboxes_with(&found, force).await? {
-                    eprintln!("Warning: {w}");
+                    errln!("Warning: {w}");
                 }
                 for n in found {
-                    println!("{n}");
+                    outln!("{n}");
                 }
             }
             Ok(code)

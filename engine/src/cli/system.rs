@@ -8,7 +8,7 @@ use serde_json::json;
 use super::output::{pretty, Exit};
 use crate::{Engine, Error};
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, serde::Serialize, serde::Deserialize)]
 pub enum SystemCmd {
     /// Remove every sandbox and custom network, the default bridge and weft's nftables table.
     Reset {
@@ -52,15 +52,15 @@ pub async fn run(engine: &Engine, cmd: SystemCmd) -> Result<Exit, Error> {
         SystemCmd::Check { repair, json } => {
             let show = |f: &crate::engine::Finding| {
                 if json {
-                    println!("{}", serde_json::to_string(f).unwrap_or_default());
+                    outln!("{}", serde_json::to_string(f).unwrap_or_default());
                 } else {
-                    println!("{f}");
+                    outln!("{f}");
                 }
             };
             if repair {
                 for f in engine.repair().await? {
                     if !json {
-                        print!("repaired ");
+                        out!("repaired ");
                     }
                     show(&f);
                 }
@@ -70,7 +70,7 @@ pub async fn run(engine: &Engine, cmd: SystemCmd) -> Result<Exit, Error> {
                 show(f);
             }
             if left.is_empty() && !json {
-                println!("weft's records and the kernel agree");
+                outln!("weft's records and the kernel agree");
             }
             Ok(i32::from(!left.is_empty()))
         }
@@ -86,7 +86,7 @@ pub async fn run(engine: &Engine, cmd: SystemCmd) -> Result<Exit, Error> {
                     .collect::<Vec<_>>(),
                 "HostNetns": engine.kernel().host_path().display().to_string(),
             });
-            println!("{}", pretty(&info));
+            outln!("{}", pretty(&info));
             Ok(0)
         }
     }

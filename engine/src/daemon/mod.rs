@@ -124,20 +124,23 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener> {
 pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     let _pid = PidLock::take(&cfg.run_root)?;
     let engine = Engine::open(cfg.clone()).await?;
-    let mut paths = vec![opts.docker_socket.clone()];
-    if opts.socket != opts.docker_socket {
-        paths.push(opts.socket.clone());
+    if opts.socket == opts.docker_socket {
+        return Err(Error::invalid(
+            "--socket and --docker-socket must differ: weft's socket also runs weft commands",
+        ));
     }
+    let paths = [opts.docker_socket.clone(), opts.socket.clone()];
     let healer = engine
         .watch_kernel()?
         .map(|rx| tokio::spawn(heal::heal(engine.clone(), rx)));
-    let api = Arc::new(Api::new(engine));
+    let docker_api = Arc::new(Api::new(engine.clone()));
+    let weft_api = Arc::new(Api::with_weft_door(engine));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
-    for p in &paths {
+    for (p, api) in paths.iter().zip([docker_api, weft_api]) {
         let l = bind(p, opts.group.as_deref())?;
-        tracing::info!(socket = %p.display(), api = api::API_VERSION, "serving the Docker API");
-        servers.spawn(api::serve(l, api.clone(), stop_rx.clone()));
+        tracing::info!(socket = %p.display(), api = api::API_VERSION, "serving");
+        servers.spawn(api::serve(l, api, stop_rx.clone()));
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;

@@ -119,6 +119,9 @@ pub(crate) struct Inner {
     cfg: Config,
     events: tokio::sync::broadcast::Sender<Event>,
     activity: Arc<op::Activity>,
+    /// The plugins registered in this process: name → (kind, sha256/installed), to notice
+    /// installs and removals another process made.
+    plugin_seen: Mutex<BTreeMap<String, (crate::plugin::Kind, String)>>,
     store: Arc<dyn Store>,
     kernel: Arc<dyn Kernel>,
     drivers: RwLock<Registry>,
@@ -172,6 +175,7 @@ impl Engine {
                 cfg,
                 events: tokio::sync::broadcast::channel(1024).0,
                 activity: Default::default(),
+                plugin_seen: Default::default(),
                 store,
                 kernel,
                 drivers: RwLock::new(Registry::native()),
@@ -279,22 +283,22 @@ impl Engine {
     }
 
     fn driver(&self, name: &str) -> Result<Arc<dyn NetworkDriver>> {
-        self.inner
-            .drivers
-            .read()
-            .unwrap()
-            .get(name)
-            .ok_or_else(|| Error::PluginNotFound(name.to_string()))
+        let get = || self.inner.drivers.read().unwrap().get(name);
+        if let Some(d) = get() {
+            return Ok(d);
+        }
+        // Installed by another process since this one registered its plugins?
+        self.sync_plugins()?;
+        get().ok_or_else(|| Error::PluginNotFound(name.to_string()))
     }
 
     fn ipam(&self, name: &str) -> Result<Arc<dyn Ipam>> {
-        self.inner
-            .ipams
-            .read()
-            .unwrap()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::PluginNotFound(name.to_string()))
+        let get = || self.inner.ipams.read().unwrap().get(name).cloned();
+        if let Some(i) = get() {
+            return Ok(i);
+        }
+        self.sync_plugins()?;
+        get().ok_or_else(|| Error::PluginNotFound(name.to_string()))
     }
 
     // ------------------------------------------------------------------- reads

@@ -88,6 +88,8 @@ impl Engine {
                 }
             }
         }
+        // A plugin installed or removed by another process since this one last looked.
+        self.sync_plugins()?;
         let driver_name = req
             .driver
             .clone()

@@ -28,7 +28,41 @@ const NATIVE: [&str; 8] = [
 ];
 
 impl Engine {
+    /// Register what the store's plugin records say and drop what they no longer list:
+    /// plugins installed or removed by another process (the CLI beside a daemon, a second
+    /// embedder) are seen without a restart.
+    pub(crate) fn sync_plugins(&self) -> Result<()> {
+        let recs = list_json::<PluginRecord>(&*self.inner.store.read()?, Table::Plugins)?;
+        let seen = self.inner.plugin_seen.lock().unwrap().clone();
+        for rec in &recs {
+            if seen.get(&rec.name).map(|(_, id)| id) != Some(&plugin_identity(rec)) {
+                tracing::info!(plugin = %rec.name, "plugin installed elsewhere: registered");
+                self.register_plugin(rec.clone());
+            }
+        }
+        for (name, (kind, _)) in seen {
+            if !recs.iter().any(|r| r.name == name) {
+                tracing::info!(plugin = %name, "plugin removed elsewhere: unregistered");
+                self.forget_plugin(&name, kind);
+            }
+        }
+        Ok(())
+    }
+
+    fn forget_plugin(&self, name: &str, kind: Kind) {
+        match kind {
+            Kind::Driver => self.unregister_driver(name),
+            Kind::Ipam => self.unregister_ipam(name),
+        }
+        self.inner.plugin_seen.lock().unwrap().remove(name);
+    }
+
     pub(crate) fn register_plugin(&self, rec: PluginRecord) {
+        self.inner
+            .plugin_seen
+            .lock()
+            .unwrap()
+            .insert(rec.name.clone(), (rec.kind, plugin_identity(&rec)));
         #[cfg(feature = "wasm")]
         {
             use crate::plugin::adapters::{PluginDriver, PluginIpam};
@@ -263,10 +297,7 @@ impl Engine {
                 op.settle(r).await
             })
             .await?;
-        match rec.kind {
-            Kind::Driver => self.unregister_driver(name),
-            Kind::Ipam => self.unregister_ipam(name),
-        }
+        self.forget_plugin(name, rec.kind);
         let _ = std::fs::remove_file(&rec.file);
         #[cfg(feature = "wasm")]
         crate::plugin::runtime::Runtime::forget(&self.inner.plugins.cache_dir(), &rec.sha256);
@@ -481,4 +512,9 @@ fn parse_config(
         }
     }
     Ok(out)
+}
+
+/// What tells one installation of a plugin from another.
+fn plugin_identity(rec: &PluginRecord) -> String {
+    format!("{}/{}", rec.sha256, rec.installed)
 }
