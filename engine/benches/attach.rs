@@ -195,10 +195,50 @@ fn bench_weft_lib(n: usize, own_netns: bool) -> Stats {
     })
 }
 
-fn bench_weft_cli(n: usize) -> Stats {
-    let s = Scratch::new("cli");
+/// A `weft daemon` for a scratch state; SIGTERM on drop.
+struct DaemonProc(std::process::Child);
+
+impl DaemonProc {
+    fn start(s: &Scratch, host: &Path) -> DaemonProc {
+        let mut c = in_ns_cmd(host, env!("CARGO_BIN_EXE_weft"));
+        c.arg("--root")
+            .arg(s.dir.join("root"))
+            .arg("--run-root")
+            .arg(s.dir.join("run"))
+            .arg("daemon")
+            .env("WEFT_LOG", "warn")
+            .stdout(Stdio::null());
+        let child = c.spawn().unwrap();
+        let sock = s.dir.join("run/weft.sock");
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the daemon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        DaemonProc(child)
+    }
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+/// weft's CLI, a process per attach: in-process (embedded store), or through a running
+/// daemon (`daemon`).
+fn bench_weft_cli(n: usize, daemon: bool) -> Stats {
+    let s = Scratch::new(if daemon { "clid" } else { "cli" });
     let host = s.ns("host");
     let sbs: Vec<PathBuf> = (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect();
+    let _daemon = daemon.then(|| DaemonProc::start(&s, &host));
     let weft = |args: &[&str]| {
         let mut c = in_ns_cmd(&host, env!("CARGO_BIN_EXE_weft"));
         c.arg("--root")
@@ -206,6 +246,9 @@ fn bench_weft_cli(n: usize) -> Stats {
             .arg("--run-root")
             .arg(s.dir.join("run"))
             .args(args);
+        if !daemon {
+            c.env("WEFT_NO_DAEMON", "1");
+        }
         c.stdout(Stdio::null());
         let st = c.status().unwrap();
         assert!(st.success());
@@ -389,6 +432,7 @@ enum Tool {
     Lib,
     LibOwnNetns,
     Cli,
+    CliDaemon,
     Netavark14,
     Netavark21Nft,
     Netavark21NoFw,
@@ -444,6 +488,7 @@ fn main() {
         let mut tools = vec![Tool::Lib, Tool::LibOwnNetns];
         if peers_n.contains(&n) {
             tools.push(Tool::Cli);
+            tools.push(Tool::CliDaemon);
             if peers {
                 if have(nv14) {
                     tools.push(Tool::Netavark14);
@@ -473,7 +518,11 @@ fn main() {
             let row = match t {
                 Tool::Lib => ("weft library (given netns)", bench_weft_lib(n, false)),
                 Tool::LibOwnNetns => ("weft library (makes the netns)", bench_weft_lib(n, true)),
-                Tool::Cli => ("weft CLI (process per op)", bench_weft_cli(n)),
+                Tool::Cli => ("weft CLI (process per op)", bench_weft_cli(n, false)),
+                Tool::CliDaemon => (
+                    "weft CLI via daemon (process per op)",
+                    bench_weft_cli(n, true),
+                ),
                 Tool::Netavark14 => (
                     "netavark 1.4 (iptables, isolate)",
                     bench_netavark(n, nv14, None),
@@ -497,6 +546,7 @@ fn main() {
                 "weft library (given netns)",
                 "weft library (makes the netns)",
                 "weft CLI (process per op)",
+                "weft CLI via daemon (process per op)",
             ]
             .iter()
             .position(|x| *x == name)
@@ -505,7 +555,8 @@ fn main() {
         rows.sort_by_key(|(name, _)| order_key(name));
         let cli = rows
             .iter()
-            .find(|(n, _)| n.starts_with("weft CLI"))
+            .find(|(n, _)| n.starts_with("weft CLI via daemon"))
+            .or_else(|| rows.iter().find(|(n, _)| n.starts_with("weft CLI")))
             .map(|(_, s)| pct(&s.attach, 0.5));
         for (name, st) in &rows {
             let vs = if name.starts_with("weft library") || name.starts_with("weft CLI") {

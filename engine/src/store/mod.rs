@@ -204,6 +204,11 @@ pub trait Store: Send + Sync + 'static {
     fn commit_time(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
+    /// Durable commits made, and the changes they carried (more changes than commits: group
+    /// commit at work), for measurements.
+    fn commit_counts(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// An operation's view of the store: a snapshot, the operation's own writes on top, and the

@@ -1,9 +1,12 @@
 //! The embedded store: one redb file (`<root>/weft.redb`), ACID, opened in multi-writer mode
 //! so several `weft` processes (CLI invocations, a daemon) can share it. A commit takes redb's
 //! one write transaction only for as long as it checks the operation's reads and applies its
-//! writes; every commit is durable before it returns. redb's types stay in this file.
+//! writes; every commit is durable before it returns. Concurrent commits of one process are
+//! grouped: one durable write transaction carries every change queued while the previous one
+//! was being written. redb's types stay in this file.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -25,6 +28,10 @@ pub struct RedbStore {
     db: Database,
     path: PathBuf,
     commit_ns: std::sync::atomic::AtomicU64,
+    commits: std::sync::atomic::AtomicU64,
+    applied: std::sync::atomic::AtomicU64,
+    queue: Mutex<Vec<Arc<Slot>>>,
+    commit_lock: Mutex<()>,
 }
 
 impl RedbStore {
@@ -51,7 +58,69 @@ impl RedbStore {
             db,
             path: path.to_owned(),
             commit_ns: Default::default(),
+            commits: Default::default(),
+            applied: Default::default(),
+            queue: Default::default(),
+            commit_lock: Default::default(),
         })
+    }
+}
+
+/// One change waiting for a group commit, and its outcome.
+struct Slot {
+    changes: Changes,
+    result: Mutex<Option<std::result::Result<(), StoreError>>>,
+}
+
+impl RedbStore {
+    /// One write transaction for a batch: each change is checked against the state its
+    /// predecessors in the batch left (so the batch is serializable in queue order), applied
+    /// if its reads still hold, refused with a conflict otherwise; then one durable commit.
+    fn commit_batch(
+        &self,
+        batch: &[Arc<Slot>],
+    ) -> std::result::Result<Vec<std::result::Result<(), StoreError>>, StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        let mut out = Vec::with_capacity(batch.len());
+        for slot in batch {
+            let changes = &slot.changes;
+            let valid = changes.validate(
+                |t, k| {
+                    let table = txn.open_table(def(t)).map_err(io)?;
+                    let v = table.get(k).map_err(io)?.map(|v| v.value().to_vec());
+                    Ok(v)
+                },
+                |t, p| scan_table(&txn.open_table(def(t)).map_err(io)?, p),
+            );
+            match valid {
+                Err(StoreError::Conflict) => {
+                    out.push(Err(StoreError::Conflict));
+                    continue;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            }
+            type Open<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+            let mut current: Option<(Table, Open<'_>)> = None;
+            for ((t, k), v) in &changes.writes {
+                if current.as_ref().map(|(ct, _)| ct) != Some(t) {
+                    current = Some((*t, txn.open_table(def(*t)).map_err(io)?));
+                }
+                let table = &mut current.as_mut().unwrap().1;
+                match v {
+                    Some(v) => {
+                        table.insert(k.as_slice(), v.as_slice()).map_err(io)?;
+                    }
+                    None => {
+                        table.remove(k.as_slice()).map_err(io)?;
+                    }
+                }
+            }
+            drop(current);
+            out.push(Ok(()));
+        }
+        txn.commit().map_err(io)?;
+        Ok(out)
     }
 }
 
@@ -92,39 +161,48 @@ impl Store for RedbStore {
         if changes.writes.is_empty() {
             return Ok(());
         }
-        let started = std::time::Instant::now();
-        let txn = self.db.begin_write().map_err(io)?;
-        changes.validate(
-            |t, k| {
-                let table = txn.open_table(def(t)).map_err(io)?;
-                let v = table.get(k).map_err(io)?.map(|v| v.value().to_vec());
-                Ok(v)
-            },
-            |t, p| scan_table(&txn.open_table(def(t)).map_err(io)?, p),
-        )?;
-        type Open<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
-        let mut current: Option<(Table, Open<'_>)> = None;
-        for ((t, k), v) in &changes.writes {
-            if current.as_ref().map(|(ct, _)| ct) != Some(t) {
-                current = Some((*t, txn.open_table(def(*t)).map_err(io)?));
-            }
-            let table = &mut current.as_mut().unwrap().1;
-            match v {
-                Some(v) => {
-                    table.insert(k.as_slice(), v.as_slice()).map_err(io)?;
-                }
-                None => {
-                    table.remove(k.as_slice()).map_err(io)?;
-                }
-            }
+        // Group commit: queue this change; whoever holds the commit lock commits everything
+        // queued in one durable write transaction. Each caller returns only after the commit
+        // that carried its change.
+        let slot = Arc::new(Slot {
+            changes: changes.clone(),
+            result: Mutex::new(None),
+        });
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(slot.clone());
+        let _leader = self.commit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = slot.result.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return r; // a leader before us carried it
         }
-        drop(current);
-        txn.commit().map_err(io)?;
+        let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        let started = std::time::Instant::now();
+        let results = match self.commit_batch(&batch) {
+            Ok(each) => each,
+            Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+        };
         let took = started.elapsed();
         self.commit_ns
             .fetch_add(took.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-        tracing::trace!(us = took.as_micros() as u64, "store commit");
-        Ok(())
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.applied
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::trace!(
+            us = took.as_micros() as u64,
+            batch = batch.len(),
+            "store commit"
+        );
+        let mut own = None;
+        for (s, r) in batch.iter().zip(results) {
+            if Arc::ptr_eq(s, &slot) {
+                own = Some(r);
+            } else {
+                *s.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            }
+        }
+        own.expect("the leader's own change is in its batch")
     }
 
     fn describe(&self) -> String {
@@ -133,6 +211,11 @@ impl Store for RedbStore {
 
     fn commit_time(&self) -> std::time::Duration {
         std::time::Duration::from_nanos(self.commit_ns.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn commit_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.commits.load(Relaxed), self.applied.load(Relaxed))
     }
 }
 
@@ -177,6 +260,52 @@ mod tests {
             s.apply(&y.into_changes()),
             Err(StoreError::Conflict)
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_commits_are_grouped_and_stay_serializable() {
+        let dir = std::env::temp_dir().join(format!("weft-store-{}", crate::model::new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = Arc::new(RedbStore::open(&dir.join("s.redb")).unwrap());
+        let dynstore: Arc<dyn Store> = s.clone();
+        let mut w = Txn::new(dynstore.clone()).unwrap();
+        put_json(&mut w, Table::Meta, "counter", &0u32).unwrap();
+        s.apply(&w.into_changes()).unwrap();
+        // 32 threads each add one to a counter (read-modify-write, retried on conflict) and
+        // write a key of their own.
+        let threads: Vec<_> = (0..32u32)
+            .map(|i| {
+                let st = dynstore.clone();
+                std::thread::spawn(move || loop {
+                    let mut t = Txn::new(st.clone()).unwrap();
+                    let c: u32 = get_json(&t, Table::Meta, "counter").unwrap().unwrap();
+                    put_json(&mut t, Table::Meta, "counter", &(c + 1)).unwrap();
+                    put_json(&mut t, Table::Meta, &format!("own/{i}"), &i).unwrap();
+                    match st.apply(&t.into_changes()) {
+                        Ok(()) => return,
+                        Err(StoreError::Conflict) => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let r = s.read().unwrap();
+        assert_eq!(
+            get_json::<u32>(&*r, Table::Meta, "counter").unwrap(),
+            Some(32)
+        );
+        assert_eq!(r.scan(Table::Meta, b"own/").unwrap().len(), 32);
+        let (commits, applied) = s.commit_counts();
+        assert!(applied >= 33, "{applied}");
+        assert!(
+            commits < applied,
+            "no grouping: {commits} commits for {applied} changes"
+        );
+        eprintln!("{applied} changes (conflicts included) in {commits} commits");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

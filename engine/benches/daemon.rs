@@ -1,0 +1,346 @@
+//! Many at once: what a long-lived engine does with concurrent clients.
+//!
+//! 1. Group commit, in-process: 1, 8 and 32 concurrent clients attach namespaces (given
+//!    netns), each client to its own network (operations on one network serialize on its
+//!    lock; across networks they run together and their store commits are grouped) and, as a
+//!    second series, all to one network. Reported: attach latency (median, p99), throughput,
+//!    and durable commits per attach.
+//! 2. The daemon: 50 concurrent API clients (HTTP on weft's socket, no process per call) each
+//!    create 20 sandboxes on one network, then all read their addresses back through the
+//!    Docker API, then remove them. Reported: failures, duplicate addresses, throughput and
+//!    p99 of create and of remove. dockerd 20.10 is run the same way where it is installed.
+//!
+//! Run (root): `cargo bench --bench daemon -- [--total 256] [--clients 50] [--per 20]`
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{ms, pct, Scratch};
+use weft::model::{NetworkCreate, SandboxCreate};
+use weft::{Config, Engine};
+
+fn cfg(s: &Scratch, host: &Path) -> Config {
+    Config {
+        root: s.dir.join("root"),
+        run_root: s.dir.join("run"),
+        host_netns: Some(host.to_path_buf()),
+        boot_id: None,
+    }
+}
+
+/// `clients` tasks attach `total` namespaces; `one_network`: all on one network.
+fn group_commit(clients: usize, total: usize, one_network: bool) {
+    let s = Scratch::new(&format!(
+        "gc{clients}{}",
+        if one_network { "one" } else { "" }
+    ));
+    let host = s.ns("host");
+    let per = total / clients;
+    let sbs: Vec<PathBuf> = (0..per * clients).map(|i| s.ns(&format!("c{i}"))).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let e = Engine::open(cfg(&s, &host)).await.unwrap();
+        let store = e.store().clone();
+        let nets = if one_network { 1 } else { clients };
+        for n in 0..nets {
+            e.create_network(NetworkCreate {
+                name: format!("n{n}"),
+                // Docker's default pools are 31: more networks than that need a subnet.
+                ipam_config: vec![weft::model::IpamConfigRequest {
+                    subnet: Some(format!("10.{}.0.0/16", 100 + n).parse().unwrap()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        let (c0, _) = store.commit_counts();
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for k in 0..clients {
+            let e = e.clone();
+            let sbs = sbs.clone();
+            let net = if one_network { 0 } else { k };
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                for j in 0..per {
+                    let i = k * per + j;
+                    let t = Instant::now();
+                    e.create_sandbox(SandboxCreate {
+                        name: format!("c{i}"),
+                        network: Some(format!("n{net}")),
+                        netns: Some(sbs[i].clone()),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                    lat.push(t.elapsed());
+                }
+                lat
+            }));
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await.unwrap());
+        }
+        let wall = started.elapsed();
+        let (c1, _) = store.commit_counts();
+        println!(
+            "  {clients:>2} clients, {:<17} attach {} median, {} p99; {:>6.0} attaches/s; {:.2} durable commits per attach",
+            if one_network { "one network:" } else { "own networks:" },
+            ms(pct(&lat, 0.5)),
+            ms(pct(&lat, 0.99)),
+            lat.len() as f64 / wall.as_secs_f64(),
+            (c1 - c0) as f64 / lat.len() as f64,
+        );
+        let names: Vec<String> = (0..per * clients).map(|i| format!("c{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        e.remove_sandboxes(&refs, false).await.unwrap();
+    });
+}
+
+fn in_ns_cmd(ns: &Path, prog: &str) -> Command {
+    let f = std::fs::File::open(ns).unwrap();
+    let mut c = Command::new(prog);
+    unsafe {
+        c.pre_exec(move || {
+            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+        });
+    }
+    c
+}
+
+/// One HTTP/1.1 exchange on a unix socket: status and body.
+fn http(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut s = UnixStream::connect(sock).unwrap();
+    let req = match body {
+        Some(b) => format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+            b.len()
+        ),
+        None => format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    };
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+/// A `weft sandbox …` command through weft's socket; its exit code and stdout/stderr.
+fn weft_cmd(sock: &Path, cmd: &weft::cli::Cmd) -> (i32, String) {
+    let (st, body) = http(
+        sock,
+        "POST",
+        "/weft/v1/run",
+        Some(&serde_json::to_string(cmd).unwrap()),
+    );
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (
+        v["code"].as_i64().unwrap() as i32,
+        format!(
+            "{}{}",
+            v["stdout"].as_str().unwrap(),
+            v["stderr"].as_str().unwrap()
+        ),
+    )
+}
+
+fn daemon_clients(clients: usize, per: usize) {
+    let s = Scratch::new("api");
+    let host = s.ns("host");
+    let mut c = in_ns_cmd(&host, env!("CARGO_BIN_EXE_weft"));
+    c.arg("--root")
+        .arg(s.dir.join("root"))
+        .arg("--run-root")
+        .arg(s.dir.join("run"))
+        .arg("daemon")
+        .env("WEFT_LOG", "warn")
+        .stdout(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let sock = s.dir.join("run/weft.sock");
+    let docker = s.dir.join("run/docker.sock");
+    let t = Instant::now();
+    while UnixStream::connect(&sock).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (st, body) = http(
+        &docker,
+        "POST",
+        "/v1.50/networks/create",
+        Some(r#"{"Name":"bench","IPAM":{"Config":[{"Subnet":"10.99.0.0/16"}]}}"#),
+    );
+    assert_eq!(st, 201, "{body}");
+    let barrier = Arc::new(std::sync::Barrier::new(clients));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|k| {
+            let sock = sock.clone();
+            let docker = docker.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut create = Vec::new();
+                let mut failures = Vec::new();
+                let mut made = Vec::new();
+                for j in 0..per {
+                    let name = format!("c{k}-{j}");
+                    let cmd = weft::cli::Cmd::Sandbox(weft::cli::sandbox::SandboxCmd::Create {
+                        network: Some("bench".into()),
+                        ip: None,
+                        ip6: None,
+                        alias: vec![],
+                        mac_address: None,
+                        netns: None,
+                        name: name.clone(),
+                    });
+                    let t = Instant::now();
+                    let (code, out) = weft_cmd(&sock, &cmd);
+                    create.push(t.elapsed());
+                    if code == 0 {
+                        made.push(name);
+                    } else {
+                        failures.push(out);
+                    }
+                }
+                let created_at = Instant::now();
+                barrier.wait();
+                let mut ips = Vec::new();
+                for n in &made {
+                    let (st, body) =
+                        http(&docker, "GET", &format!("/v1.50/containers/{n}/json"), None);
+                    assert_eq!(st, 200, "{body}");
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    ips.push(
+                        v["NetworkSettings"]["Networks"]["bench"]["IPAddress"]
+                            .as_str()
+                            .unwrap()
+                            .to_string(),
+                    );
+                }
+                let mut remove = Vec::new();
+                for n in &made {
+                    let cmd = weft::cli::Cmd::Sandbox(weft::cli::sandbox::SandboxCmd::Rm {
+                        force: false,
+                        sandboxes: vec![n.clone()],
+                    });
+                    let t = Instant::now();
+                    let (code, out) = weft_cmd(&sock, &cmd);
+                    remove.push(t.elapsed());
+                    if code != 0 {
+                        failures.push(out);
+                    }
+                }
+                (create, remove, failures, ips, created_at)
+            })
+        })
+        .collect();
+    let (mut create, mut remove, mut failures, mut ips) = (vec![], vec![], vec![], vec![]);
+    let mut last_created = started;
+    for t in threads {
+        let (c, r, f, i, at) = t.join().unwrap();
+        create.extend(c);
+        remove.extend(r);
+        failures.extend(f);
+        ips.extend(i);
+        last_created = last_created.max(at);
+    }
+    let wall = started.elapsed();
+    let n_ips = ips.len();
+    ips.sort();
+    ips.dedup();
+    let dups = n_ips - ips.len();
+    let create_wall = last_created - started;
+    println!(
+        "  weft daemon, {clients} clients × {per} sandboxes on one network: {} failures, {dups} duplicate addresses of {n_ips}",
+        failures.len()
+    );
+    println!(
+        "    create {} median, {} p99, {:.0} creates/s; remove {} median, {} p99; all {} ops in {:.1} s ({:.0} ops/s)",
+        ms(pct(&create, 0.5)),
+        ms(pct(&create, 0.99)),
+        create.len() as f64 / create_wall.as_secs_f64(),
+        ms(pct(&remove, 0.5)),
+        ms(pct(&remove, 0.99)),
+        create.len() + remove.len(),
+        wall.as_secs_f64(),
+        (create.len() + remove.len()) as f64 / wall.as_secs_f64()
+    );
+    for f in failures.iter().take(3) {
+        println!("    failure: {}", f.trim());
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    let check = in_ns_cmd(&host, env!("CARGO_BIN_EXE_weft"))
+        .arg("--root")
+        .arg(s.dir.join("root"))
+        .arg("--run-root")
+        .arg(s.dir.join("run"))
+        .args(["system", "check"])
+        .output()
+        .unwrap();
+    println!(
+        "    afterwards: {}",
+        String::from_utf8_lossy(&check.stdout).trim()
+    );
+}
+
+fn main() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the benchmark makes namespaces and links: run it as root"
+    );
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |flag: &str, d: usize| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let total = arg("--total", 256);
+    println!(
+        "Group commit: {total} attaches (given netns) by 1, 8 and 32 concurrent clients ({} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    for clients in [1, 8, 32] {
+        group_commit(clients, total, false);
+    }
+    for clients in [8, 32] {
+        group_commit(clients, total, true);
+    }
+    println!("Concurrent API clients:");
+    daemon_clients(arg("--clients", 50), arg("--per", 20));
+    if Path::new("/usr/sbin/dockerd").exists() || Path::new("/usr/bin/dockerd").exists() {
+        println!(
+            "  dockerd is installed, but this benchmark does not drive it yet: no comparison row"
+        );
+    } else {
+        println!("  dockerd 20.10 (Debian docker.io) is not installed here: no comparison row (apt-get install docker.io to add it)");
+    }
+}
