@@ -296,6 +296,33 @@ fn every_error_of_the_table_reaches_the_docker_cli_as_dockerd_says_it() {
         d.docker_err(&["inspect", "nosuch"]),
         "Error: No such object: nosuch"
     );
+    // An ambiguous ID prefix: among 17 networks two share a first hex digit (pigeonhole).
+    let mut firsts = std::collections::BTreeMap::<char, usize>::new();
+    let mut made = 0;
+    let dup = loop {
+        let ids = d.docker_ok(&["network", "ls", "-q", "--no-trunc"]);
+        for id in ids.lines() {
+            *firsts.entry(id.chars().next().unwrap()).or_default() += 1;
+        }
+        if let Some((c, n)) = firsts.iter().find(|(_, n)| **n > 1) {
+            break (*c, *n);
+        }
+        firsts.clear();
+        d.docker_ok(&["network", "create", &format!("amb{made}")]);
+        made += 1;
+        assert!(made <= 17, "no shared first digit among {ids}");
+    };
+    let prefix = dup.0.to_string();
+    assert_eq!(
+        d.docker_err(&["network", "inspect", &prefix]).lines().last().unwrap(),
+        format!("Error response from daemon: network {prefix} is ambiguous ({} matches found based on ID prefix)", dup.1)
+    );
+    let (s, _, _) =
+        d.http(format!("GET /v1.50/networks/{prefix} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    assert_eq!(s, 400);
+    for i in 0..made {
+        d.docker_ok(&["network", "rm", &format!("amb{i}")]);
+    }
     h.weft_ok(&["system", "check"]);
 }
 
