@@ -212,6 +212,9 @@ fn daemon_clients(clients: usize, per: usize) {
                         alias: vec![],
                         mac_address: None,
                         netns: None,
+                        dns: vec![],
+                        dns_search: vec![],
+                        dns_option: vec![],
                         name: name.clone(),
                     });
                     let t = Instant::now();

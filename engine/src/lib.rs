@@ -25,6 +25,7 @@
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod dns;
 pub mod drivers;
 pub mod engine;
 pub mod error;

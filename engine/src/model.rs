@@ -212,6 +212,14 @@ pub struct Sandbox {
     pub key: PathBuf,
     /// Next connect order number.
     pub next_order: u64,
+    /// `--dns`: the servers names that are not sandboxes' are asked of.
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
+    /// `--dns-search` and `--dns-option`: written to the sandbox's resolv.conf.
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    #[serde(default)]
+    pub dns_options: Vec<String>,
 }
 
 /// What `network create` asks for (the Docker API's NetworkCreateRequest, typed).
@@ -275,6 +283,10 @@ pub struct SandboxCreate {
     pub connect: ConnectOptions,
     /// Use this existing namespace instead of creating one.
     pub netns: Option<PathBuf>,
+    /// `--dns`, `--dns-search`, `--dns-option`.
+    pub dns: Vec<IpAddr>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
 }
 
 /// Filters for `network ls` / `network prune` (Docker's `--filter k=v`, already split).

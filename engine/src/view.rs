@@ -246,6 +246,9 @@ mod tests {
             mode: NsMode::Owned,
             key: "/run/weft/netns/api".into(),
             next_order: 2,
+            dns: vec![],
+            dns_search: vec![],
+            dns_options: vec![],
         };
         let mut other = net();
         other.name = "back".into();

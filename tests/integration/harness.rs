@@ -597,6 +597,11 @@ pub struct Daemon {
 impl TestHost {
     /// Start `weft daemon` for this host and wait until its Docker socket answers.
     pub fn daemon(&self) -> Daemon {
+        self.daemon_env(&[])
+    }
+
+    /// [`TestHost::daemon`] with extra environment variables.
+    pub fn daemon_env(&self, env: &[(&str, &str)]) -> Daemon {
         let sock = self.dir.join("docker.sock");
         let log = self.dir.join(format!("daemon-{}.log", unique("d")));
         let ns = File::open(&self.host_ns).unwrap();
@@ -609,6 +614,7 @@ impl TestHost {
             .arg("--docker-socket")
             .arg(&sock)
             .env("WEFT_LOG", "info,weft=debug")
+            .envs(env.iter().copied())
             .env_remove("WEFT_FAILPOINT")
             .stdout(std::process::Stdio::null())
             .stderr(File::create(&log).unwrap());

@@ -12,6 +12,7 @@ mod core_errors;
 mod core_scale;
 mod core_tx;
 mod crash;
+mod dns;
 mod docker_api;
 mod escapes;
 mod macvlan;

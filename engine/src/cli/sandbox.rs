@@ -28,6 +28,15 @@ pub enum SandboxCmd {
         /// Use this existing namespace (e.g. /proc/PID/ns/net) instead of creating one.
         #[arg(long)]
         netns: Option<PathBuf>,
+        /// A DNS server for names that are not sandboxes' (repeatable).
+        #[arg(long)]
+        dns: Vec<IpAddr>,
+        /// A DNS search domain (repeatable).
+        #[arg(long = "dns-search")]
+        dns_search: Vec<String>,
+        /// A resolver option, e.g. ndots:2 (repeatable).
+        #[arg(long = "dns-option")]
+        dns_option: Vec<String>,
         name: String,
     },
     /// List sandboxes.
@@ -83,8 +92,31 @@ pub fn exec(root: &std::path::Path, sandbox: &str, cmd: &[String]) -> Exit {
             return 1;
         }
     };
+    // The sandbox's resolv.conf, as of now, where `exec` binds it over /etc/resolv.conf.
+    let resolv = match Engine::resolv_conf_in(&store, &sb) {
+        Ok(text) => {
+            let dir = root.join("resolv");
+            let path = dir.join(format!("{}.conf", sb.id));
+            match std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, text)) {
+                Ok(()) => Some(path),
+                Err(e) => {
+                    err_line(format!("cannot write the sandbox's resolv.conf: {e}"));
+                    return 1;
+                }
+            }
+        }
+        Err(e) => {
+            err_line(e);
+            return 1;
+        }
+    };
     drop(store);
-    err_line(crate::net::ns::exec_in(&sb.key, cmd));
+    let host_mode = matches!(sb.mode, NsMode::Host);
+    err_line(crate::net::ns::exec_in(
+        &sb.key,
+        if host_mode { None } else { resolv.as_deref() },
+        cmd,
+    ));
     127
 }
 
@@ -97,6 +129,9 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
             alias,
             mac_address,
             netns,
+            dns,
+            dns_search,
+            dns_option,
             name,
         } => {
             let req = SandboxCreate {
@@ -110,6 +145,9 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
                     ..Default::default()
                 },
                 netns,
+                dns,
+                dns_search,
+                dns_options: dns_option,
             };
             let sb = engine.create_sandbox(req).await?;
             outln!("{}", sb.id);

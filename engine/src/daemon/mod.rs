@@ -130,6 +130,10 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
         ));
     }
     let paths = [opts.docker_socket.clone(), opts.socket.clone()];
+    let resolv = std::env::var_os("WEFT_RESOLV_CONF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/etc/resolv.conf".into());
+    let dns = tokio::spawn(crate::dns::run(engine.clone(), resolv));
     let healer = engine
         .watch_kernel()?
         .map(|rx| tokio::spawn(heal::heal(engine.clone(), rx)));
@@ -153,6 +157,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     if let Some(h) = healer {
         h.abort();
     }
+    dns.abort();
     for p in &paths {
         let _ = std::fs::remove_file(p);
     }

@@ -126,6 +126,9 @@ impl Engine {
             mode: NsMode::Owned,
             key: self.inner.cfg.run_root.join("netns").join(&req.name),
             next_order: 0,
+            dns: req.dns.clone(),
+            dns_search: req.dns_search.clone(),
+            dns_options: req.dns_options.clone(),
         };
         match &target {
             Target::HostMode(_) => {

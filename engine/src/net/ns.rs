@@ -17,6 +17,29 @@ pub fn current() -> Result<File, NetError> {
         .map_err(|e| NetError::io("open /proc/thread-self/ns/net", e))
 }
 
+/// A UDP socket and a TCP listener bound to `addr` inside the namespace `ns` (the kernel
+/// keeps a socket in the namespace it was made in), for tokio.
+pub fn bind_in(
+    ns: &Path,
+    addr: std::net::SocketAddr,
+) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener), NetError> {
+    let f = open(ns)?;
+    let (u, t) = run_in(Some(&f), || {
+        let u = std::net::UdpSocket::bind(addr);
+        let t = std::net::TcpListener::bind(addr);
+        (u, t)
+    })?;
+    let u = u.map_err(|e| NetError::io(format!("bind udp {addr}"), e))?;
+    let t = t.map_err(|e| NetError::io(format!("bind tcp {addr}"), e))?;
+    u.set_nonblocking(true)
+        .and_then(|_| t.set_nonblocking(true))
+        .map_err(|e| NetError::io("set non-blocking", e))?;
+    Ok((
+        tokio::net::UdpSocket::from_std(u).map_err(|e| NetError::io("register udp", e))?,
+        tokio::net::TcpListener::from_std(t).map_err(|e| NetError::io("register tcp", e))?,
+    ))
+}
+
 /// Open a namespace by path (a pin, or /proc/PID/ns/net).
 pub fn open(path: &Path) -> Result<File, NetError> {
     File::open(path)
@@ -200,7 +223,7 @@ pub fn set_lo_up() -> Result<(), NetError> {
 
 /// Replace the calling process with `cmd` running inside the namespace at `path` (what
 /// `weft sandbox exec` does). Returns only on failure.
-pub fn exec_in(path: &Path, cmd: &[String]) -> NetError {
+pub fn exec_in(path: &Path, resolv: Option<&Path>, cmd: &[String]) -> NetError {
     use std::os::unix::process::CommandExt;
     let f = match open(path) {
         Ok(f) => f,
@@ -208,6 +231,24 @@ pub fn exec_in(path: &Path, cmd: &[String]) -> NetError {
     };
     if let Err(e) = setns(f.as_fd(), CloneFlags::CLONE_NEWNET) {
         return NetError::errno(format!("enter {}", path.display()), e as i32);
+    }
+    // The sandbox's resolv.conf over /etc/resolv.conf, in a mount namespace of this process
+    // alone (as `ip netns exec` does with /etc/netns/NAME).
+    if let Some(r) = resolv {
+        use nix::mount::{mount, MsFlags};
+        if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNS) {
+            return NetError::errno("unshare the mount namespace", e as i32);
+        }
+        let none: Option<&str> = None;
+        if let Err(e) = mount(none, "/", none, MsFlags::MS_SLAVE | MsFlags::MS_REC, none) {
+            return NetError::errno("make / a slave mount", e as i32);
+        }
+        if let Err(e) = mount(Some(r), "/etc/resolv.conf", none, MsFlags::MS_BIND, none) {
+            return NetError::errno(
+                format!("bind {} on /etc/resolv.conf", r.display()),
+                e as i32,
+            );
+        }
     }
     let Some((prog, args)) = cmd.split_first() else {
         return NetError::other("exec", "no command given");

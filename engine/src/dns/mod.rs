@@ -1,0 +1,439 @@
+//! Embedded DNS for user-defined networks, served by the daemon.
+//!
+//! One listener (UDP and TCP, port 53) per user-defined bridge network, on its IPv4 gateway
+//! address in the host namespace — not Docker's 127.0.0.11 with a DNAT rule inside every
+//! container: a gateway listener needs no rule in any sandbox namespace, works for namespaces
+//! weft did not make, and keeps every query visible as coming from the sandbox's own address.
+//! That address tells who asks: the answer covers the names on every network the asking
+//! sandbox is on (and nothing else — a name on a network it is not on does not resolve).
+//!
+//! Names: a sandbox's name, its network-scoped aliases and its short (12-character) id, alone
+//! or followed by `.<network>`; A, AAAA and PTR. A name several sandboxes hold answers with
+//! all their addresses, rotated per query (round robin). Everything else is forwarded, as
+//! received, to the asking sandbox's `--dns` servers or the host's (its resolv.conf without
+//! loopback servers), over the transport it came on. The records are read from the store per
+//! query, so a removed sandbox stops resolving at once. The protocol is hickory-proto's.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::model::{Endpoint, Network};
+use crate::Engine;
+
+/// How long a forwarded query may take.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
+/// Docker's fallback when the host has no usable nameserver.
+pub const FALLBACK: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8)),
+    IpAddr::V4(Ipv4Addr::new(8, 8, 4, 4)),
+];
+const TTL: u32 = 600;
+
+/// Does `net` get a resolver? User-defined bridge networks with an IPv4 gateway (Docker's
+/// rule: the default `bridge` network has no name resolution).
+pub fn serves(net: &Network) -> bool {
+    !net.predefined && net.driver == "bridge" && gateway(net).is_some()
+}
+
+/// The address the resolver of `net` listens on.
+pub fn gateway(net: &Network) -> Option<IpAddr> {
+    net.pools_v4().find_map(|p| p.gateway)
+}
+
+/// The nameservers of a resolv.conf text, loopback ones dropped (Docker's rule).
+pub fn upstreams_of(resolv: &str) -> Vec<IpAddr> {
+    resolv
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().split('%').next()?.parse::<IpAddr>().ok())
+        .filter(|a| !a.is_loopback())
+        .collect()
+}
+
+/// The resolver state the daemon shares between listeners.
+pub struct Resolver {
+    engine: Engine,
+    host_resolv: PathBuf,
+    turn: AtomicUsize,
+}
+
+/// What the asker is: its sandbox's endpoints, with their networks.
+struct Asker {
+    nets: Vec<Network>,
+    dns: Vec<IpAddr>,
+}
+
+impl Resolver {
+    pub fn new(engine: Engine, host_resolv: &Path) -> Resolver {
+        Resolver {
+            engine,
+            host_resolv: host_resolv.to_path_buf(),
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// The host's nameservers now (read each time: the host may change them), or Docker's
+    /// fallback.
+    pub fn host_upstreams(&self) -> Vec<IpAddr> {
+        let ups = upstreams_of(&std::fs::read_to_string(&self.host_resolv).unwrap_or_default());
+        if ups.is_empty() {
+            FALLBACK.to_vec()
+        } else {
+            ups
+        }
+    }
+
+    fn asker(&self, net: &Network, src: IpAddr) -> Option<Asker> {
+        let eps = self.engine.network_endpoints(&net.id).ok()?;
+        let me = eps
+            .iter()
+            .find(|e| e.ipv4.map(|a| a.ip()) == Some(src) || e.ipv6.map(|a| a.ip()) == Some(src))?;
+        let sb = self.engine.sandbox(&me.sandbox_id).ok()?;
+        let mut nets = Vec::new();
+        for ep in self.engine.sandbox_endpoints(&sb.id).ok()? {
+            if let Ok(n) = self.engine.network(&ep.network_id) {
+                if serves(&n) {
+                    nets.push(n);
+                }
+            }
+        }
+        Some(Asker {
+            nets,
+            dns: sb.dns.clone(),
+        })
+    }
+
+    /// The answer to `query` from `src` on `net`'s listener, or `None`: forward it to these
+    /// servers.
+    fn answer(&self, net: &Network, src: IpAddr, query: &[u8]) -> Result<Vec<u8>, Vec<IpAddr>> {
+        let Ok(req) = Message::from_vec(query) else {
+            return Ok(Vec::new()); // not DNS: no answer at all
+        };
+        let asker = self.asker(net, src);
+        let upstream = match &asker {
+            Some(a) if !a.dns.is_empty() => a.dns.clone(),
+            _ => self.host_upstreams(),
+        };
+        let Some(q) = req.queries.first().cloned() else {
+            return Ok(self.reply(&req, ResponseCode::FormErr, vec![]));
+        };
+        // Only askers on this network are answered from its records.
+        let nets = match &asker {
+            Some(a) => a.nets.clone(),
+            None => return Err(upstream),
+        };
+        let qname = q.name().to_ascii().to_lowercase();
+        let qname = qname.trim_end_matches('.');
+        match q.query_type() {
+            RecordType::PTR => {
+                let Some(ip) = ptr_ip(qname) else {
+                    return Err(upstream);
+                };
+                for n in &nets {
+                    for ep in self.engine.network_endpoints(&n.id).unwrap_or_default() {
+                        if ep.ipv4.map(|a| a.ip()) == Some(ip)
+                            || ep.ipv6.map(|a| a.ip()) == Some(ip)
+                        {
+                            let target = Name::from_ascii(format!("{}.{}.", ep.name, n.name));
+                            if let Ok(t) = target {
+                                let rec =
+                                    Record::from_rdata(q.name().clone(), TTL, RData::PTR(PTR(t)));
+                                return Ok(self.reply(&req, ResponseCode::NoError, vec![rec]));
+                            }
+                        }
+                    }
+                }
+                Err(upstream)
+            }
+            RecordType::A | RecordType::AAAA => {
+                let mut found = false;
+                let mut addrs: Vec<IpAddr> = Vec::new();
+                for n in &nets {
+                    let suffix = format!(".{}", n.name.to_lowercase());
+                    let bare = qname.strip_suffix(suffix.as_str()).unwrap_or(qname);
+                    for ep in self.engine.network_endpoints(&n.id).unwrap_or_default() {
+                        if holds(&ep, bare) {
+                            found = true;
+                            let a = match q.query_type() {
+                                RecordType::A => ep.ipv4.map(|a| a.ip()),
+                                _ => ep.ipv6.map(|a| a.ip()),
+                            };
+                            if let Some(a) = a {
+                                if !addrs.contains(&a) {
+                                    addrs.push(a);
+                                }
+                            }
+                        }
+                    }
+                }
+                if !found {
+                    return Err(upstream);
+                }
+                if addrs.len() > 1 {
+                    let k = self.turn.fetch_add(1, Ordering::Relaxed) % addrs.len();
+                    addrs.rotate_left(k);
+                }
+                let recs = addrs
+                    .into_iter()
+                    .map(|a| {
+                        let data = match a {
+                            IpAddr::V4(v) => RData::A(A(v)),
+                            IpAddr::V6(v) => RData::AAAA(AAAA(v)),
+                        };
+                        Record::from_rdata(q.name().clone(), TTL, data)
+                    })
+                    .collect();
+                Ok(self.reply(&req, ResponseCode::NoError, recs))
+            }
+            _ => Err(upstream),
+        }
+    }
+
+    fn reply(&self, req: &Message, code: ResponseCode, answers: Vec<Record>) -> Vec<u8> {
+        let mut m = Message::new(req.metadata.id, MessageType::Response, req.metadata.op_code);
+        m.metadata.response_code = code;
+        m.metadata.recursion_desired = req.metadata.recursion_desired;
+        m.metadata.recursion_available = true;
+        m.metadata.authoritative = true;
+        m.add_queries(req.queries.iter().cloned());
+        m.add_answers(answers);
+        m.to_vec().unwrap_or_default()
+    }
+}
+
+/// Does `ep` answer to `name` (its sandbox's name, an alias, its short id)?
+fn holds(ep: &Endpoint, name: &str) -> bool {
+    ep.name.eq_ignore_ascii_case(name)
+        || ep.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+        || (name.len() == 12 && ep.sandbox_id.starts_with(name))
+}
+
+/// The address of a reverse name (`4.3.2.1.in-addr.arpa`, nibbles `.ip6.arpa`).
+fn ptr_ip(q: &str) -> Option<IpAddr> {
+    if let Some(v4) = q.strip_suffix(".in-addr.arpa") {
+        let mut o: Vec<u8> = v4
+            .split('.')
+            .map(|p| p.parse().ok())
+            .collect::<Option<_>>()?;
+        if o.len() != 4 {
+            return None;
+        }
+        o.reverse();
+        return Some(IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], o[3])));
+    }
+    let v6 = q.strip_suffix(".ip6.arpa")?;
+    let nibbles: Vec<u8> = v6
+        .split('.')
+        .map(|p| u8::from_str_radix(p, 16).ok().filter(|n| *n < 16))
+        .collect::<Option<_>>()?;
+    if nibbles.len() != 32 {
+        return None;
+    }
+    let mut b = [0u8; 16];
+    for (i, n) in nibbles.iter().rev().enumerate() {
+        b[i / 2] |= if i % 2 == 0 { n << 4 } else { *n };
+    }
+    Some(IpAddr::V6(Ipv6Addr::from(b)))
+}
+
+/// Forward a query over UDP to the first server that answers.
+async fn forward_udp(servers: &[IpAddr], query: &[u8]) -> Option<Vec<u8>> {
+    for s in servers {
+        let bind: SocketAddr = if s.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        let Ok(sock) = tokio::net::UdpSocket::bind(bind).await else {
+            continue;
+        };
+        if sock.send_to(query, (*s, 53)).await.is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; 65535];
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(FORWARD_TIMEOUT, sock.recv_from(&mut buf)).await
+        {
+            buf.truncate(n);
+            return Some(buf);
+        }
+    }
+    None
+}
+
+/// Forward a query over TCP (length-prefixed) to the first server that answers.
+async fn forward_tcp(servers: &[IpAddr], query: &[u8]) -> Option<Vec<u8>> {
+    for s in servers {
+        let r = tokio::time::timeout(FORWARD_TIMEOUT, async {
+            let mut c = tokio::net::TcpStream::connect((*s, 53)).await?;
+            c.write_all(&(query.len() as u16).to_be_bytes()).await?;
+            c.write_all(query).await?;
+            let n = c.read_u16().await? as usize;
+            let mut buf = vec![0u8; n];
+            c.read_exact(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await;
+        if let Ok(Ok(b)) = r {
+            return Some(b);
+        }
+    }
+    None
+}
+
+fn servfail(query: &[u8]) -> Vec<u8> {
+    match Message::from_vec(query) {
+        Ok(req) => {
+            let mut m = Message::error_msg(
+                req.metadata.id,
+                req.metadata.op_code,
+                ResponseCode::ServFail,
+            );
+            m.add_queries(req.queries.iter().cloned());
+            m.to_vec().unwrap_or_default()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn resolve(r: &Resolver, net_id: &str, src: IpAddr, query: &[u8], tcp: bool) -> Vec<u8> {
+    let Ok(net) = r.engine.network(net_id) else {
+        return Vec::new();
+    };
+    match r.answer(&net, src, query) {
+        Ok(reply) => reply,
+        Err(servers) => {
+            let got = if tcp {
+                forward_tcp(&servers, query).await
+            } else {
+                forward_udp(&servers, query).await
+            };
+            got.unwrap_or_else(|| servfail(query))
+        }
+    }
+}
+
+/// Serve one network's resolver on `addr:53` (sockets made by the caller in the host
+/// namespace) until the task is aborted.
+pub async fn serve_network(
+    r: Arc<Resolver>,
+    net_id: String,
+    udp: tokio::net::UdpSocket,
+    tcp: tokio::net::TcpListener,
+) {
+    let udp = Arc::new(udp);
+    let tcp_task = {
+        let r = r.clone();
+        let net_id = net_id.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, peer)) = tcp.accept().await else {
+                    continue;
+                };
+                let r = r.clone();
+                let net_id = net_id.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                        loop {
+                            let n = conn.read_u16().await? as usize;
+                            let mut q = vec![0u8; n];
+                            conn.read_exact(&mut q).await?;
+                            let a = resolve(&r, &net_id, peer.ip(), &q, true).await;
+                            conn.write_all(&(a.len() as u16).to_be_bytes()).await?;
+                            conn.write_all(&a).await?;
+                        }
+                        #[allow(unreachable_code)]
+                        Ok::<_, std::io::Error>(())
+                    })
+                    .await;
+                });
+            }
+        })
+    };
+    let _guard = AbortOnDrop(tcp_task);
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+            continue;
+        };
+        let q = buf[..n].to_vec();
+        let (r, udp, net_id) = (r.clone(), udp.clone(), net_id.clone());
+        tokio::spawn(async move {
+            let a = resolve(&r, &net_id, peer.ip(), &q, false).await;
+            if !a.is_empty() {
+                let _ = udp.send_to(&a, peer).await;
+            }
+        });
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keep one resolver per network that [`serves`]: started for the networks there are and
+/// those created later, stopped with their networks. Runs until its task is aborted.
+pub async fn run(engine: Engine, host_resolv: PathBuf) {
+    let r = Arc::new(Resolver::new(engine.clone(), &host_resolv));
+    let mut events = engine.subscribe();
+    let mut running: std::collections::BTreeMap<String, AbortOnDrop> = Default::default();
+    let sync = |running: &mut std::collections::BTreeMap<String, AbortOnDrop>| {
+        let nets = engine.networks(&Default::default()).unwrap_or_default();
+        running.retain(|id, _| nets.iter().any(|n| &n.id == id && serves(n)));
+        for n in nets.iter().filter(|n| serves(n)) {
+            if running.contains_key(&n.id) {
+                continue;
+            }
+            let gw = gateway(n).expect("serves() checked");
+            match engine.bind_dns(SocketAddr::new(gw, 53)) {
+                Ok((udp, tcp)) => {
+                    tracing::info!(network = %n.name, address = %gw, "DNS resolver listening");
+                    let t = tokio::spawn(serve_network(r.clone(), n.id.clone(), udp, tcp));
+                    running.insert(n.id.clone(), AbortOnDrop(t));
+                }
+                Err(e) => tracing::warn!(network = %n.name, "no DNS resolver: {e}"),
+            }
+        }
+    };
+    sync(&mut running);
+    loop {
+        match events.recv().await {
+            Ok(ev) if matches!(ev.action, "create" | "destroy" | "prune") => sync(&mut running),
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => sync(&mut running),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reverse_names_and_upstreams() {
+        assert_eq!(
+            ptr_ip("9.1.30.172.in-addr.arpa"),
+            Some("172.30.1.9".parse().unwrap())
+        );
+        let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa";
+        assert_eq!(ptr_ip(v6), Some("fd00::1".parse().unwrap()));
+        assert_eq!(ptr_ip("example.com"), None);
+        assert_eq!(
+            upstreams_of("# c\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nsearch x\n"),
+            vec!["10.0.0.2".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]
+        );
+    }
+}

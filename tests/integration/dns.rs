@@ -1,0 +1,282 @@
+//! Embedded DNS: sandboxes on user-defined networks find each other by name, alias and short
+//! id through the daemon's resolver on the network's gateway; other names are forwarded to a
+//! resolver in the test's "outside" namespace; the default bridge has no name resolution.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::harness::*;
+
+const OUTSIDE_NAME: &str = "outside.test.";
+const OUTSIDE_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
+
+/// A resolver in the outside namespace: `outside.test` → 192.0.2.53, NXDOMAIN otherwise;
+/// UDP and TCP on port 53. Runs until the test process ends.
+fn outside_resolver(out: &std::path::Path, addr: Ipv4Addr) {
+    let answer = |q: &[u8]| -> Vec<u8> {
+        let req = Message::from_vec(q).unwrap();
+        let mut m = Message::new(req.metadata.id, MessageType::Response, OpCode::Query);
+        m.add_queries(req.queries.iter().cloned());
+        let q0 = &req.queries[0];
+        if q0.name().to_ascii() == OUTSIDE_NAME && q0.query_type() == RecordType::A {
+            m.add_answer(Record::from_rdata(
+                q0.name().clone(),
+                60,
+                RData::A(A(OUTSIDE_ADDR)),
+            ));
+        } else {
+            m.metadata.response_code = ResponseCode::NXDomain;
+        }
+        m.to_vec().unwrap()
+    };
+    let (udp, tcp) = in_ns(out, move || {
+        (
+            UdpSocket::bind((addr, 53)).unwrap(),
+            std::net::TcpListener::bind((addr, 53)).unwrap(),
+        )
+    })
+    .join()
+    .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, peer)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(&answer(&buf[..n]), peer);
+        }
+    });
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for c in tcp.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut len = [0u8; 2];
+            if c.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+            if c.read_exact(&mut q).is_err() {
+                continue;
+            }
+            let a = answer(&q);
+            let _ = c.write_all(&(a.len() as u16).to_be_bytes());
+            let _ = c.write_all(&a);
+        }
+    });
+}
+
+/// Ask `server` for `name` from inside `ns` (UDP, or TCP); the answer's code and addresses
+/// in order.
+fn ask(ns: &std::path::Path, server: IpAddr, name: &str, tcp: bool) -> (ResponseCode, Vec<IpAddr>) {
+    let mut m = Message::query();
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let q = m.to_vec().unwrap();
+    let raw = in_ns(ns, move || -> Vec<u8> {
+        if tcp {
+            use std::io::{Read, Write};
+            let mut c = std::net::TcpStream::connect_timeout(
+                &SocketAddr::new(server, 53),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
+            c.write_all(&q).unwrap();
+            let mut len = [0u8; 2];
+            c.read_exact(&mut len).unwrap();
+            let mut b = vec![0u8; u16::from_be_bytes(len) as usize];
+            c.read_exact(&mut b).unwrap();
+            b
+        } else {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.send_to(&q, (server, 53)).unwrap();
+            let mut b = vec![0u8; 4096];
+            let n = s.recv(&mut b).unwrap();
+            b.truncate(n);
+            b
+        }
+    })
+    .join()
+    .unwrap();
+    let r = Message::from_vec(&raw).unwrap();
+    let addrs = r
+        .answers
+        .iter()
+        .filter_map(|a| match &a.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect();
+    (r.metadata.response_code, addrs)
+}
+
+/// The host's resolv.conf the test gives weft (`WEFT_RESOLV_CONF`).
+fn host_resolv(h: &TestHost) -> String {
+    h.dir.join("host-resolv.conf").to_str().unwrap().to_string()
+}
+
+/// `weft sandbox exec SB -- ARGS`, with the test's host resolv.conf.
+fn exec(h: &TestHost, sb: &str, args: &[&str]) -> std::process::Output {
+    let mut a = vec!["sandbox", "exec", sb, "--"];
+    a.extend_from_slice(args);
+    h.weft_env(&a, &[("WEFT_RESOLV_CONF", &host_resolv(h))])
+}
+
+fn getent(h: &TestHost, sb: &str, name: &str) -> Option<String> {
+    let o = exec(h, sb, &["getent", "hosts", name]);
+    o.status.success().then(|| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
+#[test]
+fn sandboxes_find_each_other_by_name_and_other_names_are_forwarded() {
+    let h = TestHost::new("dns");
+    let out = h.outside("dnsout", "10.72.9.1", "10.72.9.2");
+    outside_resolver(&out, "10.72.9.2".parse().unwrap());
+    let resolv = std::path::PathBuf::from(host_resolv(&h));
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.53\nnameserver 10.72.9.2\nsearch example.internal\n",
+    )
+    .unwrap();
+    let resolv_s = resolv.to_str().unwrap();
+    let _d = h.daemon_env(&[("WEFT_RESOLV_CONF", resolv_s)]);
+    h.weft_ok(&["network", "create", "--subnet", "10.72.0.0/24", "web"]);
+    h.weft_ok(&["network", "create", "--subnet", "10.72.1.0/24", "other"]);
+    for (name, net, alias) in [
+        ("a", "web", None),
+        ("b", "web", None),
+        ("c", "web", Some("db")),
+        ("d", "web", Some("db")),
+        ("e", "web", Some("db")),
+        ("x", "other", None),
+        ("y", "other", None),
+    ] {
+        let mut args = vec!["sandbox", "create", "--network", net];
+        if let Some(a) = alias {
+            args.extend(["--alias", a]);
+        }
+        args.push(name);
+        h.weft_ok(&args);
+    }
+    let gw: IpAddr = "10.72.0.1".parse().unwrap();
+    let ka = key(&h, "a");
+    let ip = |n: &str| sandbox_ip(&h, n);
+
+    // The sandbox's resolv.conf names the resolver.
+    let rc =
+        String::from_utf8_lossy(&exec(&h, "a", &["cat", "/etc/resolv.conf"]).stdout).into_owned();
+    assert!(
+        rc.contains("nameserver 10.72.0.1\n") && rc.contains("options ndots:0"),
+        "{rc}"
+    );
+    // By name, by name.network, by short id, by reverse lookup.
+    assert_eq!(getent(&h, "a", "b"), Some(format!("{} b", ip("b"))));
+    assert_eq!(getent(&h, "a", "b.web"), Some(format!("{} b.web", ip("b"))));
+    let b_id = h.engine().sandbox("b").unwrap().id;
+    assert_eq!(ask(&ka, gw, &b_id[..12], false).1, vec![ip("b")]);
+    assert_eq!(
+        getent(&h, "a", &ip("b").to_string()),
+        Some(format!("{} b.web", ip("b")))
+    );
+    // An alias three sandboxes hold: all three, each first in turn.
+    let holders: std::collections::BTreeSet<IpAddr> = [ip("c"), ip("d"), ip("e")].into();
+    let mut firsts = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let (code, addrs) = ask(&ka, gw, "db", false);
+        assert_eq!(code, ResponseCode::NoError);
+        assert_eq!(
+            addrs
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>(),
+            holders
+        );
+        firsts.insert(addrs[0]);
+    }
+    assert_eq!(firsts, holders, "round robin: each holder first once");
+    // Over TCP too.
+    assert_eq!(ask(&ka, gw, "b", true).1, vec![ip("b")]);
+    // A TCP connection by name.
+    let server = tcp_server(&key(&h, "b"), SocketAddr::new(ip("b"), 8080));
+    std::thread::sleep(Duration::from_millis(100));
+    let o = h.weft(&[
+        "sandbox",
+        "exec",
+        "a",
+        "--",
+        "bash",
+        "-c",
+        "echo hi >/dev/tcp/b/8080",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(server.join().unwrap().map(|p| p.ip()), Some(ip("a")));
+
+    // A name on a network the asker is not on: not answered from records (forwarded, and
+    // the outside resolver does not know it); the positive control on its own network.
+    assert_eq!(getent(&h, "a", "x"), None);
+    assert_eq!(getent(&h, "y", "x"), Some(format!("{} x", ip("x"))));
+    assert_eq!(ask(&ka, gw, "x", false).0, ResponseCode::NXDomain);
+
+    // Forwarded: a name only the outside resolver knows, UDP and TCP, loopback servers of
+    // the host's resolv.conf skipped.
+    assert_eq!(
+        getent(&h, "a", "outside.test"),
+        Some(format!("{OUTSIDE_ADDR} outside.test"))
+    );
+    assert_eq!(
+        ask(&ka, gw, "outside.test", true).1,
+        vec![IpAddr::V4(OUTSIDE_ADDR)]
+    );
+
+    // A removed sandbox stops resolving at once.
+    h.weft_ok(&["sandbox", "rm", "b"]);
+    let t = Instant::now();
+    assert_eq!(ask(&ka, gw, "b", false).0, ResponseCode::NXDomain);
+    assert!(t.elapsed() < Duration::from_secs(1));
+
+    // The default bridge network: no name resolution; resolv.conf is the host's without its
+    // loopback server, with --dns / --dns-search / --dns-option as given.
+    h.weft_ok(&["sandbox", "create", "p"]);
+    h.weft_ok(&["sandbox", "create", "q"]);
+    let rc =
+        String::from_utf8_lossy(&exec(&h, "p", &["cat", "/etc/resolv.conf"]).stdout).into_owned();
+    assert_eq!(
+        rc,
+        "# Generated by weft.\nnameserver 10.72.9.2\nsearch example.internal\n"
+    );
+    assert_eq!(
+        getent(&h, "p", "q"),
+        None,
+        "the default bridge resolves no names"
+    );
+    assert_eq!(
+        getent(&h, "p", "outside.test"),
+        Some(format!("{OUTSIDE_ADDR} outside.test"))
+    );
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--dns",
+        "10.72.9.2",
+        "--dns-search",
+        "corp.example",
+        "--dns-option",
+        "ndots:2",
+        "r",
+    ]);
+    let rc =
+        String::from_utf8_lossy(&exec(&h, "r", &["cat", "/etc/resolv.conf"]).stdout).into_owned();
+    assert_eq!(
+        rc,
+        "# Generated by weft.\nnameserver 10.72.9.2\nsearch corp.example\noptions ndots:2\n"
+    );
+    h.weft_ok(&["system", "check"]);
+}
