@@ -380,3 +380,44 @@ fn external_namespace_given_by_path() {
         "{l:?}"
     );
 }
+
+#[test]
+fn the_bridge_keeps_its_mac_when_sandboxes_leave() {
+    let h = TestHost::new("brmac");
+    let id = h.weft_ok(&["network", "create", "--subnet", "10.76.0.0/24", "m"]);
+    let br = format!("br-{}", &id[..12]);
+    let mac = |h: &TestHost| {
+        let o = h.ip(&h.host_ns, &["-o", "link", "show", "dev", &br]);
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        s.split("link/ether ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    for s in ["s1", "s2", "s3"] {
+        h.weft_ok(&["sandbox", "create", "--network", "m", s]);
+    }
+    let before = mac(&h);
+    assert_eq!(
+        before,
+        format!(
+            "02:42:{}:{}:{}:{}",
+            &id[0..2],
+            &id[2..4],
+            &id[4..6],
+            &id[6..8]
+        )
+    );
+    let gw: std::net::IpAddr = "10.76.0.1".parse().unwrap();
+    let k3 = key(&h, "s3");
+    assert!(ping(&k3, gw));
+    for s in ["s1", "s2"] {
+        h.weft_ok(&["sandbox", "rm", s]);
+        assert_eq!(mac(&h), before, "the bridge's MAC changed when {s} left");
+        // The remaining sandbox's ARP entry for the gateway still holds.
+        assert!(ping(&k3, gw), "s3 lost its gateway when {s} left");
+    }
+}

@@ -46,12 +46,17 @@ fn snapshot(h: &TestHost, sandboxes: &[&str]) -> String {
     host_links.sort();
     out += &format!("host links: {host_links:?}\n");
     for fam in ["-4", "-6"] {
-        // A bridge's carrier ("linkdown") follows its ports a moment later: not state.
-        out += &format!(
-            "host routes {fam}: {}\n",
+        // A bridge's carrier ("linkdown") follows its ports a moment later, and the IPv6
+        // link-local route the kernel gives a bridge once it has had carrier is the kernel's
+        // (addrconf), not weft's: neither is state.
+        let routes =
             String::from_utf8_lossy(&run_ok(&h.host_ns, "ip", &[fam, "route", "show"]).stdout)
-                .replace(" linkdown", "")
-        );
+                .replace(" linkdown", "");
+        let routes: Vec<&str> = routes
+            .lines()
+            .filter(|l| !(l.starts_with("fe80::/64 ") && l.contains("proto kernel")))
+            .collect();
+        out += &format!("host routes {fam}: {}\n", routes.join("\n"));
     }
     // nft lists chains in the order they were made: compare the lines, not their order.
     let mut nft: Vec<String> = h

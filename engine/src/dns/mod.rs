@@ -11,8 +11,10 @@
 //! or followed by `.<network>`; A, AAAA and PTR. A name several sandboxes hold answers with
 //! all their addresses, rotated per query (round robin). Everything else is forwarded, as
 //! received, to the asking sandbox's `--dns` servers or the host's (its resolv.conf without
-//! loopback servers), over the transport it came on. The records are read from the store per
-//! query, so a removed sandbox stops resolving at once. The protocol is hickory-proto's.
+//! loopback servers), over the transport it came on. The records come from a snapshot of the
+//! store that is taken again after every commit this process makes (and at least every
+//! 250 ms, for changes other processes make), so a removed sandbox stops resolving at once.
+//! The protocol is hickory-proto's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -63,12 +65,28 @@ pub struct Resolver {
     engine: Engine,
     host_resolv: PathBuf,
     turn: AtomicUsize,
+    snap: std::sync::Mutex<Option<Arc<Snapshot>>>,
 }
 
+/// The records the answers come from, read at once. Valid until this process commits a
+/// change to the store, and for [`SNAPSHOT_AGE`] at most (another process's changes).
+struct Snapshot {
+    at: std::time::Instant,
+    commits: u64,
+    nets: std::collections::HashMap<String, Network>,
+    eps_by_net: std::collections::HashMap<String, Vec<Endpoint>>,
+    /// sandbox id → (the networks it is on that have a resolver, its --dns servers)
+    sandboxes: std::collections::HashMap<String, (Vec<String>, Vec<IpAddr>)>,
+}
+
+/// The longest a snapshot is used without a local commit (a change another process made
+/// shows within this).
+pub const SNAPSHOT_AGE: Duration = Duration::from_millis(250);
+
 /// What the asker is: its sandbox's endpoints, with their networks.
-struct Asker {
-    nets: Vec<Network>,
-    dns: Vec<IpAddr>,
+struct Asker<'s> {
+    nets: Vec<&'s Network>,
+    dns: &'s [IpAddr],
 }
 
 impl Resolver {
@@ -77,7 +95,55 @@ impl Resolver {
             engine,
             host_resolv: host_resolv.to_path_buf(),
             turn: AtomicUsize::new(0),
+            snap: Default::default(),
         }
+    }
+
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        let commits = self.engine.store().commit_counts().0;
+        if let Some(s) = self.snap.lock().unwrap().as_ref() {
+            if s.commits == commits && s.at.elapsed() < SNAPSHOT_AGE {
+                return Some(s.clone());
+            }
+        }
+        let r = self.engine.store().read().ok()?;
+        let nets: Vec<Network> =
+            crate::store::list_json(&*r, crate::store::Table::Networks).ok()?;
+        let eps: Vec<Endpoint> =
+            crate::store::list_json(&*r, crate::store::Table::Endpoints).ok()?;
+        let sbs: Vec<crate::model::Sandbox> =
+            crate::store::list_json(&*r, crate::store::Table::Sandboxes).ok()?;
+        let nets: std::collections::HashMap<String, Network> =
+            nets.into_iter().map(|n| (n.id.clone(), n)).collect();
+        let mut eps_by_net: std::collections::HashMap<String, Vec<Endpoint>> = Default::default();
+        let mut sandboxes: std::collections::HashMap<String, (Vec<String>, Vec<IpAddr>)> = sbs
+            .into_iter()
+            .map(|sb| (sb.id, (vec![], sb.dns)))
+            .collect();
+        let mut eps = eps;
+        eps.sort_by_key(|e| e.order);
+        for ep in eps {
+            if let Some(n) = nets.get(&ep.network_id) {
+                if serves(n) {
+                    if let Some(sb) = sandboxes.get_mut(&ep.sandbox_id) {
+                        sb.0.push(n.id.clone());
+                    }
+                }
+            }
+            eps_by_net
+                .entry(ep.network_id.clone())
+                .or_default()
+                .push(ep);
+        }
+        let s = Arc::new(Snapshot {
+            at: std::time::Instant::now(),
+            commits,
+            nets,
+            eps_by_net,
+            sandboxes,
+        });
+        *self.snap.lock().unwrap() = Some(s.clone());
+        Some(s)
     }
 
     /// The host's nameservers now (read each time: the host may change them), or Docker's
@@ -91,35 +157,37 @@ impl Resolver {
         }
     }
 
-    fn asker(&self, net: &Network, src: IpAddr) -> Option<Asker> {
-        let eps = self.engine.network_endpoints(&net.id).ok()?;
-        let me = eps
-            .iter()
-            .find(|e| e.ipv4.map(|a| a.ip()) == Some(src) || e.ipv6.map(|a| a.ip()) == Some(src))?;
-        let sb = self.engine.sandbox(&me.sandbox_id).ok()?;
-        let mut nets = Vec::new();
-        for ep in self.engine.sandbox_endpoints(&sb.id).ok()? {
-            if let Ok(n) = self.engine.network(&ep.network_id) {
-                if serves(&n) {
-                    nets.push(n);
-                }
-            }
-        }
+    fn asker<'s>(&self, snap: &'s Snapshot, net: &Network, src: IpAddr) -> Option<Asker<'s>> {
+        let me =
+            snap.eps_by_net.get(&net.id)?.iter().find(|e| {
+                e.ipv4.map(|a| a.ip()) == Some(src) || e.ipv6.map(|a| a.ip()) == Some(src)
+            })?;
+        let (nets, dns) = snap.sandboxes.get(&me.sandbox_id)?;
         Some(Asker {
-            nets,
-            dns: sb.dns.clone(),
+            nets: nets.iter().filter_map(|id| snap.nets.get(id)).collect(),
+            dns,
         })
     }
 
     /// The answer to `query` from `src` on `net`'s listener, or `None`: forward it to these
     /// servers.
-    fn answer(&self, net: &Network, src: IpAddr, query: &[u8]) -> Result<Vec<u8>, Vec<IpAddr>> {
+    fn answer(&self, net_id: &str, src: IpAddr, query: &[u8]) -> Result<Vec<u8>, Vec<IpAddr>> {
         let Ok(req) = Message::from_vec(query) else {
             return Ok(Vec::new()); // not DNS: no answer at all
         };
-        let asker = self.asker(net, src);
+        let Some(snap) = self.snapshot() else {
+            return Ok(self.reply(&req, ResponseCode::ServFail, vec![]));
+        };
+        let Some(net) = snap.nets.get(net_id) else {
+            tracing::debug!(
+                network = net_id,
+                "query on a network the snapshot does not have"
+            );
+            return Ok(Vec::new());
+        };
+        let asker = self.asker(&snap, net, src);
         let upstream = match &asker {
-            Some(a) if !a.dns.is_empty() => a.dns.clone(),
+            Some(a) if !a.dns.is_empty() => a.dns.to_vec(),
             _ => self.host_upstreams(),
         };
         let Some(q) = req.queries.first().cloned() else {
@@ -127,7 +195,7 @@ impl Resolver {
         };
         // Only askers on this network are answered from its records.
         let nets = match &asker {
-            Some(a) => a.nets.clone(),
+            Some(a) => &a.nets,
             None => return Err(upstream),
         };
         let qname = q.name().to_ascii().to_lowercase();
@@ -137,8 +205,8 @@ impl Resolver {
                 let Some(ip) = ptr_ip(qname) else {
                     return Err(upstream);
                 };
-                for n in &nets {
-                    for ep in self.engine.network_endpoints(&n.id).unwrap_or_default() {
+                for n in nets {
+                    for ep in snap.eps_by_net.get(&n.id).into_iter().flatten() {
                         if ep.ipv4.map(|a| a.ip()) == Some(ip)
                             || ep.ipv6.map(|a| a.ip()) == Some(ip)
                         {
@@ -156,11 +224,11 @@ impl Resolver {
             RecordType::A | RecordType::AAAA => {
                 let mut found = false;
                 let mut addrs: Vec<IpAddr> = Vec::new();
-                for n in &nets {
+                for n in nets {
                     let suffix = format!(".{}", n.name.to_lowercase());
                     let bare = qname.strip_suffix(suffix.as_str()).unwrap_or(qname);
-                    for ep in self.engine.network_endpoints(&n.id).unwrap_or_default() {
-                        if holds(&ep, bare) {
+                    for ep in snap.eps_by_net.get(&n.id).into_iter().flatten() {
+                        if holds(ep, bare) {
                             found = true;
                             let a = match q.query_type() {
                                 RecordType::A => ep.ipv4.map(|a| a.ip()),
@@ -246,6 +314,7 @@ fn ptr_ip(q: &str) -> Option<IpAddr> {
 
 /// Forward a query over UDP to the first server that answers.
 async fn forward_udp(servers: &[IpAddr], query: &[u8]) -> Option<Vec<u8>> {
+    tracing::debug!(?servers, "forwarding a query over UDP");
     for s in servers {
         let bind: SocketAddr = if s.is_ipv4() {
             "0.0.0.0:0".parse().unwrap()
@@ -305,10 +374,7 @@ fn servfail(query: &[u8]) -> Vec<u8> {
 }
 
 async fn resolve(r: &Resolver, net_id: &str, src: IpAddr, query: &[u8], tcp: bool) -> Vec<u8> {
-    let Ok(net) = r.engine.network(net_id) else {
-        return Vec::new();
-    };
-    match r.answer(&net, src, query) {
+    match r.answer(net_id, src, query) {
         Ok(reply) => reply,
         Err(servers) => {
             let got = if tcp {
@@ -359,19 +425,45 @@ pub async fn serve_network(
         })
     };
     let _guard = AbortOnDrop(tcp_task);
+    // One receive loop per core on the same socket: answers are computed inline.
+    let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut others = Vec::new();
+    for _ in 1..loops {
+        others.push(AbortOnDrop(tokio::spawn(udp_loop(
+            r.clone(),
+            net_id.clone(),
+            udp.clone(),
+        ))));
+    }
+    udp_loop(r, net_id, udp).await;
+}
+
+async fn udp_loop(r: Arc<Resolver>, net_id: String, udp: Arc<tokio::net::UdpSocket>) {
     let mut buf = vec![0u8; 65535];
     loop {
         let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
             continue;
         };
-        let q = buf[..n].to_vec();
-        let (r, udp, net_id) = (r.clone(), udp.clone(), net_id.clone());
-        tokio::spawn(async move {
-            let a = resolve(&r, &net_id, peer.ip(), &q, false).await;
-            if !a.is_empty() {
-                let _ = udp.send_to(&a, peer).await;
+        match r.answer(&net_id, peer.ip(), &buf[..n]) {
+            Ok(a) => {
+                if !a.is_empty() {
+                    let _ = udp.send_to(&a, peer).await;
+                }
             }
-        });
+            Err(servers) => {
+                // Forwarding waits on another server: off this loop.
+                let q = buf[..n].to_vec();
+                let udp = udp.clone();
+                tokio::spawn(async move {
+                    let a = forward_udp(&servers, &q)
+                        .await
+                        .unwrap_or_else(|| servfail(&q));
+                    if !a.is_empty() {
+                        let _ = udp.send_to(&a, peer).await;
+                    }
+                });
+            }
+        }
     }
 }
 

@@ -24,6 +24,13 @@ pub const DEFAULT_BRIDGE: &str = "weft0";
 /// The bridge driver.
 pub struct Bridge;
 
+/// The bridge's own MAC: 02:42 (locally administered, as Docker's) and four bytes of the
+/// network id.
+fn bridge_mac(id: &str) -> String {
+    let b = |i: usize| id.get(i..i + 2).unwrap_or("00");
+    format!("02:42:{}:{}:{}:{}", b(0), b(2), b(4), b(6))
+}
+
 /// The bridge interface of a network.
 pub fn bridge_name(net: &Network) -> String {
     if let Some(n) = net.driver_data.get("bridge") {
@@ -99,7 +106,10 @@ impl NetworkDriver for Bridge {
             .apply(Step::Bridge {
                 name: br.clone(),
                 mtu,
-                mac: None,
+                // A fixed address: a bridge without one takes its lowest port's, and changes
+                // it when that port leaves — every sandbox's ARP entry for the gateway then
+                // points at nothing until it expires.
+                mac: Some(bridge_mac(&net.id)),
             })
             .await?;
         for p in &net.pools {
