@@ -134,7 +134,12 @@ pub fn sandbox(sb: &Sandbox, eps: &[(Endpoint, Network)]) -> Value {
         "Created": sb.created,
         "Name": format!("/{}", sb.name),
         "State": { "Status": "running", "Running": true },
-        "HostConfig": { "NetworkMode": sb.network_mode },
+        "HostConfig": {
+            "NetworkMode": sb.network_mode,
+            "Dns": sb.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            "DnsSearch": sb.dns_search,
+            "DnsOptions": sb.dns_options,
+        },
         "NetworkSettings": {
             "SandboxID": sb.id,
             "SandboxKey": sb.key.display().to_string(),
