@@ -215,6 +215,7 @@ fn daemon_clients(clients: usize, per: usize) {
                         dns: vec![],
                         dns_search: vec![],
                         dns_option: vec![],
+                        hostname: None,
                         name: name.clone(),
                     });
                     let t = Instant::now();

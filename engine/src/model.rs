@@ -220,6 +220,9 @@ pub struct Sandbox {
     pub dns_search: Vec<String>,
     #[serde(default)]
     pub dns_options: Vec<String>,
+    /// `--hostname` (default: the short id), what `sandbox exec` sets and /etc/hosts names.
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 /// What `network create` asks for (the Docker API's NetworkCreateRequest, typed).
@@ -287,6 +290,8 @@ pub struct SandboxCreate {
     pub dns: Vec<IpAddr>,
     pub dns_search: Vec<String>,
     pub dns_options: Vec<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
 }
 
 /// Filters for `network ls` / `network prune` (Docker's `--filter k=v`, already split).
@@ -346,6 +351,19 @@ pub fn valid_network_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_graphic() && c != '/' && c != '\\' && c != ':')
+}
+
+/// A hostname as RFC 1123 allows it: dot-separated labels of letters, digits and inner
+/// hyphens, each 1–63 characters, 253 in all.
+pub fn valid_hostname(h: &str) -> bool {
+    h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 /// The MAC Docker derives from an IPv4 address: 02:42 followed by the four address bytes.

@@ -254,6 +254,7 @@ mod tests {
             dns: vec![],
             dns_search: vec![],
             dns_options: vec![],
+            hostname: None,
         };
         let mut other = net();
         other.name = "back".into();

@@ -371,9 +371,13 @@ impl Api {
         o.insert("Path".into(), json!(""));
         o.insert("Args".into(), json!([]));
         o.insert("Image".into(), json!(""));
+        let hostname = sb
+            .hostname
+            .clone()
+            .unwrap_or_else(|| sb.id[..12].to_string());
         o.insert(
             "Config".into(),
-            json!({ "Hostname": "", "Image": "", "Labels": {} }),
+            json!({ "Hostname": hostname, "Image": "", "Labels": {} }),
         );
         o.insert("Mounts".into(), json!([]));
         Ok(v)

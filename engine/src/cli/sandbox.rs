@@ -11,6 +11,8 @@ use crate::model::*;
 use crate::{view, Engine, Error};
 
 #[derive(Subcommand, Debug, serde::Serialize, serde::Deserialize)]
+// One command per process: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum SandboxCmd {
     /// Create a sandbox (a network namespace) and connect it.
     Create {
@@ -37,6 +39,9 @@ pub enum SandboxCmd {
         /// A resolver option, e.g. ndots:2 (repeatable).
         #[arg(long = "dns-option")]
         dns_option: Vec<String>,
+        /// The sandbox's hostname (default: its short id).
+        #[arg(long)]
+        hostname: Option<String>,
         name: String,
     },
     /// List sandboxes.
@@ -92,31 +97,43 @@ pub fn exec(root: &std::path::Path, sandbox: &str, cmd: &[String]) -> Exit {
             return 1;
         }
     };
-    // The sandbox's resolv.conf, as of now, where `exec` binds it over /etc/resolv.conf.
-    let resolv = match Engine::resolv_conf_in(&store, &sb) {
-        Ok(text) => {
+    // The sandbox's resolv.conf and hosts, as of now, which `exec` binds over /etc's.
+    let files = Engine::resolv_conf_in(&store, &sb)
+        .and_then(|r| Ok((r, Engine::hosts_in(&store, &sb)?)))
+        .and_then(|(resolv, hosts)| {
             let dir = root.join("resolv");
-            let path = dir.join(format!("{}.conf", sb.id));
-            match std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, text)) {
-                Ok(()) => Some(path),
-                Err(e) => {
-                    err_line(format!("cannot write the sandbox's resolv.conf: {e}"));
-                    return 1;
-                }
-            }
-        }
+            let r = dir.join(format!("{}.conf", sb.id));
+            let h = dir.join(format!("{}.hosts", sb.id));
+            std::fs::create_dir_all(&dir)
+                .and_then(|_| std::fs::write(&r, resolv))
+                .and_then(|_| std::fs::write(&h, hosts))
+                .map_err(|e| {
+                    Error::internal(format!("cannot write the sandbox's /etc files: {e}"))
+                })?;
+            Ok((r, h))
+        });
+    let (resolv, hosts) = match files {
+        Ok(f) => f,
         Err(e) => {
             err_line(e);
             return 1;
         }
     };
     drop(store);
-    let host_mode = matches!(sb.mode, NsMode::Host);
-    err_line(crate::net::ns::exec_in(
-        &sb.key,
-        if host_mode { None } else { resolv.as_deref() },
-        cmd,
-    ));
+    let setup = if matches!(sb.mode, NsMode::Host) {
+        crate::net::ns::ExecSetup::default()
+    } else {
+        crate::net::ns::ExecSetup {
+            resolv: Some(resolv),
+            hosts: Some(hosts),
+            hostname: Some(
+                sb.hostname
+                    .clone()
+                    .unwrap_or_else(|| sb.id[..12].to_string()),
+            ),
+        }
+    };
+    err_line(crate::net::ns::exec_in(&sb.key, &setup, cmd));
     127
 }
 
@@ -132,6 +149,7 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
             dns,
             dns_search,
             dns_option,
+            hostname,
             name,
         } => {
             let req = SandboxCreate {
@@ -148,6 +166,7 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
                 dns,
                 dns_search,
                 dns_options: dns_option,
+                hostname,
             };
             let sb = engine.create_sandbox(req).await?;
             outln!("{}", sb.id);

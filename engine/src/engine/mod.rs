@@ -344,6 +344,27 @@ impl Engine {
         records::resolve_sandbox(&*store.read()?, key)
     }
 
+    /// The /etc/hosts a sandbox sees (Docker's): localhost lines, then each of its addresses
+    /// with its hostname (default: its short id).
+    pub fn hosts_in(store: &dyn Store, sb: &Sandbox) -> Result<String> {
+        let r = store.read()?;
+        let mut eps = records::sandbox_endpoints(&*r, &sb.id)?;
+        eps.sort_by_key(|e| e.order);
+        let name = sb
+            .hostname
+            .clone()
+            .unwrap_or_else(|| sb.id[..12].to_string());
+        let mut out = String::from(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+        );
+        for ep in eps {
+            for a in [ep.ipv4, ep.ipv6].into_iter().flatten() {
+                out.push_str(&format!("{}\t{name}\n", a.ip()));
+            }
+        }
+        Ok(out)
+    }
+
     /// The DNS listener sockets for `addr` in the host namespace.
     pub fn bind_dns(
         &self,

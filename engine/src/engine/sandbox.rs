@@ -49,6 +49,11 @@ impl Engine {
                 req.name
             )));
         }
+        if let Some(h) = req.hostname.as_deref().filter(|h| !valid_hostname(h)) {
+            return Err(Error::invalid(format!(
+                "invalid hostname {h:?}: use letters, digits and hyphens in dot-separated labels of at most 63 characters"
+            )));
+        }
         if let Some(p) = &req.netns {
             if !self.inner.kernel.is_netns(p) {
                 return Err(Error::invalid(format!(
@@ -129,6 +134,7 @@ impl Engine {
             dns: req.dns.clone(),
             dns_search: req.dns_search.clone(),
             dns_options: req.dns_options.clone(),
+            hostname: req.hostname.clone(),
         };
         match &target {
             Target::HostMode(_) => {

@@ -223,7 +223,16 @@ pub fn set_lo_up() -> Result<(), NetError> {
 
 /// Replace the calling process with `cmd` running inside the namespace at `path` (what
 /// `weft sandbox exec` does). Returns only on failure.
-pub fn exec_in(path: &Path, resolv: Option<&Path>, cmd: &[String]) -> NetError {
+/// What `exec_in` sets up around the command: files bound over /etc's, a hostname (each in
+/// namespaces of the command's own).
+#[derive(Debug, Default)]
+pub struct ExecSetup {
+    pub resolv: Option<std::path::PathBuf>,
+    pub hosts: Option<std::path::PathBuf>,
+    pub hostname: Option<String>,
+}
+
+pub fn exec_in(path: &Path, setup: &ExecSetup, cmd: &[String]) -> NetError {
     use std::os::unix::process::CommandExt;
     let f = match open(path) {
         Ok(f) => f,
@@ -232,9 +241,17 @@ pub fn exec_in(path: &Path, resolv: Option<&Path>, cmd: &[String]) -> NetError {
     if let Err(e) = setns(f.as_fd(), CloneFlags::CLONE_NEWNET) {
         return NetError::errno(format!("enter {}", path.display()), e as i32);
     }
-    // The sandbox's resolv.conf over /etc/resolv.conf, in a mount namespace of this process
-    // alone (as `ip netns exec` does with /etc/netns/NAME).
-    if let Some(r) = resolv {
+    // The sandbox's resolv.conf and hosts over /etc's, in a mount namespace of this process
+    // alone (as `ip netns exec` does with /etc/netns/NAME), and its hostname in a UTS
+    // namespace of its own.
+    let binds: Vec<(&Path, &str)> = [
+        (setup.resolv.as_deref(), "/etc/resolv.conf"),
+        (setup.hosts.as_deref(), "/etc/hosts"),
+    ]
+    .into_iter()
+    .filter_map(|(f, at)| f.map(|f| (f, at)))
+    .collect();
+    if !binds.is_empty() {
         use nix::mount::{mount, MsFlags};
         if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNS) {
             return NetError::errno("unshare the mount namespace", e as i32);
@@ -243,11 +260,18 @@ pub fn exec_in(path: &Path, resolv: Option<&Path>, cmd: &[String]) -> NetError {
         if let Err(e) = mount(none, "/", none, MsFlags::MS_SLAVE | MsFlags::MS_REC, none) {
             return NetError::errno("make / a slave mount", e as i32);
         }
-        if let Err(e) = mount(Some(r), "/etc/resolv.conf", none, MsFlags::MS_BIND, none) {
-            return NetError::errno(
-                format!("bind {} on /etc/resolv.conf", r.display()),
-                e as i32,
-            );
+        for (f, at) in binds {
+            if let Err(e) = mount(Some(f), at, none, MsFlags::MS_BIND, none) {
+                return NetError::errno(format!("bind {} on {at}", f.display()), e as i32);
+            }
+        }
+    }
+    if let Some(h) = &setup.hostname {
+        if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUTS) {
+            return NetError::errno("unshare the UTS namespace", e as i32);
+        }
+        if let Err(e) = nix::unistd::sethostname(h) {
+            return NetError::errno("set the hostname", e as i32);
         }
     }
     let Some((prog, args)) = cmd.split_first() else {
