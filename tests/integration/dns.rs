@@ -236,6 +236,25 @@ fn sandboxes_find_each_other_by_name_and_other_names_are_forwarded() {
         vec![IpAddr::V4(OUTSIDE_ADDR)]
     );
 
+    // An internal network: its sandboxes find each other, but outside names are not
+    // forwarded (no way out, no outside names).
+    h.weft_ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.72.2.0/24",
+        "inner",
+    ]);
+    h.weft_ok(&["sandbox", "create", "--network", "inner", "i1"]);
+    h.weft_ok(&["sandbox", "create", "--network", "inner", "i2"]);
+    let igw: IpAddr = "10.72.2.1".parse().unwrap();
+    assert_eq!(ask(&key(&h, "i1"), igw, "i2", false).1, vec![ip("i2")]);
+    assert_eq!(
+        ask(&key(&h, "i1"), igw, "outside.test", false).0,
+        ResponseCode::ServFail
+    );
+
     // A removed sandbox stops resolving at once.
     h.weft_ok(&["sandbox", "rm", "b"]);
     let t = Instant::now();

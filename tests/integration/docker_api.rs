@@ -536,7 +536,7 @@ fn the_daemon_socket_is_root_only_one_daemon_per_state_and_state_survives_a_rest
                             .duration_since(std::time::UNIX_EPOCH)
                             .unwrap()
                             .as_secs()
-                            + 4
+                            + 6
                     ),
                 ])
                 .env("DOCKER_HOST", format!("unix://{}", sock.display()))
@@ -548,11 +548,15 @@ fn the_daemon_socket_is_root_only_one_daemon_per_state_and_state_survives_a_rest
     d.docker_ok(&["network", "create", "ev"]);
     d.docker_ok(&["network", "connect", "ev", "k1"]);
     d.docker_ok(&["network", "disconnect", "ev", "k1"]);
+    // A sandbox made on the network, then removed: connect, disconnect (as a container's
+    // start and removal are on Docker).
+    h.weft_ok(&["sandbox", "create", "--network", "ev", "k3"]);
+    h.weft_ok(&["sandbox", "rm", "k3"]);
     d.docker_ok(&["network", "rm", "ev"]);
     let o = events.join().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "create ev\nconnect ev\ndisconnect ev\ndestroy ev\n",
+        "create ev\nconnect ev\ndisconnect ev\nconnect ev\ndisconnect ev\ndestroy ev\n",
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );

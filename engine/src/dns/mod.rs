@@ -186,7 +186,14 @@ impl Resolver {
             return Ok(Vec::new());
         };
         let asker = self.asker(&snap, net, src);
-        let upstream = match &asker {
+        // Where other names go: nowhere from internal networks (no way out means no
+        // outside names either), else the sandbox's --dns servers or the host's.
+        let external = match &asker {
+            Some(a) => a.nets.iter().any(|n| !n.internal),
+            None => !net.internal,
+        };
+        let upstream = || match &asker {
+            _ if !external => vec![],
             Some(a) if !a.dns.is_empty() => a.dns.to_vec(),
             _ => self.host_upstreams(),
         };
@@ -196,14 +203,14 @@ impl Resolver {
         // Only askers on this network are answered from its records.
         let nets = match &asker {
             Some(a) => &a.nets,
-            None => return Err(upstream),
+            None => return Err(upstream()),
         };
         let qname = q.name().to_ascii().to_lowercase();
         let qname = qname.trim_end_matches('.');
         match q.query_type() {
             RecordType::PTR => {
                 let Some(ip) = ptr_ip(qname) else {
-                    return Err(upstream);
+                    return Err(upstream());
                 };
                 for n in nets {
                     for ep in snap.eps_by_net.get(&n.id).into_iter().flatten() {
@@ -219,7 +226,7 @@ impl Resolver {
                         }
                     }
                 }
-                Err(upstream)
+                Err(upstream())
             }
             RecordType::A | RecordType::AAAA => {
                 let mut found = false;
@@ -243,7 +250,7 @@ impl Resolver {
                     }
                 }
                 if !found {
-                    return Err(upstream);
+                    return Err(upstream());
                 }
                 if addrs.len() > 1 {
                     let k = self.turn.fetch_add(1, Ordering::Relaxed) % addrs.len();
@@ -261,7 +268,7 @@ impl Resolver {
                     .collect();
                 Ok(self.reply(&req, ResponseCode::NoError, recs))
             }
-            _ => Err(upstream),
+            _ => Err(upstream()),
         }
     }
 

@@ -92,6 +92,11 @@ impl Engine {
             })
             .await?;
         tracing::info!(sandbox = %sb.name, "sandbox created");
+        for ep in self.sandbox_endpoints(&sb.id).unwrap_or_default() {
+            if let Ok(net) = self.network(&ep.network_id) {
+                self.emit("connect", Some(&net), Some(&sb.id));
+            }
+        }
         Ok(sb)
     }
 
@@ -206,6 +211,27 @@ impl Engine {
     /// Remove several sandboxes; with `force` (also: their `container:` sharers), whatever
     /// the drivers and IPAM say (their refusals come back as warnings).
     pub async fn remove_sandboxes_with(&self, names: &[&str], force: bool) -> Result<Vec<String>> {
+        // What to tell subscribers afterwards: each endpoint that goes.
+        let mut leaving = Vec::new();
+        for n in names {
+            if let Ok(sb) = self.sandbox(n) {
+                for ep in self.sandbox_endpoints(&sb.id).unwrap_or_default() {
+                    if let Ok(net) = self.network(&ep.network_id) {
+                        leaving.push((net, sb.id.clone()));
+                    }
+                }
+            }
+        }
+        let r = self.remove_sandboxes_retrying(names, force).await;
+        if r.is_ok() {
+            for (net, sb) in &leaving {
+                self.emit("disconnect", Some(net), Some(sb));
+            }
+        }
+        r
+    }
+
+    async fn remove_sandboxes_retrying(&self, names: &[&str], force: bool) -> Result<Vec<String>> {
         self.retrying(|| async {
             let (ids, keys) = {
                 let r = self.inner.store.read()?;
