@@ -216,6 +216,7 @@ fn daemon_clients(clients: usize, per: usize) {
                         dns_search: vec![],
                         dns_option: vec![],
                         hostname: None,
+                        publish: vec![],
                         name: name.clone(),
                     });
                     let t = Instant::now();

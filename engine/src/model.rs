@@ -223,6 +223,9 @@ pub struct Sandbox {
     /// `--hostname` (default: the short id), what `sandbox exec` sets and /etc/hosts names.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Published ports, host ports as allocated.
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
 }
 
 /// What `network create` asks for (the Docker API's NetworkCreateRequest, typed).
@@ -292,6 +295,8 @@ pub struct SandboxCreate {
     pub dns_options: Vec<String>,
     /// `--hostname`.
     pub hostname: Option<String>,
+    /// `-p`: ports to publish (host port 0: any free one).
+    pub ports: Vec<PortMapping>,
 }
 
 /// Filters for `network ls` / `network prune` (Docker's `--filter k=v`, already split).
@@ -351,6 +356,60 @@ pub fn valid_network_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_graphic() && c != '/' && c != '\\' && c != ':')
+}
+
+impl PortMapping {
+    /// Docker's `-p [HOSTIP:][HOSTPORT:]CPORT[/PROTO]` (one port; no ranges).
+    pub fn parse(spec: &str) -> crate::Result<PortMapping> {
+        let bad = |why: &str| {
+            crate::Error::invalid(format!(
+                "invalid port specification {spec:?}: {why} (use [HOSTIP:][HOSTPORT:]PORT[/tcp|udp])"
+            ))
+        };
+        let (rest, proto) = match spec.rsplit_once('/') {
+            Some((r, p)) => (r, p.to_ascii_lowercase()),
+            None => (spec, "tcp".to_string()),
+        };
+        if !matches!(proto.as_str(), "tcp" | "udp") {
+            return Err(bad("the protocol must be tcp or udp"));
+        }
+        let port = |s: &str, what: &str| -> crate::Result<u16> {
+            if s.contains('-') {
+                return Err(bad("port ranges are not supported yet"));
+            }
+            match s.parse::<u16>() {
+                Ok(p) if p > 0 => Ok(p),
+                _ => Err(bad(&format!("{what} {s:?} is not a port number"))),
+            }
+        };
+        let parts: Vec<&str> = rest.rsplitn(3, ':').collect();
+        let (host_ip, host_port, container_port) = match parts.as_slice() {
+            [c] => (None, 0, port(c, "container port")?),
+            [c, h] => (None, port(h, "host port")?, port(c, "container port")?),
+            [c, h, ip] => {
+                let ip = ip.trim_start_matches('[').trim_end_matches(']');
+                let ip: IpAddr = ip
+                    .parse()
+                    .map_err(|_| bad("the host IP is not an address"))?;
+                if !ip.is_ipv4() {
+                    return Err(bad("only IPv4 host addresses are published yet"));
+                }
+                let hp = if h.is_empty() {
+                    0
+                } else {
+                    port(h, "host port")?
+                };
+                (Some(ip), hp, port(c, "container port")?)
+            }
+            _ => return Err(bad("too many parts")),
+        };
+        Ok(PortMapping {
+            proto,
+            host_ip,
+            host_port,
+            container_port,
+        })
+    }
 }
 
 /// A hostname as RFC 1123 allows it: dot-separated labels of letters, digits and inner

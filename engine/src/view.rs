@@ -122,6 +122,25 @@ pub fn endpoint_settings(ep: &Endpoint, net: &Network) -> Value {
     })
 }
 
+/// `NetworkSettings.Ports`: `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}`.
+fn ports(sb: &Sandbox) -> Value {
+    let mut m = Map::new();
+    for p in &sb.ports {
+        let k = format!("{}/{}", p.container_port, p.proto);
+        let v = json!({
+            "HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into()),
+            "HostPort": p.host_port.to_string(),
+        });
+        match m.get_mut(&k) {
+            Some(Value::Array(a)) => a.push(v),
+            _ => {
+                m.insert(k, json!([v]));
+            }
+        }
+    }
+    Value::Object(m)
+}
+
 /// `docker inspect <container>`, the parts a network engine owns.
 pub fn sandbox(sb: &Sandbox, eps: &[(Endpoint, Network)]) -> Value {
     let mut nets = Map::new();
@@ -139,11 +158,12 @@ pub fn sandbox(sb: &Sandbox, eps: &[(Endpoint, Network)]) -> Value {
             "Dns": sb.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
             "DnsSearch": sb.dns_search,
             "DnsOptions": sb.dns_options,
+            "PortBindings": ports(sb),
         },
         "NetworkSettings": {
             "SandboxID": sb.id,
             "SandboxKey": sb.key.display().to_string(),
-            "Ports": {},
+            "Ports": ports(sb),
             "Gateway": primary.and_then(|(e, _)| e.gateway_v4).map(|g| g.to_string()).unwrap_or_default(),
             "IPAddress": primary.and_then(|(e, _)| e.ipv4).map(|a| a.ip().to_string()).unwrap_or_default(),
             "MacAddress": primary.map(|(e, _)| e.mac.clone()).unwrap_or_default(),
@@ -255,6 +275,7 @@ mod tests {
             dns_search: vec![],
             dns_options: vec![],
             hostname: None,
+            ports: vec![],
         };
         let mut other = net();
         other.name = "back".into();

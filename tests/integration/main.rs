@@ -18,3 +18,4 @@ mod escapes;
 mod macvlan;
 mod modes;
 mod plugins;
+mod ports;

@@ -87,6 +87,8 @@ pub enum Cmd {
     System(system::SystemCmd),
     /// Run the long-lived engine: the Docker Engine API on a unix socket, until SIGTERM.
     Daemon(DaemonArgs),
+    /// List a sandbox's published ports (`docker port`).
+    Port { sandbox: String },
 }
 
 /// `weft daemon`.
@@ -159,6 +161,21 @@ async fn run_cmd(engine: &Engine, cmd: Cmd) -> Result<Exit, Error> {
         Cmd::Sandbox(s) => sandbox::run(engine, s).await,
         Cmd::Plugin(p) => plugin::run(engine, p).await,
         Cmd::System(s) => system::run(engine, s).await,
+        Cmd::Port { sandbox } => {
+            let sb = engine.sandbox(&sandbox)?;
+            for p in &sb.ports {
+                outln!(
+                    "{}/{} -> {}:{}",
+                    p.container_port,
+                    p.proto,
+                    p.host_ip
+                        .map(|i| i.to_string())
+                        .unwrap_or_else(|| "0.0.0.0".into()),
+                    p.host_port
+                );
+            }
+            Ok(0)
+        }
         Cmd::Daemon(_) => Err(Error::invalid(
             "a daemon is already running: `weft daemon` cannot run inside it",
         )),

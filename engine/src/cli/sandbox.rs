@@ -42,6 +42,9 @@ pub enum SandboxCmd {
         /// The sandbox's hostname (default: its short id).
         #[arg(long)]
         hostname: Option<String>,
+        /// Publish a port: [HOSTIP:][HOSTPORT:]PORT[/tcp|udp] (repeatable).
+        #[arg(short = 'p', long = "publish")]
+        publish: Vec<String>,
         name: String,
     },
     /// List sandboxes.
@@ -150,8 +153,13 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
             dns_search,
             dns_option,
             hostname,
+            publish,
             name,
         } => {
+            let ports = publish
+                .iter()
+                .map(|p| PortMapping::parse(p))
+                .collect::<Result<Vec<_>, _>>()?;
             let req = SandboxCreate {
                 name,
                 network,
@@ -167,6 +175,7 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
                 dns_search,
                 dns_options: dns_option,
                 hostname,
+                ports,
             };
             let sb = engine.create_sandbox(req).await?;
             outln!("{}", sb.id);

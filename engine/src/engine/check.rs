@@ -116,11 +116,7 @@ fn describe(s: &Step) -> String {
         ),
         Step::DelFdb { link, mac, dst } => format!("fdb entry {mac} → {dst} on {link}"),
         Step::DelNetns { pin } => format!("namespace pin {}", pin.display()),
-        Step::Firewall { change } => match change {
-            crate::firewall::FwChange::Remove(r) | crate::firewall::FwChange::Add(r) => {
-                format!("nftables rules of {} (chains nw-{}-*)", r.iface, r.id)
-            }
-        },
+        Step::Firewall { change } => change.describe(),
         other => format!("{} step", other.kind()),
     }
 }
@@ -383,11 +379,10 @@ impl Engine {
             .iter()
             .flat_map(|(_, s)| s.iter())
             .filter_map(|s| match s {
-                Step::Firewall { change } => Some(match change {
-                    crate::firewall::FwChange::Add(r) | crate::firewall::FwChange::Remove(r) => {
-                        r.id.clone()
-                    }
-                }),
+                Step::Firewall {
+                    change:
+                        crate::firewall::FwChange::Add(r) | crate::firewall::FwChange::Remove(r),
+                } => Some(r.id.clone()),
                 _ => None,
             })
             .collect();

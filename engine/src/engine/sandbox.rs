@@ -12,7 +12,7 @@ use super::Engine;
 use crate::drivers::Attachment;
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::net::Step;
+use crate::net::{NsRef, Step};
 use crate::store::{get_str, StoreError, Table};
 
 /// What a sandbox create asks for, resolved.
@@ -140,6 +140,7 @@ impl Engine {
             dns_search: req.dns_search.clone(),
             dns_options: req.dns_options.clone(),
             hostname: req.hostname.clone(),
+            ports: vec![],
         };
         match &target {
             Target::HostMode(_) => {
@@ -193,8 +194,90 @@ impl Engine {
             }
             _ => {}
         }
+        if !req.ports.is_empty() {
+            self.publish_in(op, &mut sb, &req.ports).await?;
+        }
         records::save_sandbox(op.w(), &sb)?;
         Ok(sb)
+    }
+
+    /// Publish `ports` on the sandbox's default-route address: host ports allocated (never
+    /// one another sandbox holds, `0` → a free one from the ephemeral range), DNAT rules
+    /// added, and their removal recorded with the sandbox's.
+    async fn publish_in(&self, op: &mut Op, sb: &mut Sandbox, ports: &[PortMapping]) -> Result<()> {
+        let eps = records::sandbox_endpoints(op.r(), &sb.id)?;
+        let (addr, net_id) = eps
+            .iter()
+            .filter(|e| e.default_route)
+            .chain(eps.iter())
+            .find_map(|e| match e.ipv4.map(|a| a.ip()) {
+                Some(std::net::IpAddr::V4(a)) => Some((a, e.network_id.clone())),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                Error::invalid("published ports need the sandbox on a network with IPv4: connect it to one, or leave out -p")
+            })?;
+        let mut taken: Vec<(String, u16)> =
+            crate::store::list_json::<Sandbox>(op.r(), crate::store::Table::Sandboxes)?
+                .into_iter()
+                .flat_map(|s| s.ports)
+                .map(|p| (p.proto, p.host_port))
+                .collect();
+        let mut maps = Vec::new();
+        for p in ports {
+            let mut m = p.clone();
+            let shown = m
+                .host_ip
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "0.0.0.0".into());
+            if m.host_port == 0 {
+                // Docker's ephemeral range, from a point that differs per sandbox.
+                let (lo, hi) = (32768u32, 60999u32);
+                let start = u32::from_str_radix(&sb.id[..4], 16).unwrap_or(0) % (hi - lo + 1);
+                m.host_port = (0..=hi - lo)
+                    .map(|i| (lo + (start + i) % (hi - lo + 1)) as u16)
+                    .find(|hp| !taken.contains(&(m.proto.clone(), *hp)))
+                    .ok_or_else(|| Error::Unavailable("no free host port in 32768-60999".into()))?;
+            } else if taken.contains(&(m.proto.clone(), m.host_port)) {
+                return Err(Error::Conflict(format!(
+                    "Bind for {shown}:{} failed: port is already allocated",
+                    m.host_port
+                )));
+            }
+            taken.push((m.proto.clone(), m.host_port));
+            maps.push(m);
+        }
+        let mark = op.tx().mark();
+        // The host reaching 127.0.0.1:PORT: after DNAT the packet leaves through the bridge
+        // with a loopback source, which the kernel drops unless the bridge allows it (then
+        // postrouting masquerades it). Kept: other sandboxes may publish on this bridge too.
+        if let Some(net) = records::load_network(op.r(), &net_id)? {
+            if net.driver == "bridge" {
+                let br = crate::drivers::bridge::bridge_name(&net);
+                op.tx()
+                    .apply(Step::Sysctl {
+                        ns: NsRef::Host,
+                        key: format!("net/ipv4/conf/{br}/route_localnet"),
+                        value: "1".into(),
+                        keep: true,
+                    })
+                    .await?;
+            }
+        }
+        op.tx()
+            .apply(Step::Firewall {
+                change: crate::firewall::FwChange::AddPorts(crate::firewall::PortRules {
+                    id: sb.id[..12].to_string(),
+                    addr,
+                    maps: maps.clone(),
+                }),
+            })
+            .await?;
+        let mut steps = records::owned(op.r(), &sb_key(&sb.id))?;
+        steps.extend(op.tx().undo_since(mark));
+        op.own(&sb_key(&sb.id), steps)?;
+        sb.ports = maps;
+        Ok(())
     }
 
     /// `sandbox rm`: disconnect everything, remove the namespace weft made. With `force`,

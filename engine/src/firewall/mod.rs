@@ -35,12 +35,25 @@ pub struct NetRules {
     pub masquerade: bool,
 }
 
+/// The published ports of one sandbox: DNAT from host ports to its IPv4 address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRules {
+    /// First 12 hex digits of the sandbox id (chain name `pt-<id>`).
+    pub id: String,
+    pub addr: std::net::Ipv4Addr,
+    pub maps: Vec<crate::model::PortMapping>,
+}
+
 /// One change to weft's tables.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "do", rename_all = "lowercase")]
 pub enum FwChange {
     Add(NetRules),
     Remove(NetRules),
+    #[serde(rename = "add-ports")]
+    AddPorts(PortRules),
+    #[serde(rename = "remove-ports")]
+    RemovePorts(PortRules),
 }
 
 impl FwChange {
@@ -48,6 +61,20 @@ impl FwChange {
         match self {
             FwChange::Add(r) => FwChange::Remove(r.clone()),
             FwChange::Remove(r) => FwChange::Add(r.clone()),
+            FwChange::AddPorts(p) => FwChange::RemovePorts(p.clone()),
+            FwChange::RemovePorts(p) => FwChange::AddPorts(p.clone()),
+        }
+    }
+
+    /// What it is about, in words (logs, `system check`).
+    pub fn describe(&self) -> String {
+        match self {
+            FwChange::Add(r) | FwChange::Remove(r) => {
+                format!("nftables rules of {} (chains nw-{}-*)", r.iface, r.id)
+            }
+            FwChange::AddPorts(p) | FwChange::RemovePorts(p) => {
+                format!("published ports of {} (chain pt-{})", p.addr, p.id)
+            }
         }
     }
 }

@@ -15,8 +15,16 @@
 //!   chain nw-<id>-out { [internal: drop]; ct state established,related accept;
 //!                       ct status dnat accept; drop }
 //!   chain nw-<id>-nat { oifname != "<if>" masquerade }
+//!   map ports { type inet_proto . inet_service : verdict }   # proto . host port → jump pt-<sb>
+//!   chain prerouting  { hook prerouting, dstnat: fib daddr type local  l4proto . dport vmap @ports }
+//!   chain output      { hook output, dstnat:     fib daddr type local  l4proto . dport vmap @ports }
+//!   chain pt-<sb>     { meta l4proto P th dport HP [ip daddr HIP] dnat ip to CIP:CP … }
+//!   (postrouting also: ct status dnat, from loopback or from a weft network back into one:
+//!    masquerade — the host reaching 127.0.0.1:PORT, and hairpin)
 //! }
 //! ```
+//! A published port costs one map element and one rule in its sandbox's own chain: the
+//! lookup stays one hash probe however many ports are published.
 //! Inter-container traffic on one bridge (ICC) is not a firewall matter here: ICC off is
 //! done with bridge port isolation by the bridge driver, which needs neither br_netfilter
 //! nor bridge-family meta expressions (this kernel has no NFT_BRIDGE_META).
@@ -52,6 +60,24 @@ fn base() -> Vec<Value> {
         json!({"add": {"set": {"family": FAM, "table": TABLE, "name": "nets", "type": "ifname"}}}),
     );
     v.push(
+        json!({"add": {"map": {"family": FAM, "table": TABLE, "name": "ports",
+        "type": ["inet_proto", "inet_service"], "map": "verdict"}}}),
+    );
+    for (name, hook) in [("prerouting", "prerouting"), ("output", "output")] {
+        v.push(
+            json!({"add": {"chain": {"family": FAM, "table": TABLE, "name": name,
+            "type": "nat", "hook": hook, "prio": -100, "policy": "accept"}}}),
+        );
+        v.push(json!({"flush": {"chain": {"family": FAM, "table": TABLE, "name": name}}}));
+        v.push(rule(
+            name,
+            vec![
+                eq(json!({"fib": {"result": "type", "flags": ["daddr"]}}), json!("local")),
+                json!({"vmap": {"key": {"concat": [meta("l4proto"), {"payload": {"protocol": "th", "field": "dport"}}]}, "data": "@ports"}}),
+            ],
+        ));
+    }
+    v.push(
         json!({"add": {"chain": {"family": FAM, "table": TABLE, "name": "forward",
         "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}}),
     );
@@ -69,6 +95,29 @@ fn base() -> Vec<Value> {
     v.push(rule(
         "forward",
         vec![vmap(json!({"meta": {"key": "oifname"}}), "fwd_out")],
+    ));
+    // Published ports: the host reaching one through loopback, and a sandbox reaching one
+    // on its own or a neighbour's network (hairpin), are answered to the host, not directly.
+    let dnat = || has_bits(json!({"ct": {"key": "status"}}), json!("dnat"));
+    v.push(rule(
+        "postrouting",
+        vec![
+            dnat(),
+            eq(
+                json!({"payload": {"protocol": "ip", "field": "saddr"}}),
+                json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
+            ),
+            json!({"masquerade": null}),
+        ],
+    ));
+    v.push(rule(
+        "postrouting",
+        vec![
+            dnat(),
+            eq(meta("iifname"), json!("@nets")),
+            eq(meta("oifname"), json!("@nets")),
+            json!({"masquerade": null}),
+        ],
     ));
     v.push(rule(
         "postrouting",
@@ -223,9 +272,56 @@ pub fn batch(changes: &[FwChange]) -> Value {
         match c {
             FwChange::Add(r) => v.extend(add_network(r)),
             FwChange::Remove(r) => v.extend(remove_network(r)),
+            FwChange::AddPorts(p) => v.extend(add_ports(p)),
+            FwChange::RemovePorts(p) => v.extend(remove_ports(p)),
         }
     }
     json!({"nftables": v})
+}
+
+fn port_chain(p: &super::PortRules) -> String {
+    format!("pt-{}", p.id)
+}
+
+fn port_key(m: &crate::model::PortMapping) -> Value {
+    json!({"concat": [m.proto, m.host_port]})
+}
+
+fn add_ports(p: &super::PortRules) -> Vec<Value> {
+    let chain = port_chain(p);
+    let mut v = vec![json!({"add": {"chain": {"family": FAM, "table": TABLE, "name": chain}}})];
+    for m in &p.maps {
+        let mut expr = vec![
+            eq(meta("l4proto"), json!(m.proto)),
+            eq(
+                json!({"payload": {"protocol": "th", "field": "dport"}}),
+                json!(m.host_port),
+            ),
+        ];
+        if let Some(std::net::IpAddr::V4(h)) = m.host_ip.filter(|h| !h.is_unspecified()) {
+            expr.push(eq(
+                json!({"payload": {"protocol": "ip", "field": "daddr"}}),
+                json!(h.to_string()),
+            ));
+        }
+        expr.push(
+            json!({"dnat": {"family": "ip", "addr": p.addr.to_string(), "port": m.container_port}}),
+        );
+        v.push(rule(&chain, expr));
+        v.push(json!({"add": {"element": elem("ports", port_key(m), Some(chain.clone()))}}));
+    }
+    v
+}
+
+fn remove_ports(p: &super::PortRules) -> Vec<Value> {
+    let chain = port_chain(p);
+    let mut v = Vec::new();
+    for m in &p.maps {
+        v.push(json!({"delete": {"element": elem("ports", port_key(m), Some(chain.clone()))}}));
+    }
+    v.push(json!({"flush": {"chain": {"family": FAM, "table": TABLE, "name": chain}}}));
+    v.push(json!({"delete": {"chain": {"family": FAM, "table": TABLE, "name": chain}}}));
+    v
 }
 
 /// Remove weft's table entirely.

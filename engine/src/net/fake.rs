@@ -509,6 +509,8 @@ impl FakeState {
                         }
                     }
                 }
+                // Published ports: the fake kernel keeps no DNAT state.
+                FwChange::AddPorts(_) | FwChange::RemovePorts(_) => {}
             },
             Step::Netns { pin } => {
                 let k = pin.display().to_string();

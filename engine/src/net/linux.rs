@@ -517,7 +517,16 @@ impl Session for LinuxSession {
                 sysctl::write(Some(f), key, value)
             }
             Step::Firewall { change } => match change {
-                FwChange::Add(_) => self.k.firewall.apply(std::slice::from_ref(change)).await,
+                FwChange::Add(_) | FwChange::AddPorts(_) => {
+                    self.k.firewall.apply(std::slice::from_ref(change)).await
+                }
+                FwChange::RemovePorts(_) => {
+                    match self.k.firewall.apply(std::slice::from_ref(change)).await {
+                        // Gone already (a flushed ruleset): nothing left to remove.
+                        Err(e) if e.is_not_found() => Ok(()),
+                        other => other,
+                    }
+                }
                 FwChange::Remove(r) => {
                     match self.k.firewall.apply(std::slice::from_ref(change)).await {
                         // Part of it is gone already: remove what is left, piece by piece.

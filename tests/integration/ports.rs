@@ -1,0 +1,172 @@
+//! Published ports: `-p` DNAT from host ports to a sandbox, reached from an "outside"
+//! namespace, from the host through its own address and 127.0.0.1, from a neighbour sandbox
+//! through the host address (hairpin); UDP too; conflicts, random ports, and the rules going
+//! with the sandbox.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// A server in `sb` on `cport`, a client in `client` to `target`: did they talk?
+fn reaches(
+    h: &TestHost,
+    sb: &str,
+    cport: u16,
+    client: &std::path::Path,
+    target: SocketAddr,
+) -> bool {
+    let server = tcp_server(
+        &key(h, sb),
+        SocketAddr::new("0.0.0.0".parse().unwrap(), cport),
+    );
+    let ok = tcp_echo(client, target, Duration::from_secs(2));
+    let peer = server.join().unwrap();
+    ok && peer.is_some()
+}
+
+#[test]
+fn published_ports_reach_the_sandbox_from_outside_the_host_and_neighbours() {
+    let h = TestHost::new("ports");
+    let out = h.outside("ptout", "10.83.9.1", "10.83.9.2");
+    h.weft_ok(&["network", "create", "--subnet", "10.83.0.0/24", "web"]);
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "-p",
+        "8080:80",
+        "-p",
+        "5353:53/udp",
+        "-p",
+        "90",
+        "s1",
+    ]);
+    h.weft_ok(&["sandbox", "create", "--network", "web", "s2"]);
+    let ports = h.weft_ok(&["port", "s1"]);
+    let random: u16 = ports
+        .lines()
+        .find(|l| l.starts_with("90/tcp -> 0.0.0.0:"))
+        .and_then(|l| l.rsplit(':').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{ports}"));
+    assert!(
+        ports.starts_with("80/tcp -> 0.0.0.0:8080\n53/udp -> 0.0.0.0:5353\n"),
+        "{ports}"
+    );
+    assert!((32768..=60999).contains(&random), "{random}");
+    let sb = &json(&h.weft_ok(&["sandbox", "inspect", "s1"]))[0];
+    assert_eq!(
+        sb["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"],
+        "8080"
+    );
+
+    let host_out: IpAddr = "10.83.9.1".parse().unwrap();
+    // Positive control first: the sandbox's own address, directly.
+    assert!(reaches(
+        &h,
+        "s1",
+        80,
+        &key(&h, "s2"),
+        SocketAddr::new(sandbox_ip(&h, "s1"), 80)
+    ));
+    // From outside, to the host's address.
+    assert!(
+        reaches(&h, "s1", 80, &out, SocketAddr::new(host_out, 8080)),
+        "outside → host:8080"
+    );
+    assert!(
+        reaches(&h, "s1", 90, &out, SocketAddr::new(host_out, random)),
+        "outside → random port"
+    );
+    // From the host itself: its own address, and 127.0.0.1.
+    assert!(
+        reaches(&h, "s1", 80, &h.host_ns, SocketAddr::new(host_out, 8080)),
+        "host → own address"
+    );
+    assert!(
+        reaches(&h, "s1", 80, &h.host_ns, "127.0.0.1:8080".parse().unwrap()),
+        "host → 127.0.0.1"
+    );
+    // A neighbour through the host's address (hairpin).
+    assert!(
+        reaches(
+            &h,
+            "s1",
+            80,
+            &key(&h, "s2"),
+            SocketAddr::new("10.83.0.1".parse().unwrap(), 8080)
+        ),
+        "hairpin"
+    );
+    // A port that is not published does not reach it.
+    assert!(
+        !reaches(&h, "s1", 81, &out, SocketAddr::new(host_out, 8081)),
+        "an unpublished port"
+    );
+    // UDP.
+    let k1 = key(&h, "s1");
+    let echo = std::thread::spawn(move || {
+        in_ns(&k1, || {
+            let s = UdpSocket::bind("0.0.0.0:53").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut b = [0u8; 64];
+            if let Ok((n, p)) = s.recv_from(&mut b) {
+                let _ = s.send_to(&b[..n], p);
+            }
+        })
+        .join()
+        .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let got = in_ns(&out, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.send_to(b"ping", (host_out, 5353)).unwrap();
+        let mut b = [0u8; 64];
+        s.recv(&mut b).ok().map(|n| b[..n].to_vec())
+    })
+    .join()
+    .unwrap();
+    echo.join().unwrap();
+    assert_eq!(got.as_deref(), Some(&b"ping"[..]), "UDP through 5353");
+
+    // A host port another sandbox holds: Docker's error, nothing made.
+    let before = h.nft_ruleset();
+    assert_eq!(
+        h.weft_err(&[
+            "sandbox",
+            "create",
+            "--network",
+            "web",
+            "-p",
+            "8080:81",
+            "s3"
+        ]),
+        "Error: Bind for 0.0.0.0:8080 failed: port is already allocated"
+    );
+    assert_eq!(h.nft_ruleset(), before);
+    assert!(h.engine().sandbox("s3").is_err());
+    assert!(h
+        .weft_err(&["sandbox", "create", "-p", "80-90:80", "s4"])
+        .contains("port ranges are not supported yet"));
+
+    // The rules go with the sandbox, and the port is free again.
+    h.weft_ok(&["sandbox", "rm", "s1"]);
+    let rules = h.nft_ruleset();
+    assert!(!rules.contains("pt-") && !rules.contains("8080"), "{rules}");
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "-p",
+        "8080:80",
+        "s5",
+    ]);
+    assert!(
+        reaches(&h, "s5", 80, &out, SocketAddr::new(host_out, 8080)),
+        "the port reused"
+    );
+    h.weft_ok(&["system", "check"]);
+}
