@@ -217,6 +217,8 @@ fn daemon_clients(clients: usize, per: usize) {
                         dns_option: vec![],
                         hostname: None,
                         publish: vec![],
+                        publish_all: false,
+                        expose: vec![],
                         name: name.clone(),
                     });
                     let t = Instant::now();

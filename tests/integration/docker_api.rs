@@ -134,6 +134,19 @@ fn the_docker_cli_drives_the_network_guide() {
         .as_str()
         .unwrap()
         .starts_with("172."));
+    // Published ports as `docker port` reads them.
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "dev",
+        "-p",
+        "8088:80",
+        "web-1",
+    ]);
+    assert_eq!(d.docker_ok(&["port", "web-1"]), "80/tcp -> 0.0.0.0:8088\n");
+    assert_eq!(d.docker_ok(&["port", "web-1", "80"]), "0.0.0.0:8088\n");
+    h.weft_ok(&["sandbox", "rm", "web-1"]);
     let whole = json(&d.docker_ok(&["inspect", "busybox-1"]));
     assert_eq!(whole[0]["Name"], "/busybox-1");
     assert_eq!(whole[0]["State"]["Running"], true);

@@ -150,11 +150,54 @@ fn published_ports_reach_the_sandbox_from_outside_the_host_and_neighbours() {
     assert!(h
         .weft_err(&["sandbox", "create", "-p", "80-90:80", "s4"])
         .contains("port ranges are not supported yet"));
+    // -P publishes the --expose'd ports on free host ports; two sandboxes never share one.
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "--expose",
+        "7000",
+        "--expose",
+        "7001/udp",
+        "-P",
+        "e1",
+    ]);
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "--expose",
+        "7000",
+        "-P",
+        "e2",
+    ]);
+    let e1 = h.weft_ok(&["port", "e1"]);
+    let e2 = h.weft_ok(&["port", "e2"]);
+    assert_eq!(e1.lines().count(), 2, "{e1}");
+    assert!(e1.contains("7001/udp -> 0.0.0.0:"), "{e1}");
+    let hp = |s: &str| {
+        s.lines()
+            .next()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(hp(&e1), hp(&e2), "{e1}{e2}");
 
     // The rules go with the sandbox, and the port is free again.
+    let s1 = h.engine().sandbox("s1").unwrap().id;
     h.weft_ok(&["sandbox", "rm", "s1"]);
     let rules = h.nft_ruleset();
-    assert!(!rules.contains("pt-") && !rules.contains("8080"), "{rules}");
+    assert!(
+        !rules.contains(&format!("pt-{}", &s1[..12]))
+            && !rules.contains("8080")
+            && !rules.contains("5353"),
+        "{rules}"
+    );
     h.weft_ok(&[
         "sandbox",
         "create",

@@ -45,6 +45,12 @@ pub enum SandboxCmd {
         /// Publish a port: [HOSTIP:][HOSTPORT:]PORT[/tcp|udp] (repeatable).
         #[arg(short = 'p', long = "publish")]
         publish: Vec<String>,
+        /// Publish every --expose'd port on a free host port.
+        #[arg(short = 'P', long = "publish-all")]
+        publish_all: bool,
+        /// A port the sandbox serves: PORT[/tcp|udp] (repeatable; published by -P).
+        #[arg(long)]
+        expose: Vec<String>,
         name: String,
     },
     /// List sandboxes.
@@ -154,12 +160,28 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
             dns_option,
             hostname,
             publish,
+            publish_all,
+            expose,
             name,
         } => {
-            let ports = publish
+            let mut ports = publish
                 .iter()
                 .map(|p| PortMapping::parse(p))
                 .collect::<Result<Vec<_>, _>>()?;
+            for e in &expose {
+                let m = PortMapping::parse(e)?;
+                if m.host_port != 0 || m.host_ip.is_some() {
+                    return Err(Error::invalid(format!(
+                        "invalid --expose {e:?}: give a port, PORT[/tcp|udp]"
+                    )));
+                }
+                let already = ports
+                    .iter()
+                    .any(|p| p.container_port == m.container_port && p.proto == m.proto);
+                if publish_all && !already {
+                    ports.push(m);
+                }
+            }
             let req = SandboxCreate {
                 name,
                 network,
