@@ -205,11 +205,22 @@ fn published_ports_reach_the_sandbox_from_outside_the_host_and_neighbours() {
         "web",
         "-p",
         "8080:80",
+        "-p",
+        "127.0.0.1:8090:80",
         "s5",
     ]);
     assert!(
         reaches(&h, "s5", 80, &out, SocketAddr::new(host_out, 8080)),
         "the port reused"
+    );
+    // A host address given: only that address.
+    assert!(
+        reaches(&h, "s5", 80, &h.host_ns, "127.0.0.1:8090".parse().unwrap()),
+        "127.0.0.1:8090"
+    );
+    assert!(
+        !reaches(&h, "s5", 80, &out, SocketAddr::new(host_out, 8090)),
+        "8090 from outside"
     );
     h.weft_ok(&["system", "check"]);
 }
