@@ -596,14 +596,25 @@ fn the_daemon_restores_what_others_break_in_the_kernel() {
     let d = h.daemon();
     let id = d.docker_ok(&["network", "create", "--subnet", "10.68.0.0/24", "heal"]);
     let br = format!("br-{}", &id[..12]);
-    h.weft_ok(&["sandbox", "create", "--network", "heal", "s1"]);
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "heal",
+        "-p",
+        "8080:80",
+        "s1",
+    ]);
     h.weft_ok(&["sandbox", "create", "--network", "heal", "s2"]);
     h.weft_ok(&["sandbox", "create", "--network", "heal", "s3"]);
     let (k1, ip2) = (key(&h, "s1"), sandbox_ip(&h, "s2"));
     assert!(ping(&k1, ip2), "positive control: s1 reaches s2");
     std::thread::sleep(std::time::Duration::from_millis(400));
     let rules = h.nft_ruleset();
-    assert!(rules.contains("table inet weft"), "{rules}");
+    assert!(
+        rules.contains("table inet weft") && rules.contains("tcp dport 8080 dnat"),
+        "{rules}"
+    );
 
     // Someone flushes the whole ruleset.
     run_ok(&h.host_ns, "nft", &["flush", "ruleset"]);

@@ -78,15 +78,29 @@ enum Fix {
     SettleJournals,
     RemoveSandbox(String),
     RealizeNetwork(String),
-    RealizeEndpoint { net: String, ep: String },
+    RealizeEndpoint {
+        net: String,
+        ep: String,
+    },
     DeleteLink(NsRef, String),
     Unpin(PathBuf),
     PurgeFirewall(String),
     ResetFirewall,
-    Release { pool: String, ip: IpAddr },
-    Allocate { pool: String, ip: IpAddr },
+    Release {
+        pool: String,
+        ip: IpAddr,
+    },
+    Allocate {
+        pool: String,
+        ip: IpAddr,
+    },
     ReleasePool(String),
-    DeleteEndpoint { net: String, ep: String },
+    DeleteEndpoint {
+        net: String,
+        ep: String,
+    },
+    /// A sandbox's published ports (sandbox id, chain id), made again from its record.
+    Republish(String, String),
 }
 
 /// A step of an undo log, in words: what it would remove.
@@ -290,11 +304,20 @@ impl Engine {
                     }
                 }
                 if !op.tx().present(s).await? {
+                    // A sandbox's published ports are made again, not the sandbox removed.
+                    let fix = match s {
+                        Step::Firewall {
+                            change: crate::firewall::FwChange::RemovePorts(p),
+                        } => {
+                            Fix::Republish(key.trim_start_matches("sb/").to_string(), p.id.clone())
+                        }
+                        _ => fix.clone(),
+                    };
                     add(
                         FindingKind::Missing,
                         object.clone(),
                         format!("{} is not there", describe(s)),
-                        fix.clone(),
+                        fix,
                     );
                 }
             }
@@ -471,6 +494,31 @@ impl Engine {
             Fix::SettleJournals => {
                 self.replay_journals().await?;
                 Ok(())
+            }
+            Fix::Republish(sb, _) => {
+                let steps = records::owned(&*self.inner.store.read()?, &records::sb_key(sb))?;
+                let Some(p) = steps.iter().find_map(|s| match s {
+                    Step::Firewall {
+                        change: crate::firewall::FwChange::RemovePorts(p),
+                    } => Some(p.clone()),
+                    _ => None,
+                }) else {
+                    return Ok(());
+                };
+                let mut op = self
+                    .begin(
+                        Intent::new(format!("repair: published ports of sandbox {sb}"), vec![]),
+                        Locking::Inherited,
+                    )
+                    .await?;
+                let r = op
+                    .tx()
+                    .apply(Step::Firewall {
+                        change: crate::firewall::FwChange::AddPorts(p),
+                    })
+                    .await
+                    .map_err(Into::into);
+                op.settle(r).await
             }
             Fix::RemoveSandbox(id) => {
                 let mut op = self

@@ -137,6 +137,21 @@ impl Firewall {
         Ok(render::has_network(&items, r))
     }
 
+    /// Does weft's table exist and hold no network's and no sandbox's rules?
+    pub async fn unused(&self) -> Result<bool, NetError> {
+        Ok(self.list().await?.is_some_and(|items| {
+            render::chain_ids(&items).is_empty() && !render::has_port_chains(&items)
+        }))
+    }
+
+    /// Are a sandbox's published ports in place (its chain, and each port in the map)?
+    pub async fn has_ports(&self, p: &PortRules) -> Result<bool, NetError> {
+        let Some(items) = self.list().await? else {
+            return Ok(false);
+        };
+        Ok(render::has_ports(&items, p))
+    }
+
     /// Remove whatever weft's table holds for network `id12`, whatever state it is in.
     pub async fn purge(&self, id12: &str) -> Result<(), NetError> {
         let Some(items) = self.list().await? else {

@@ -289,7 +289,11 @@ fn port_key(m: &crate::model::PortMapping) -> Value {
 
 fn add_ports(p: &super::PortRules) -> Vec<Value> {
     let chain = port_chain(p);
-    let mut v = vec![json!({"add": {"chain": {"family": FAM, "table": TABLE, "name": chain}}})];
+    // Flushed first: applying the same ports again (a repair) leaves one rule each.
+    let mut v = vec![
+        json!({"add": {"chain": {"family": FAM, "table": TABLE, "name": chain}}}),
+        json!({"flush": {"chain": {"family": FAM, "table": TABLE, "name": chain}}}),
+    ];
     for m in &p.maps {
         let mut expr = vec![
             eq(meta("l4proto"), json!(m.proto)),
@@ -413,6 +417,38 @@ pub fn purge(items: &[Value], id12: &str) -> Value {
         v.push(json!({"delete": {"chain": c}}));
     }
     json!({"nftables": v})
+}
+
+/// Are `p`'s chain and every one of its map elements in the listed table?
+pub fn has_ports(items: &[Value], p: &super::PortRules) -> bool {
+    let chain = port_chain(p);
+    let has_chain = items.iter().any(|i| {
+        i.get("chain")
+            .and_then(|c| c.get("name"))
+            .and_then(Value::as_str)
+            == Some(&chain)
+    });
+    let elems: Vec<(String, u64)> = maps(items)
+        .filter(|(name, _)| *name == "ports")
+        .flat_map(|(_, elems)| elems.iter())
+        .filter_map(|e| {
+            let (key, target) = jump_elem(e)?;
+            if target != chain {
+                return None;
+            }
+            let c = key.get("concat")?.as_array()?;
+            Some((c.first()?.as_str()?.to_string(), c.get(1)?.as_u64()?))
+        })
+        .collect();
+    has_chain
+        && p.maps
+            .iter()
+            .all(|m| elems.contains(&(m.proto.clone(), m.host_port as u64)))
+}
+
+/// Does the listed table hold any sandbox's published-port chain?
+pub fn has_port_chains(items: &[Value]) -> bool {
+    chains(items).any(|c| c.starts_with("pt-"))
 }
 
 #[cfg(test)]

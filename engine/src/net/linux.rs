@@ -533,15 +533,9 @@ impl Session for LinuxSession {
                         Err(e) if e.is_not_found() => self.k.firewall.purge(&r.id).await?,
                         other => other?,
                     }
-                    // weft's table lives as long as some network has rules in it: the host's
-                    // ruleset is left as it was before weft.
-                    if self
-                        .k
-                        .firewall
-                        .networks()
-                        .await?
-                        .is_some_and(|n| n.is_empty())
-                    {
+                    // weft's table lives as long as some network or sandbox has rules in it:
+                    // the host's ruleset is left as it was before weft.
+                    if self.k.firewall.unused().await? {
                         self.k.firewall.reset().await?;
                     }
                     Ok(())
@@ -743,6 +737,9 @@ impl Session for LinuxSession {
             Step::Firewall {
                 change: FwChange::Remove(r),
             } => self.k.firewall.has(r).await,
+            Step::Firewall {
+                change: FwChange::RemovePorts(p),
+            } => self.k.firewall.has_ports(p).await,
             // A sysctl restore has nothing to look for; creation steps are not removals.
             _ => Ok(true),
         }
