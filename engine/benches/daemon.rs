@@ -219,6 +219,7 @@ fn daemon_clients(clients: usize, per: usize) {
                         publish: vec![],
                         publish_all: false,
                         expose: vec![],
+                        link: vec![],
                         name: name.clone(),
                     });
                     let t = Instant::now();

@@ -226,6 +226,9 @@ pub struct Sandbox {
     /// Published ports, host ports as allocated.
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// `--expose`d ports (host port 0): what legacy links tell linking sandboxes about.
+    #[serde(default)]
+    pub exposed: Vec<PortMapping>,
 }
 
 /// What `network create` asks for (the Docker API's NetworkCreateRequest, typed).
@@ -297,6 +300,8 @@ pub struct SandboxCreate {
     pub hostname: Option<String>,
     /// `-p`: ports to publish (host port 0: any free one).
     pub ports: Vec<PortMapping>,
+    /// `--expose`: ports the sandbox serves.
+    pub exposed: Vec<PortMapping>,
 }
 
 /// Filters for `network ls` / `network prune` (Docker's `--filter k=v`, already split).

@@ -276,6 +276,7 @@ mod tests {
             dns_options: vec![],
             hostname: None,
             ports: vec![],
+            exposed: vec![],
         };
         let mut other = net();
         other.name = "back".into();

@@ -342,3 +342,45 @@ fn sandboxes_find_each_other_by_name_and_other_names_are_forwarded() {
     assert_eq!(hc["DnsOptions"], serde_json::json!(["ndots:2"]));
     h.weft_ok(&["system", "check"]);
 }
+
+#[test]
+fn legacy_links_give_hosts_entries_and_environment() {
+    let h = TestHost::new("links");
+    h.weft_ok(&[
+        "sandbox", "create", "--expose", "5432", "--expose", "9000/udp", "db",
+    ]);
+    h.weft_ok(&["sandbox", "create", "--link", "db:pg", "web"]);
+    let db_ip = sandbox_ip(&h, "db");
+    let db_id = h.engine().sandbox("db").unwrap().id;
+    let out = |args: &[&str]| {
+        String::from_utf8_lossy(&exec(&h, "web", args).stdout)
+            .trim()
+            .to_string()
+    };
+    let hosts = out(&["cat", "/etc/hosts"]);
+    assert!(
+        hosts.ends_with(&format!("{db_ip}\tpg {} db", &db_id[..12])),
+        "{hosts}"
+    );
+    assert_eq!(
+        getent(&h, "web", "pg"),
+        Some(format!("{db_ip} pg {} db", &db_id[..12]))
+    );
+    assert_eq!(
+        out(&["sh", "-c", "echo $PG_NAME $PG_PORT $PG_PORT_5432_TCP_ADDR $PG_PORT_5432_TCP_PORT $PG_PORT_9000_UDP"]),
+        format!("/web/pg tcp://{db_ip}:5432 {db_ip} 5432 udp://{db_ip}:9000")
+    );
+    // Without a link, none of it.
+    h.weft_ok(&["sandbox", "create", "plain"]);
+    assert_eq!(
+        String::from_utf8_lossy(&exec(&h, "plain", &["sh", "-c", "echo x$PG_NAME"]).stdout).trim(),
+        "x"
+    );
+    // A link to a sandbox that does not exist: Docker's message, nothing made.
+    assert_eq!(
+        h.weft_err(&["sandbox", "create", "--link", "nosuch", "web2"]),
+        "Error: could not get container for nosuch: No such container: nosuch"
+    );
+    assert!(h.engine().sandbox("web2").is_err());
+    h.weft_ok(&["system", "check"]);
+}

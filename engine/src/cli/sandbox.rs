@@ -51,6 +51,10 @@ pub enum SandboxCmd {
         /// A port the sandbox serves: PORT[/tcp|udp] (repeatable; published by -P).
         #[arg(long)]
         expose: Vec<String>,
+        /// A legacy link to another sandbox: NAME[:ALIAS] (repeatable): /etc/hosts and
+        /// environment for `sandbox exec`.
+        #[arg(long)]
+        link: Vec<String>,
         name: String,
     },
     /// List sandboxes.
@@ -121,6 +125,13 @@ pub fn exec(root: &std::path::Path, sandbox: &str, cmd: &[String]) -> Exit {
                 })?;
             Ok((r, h))
         });
+    let env = match Engine::link_env_in(&store, &sb) {
+        Ok(e) => e,
+        Err(e) => {
+            err_line(e);
+            return 1;
+        }
+    };
     let (resolv, hosts) = match files {
         Ok(f) => f,
         Err(e) => {
@@ -140,6 +151,7 @@ pub fn exec(root: &std::path::Path, sandbox: &str, cmd: &[String]) -> Exit {
                     .clone()
                     .unwrap_or_else(|| sb.id[..12].to_string()),
             ),
+            env,
         }
     };
     err_line(crate::net::ns::exec_in(&sb.key, &setup, cmd));
@@ -162,14 +174,17 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
             publish,
             publish_all,
             expose,
+            link,
             name,
         } => {
             let mut ports = publish
                 .iter()
                 .map(|p| PortMapping::parse(p))
                 .collect::<Result<Vec<_>, _>>()?;
+            let mut exposed = Vec::new();
             for e in &expose {
                 let m = PortMapping::parse(e)?;
+                exposed.push(m.clone());
                 if m.host_port != 0 || m.host_ip.is_some() {
                     return Err(Error::invalid(format!(
                         "invalid --expose {e:?}: give a port, PORT[/tcp|udp]"
@@ -190,6 +205,7 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
                     ipv6: ip6,
                     aliases: alias,
                     mac: mac_address,
+                    links: link,
                     ..Default::default()
                 },
                 netns,
@@ -198,6 +214,7 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
                 dns_options: dns_option,
                 hostname,
                 ports,
+                exposed,
             };
             let sb = engine.create_sandbox(req).await?;
             outln!("{}", sb.id);

@@ -166,6 +166,15 @@ impl Engine {
             });
         }
         check_endpoint_settings(net, &opts)?;
+        // Legacy links name sandboxes that exist (Docker's message otherwise).
+        for l in &opts.links {
+            let target = l.split(':').next().unwrap_or("");
+            if records::resolve_sandbox(op.r(), target).is_err() {
+                return Err(Error::NotFound(format!(
+                    "could not get container for {target}: No such container: {target}"
+                )));
+            }
+        }
 
         // The predefined bridge's kernel objects appear on first use.
         if !net.realized {

@@ -357,12 +357,62 @@ impl Engine {
         let mut out = String::from(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
         );
-        for ep in eps {
+        for ep in &eps {
             for a in [ep.ipv4, ep.ipv6].into_iter().flatten() {
                 out.push_str(&format!("{}\t{name}\n", a.ip()));
             }
         }
+        for l in links_of(&*r, &eps)? {
+            let short = &l.target.id[..12];
+            let names = if l.alias == l.target.name {
+                format!("{} {short}", l.alias)
+            } else {
+                format!("{} {short} {}", l.alias, l.target.name)
+            };
+            out.push_str(&format!("{}\t{names}\n", l.addr));
+        }
         Ok(out)
+    }
+
+    /// The environment legacy links give a sandbox's commands (Docker's `ALIAS_PORT_…`).
+    pub fn link_env_in(store: &dyn Store, sb: &Sandbox) -> Result<Vec<(String, String)>> {
+        let r = store.read()?;
+        let eps = records::sandbox_endpoints(&*r, &sb.id)?;
+        let mut env = Vec::new();
+        for l in links_of(&*r, &eps)? {
+            let p: String = l
+                .alias
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            env.push((format!("{p}_NAME"), format!("/{}/{}", sb.name, l.alias)));
+            let mut ports: Vec<(u16, String)> = l
+                .target
+                .exposed
+                .iter()
+                .chain(l.target.ports.iter())
+                .map(|m| (m.container_port, m.proto.clone()))
+                .collect();
+            ports.sort();
+            ports.dedup();
+            if let Some((cp, proto)) = ports.first() {
+                env.push((format!("{p}_PORT"), format!("{proto}://{}:{cp}", l.addr)));
+            }
+            for (cp, proto) in ports {
+                let k = format!("{p}_PORT_{cp}_{}", proto.to_uppercase());
+                env.push((k.clone(), format!("{proto}://{}:{cp}", l.addr)));
+                env.push((format!("{k}_ADDR"), l.addr.to_string()));
+                env.push((format!("{k}_PORT"), cp.to_string()));
+                env.push((format!("{k}_PROTO"), proto));
+            }
+        }
+        Ok(env)
     }
 
     /// The DNS listener sockets for `addr` in the host namespace.
@@ -468,4 +518,37 @@ fn engine_futures_are_send(e: &Engine) {
     send(Engine::open(Config::default()));
     fn shared<T: Send + Sync + Clone + 'static>() {}
     shared::<Engine>();
+}
+
+/// A legacy link, resolved: the target sandbox, the alias, the target's address on the
+/// linking endpoint's network.
+struct Link {
+    target: Sandbox,
+    alias: String,
+    addr: std::net::IpAddr,
+}
+
+/// The links of these endpoints whose targets still exist and share the endpoint's network.
+fn links_of(r: &dyn crate::store::ReadTxn, eps: &[Endpoint]) -> Result<Vec<Link>> {
+    let mut out = Vec::new();
+    for ep in eps {
+        for l in &ep.links {
+            let (name, alias) = l.split_once(':').unwrap_or((l.as_str(), l.as_str()));
+            let Ok(target) = records::resolve_sandbox(r, name) else {
+                continue;
+            };
+            let Some(addr) = records::endpoint_of(r, &target.id, &ep.network_id)?
+                .and_then(|t| t.ipv4.or(t.ipv6))
+                .map(|a| a.ip())
+            else {
+                continue;
+            };
+            out.push(Link {
+                target,
+                alias: alias.to_string(),
+                addr,
+            });
+        }
+    }
+    Ok(out)
 }

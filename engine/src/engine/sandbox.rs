@@ -141,6 +141,7 @@ impl Engine {
             dns_options: req.dns_options.clone(),
             hostname: req.hostname.clone(),
             ports: vec![],
+            exposed: req.exposed.clone(),
         };
         match &target {
             Target::HostMode(_) => {

@@ -230,6 +230,8 @@ pub struct ExecSetup {
     pub resolv: Option<std::path::PathBuf>,
     pub hosts: Option<std::path::PathBuf>,
     pub hostname: Option<String>,
+    /// Extra environment (legacy links' variables).
+    pub env: Vec<(String, String)>,
 }
 
 pub fn exec_in(path: &Path, setup: &ExecSetup, cmd: &[String]) -> NetError {
@@ -277,6 +279,9 @@ pub fn exec_in(path: &Path, setup: &ExecSetup, cmd: &[String]) -> NetError {
     let Some((prog, args)) = cmd.split_first() else {
         return NetError::other("exec", "no command given");
     };
-    let e = std::process::Command::new(prog).args(args).exec();
+    let e = std::process::Command::new(prog)
+        .args(args)
+        .envs(setup.env.iter().map(|(k, v)| (k, v)))
+        .exec();
     NetError::io(format!("exec {prog}"), e)
 }
