@@ -364,11 +364,12 @@ pub fn valid_network_name(name: &str) -> bool {
 }
 
 impl PortMapping {
-    /// Docker's `-p [HOSTIP:][HOSTPORT:]CPORT[/PROTO]` (one port; no ranges).
-    pub fn parse(spec: &str) -> crate::Result<PortMapping> {
+    /// Docker's `-p [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/PROTO]`: one mapping per port of the
+    /// range (host port 0: any free one).
+    pub fn parse(spec: &str) -> crate::Result<Vec<PortMapping>> {
         let bad = |why: &str| {
             crate::Error::invalid(format!(
-                "invalid port specification {spec:?}: {why} (use [HOSTIP:][HOSTPORT:]PORT[/tcp|udp])"
+                "invalid port specification {spec:?}: {why} (use [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|udp])"
             ))
         };
         let (rest, proto) = match spec.rsplit_once('/') {
@@ -379,18 +380,31 @@ impl PortMapping {
             return Err(bad("the protocol must be tcp or udp"));
         }
         let port = |s: &str, what: &str| -> crate::Result<u16> {
-            if s.contains('-') {
-                return Err(bad("port ranges are not supported yet"));
-            }
             match s.parse::<u16>() {
                 Ok(p) if p > 0 => Ok(p),
                 _ => Err(bad(&format!("{what} {s:?} is not a port number"))),
             }
         };
+        let range = |s: &str, what: &str| -> crate::Result<Vec<u16>> {
+            match s.split_once('-') {
+                None => Ok(vec![port(s, what)?]),
+                Some((a, b)) => {
+                    let (a, b) = (port(a, what)?, port(b, what)?);
+                    if a > b {
+                        return Err(bad(&format!("the {what} range {a}-{b} runs backwards")));
+                    }
+                    Ok((a..=b).collect())
+                }
+            }
+        };
         let parts: Vec<&str> = rest.rsplitn(3, ':').collect();
-        let (host_ip, host_port, container_port) = match parts.as_slice() {
-            [c] => (None, 0, port(c, "container port")?),
-            [c, h] => (None, port(h, "host port")?, port(c, "container port")?),
+        let (host_ip, hosts, cports) = match parts.as_slice() {
+            [c] => (None, None, range(c, "container port")?),
+            [c, h] => (
+                None,
+                Some(range(h, "host port")?),
+                range(c, "container port")?,
+            ),
             [c, h, ip] => {
                 let ip = ip.trim_start_matches('[').trim_end_matches(']');
                 let ip: IpAddr = ip
@@ -400,20 +414,33 @@ impl PortMapping {
                     return Err(bad("only IPv4 host addresses are published yet"));
                 }
                 let hp = if h.is_empty() {
-                    0
+                    None
                 } else {
-                    port(h, "host port")?
+                    Some(range(h, "host port")?)
                 };
-                (Some(ip), hp, port(c, "container port")?)
+                (Some(ip), hp, range(c, "container port")?)
             }
             _ => return Err(bad("too many parts")),
         };
-        Ok(PortMapping {
-            proto,
-            host_ip,
-            host_port,
-            container_port,
-        })
+        let hosts = match hosts {
+            None => vec![0; cports.len()],
+            Some(h) if h.len() == cports.len() => h,
+            Some(_) => {
+                return Err(bad(
+                    "the host and container port ranges must have the same length",
+                ))
+            }
+        };
+        Ok(hosts
+            .into_iter()
+            .zip(cports)
+            .map(|(host_port, container_port)| PortMapping {
+                proto: proto.clone(),
+                host_ip,
+                host_port,
+                container_port,
+            })
+            .collect())
     }
 }
 

@@ -149,7 +149,30 @@ fn published_ports_reach_the_sandbox_from_outside_the_host_and_neighbours() {
     assert!(h.engine().sandbox("s3").is_err());
     assert!(h
         .weft_err(&["sandbox", "create", "-p", "80-90:80", "s4"])
-        .contains("port ranges are not supported yet"));
+        .contains("the host and container port ranges must have the same length"));
+    // Ranges: one mapping per port, pairwise, or each on a free host port.
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "-p",
+        "8100-8102:80-82",
+        "-p",
+        "83-84",
+        "r1",
+    ]);
+    let r1 = h.weft_ok(&["port", "r1"]);
+    assert!(
+        r1.starts_with("80/tcp -> 0.0.0.0:8100\n81/tcp -> 0.0.0.0:8101\n82/tcp -> 0.0.0.0:8102\n83/tcp -> 0.0.0.0:"),
+        "{r1}"
+    );
+    assert_eq!(r1.lines().count(), 5, "{r1}");
+    assert!(
+        reaches(&h, "r1", 82, &out, SocketAddr::new(host_out, 8102)),
+        "the end of a range"
+    );
+    h.weft_ok(&["sandbox", "rm", "r1"]);
     // -P publishes the --expose'd ports on free host ports; two sandboxes never share one.
     h.weft_ok(&[
         "sandbox",

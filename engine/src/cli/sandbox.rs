@@ -180,16 +180,27 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
             let mut ports = publish
                 .iter()
                 .map(|p| PortMapping::parse(p))
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>();
             let mut exposed = Vec::new();
-            for e in &expose {
-                let m = PortMapping::parse(e)?;
+            for m in expose
+                .iter()
+                .map(|e| {
+                    let ms = PortMapping::parse(e)?;
+                    if ms.iter().any(|m| m.host_port != 0 || m.host_ip.is_some()) {
+                        return Err(Error::invalid(format!(
+                            "invalid --expose {e:?}: give a port or a range, PORT[-END][/tcp|udp]"
+                        )));
+                    }
+                    Ok(ms)
+                })
+                .collect::<Result<Vec<_>, Error>>()?
+                .into_iter()
+                .flatten()
+            {
                 exposed.push(m.clone());
-                if m.host_port != 0 || m.host_ip.is_some() {
-                    return Err(Error::invalid(format!(
-                        "invalid --expose {e:?}: give a port, PORT[/tcp|udp]"
-                    )));
-                }
                 let already = ports
                     .iter()
                     .any(|p| p.container_port == m.container_port && p.proto == m.proto);
