@@ -410,9 +410,6 @@ impl PortMapping {
                 let ip: IpAddr = ip
                     .parse()
                     .map_err(|_| bad("the host IP is not an address"))?;
-                if !ip.is_ipv4() {
-                    return Err(bad("only IPv4 host addresses are published yet"));
-                }
                 let hp = if h.is_empty() {
                     None
                 } else {

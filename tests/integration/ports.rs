@@ -247,3 +247,65 @@ fn published_ports_reach_the_sandbox_from_outside_the_host_and_neighbours() {
     );
     h.weft_ok(&["system", "check"]);
 }
+
+#[test]
+fn published_ports_reach_the_sandbox_over_ipv6_too() {
+    let h = TestHost::new("ports6");
+    let out = h.outside("pt6out", "10.92.9.1", "10.92.9.2");
+    for (ns, dev, a) in [
+        (&h.host_ns, "pt6out", "fd92:9::1/64"),
+        (&out, "pt6out-p", "fd92:9::2/64"),
+    ] {
+        let o = h.ip(ns, &["-6", "addr", "add", a, "dev", dev, "nodad"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    h.weft_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.92.0.0/24",
+        "--subnet",
+        "fd92:0:0:1::/64",
+        "v6web",
+    ]);
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "v6web",
+        "-p",
+        "8080:80",
+        "-p",
+        "[fd92:9::1]:8081:80",
+        "s1",
+    ]);
+    let any6: SocketAddr = "[::]:80".parse().unwrap();
+    let reach = |to: &str| {
+        let server = tcp_server(&key(&h, "s1"), any6);
+        let ok = tcp_echo(&out, to.parse().unwrap(), Duration::from_secs(2));
+        server.join().unwrap().is_some() && ok
+    };
+    // IPv6 neighbour discovery waits for the links' link-local addresses to finish DAD.
+    let t = std::time::Instant::now();
+    while [&h.host_ns, &out, &key(&h, "s1")]
+        .iter()
+        .any(|ns| String::from_utf8_lossy(&h.ip(ns, &["-6", "addr"]).stdout).contains("tentative"))
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "DAD did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Positive control: IPv4 to the same port; then IPv6, and the v6-only binding.
+    assert!(reach("10.92.9.1:8080"), "IPv4 → 8080");
+    assert!(reach("[fd92:9::1]:8080"), "IPv6 → 8080");
+    assert!(reach("[fd92:9::1]:8081"), "IPv6 → 8081 bound to fd92:9::1");
+    assert!(
+        !reach("10.92.9.1:8081"),
+        "8081 is bound to an IPv6 address only"
+    );
+    let rules = h.nft_ruleset();
+    assert!(rules.contains("dnat ip6 to [fd92:0:0:1::"), "{rules}");
+    h.weft_ok(&["sandbox", "rm", "s1"]);
+    assert!(!h.nft_ruleset().contains("dnat ip6"));
+    h.weft_ok(&["system", "check"]);
+}

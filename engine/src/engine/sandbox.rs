@@ -207,12 +207,19 @@ impl Engine {
     /// added, and their removal recorded with the sandbox's.
     async fn publish_in(&self, op: &mut Op, sb: &mut Sandbox, ports: &[PortMapping]) -> Result<()> {
         let eps = records::sandbox_endpoints(op.r(), &sb.id)?;
-        let (addr, net_id) = eps
+        let (addr, addr6, net_id) = eps
             .iter()
             .filter(|e| e.default_route)
             .chain(eps.iter())
             .find_map(|e| match e.ipv4.map(|a| a.ip()) {
-                Some(std::net::IpAddr::V4(a)) => Some((a, e.network_id.clone())),
+                Some(std::net::IpAddr::V4(a)) => Some((
+                    a,
+                    match e.ipv6.map(|a| a.ip()) {
+                        Some(std::net::IpAddr::V6(v6)) => Some(v6),
+                        _ => None,
+                    },
+                    e.network_id.clone(),
+                )),
                 _ => None,
             })
             .ok_or_else(|| {
@@ -270,6 +277,7 @@ impl Engine {
                 change: crate::firewall::FwChange::AddPorts(crate::firewall::PortRules {
                     id: sb.id[..12].to_string(),
                     addr,
+                    addr6,
                     maps: maps.clone(),
                 }),
             })

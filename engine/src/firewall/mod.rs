@@ -41,6 +41,10 @@ pub struct PortRules {
     /// First 12 hex digits of the sandbox id (chain name `pt-<id>`).
     pub id: String,
     pub addr: std::net::Ipv4Addr,
+    /// Its IPv6 address, when it has one: ports without a host address, or with an IPv6
+    /// one, are published to it too.
+    #[serde(default)]
+    pub addr6: Option<std::net::Ipv6Addr>,
     pub maps: Vec<crate::model::PortMapping>,
 }
 

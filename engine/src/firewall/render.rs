@@ -295,23 +295,36 @@ fn add_ports(p: &super::PortRules) -> Vec<Value> {
         json!({"flush": {"chain": {"family": FAM, "table": TABLE, "name": chain}}}),
     ];
     for m in &p.maps {
-        let mut expr = vec![
-            eq(meta("l4proto"), json!(m.proto)),
-            eq(
-                json!({"payload": {"protocol": "th", "field": "dport"}}),
-                json!(m.host_port),
-            ),
+        let host = m.host_ip.filter(|h| !h.is_unspecified());
+        let families = [
+            ("ipv4", "ip", Some(std::net::IpAddr::V4(p.addr))),
+            ("ipv6", "ip6", p.addr6.map(std::net::IpAddr::V6)),
         ];
-        if let Some(std::net::IpAddr::V4(h)) = m.host_ip.filter(|h| !h.is_unspecified()) {
-            expr.push(eq(
-                json!({"payload": {"protocol": "ip", "field": "daddr"}}),
-                json!(h.to_string()),
-            ));
+        for (nfproto, fam, to) in families {
+            let Some(to) = to else { continue };
+            // A host address given: only its family.
+            if host.is_some_and(|h| h.is_ipv4() != to.is_ipv4()) {
+                continue;
+            }
+            let mut expr = vec![
+                eq(meta("nfproto"), json!(nfproto)),
+                eq(meta("l4proto"), json!(m.proto)),
+                eq(
+                    json!({"payload": {"protocol": "th", "field": "dport"}}),
+                    json!(m.host_port),
+                ),
+            ];
+            if let Some(h) = host {
+                expr.push(eq(
+                    json!({"payload": {"protocol": fam, "field": "daddr"}}),
+                    json!(h.to_string()),
+                ));
+            }
+            expr.push(
+                json!({"dnat": {"family": fam, "addr": to.to_string(), "port": m.container_port}}),
+            );
+            v.push(rule(&chain, expr));
         }
-        expr.push(
-            json!({"dnat": {"family": "ip", "addr": p.addr.to_string(), "port": m.container_port}}),
-        );
-        v.push(rule(&chain, expr));
         v.push(json!({"add": {"element": elem("ports", port_key(m), Some(chain.clone()))}}));
     }
     v
