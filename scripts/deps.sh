@@ -18,8 +18,14 @@ if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed 2>/dev/
 fi
 # docker-py drives the Docker API test (the docker CLI itself, 28.x, comes with the machine;
 # the tests say so when it is missing).
-if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import docker' >/dev/null 2>&1; then
+if ! command -v python3 >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
+fi
+if ! python3 -c 'import docker' >/dev/null 2>&1; then
   echo "installing docker-py (PyPI docker==7.1.0)" >&2
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  fi
   python3 -m pip install -q docker==7.1.0 2>/dev/null \
     || python3 -m pip install -q --break-system-packages docker==7.1.0
 fi
