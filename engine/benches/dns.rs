@@ -261,8 +261,17 @@ fn aardvark(n: usize, secs: u64) {
         secs,
     );
     report("aardvark-dns 1.4 (Debian)", &lat, qps);
+    // aardvark-dns forks into the background and writes its pid next to its config.
     let _ = d.kill();
     let _ = d.wait();
+    if let Ok(pid) = std::fs::read_to_string(cfg.join("aardvark.pid")) {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
 }
 
 fn main() {
