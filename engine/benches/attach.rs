@@ -20,17 +20,14 @@
 //! Run (root): `cargo bench --bench attach -- [--n 200,1000] [--peers-n 200] [--no-peers]
 //! [--netavark21 /opt/netavark21/bin/netavark]`
 
-use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{ms, pct, Scratch};
+use common::{in_ns_cmd, ms, pct, Daemon, Scratch};
 use weft::model::{NetworkCreate, SandboxCreate};
 use weft::{Config, Engine};
 
@@ -49,18 +46,6 @@ struct Stats {
     /// Detach of many in one batched operation, per sandbox.
     batch_detach: Option<Duration>,
     reached: (usize, usize),
-}
-
-fn in_ns_cmd(ns: &Path, prog: &str) -> Command {
-    let f = File::open(ns).unwrap();
-    let mut c = Command::new(prog);
-    unsafe {
-        c.pre_exec(move || {
-            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-        });
-    }
-    c
 }
 
 fn run_stdin(mut c: Command, input: &str) -> String {
@@ -195,50 +180,13 @@ fn bench_weft_lib(n: usize, own_netns: bool) -> Stats {
     })
 }
 
-/// A `weft daemon` for a scratch state; SIGTERM on drop.
-struct DaemonProc(std::process::Child);
-
-impl DaemonProc {
-    fn start(s: &Scratch, host: &Path) -> DaemonProc {
-        let mut c = in_ns_cmd(host, env!("CARGO_BIN_EXE_weft"));
-        c.arg("--root")
-            .arg(s.dir.join("root"))
-            .arg("--run-root")
-            .arg(s.dir.join("run"))
-            .arg("daemon")
-            .env("WEFT_LOG", "warn")
-            .stdout(Stdio::null());
-        let child = c.spawn().unwrap();
-        let sock = s.dir.join("run/weft.sock");
-        let t = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "the daemon did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        DaemonProc(child)
-    }
-}
-
-impl Drop for DaemonProc {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.0.wait();
-    }
-}
-
 /// weft's CLI, a process per attach: in-process (embedded store), or through a running
 /// daemon (`daemon`).
 fn bench_weft_cli(n: usize, daemon: bool) -> Stats {
     let s = Scratch::new(if daemon { "clid" } else { "cli" });
     let host = s.ns("host");
     let sbs: Vec<PathBuf> = (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect();
-    let _daemon = daemon.then(|| DaemonProc::start(&s, &host));
+    let _daemon = daemon.then(|| Daemon::start(&s, &host));
     let weft = |args: &[&str]| {
         let mut c = in_ns_cmd(&host, env!("CARGO_BIN_EXE_weft"));
         c.arg("--root")

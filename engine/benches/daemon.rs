@@ -13,17 +13,14 @@
 //! Run (root): `cargo bench --bench daemon -- [--total 256] [--clients 50] [--per 20]`
 
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod common;
 
-use common::{ms, pct, Scratch};
+use common::{in_ns_cmd, ms, pct, Daemon, Scratch};
 use weft::model::{NetworkCreate, SandboxCreate};
 use weft::{Config, Engine};
 
@@ -112,18 +109,6 @@ fn group_commit(clients: usize, total: usize, one_network: bool) {
     });
 }
 
-fn in_ns_cmd(ns: &Path, prog: &str) -> Command {
-    let f = std::fs::File::open(ns).unwrap();
-    let mut c = Command::new(prog);
-    unsafe {
-        c.pre_exec(move || {
-            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-        });
-    }
-    c
-}
-
 /// One HTTP/1.1 exchange on a unix socket: status and body.
 fn http(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut s = UnixStream::connect(sock).unwrap();
@@ -169,22 +154,9 @@ fn weft_cmd(sock: &Path, cmd: &weft::cli::Cmd) -> (i32, String) {
 fn daemon_clients(clients: usize, per: usize) {
     let s = Scratch::new("api");
     let host = s.ns("host");
-    let mut c = in_ns_cmd(&host, env!("CARGO_BIN_EXE_weft"));
-    c.arg("--root")
-        .arg(s.dir.join("root"))
-        .arg("--run-root")
-        .arg(s.dir.join("run"))
-        .arg("daemon")
-        .env("WEFT_LOG", "warn")
-        .stdout(Stdio::null());
-    let mut child = c.spawn().unwrap();
+    let daemon = Daemon::start(&s, &host);
     let sock = s.dir.join("run/weft.sock");
     let docker = s.dir.join("run/docker.sock");
-    let t = Instant::now();
-    while UnixStream::connect(&sock).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(10));
-    }
     let (st, body) = http(
         &docker,
         "POST",
@@ -297,11 +269,7 @@ fn daemon_clients(clients: usize, per: usize) {
     for f in failures.iter().take(3) {
         println!("    failure: {}", f.trim());
     }
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = child.wait();
+    drop(daemon);
     let check = in_ns_cmd(&host, env!("CARGO_BIN_EXE_weft"))
         .arg("--root")
         .arg(s.dir.join("root"))

@@ -9,10 +9,8 @@
 //! Run (root): `cargo bench --bench dns -- [--queries 20000] [--secs 3]`
 
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,32 +20,9 @@ use hickory_proto::rr::{Name, RecordType};
 
 mod common;
 
-use common::{pct, us, Scratch};
+use common::{in_ns, in_ns_cmd, pct, us, Daemon, Scratch};
 
 const AARDVARK: &str = "/usr/lib/podman/aardvark-dns";
-
-fn in_ns_cmd(ns: &Path, prog: &str) -> Command {
-    let f = std::fs::File::open(ns).unwrap();
-    let mut c = Command::new(prog);
-    unsafe {
-        c.pre_exec(move || {
-            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-        });
-    }
-    c
-}
-
-/// Run `f` on a thread inside `ns`.
-fn in_ns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = std::fs::File::open(ns).unwrap();
-    std::thread::spawn(move || {
-        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
 
 fn query(name: &str) -> Vec<u8> {
     let mut m = Message::query();
@@ -97,15 +72,15 @@ fn measure(
             }
             lat
         })
+        .join()
+        .unwrap()
     };
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let (q, done, stop) = (q.clone(), done.clone(), stop.clone());
-            let ns = std::fs::File::open(client_ns).unwrap();
-            std::thread::spawn(move || {
-                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            in_ns(client_ns, move || {
                 let s = UdpSocket::bind("0.0.0.0:0").unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
                 s.connect((server, 53)).unwrap();
@@ -153,21 +128,7 @@ fn weft(n: usize, secs: u64) {
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
-    let mut d = in_ns_cmd(&host, env!("CARGO_BIN_EXE_weft"))
-        .arg("--root")
-        .arg(s.dir.join("root"))
-        .arg("--run-root")
-        .arg(s.dir.join("run"))
-        .arg("daemon")
-        .env("WEFT_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while std::os::unix::net::UnixStream::connect(s.dir.join("run/weft.sock")).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let d = Daemon::start(&s, &host);
     weft(&["network", "create", "--subnet", "10.74.0.0/24", "bench"]);
     weft(&[
         "sandbox",
@@ -197,11 +158,7 @@ fn weft(n: usize, secs: u64) {
         secs,
     );
     report("weft (daemon resolver)", &lat, qps);
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(d.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = d.wait();
+    drop(d);
     weft(&["system", "reset", "--force"]);
 }
 

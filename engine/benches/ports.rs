@@ -9,29 +9,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{pct, us, Scratch};
+use common::{in_ns, in_ns_cmd, pct, us, Scratch};
 use weft::model::{NetworkCreate, PortMapping, SandboxCreate};
 use weft::{Config, Engine};
-
-fn in_ns_cmd(ns: &Path, prog: &str) -> Command {
-    let f = std::fs::File::open(ns).unwrap();
-    let mut c = Command::new(prog);
-    unsafe {
-        c.pre_exec(move || {
-            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-        });
-    }
-    c
-}
 
 fn ip(ns: &Path, args: &[&str]) {
     let o = in_ns_cmd(ns, "ip").args(args).output().unwrap();
@@ -40,18 +25,6 @@ fn ip(ns: &Path, args: &[&str]) {
         "ip {args:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-/// A thread in `ns` running `f`.
-fn in_ns<T: Send + 'static>(
-    ns: &Path,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let ns = std::fs::File::open(ns).unwrap();
-    std::thread::spawn(move || {
-        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
 }
 
 /// An echo server in `ns` on `port`, answering until the process ends.

@@ -83,6 +83,8 @@ pub enum Error {
     AddressInUse,
     #[error("no available addresses on this pool")]
     PoolExhausted,
+    #[error("Bind for {host_ip}:{port} failed: port is already allocated")]
+    PortAllocated { host_ip: String, port: u16 },
 
     // ---- generic classes, with a message that says what to change ----
     #[error("{0}")]
@@ -134,7 +136,10 @@ impl Error {
         match self {
             NetworkNotFound(_) | SandboxNotFound(_) | PluginNotFound(_) | NotFound(_) => 404,
             Ambiguous { .. } => 400,
-            NetworkNameExists(_) | SandboxNameExists { .. } | Conflict(_) => 409,
+            NetworkNameExists(_)
+            | SandboxNameExists { .. }
+            | Conflict(_)
+            | PortAllocated { .. } => 409,
             PredefinedCreate(_) | PredefinedRemove(_) | ActiveEndpoints { .. } | PoolOverlap => 403,
             SandboxShared { .. } => 409,
             NoDefaultPool(_) => 403,

@@ -364,6 +364,13 @@ pub fn valid_network_name(name: &str) -> bool {
 }
 
 impl PortMapping {
+    /// The host address as Docker shows it (`0.0.0.0` for every address).
+    pub fn host_ip_text(&self) -> String {
+        self.host_ip
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "0.0.0.0".into())
+    }
+
     /// Docker's `-p [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/PROTO]`: one mapping per port of the
     /// range (host port 0: any free one).
     pub fn parse(spec: &str) -> crate::Result<Vec<PortMapping>> {

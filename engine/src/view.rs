@@ -128,7 +128,7 @@ fn ports(sb: &Sandbox) -> Value {
     for p in &sb.ports {
         let k = format!("{}/{}", p.container_port, p.proto);
         let v = json!({
-            "HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into()),
+            "HostIp": p.host_ip_text(),
             "HostPort": p.host_port.to_string(),
         });
         match m.get_mut(&k) {

@@ -670,27 +670,12 @@ fn the_daemon_restores_what_others_break_in_the_kernel() {
 /// `embedded`, else through the daemon if one serves this host.
 fn weft_run(h: &TestHost, args: &[&str], input: &str, embedded: bool) -> (String, String, i32) {
     use std::io::Write;
-    use std::os::fd::AsFd;
-    use std::os::unix::process::CommandExt;
-    let ns = std::fs::File::open(&h.host_ns).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-    cmd.arg("--root")
-        .arg(h.dir.join("root"))
-        .arg("--run-root")
-        .arg(h.dir.join("run"))
-        .args(args)
-        .env_remove("WEFT_FAILPOINT")
-        .stdin(std::process::Stdio::piped())
+    let mut cmd = h.weft_cmd(args);
+    cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     if embedded {
         cmd.env("WEFT_NO_DAEMON", "1");
-    }
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-        });
     }
     let mut c = cmd.spawn().unwrap();
     c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();

@@ -251,6 +251,13 @@ impl TestHost {
     }
 
     pub fn weft_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.weft_cmd(args);
+        cmd.envs(env.iter().copied());
+        cmd.output().expect("run weft")
+    }
+
+    /// `weft ARGS` with this host's state, run inside the host namespace (not started).
+    pub fn weft_cmd(&self, args: &[&str]) -> Command {
         let ns = File::open(&self.host_ns).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
         cmd.arg("--root")
@@ -259,16 +266,13 @@ impl TestHost {
             .arg(self.dir.join("run"))
             .args(args);
         cmd.env_remove("WEFT_FAILPOINT");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         unsafe {
             cmd.pre_exec(move || {
                 nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
             });
         }
-        cmd.output().expect("run weft")
+        cmd
     }
 
     /// Run the CLI and require success; returns stdout.
@@ -604,26 +608,12 @@ impl TestHost {
     pub fn daemon_env(&self, env: &[(&str, &str)]) -> Daemon {
         let sock = self.dir.join("docker.sock");
         let log = self.dir.join(format!("daemon-{}.log", unique("d")));
-        let ns = File::open(&self.host_ns).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-        cmd.arg("--root")
-            .arg(self.dir.join("root"))
-            .arg("--run-root")
-            .arg(self.dir.join("run"))
-            .arg("daemon")
-            .arg("--docker-socket")
-            .arg(&sock)
-            .env("WEFT_LOG", "info,weft=debug")
+        let sock_s = sock.to_str().unwrap().to_string();
+        let mut cmd = self.weft_cmd(&["daemon", "--docker-socket", &sock_s]);
+        cmd.env("WEFT_LOG", "info,weft=debug")
             .envs(env.iter().copied())
-            .env_remove("WEFT_FAILPOINT")
             .stdout(std::process::Stdio::null())
             .stderr(File::create(&log).unwrap());
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-            });
-        }
         let mut child = cmd.spawn().expect("start weft daemon");
         let t = Instant::now();
         while std::os::unix::net::UnixStream::connect(&sock).is_err() {

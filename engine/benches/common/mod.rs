@@ -1,9 +1,76 @@
-//! What the benchmarks share: percentiles, formatting, and scratch directories whose pinned
-//! namespaces are unpinned and whose files are removed when dropped.
+//! What the benchmarks share: percentiles, formatting, scratch directories whose pinned
+//! namespaces are unpinned and whose files are removed when dropped, running things inside a
+//! namespace, and a `weft daemon` for a scratch state.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A command that runs inside the namespace `ns`.
+pub fn in_ns_cmd(ns: &Path, prog: &str) -> Command {
+    let f = std::fs::File::open(ns).unwrap();
+    let mut c = Command::new(prog);
+    unsafe {
+        c.pre_exec(move || {
+            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+        });
+    }
+    c
+}
+
+/// A thread inside the namespace `ns` running `f`.
+pub fn in_ns<T: Send + 'static>(
+    ns: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let ns = std::fs::File::open(ns).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+}
+
+/// A `weft daemon` for a scratch state, in `host`; SIGTERM when dropped.
+pub struct Daemon(std::process::Child);
+
+impl Daemon {
+    /// Start it and wait until weft's socket answers.
+    pub fn start(s: &Scratch, host: &Path) -> Daemon {
+        let mut c = in_ns_cmd(host, env!("CARGO_BIN_EXE_weft"));
+        c.arg("--root")
+            .arg(s.dir.join("root"))
+            .arg("--run-root")
+            .arg(s.dir.join("run"))
+            .arg("daemon")
+            .env("WEFT_LOG", "warn")
+            .stdout(Stdio::null());
+        let child = c.spawn().unwrap();
+        let sock = s.dir.join("run/weft.sock");
+        let t = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the daemon did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Daemon(child)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
 
 pub fn pct(v: &[Duration], p: f64) -> Duration {
     let mut v = v.to_vec();

@@ -71,7 +71,7 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
-#[derive(Subcommand, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Subcommand, Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Cmd {
     /// Manage networks.
     #[command(subcommand)]
@@ -92,7 +92,7 @@ pub enum Cmd {
 }
 
 /// `weft daemon`.
-#[derive(clap::Args, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(clap::Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DaemonArgs {
     /// weft's own socket [default: <run-root>/weft.sock].
     #[arg(long)]
@@ -117,7 +117,7 @@ pub fn run(cli: Cli) -> Exit {
         return daemon(&cli, a);
     }
     if let Some(sock) = remote::socket_for(&cli) {
-        if let Some(code) = remote::try_run(&sock, clone_cmd(&cli.cmd)) {
+        if let Some(code) = remote::try_run(&sock, cli.cmd.clone()) {
             return code;
         }
     }
@@ -161,29 +161,11 @@ async fn run_cmd(engine: &Engine, cmd: Cmd) -> Result<Exit, Error> {
         Cmd::Sandbox(s) => sandbox::run(engine, s).await,
         Cmd::Plugin(p) => plugin::run(engine, p).await,
         Cmd::System(s) => system::run(engine, s).await,
-        Cmd::Port { sandbox } => {
-            let sb = engine.sandbox(&sandbox)?;
-            for p in &sb.ports {
-                outln!(
-                    "{}/{} -> {}:{}",
-                    p.container_port,
-                    p.proto,
-                    p.host_ip
-                        .map(|i| i.to_string())
-                        .unwrap_or_else(|| "0.0.0.0".into()),
-                    p.host_port
-                );
-            }
-            Ok(0)
-        }
+        Cmd::Port { sandbox } => sandbox::port(engine, &sandbox),
         Cmd::Daemon(_) => Err(Error::invalid(
             "a daemon is already running: `weft daemon` cannot run inside it",
         )),
     }
-}
-
-fn clone_cmd(c: &Cmd) -> Cmd {
-    serde_json::from_value(serde_json::to_value(c).expect("serializes")).expect("round-trips")
 }
 
 /// Run a command for a daemon's client: its output captured, as the CLI would print it.

@@ -10,7 +10,7 @@ use super::output::{err_line, print_inspect, table, Exit};
 use crate::model::*;
 use crate::{view, Engine, Error};
 
-#[derive(Subcommand, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Subcommand, Debug, Clone, serde::Serialize, serde::Deserialize)]
 // One command per process: the size of the largest variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum SandboxCmd {
@@ -156,6 +156,20 @@ pub fn exec(root: &std::path::Path, sandbox: &str, cmd: &[String]) -> Exit {
     };
     err_line(crate::net::ns::exec_in(&sb.key, &setup, cmd));
     127
+}
+
+/// `weft port NAME`: a sandbox's published ports, as `docker port` prints them.
+pub fn port(engine: &Engine, name: &str) -> Result<Exit, Error> {
+    for p in &engine.sandbox(name)?.ports {
+        outln!(
+            "{}/{} -> {}:{}",
+            p.container_port,
+            p.proto,
+            p.host_ip_text(),
+            p.host_port
+        );
+    }
+    Ok(0)
 }
 
 pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {

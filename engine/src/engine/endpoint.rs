@@ -88,8 +88,10 @@ impl Engine {
         opts: ConnectOptions,
     ) -> Result<Endpoint> {
         let ep = self.connect_retrying(network, sandbox, opts).await?;
-        if let Ok(net) = self.network(&ep.network_id) {
-            self.emit("connect", Some(&net), Some(&ep.sandbox_id));
+        if self.watched() {
+            if let Ok(net) = self.network(&ep.network_id) {
+                self.emit("connect", Some(&net), Some(&ep.sandbox_id));
+            }
         }
         Ok(ep)
     }
@@ -372,6 +374,9 @@ impl Engine {
 
     /// `network disconnect`.
     pub async fn disconnect(&self, network: &str, sandbox: &str, force: bool) -> Result<()> {
+        if !self.watched() {
+            return self.disconnect_retrying(network, sandbox, force).await;
+        }
         let net = self.network(network).ok();
         let sb = self.sandbox(sandbox).map(|s| s.id).ok();
         self.disconnect_retrying(network, sandbox, force).await?;

@@ -216,6 +216,24 @@ impl Engine {
         self.inner.activity.quiet_for()
     }
 
+    /// Does anyone listen for events? (When not, nothing is looked up to tell them.)
+    pub(crate) fn watched(&self) -> bool {
+        self.inner.events.receiver_count() > 0
+    }
+
+    /// A sandbox's endpoints with their networks, for connect/disconnect events; empty when
+    /// no one listens.
+    pub(crate) fn endpoint_events(&self, sb_id: &str) -> Vec<Network> {
+        if !self.watched() {
+            return Vec::new();
+        }
+        self.sandbox_endpoints(sb_id)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|ep| self.network(&ep.network_id).ok())
+            .collect()
+    }
+
     /// Tell subscribers, if any, about a change that has committed.
     pub(crate) fn emit(
         &self,

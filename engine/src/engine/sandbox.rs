@@ -92,10 +92,8 @@ impl Engine {
             })
             .await?;
         tracing::info!(sandbox = %sb.name, "sandbox created");
-        for ep in self.sandbox_endpoints(&sb.id).unwrap_or_default() {
-            if let Ok(net) = self.network(&ep.network_id) {
-                self.emit("connect", Some(&net), Some(&sb.id));
-            }
+        for net in self.endpoint_events(&sb.id) {
+            self.emit("connect", Some(&net), Some(&sb.id));
         }
         Ok(sb)
     }
@@ -234,10 +232,6 @@ impl Engine {
         let mut maps = Vec::new();
         for p in ports {
             let mut m = p.clone();
-            let shown = m
-                .host_ip
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "0.0.0.0".into());
             if m.host_port == 0 {
                 // Docker's ephemeral range, from a point that differs per sandbox.
                 let (lo, hi) = (32768u32, 60999u32);
@@ -247,10 +241,10 @@ impl Engine {
                     .find(|hp| !taken.contains(&(m.proto.clone(), *hp)))
                     .ok_or_else(|| Error::Unavailable("no free host port in 32768-60999".into()))?;
             } else if taken.contains(&(m.proto.clone(), m.host_port)) {
-                return Err(Error::Conflict(format!(
-                    "Bind for {shown}:{} failed: port is already allocated",
-                    m.host_port
-                )));
+                return Err(Error::PortAllocated {
+                    host_ip: m.host_ip_text(),
+                    port: m.host_port,
+                });
             }
             taken.push((m.proto.clone(), m.host_port));
             maps.push(m);
@@ -305,10 +299,10 @@ impl Engine {
     pub async fn remove_sandboxes_with(&self, names: &[&str], force: bool) -> Result<Vec<String>> {
         // What to tell subscribers afterwards: each endpoint that goes.
         let mut leaving = Vec::new();
-        for n in names {
-            if let Ok(sb) = self.sandbox(n) {
-                for ep in self.sandbox_endpoints(&sb.id).unwrap_or_default() {
-                    if let Ok(net) = self.network(&ep.network_id) {
+        if self.watched() {
+            for n in names {
+                if let Ok(sb) = self.sandbox(n) {
+                    for net in self.endpoint_events(&sb.id) {
                         leaving.push((net, sb.id.clone()));
                     }
                 }
