@@ -206,6 +206,86 @@ fn icc_off_blocks_sandboxes_on_one_bridge_but_not_the_gateway() {
 }
 
 #[test]
+fn icc_off_lets_linked_pairs_through_on_the_linked_ports_only() {
+    let h = TestHost::new("icclink");
+    h.weft_ok(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "quiet",
+    ]);
+    let sb = |args: &[&str]| {
+        let mut a = vec!["sandbox", "create", "--network", "quiet"];
+        a.extend_from_slice(args);
+        h.weft_ok(&a);
+    };
+    sb(&["--expose", "5432", "--expose", "9000/udp", "db"]);
+    sb(&["--link", "db:pg", "web"]);
+    sb(&["other"]);
+    let (db, web, other) = (key(&h, "db"), key(&h, "web"), key(&h, "other"));
+    let ip_db = sandbox_ip(&h, "db");
+    // The link: web opens db's exposed port, and the answers come back.
+    assert!(
+        tcp_exchange(&web, &db, SocketAddr::new(ip_db, 5432)).is_some(),
+        "web → db:5432 (linked, exposed) must connect"
+    );
+    // Everything else stays off: another port of db, an unlinked neighbour on the linked
+    // port, ICMP, and db opening web.
+    assert!(tcp_exchange(&web, &db, SocketAddr::new(ip_db, 5433)).is_none());
+    assert!(tcp_exchange(&other, &db, SocketAddr::new(ip_db, 5432)).is_none());
+    assert!(!ping(&web, ip_db), "ICMP is not a linked port");
+    let ip_web = sandbox_ip(&h, "web");
+    assert!(tcp_exchange(&db, &web, SocketAddr::new(ip_web, 8080)).is_none());
+    let ruleset = h.nft_ruleset();
+    assert!(ruleset.contains("table bridge weft"), "{ruleset}");
+    h.weft_ok(&["system", "check"]);
+
+    // The link's elements go with the linking sandbox; the others' ports stay isolated.
+    h.weft_ok(&["sandbox", "rm", "web"]);
+    let sets = run_ok(
+        &h.host_ns,
+        "nft",
+        &["-j", "list", "table", "bridge", "weft"],
+    );
+    let sets = json(&String::from_utf8_lossy(&sets.stdout));
+    let elems = |name: &str| -> Vec<serde_json::Value> {
+        sets["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i.get("set"))
+            .filter(|s| s["name"] == name)
+            .flat_map(|s| s["elem"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    assert!(elems("links").is_empty() && elems("replies").is_empty());
+    assert_eq!(elems("noicc").len(), 2, "db's and other's ports");
+    assert!(tcp_exchange(&other, &db, SocketAddr::new(ip_db, 5432)).is_none());
+    h.weft_ok(&["system", "check"]);
+
+    // Repair: the bridge table flushed away comes back from the records, link included.
+    sb(&["--link", "db", "web2"]);
+    let web2 = key(&h, "web2");
+    run_ok(&h.host_ns, "nft", &["delete", "table", "bridge", "weft"]);
+    assert!(
+        tcp_exchange(&other, &db, SocketAddr::new(ip_db, 5432)).is_some(),
+        "control: with the table gone, ICC is on again"
+    );
+    assert!(!h.weft(&["system", "check"]).status.success());
+    h.weft_ok(&["system", "check", "--repair"]);
+    h.weft_ok(&["system", "check"]);
+    assert!(tcp_exchange(&other, &db, SocketAddr::new(ip_db, 5432)).is_none());
+    assert!(tcp_exchange(&web2, &db, SocketAddr::new(ip_db, 5432)).is_some());
+
+    // Nothing of it outlives the network.
+    h.weft_ok(&["sandbox", "rm", "-f", "db", "web2", "other"]);
+    h.weft_ok(&["network", "rm", "quiet"]);
+    let ruleset = h.nft_ruleset();
+    assert!(!ruleset.contains("weft"), "{ruleset}");
+}
+
+#[test]
 fn internal_network_cannot_leave_and_normal_network_is_masqueraded() {
     let h = TestHost::new("masq");
     let outside = h.outside("wout", "198.51.100.1", "198.51.100.2");

@@ -1,15 +1,15 @@
 //! The bridge driver: a Linux bridge per network (`weft0` for the predefined `bridge`
 //! network, `br-<id12>` or `com.docker.network.bridge.name` otherwise) holding the gateway
 //! addresses; one veth per endpoint, created with its sandbox end already inside the
-//! sandbox; masquerade, isolation and internal-ness in nftables; ICC off as bridge port
-//! isolation.
+//! sandbox; masquerade, isolation and internal-ness in nftables; ICC off (with the ports
+//! legacy links open) in nftables' bridge family.
 
 use async_trait::async_trait;
 
 use super::Ctx;
 use super::{mtu_option, DriverCapabilities, EndpointInfo, JoinInfo, JoinTarget, NetworkDriver};
 use crate::error::{Error, Result};
-use crate::firewall::{FwChange, NetRules};
+use crate::firewall::{FwChange, IccLink, IccRules, NetRules};
 use crate::model::{Network, Scope};
 use crate::net::{NsRef, Step};
 
@@ -181,7 +181,24 @@ impl NetworkDriver for Bridge {
             })
             .await?;
         if !net.bool_option(OPT_ICC, true)? {
-            ctx.tx.apply(Step::PortIsolated { name: host }).await?;
+            let mut links: Vec<IccLink> = target
+                .links
+                .iter()
+                .flat_map(|l| {
+                    l.ports.iter().map(|(proto, port)| IccLink {
+                        peer: host_veth(&l.endpoint_id),
+                        proto: proto.clone(),
+                        port: *port,
+                    })
+                })
+                .collect();
+            links.sort();
+            links.dedup();
+            ctx.tx
+                .apply(Step::Firewall {
+                    change: FwChange::AddIcc(IccRules { port: host, links }),
+                })
+                .await?;
         }
         let mut info = JoinInfo::placed();
         info.mtu = mtu;

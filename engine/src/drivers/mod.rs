@@ -81,6 +81,16 @@ pub struct JoinTarget {
     pub ns: NsRef,
     /// The interface name inside the sandbox (eth0, eth1…).
     pub ifname: String,
+    /// Legacy links from this endpoint to others on the network: what a driver that filters
+    /// traffic between endpoints (the bridge with ICC off) lets through.
+    pub links: Vec<LinkedPeer>,
+}
+
+/// A linked endpoint on the same network and the ports it exposes (proto, container port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedPeer {
+    pub endpoint_id: String,
+    pub ports: Vec<(String, u16)>,
 }
 
 /// How the sandbox's interface came to be.

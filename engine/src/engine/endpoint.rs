@@ -259,9 +259,17 @@ impl Engine {
             .create_endpoint(&mut op.ctx(), net, &mut info)
             .await?;
         ep.mac = info.mac.clone();
+        let links = super::links_of(op.r(), std::slice::from_ref(ep))?
+            .into_iter()
+            .map(|l| crate::drivers::LinkedPeer {
+                ports: l.ports().into_iter().map(|(p, proto)| (proto, p)).collect(),
+                endpoint_id: l.endpoint,
+            })
+            .collect();
         let target = JoinTarget {
             ns: ns_ref.clone(),
             ifname: ep.ifname.clone(),
+            links,
         };
         let join = driver.join(&mut op.ctx(), net, &info, &target).await?;
         if let JoinLink::Move { name } = &join.link {

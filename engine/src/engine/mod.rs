@@ -410,15 +410,7 @@ impl Engine {
                 })
                 .collect();
             env.push((format!("{p}_NAME"), format!("/{}/{}", sb.name, l.alias)));
-            let mut ports: Vec<(u16, String)> = l
-                .target
-                .exposed
-                .iter()
-                .chain(l.target.ports.iter())
-                .map(|m| (m.container_port, m.proto.clone()))
-                .collect();
-            ports.sort();
-            ports.dedup();
+            let ports = l.ports();
             if let Some((cp, proto)) = ports.first() {
                 env.push((format!("{p}_PORT"), format!("{proto}://{}:{cp}", l.addr)));
             }
@@ -540,14 +532,32 @@ fn engine_futures_are_send(e: &Engine) {
 
 /// A legacy link, resolved: the target sandbox, the alias, the target's address on the
 /// linking endpoint's network.
-struct Link {
+pub(crate) struct Link {
     target: Sandbox,
+    /// The target's endpoint on that network.
+    pub(crate) endpoint: String,
     alias: String,
     addr: std::net::IpAddr,
 }
 
+impl Link {
+    /// The target's exposed and published container ports, (port, proto), sorted, once each.
+    pub(crate) fn ports(&self) -> Vec<(u16, String)> {
+        let mut ports: Vec<(u16, String)> = self
+            .target
+            .exposed
+            .iter()
+            .chain(self.target.ports.iter())
+            .map(|m| (m.container_port, m.proto.clone()))
+            .collect();
+        ports.sort();
+        ports.dedup();
+        ports
+    }
+}
+
 /// The links of these endpoints whose targets still exist and share the endpoint's network.
-fn links_of(r: &dyn crate::store::ReadTxn, eps: &[Endpoint]) -> Result<Vec<Link>> {
+pub(crate) fn links_of(r: &dyn crate::store::ReadTxn, eps: &[Endpoint]) -> Result<Vec<Link>> {
     let mut out = Vec::new();
     for ep in eps {
         for l in &ep.links {
@@ -555,14 +565,14 @@ fn links_of(r: &dyn crate::store::ReadTxn, eps: &[Endpoint]) -> Result<Vec<Link>
             let Ok(target) = records::resolve_sandbox(r, name) else {
                 continue;
             };
-            let Some(addr) = records::endpoint_of(r, &target.id, &ep.network_id)?
-                .and_then(|t| t.ipv4.or(t.ipv6))
-                .map(|a| a.ip())
+            let Some((endpoint, addr)) = records::endpoint_of(r, &target.id, &ep.network_id)?
+                .and_then(|t| Some((t.id, t.ipv4.or(t.ipv6)?.ip())))
             else {
                 continue;
             };
             out.push(Link {
                 target,
+                endpoint,
                 alias: alias.to_string(),
                 addr,
             });

@@ -48,6 +48,24 @@ pub struct PortRules {
     pub maps: Vec<crate::model::PortMapping>,
 }
 
+/// ICC off for one endpoint: its bridge port, and the ports of linked endpoints it may reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IccRules {
+    /// The endpoint's bridge port (its host-side veth).
+    pub port: String,
+    /// Legacy links: what this port may open on another port (and be answered from).
+    #[serde(default)]
+    pub links: Vec<IccLink>,
+}
+
+/// One linked service: `peer`'s `proto`/`port`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IccLink {
+    pub peer: String,
+    pub proto: String,
+    pub port: u16,
+}
+
 /// One change to weft's tables.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "do", rename_all = "lowercase")]
@@ -58,6 +76,10 @@ pub enum FwChange {
     AddPorts(PortRules),
     #[serde(rename = "remove-ports")]
     RemovePorts(PortRules),
+    #[serde(rename = "add-icc")]
+    AddIcc(IccRules),
+    #[serde(rename = "remove-icc")]
+    RemoveIcc(IccRules),
 }
 
 impl FwChange {
@@ -67,6 +89,8 @@ impl FwChange {
             FwChange::Remove(r) => FwChange::Add(r.clone()),
             FwChange::AddPorts(p) => FwChange::RemovePorts(p.clone()),
             FwChange::RemovePorts(p) => FwChange::AddPorts(p.clone()),
+            FwChange::AddIcc(i) => FwChange::RemoveIcc(i.clone()),
+            FwChange::RemoveIcc(i) => FwChange::AddIcc(i.clone()),
         }
     }
 
@@ -79,6 +103,11 @@ impl FwChange {
             FwChange::AddPorts(p) | FwChange::RemovePorts(p) => {
                 format!("published ports of {} (chain pt-{})", p.addr, p.id)
             }
+            FwChange::AddIcc(i) | FwChange::RemoveIcc(i) => format!(
+                "ICC-off rules of bridge port {} ({} linked ports)",
+                i.port,
+                i.links.len()
+            ),
         }
     }
 }
@@ -148,6 +177,27 @@ impl Firewall {
         }))
     }
 
+    /// Is an endpoint's ICC-off state in place (its port and its links in the sets)?
+    pub async fn has_icc(&self, i: &IccRules) -> Result<bool, NetError> {
+        match self
+            .run(&["-j", "list", "table", "bridge", render::TABLE], None)
+            .await
+        {
+            Ok(out) => {
+                let v: Value = serde_json::from_str(&out)
+                    .map_err(|e| NetError::other("nft list", format!("nft output: {e}")))?;
+                let items = v
+                    .get("nftables")
+                    .and_then(|x| x.as_array())
+                    .cloned()
+                    .unwrap_or_default();
+                Ok(render::has_icc(&items, i))
+            }
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Are a sandbox's published ports in place (its chain, and each port in the map)?
     pub async fn has_ports(&self, p: &PortRules) -> Result<bool, NetError> {
         let Some(items) = self.list().await? else {
@@ -168,6 +218,35 @@ impl Firewall {
         self.run(&["-j", "-f", "-"], Some(doc.to_string()))
             .await
             .map(|_| ())
+    }
+
+    /// Remove an endpoint's ICC elements one by one, skipping those already gone.
+    pub async fn remove_icc_each(&self, i: &IccRules) -> Result<(), NetError> {
+        let mut parts = vec![IccRules {
+            port: i.port.clone(),
+            links: vec![],
+        }];
+        parts.extend(i.links.iter().map(|l| IccRules {
+            port: i.port.clone(),
+            links: vec![l.clone()],
+        }));
+        for (n, part) in parts.iter().enumerate() {
+            let mut doc = render::batch(&[FwChange::RemoveIcc(part.clone())]);
+            if n > 0 {
+                // Only the link's two elements: the port is gone already.
+                let items = doc["nftables"].as_array_mut().unwrap();
+                items.retain(|c| {
+                    c.get("delete")
+                        .and_then(|d| d.get("element"))
+                        .is_none_or(|e| e["name"] != "noicc")
+                });
+            }
+            match self.run(&["-j", "-f", "-"], Some(doc.to_string())).await {
+                Err(e) if e.is_not_found() => {}
+                other => other.map(|_| ())?,
+            }
+        }
+        Ok(())
     }
 
     /// Delete weft's tables (nothing of weft's left in the host's ruleset).

@@ -25,9 +25,24 @@
 //! ```
 //! A published port costs one map element and one rule in its sandbox's own chain: the
 //! lookup stays one hash probe however many ports are published.
-//! Inter-container traffic on one bridge (ICC) is not a firewall matter here: ICC off is
-//! done with bridge port isolation by the bridge driver, which needs neither br_netfilter
-//! nor bridge-family meta expressions (this kernel has no NFT_BRIDGE_META).
+//!
+//! ICC off, and the legacy links that pierce it, are bridged traffic, filtered in a bridge-family
+//! table (no br_netfilter needed; no conntrack either, so links are allowed both ways
+//! statelessly, as Docker's iptables rules do):
+//!
+//! ```text
+//! table bridge weft {
+//!   set noicc   { type ifname }                                  # ports of ICC-off networks
+//!   set links   { type ifname . ifname . inet_proto . inet_service }   # from . to . proto . dport
+//!   set replies { type ifname . ifname . inet_proto . inet_service }   # to . from . proto . sport
+//!   chain forward { hook forward: iifname @noicc oifname @noicc meta protocol {ip, ip6} jump noicc }
+//!   chain noicc   { icmpv6 type {nd-neighbor-solicit, nd-neighbor-advert} accept;
+//!                   iifname . oifname . meta l4proto . th dport @links accept;
+//!                   iifname . oifname . meta l4proto . th sport @replies accept; drop }
+//! }
+//! ```
+//! Ports are matched by name: a bridge port is one endpoint's veth, named from its id. (Bridge
+//! port isolation was used before; it cannot let a linked pair through.)
 
 use ipnetwork::IpNetwork;
 use serde_json::{json, Value};
@@ -36,6 +51,7 @@ use super::{FwChange, NetRules};
 
 pub const TABLE: &str = "weft";
 const FAM: &str = "inet";
+const BFAM: &str = "bridge";
 
 fn chain_name(r: &NetRules, part: &str) -> String {
     format!("nw-{}-{}", r.id, part)
@@ -268,15 +284,119 @@ pub fn batch(changes: &[FwChange]) -> Value {
         }
     }
     v.extend(base());
+    if changes
+        .iter()
+        .any(|c| matches!(c, FwChange::AddIcc(_) | FwChange::RemoveIcc(_)))
+    {
+        v.extend(bridge_base());
+    }
     for c in changes {
         match c {
             FwChange::Add(r) => v.extend(add_network(r)),
             FwChange::Remove(r) => v.extend(remove_network(r)),
             FwChange::AddPorts(p) => v.extend(add_ports(p)),
             FwChange::RemovePorts(p) => v.extend(remove_ports(p)),
+            FwChange::AddIcc(i) => v.extend(icc_elements("add", i)),
+            FwChange::RemoveIcc(i) => v.extend(icc_elements("delete", i)),
         }
     }
     json!({"nftables": v})
+}
+
+/// The bridge-family table (ICC off and links), re-asserted like the inet one.
+fn bridge_base() -> Vec<Value> {
+    let obj = |name: &str| json!({"family": BFAM, "table": TABLE, "name": name});
+    let mut v = vec![json!({"add": {"table": {"family": BFAM, "name": TABLE}}})];
+    v.push(json!({"add": {"set": {"family": BFAM, "table": TABLE, "name": "noicc", "type": "ifname"}}}));
+    for name in ["links", "replies"] {
+        v.push(
+            json!({"add": {"set": {"family": BFAM, "table": TABLE, "name": name,
+            "type": ["ifname", "ifname", "inet_proto", "inet_service"]}}}),
+        );
+    }
+    v.push(json!({"add": {"chain": obj("noicc")}}));
+    v.push(
+        json!({"add": {"chain": {"family": BFAM, "table": TABLE, "name": "forward",
+        "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}}),
+    );
+    for c in ["noicc", "forward"] {
+        v.push(json!({"flush": {"chain": obj(c)}}));
+    }
+    let brule = |chain: &str, expr: Vec<Value>| json!({"add": {"rule": {"family": BFAM, "table": TABLE, "chain": chain, "expr": expr}}});
+    v.push(brule(
+        "forward",
+        vec![
+            eq(meta("iifname"), json!("@noicc")),
+            eq(meta("oifname"), json!("@noicc")),
+            eq(meta("protocol"), json!({"set": ["ip", "ip6"]})),
+            json!({"jump": {"target": "noicc"}}),
+        ],
+    ));
+    // Neighbour discovery between linked sandboxes on IPv6 (ARP is never filtered).
+    v.push(brule(
+        "noicc",
+        vec![
+            eq(
+                json!({"payload": {"protocol": "icmpv6", "field": "type"}}),
+                json!({"set": ["nd-neighbor-solicit", "nd-neighbor-advert"]}),
+            ),
+            json!({"accept": null}),
+        ],
+    ));
+    for (set, field) in [("links", "dport"), ("replies", "sport")] {
+        v.push(brule(
+            "noicc",
+            vec![
+                eq(
+                    json!({"concat": [meta("iifname"), meta("oifname"), meta("l4proto"),
+                        {"payload": {"protocol": "th", "field": field}}]}),
+                    json!(format!("@{set}")),
+                ),
+                json!({"accept": null}),
+            ],
+        ));
+    }
+    v.push(brule("noicc", vec![json!({"drop": null})]));
+    v
+}
+
+/// Add or delete one endpoint's elements: its port in `noicc`, its links both ways.
+fn icc_elements(verb: &str, i: &super::IccRules) -> Vec<Value> {
+    let el = |set: &str, e: Value| json!({verb: {"element": {"family": BFAM, "table": TABLE, "name": set, "elem": [e]}}});
+    let mut v = Vec::new();
+    for l in &i.links {
+        v.push(el(
+            "links",
+            json!({"concat": [i.port, l.peer, l.proto, l.port]}),
+        ));
+        v.push(el(
+            "replies",
+            json!({"concat": [l.peer, i.port, l.proto, l.port]}),
+        ));
+    }
+    v.push(el("noicc", json!(i.port)));
+    if verb == "delete" {
+        // The port leaves `noicc` first: nothing is dropped mid-change.
+        v.rotate_right(1);
+    }
+    v
+}
+
+/// Is an endpoint's ICC state in a listed bridge table: its port in `noicc`, each link in
+/// both sets?
+pub fn has_icc(items: &[Value], i: &super::IccRules) -> bool {
+    let elems = |set: &str| -> Vec<Value> {
+        maps(items)
+            .filter(|(n, _)| *n == set)
+            .flat_map(|(_, e)| e.iter().cloned())
+            .collect()
+    };
+    let key = |a: &str, b: &str, l: &super::IccLink| json!({"concat": [a, b, l.proto, l.port]});
+    let (links, replies) = (elems("links"), elems("replies"));
+    elems("noicc").contains(&json!(i.port))
+        && i.links.iter().all(|l| {
+            links.contains(&key(&i.port, &l.peer, l)) && replies.contains(&key(&l.peer, &i.port, l))
+        })
 }
 
 fn port_chain(p: &super::PortRules) -> String {
@@ -343,7 +463,13 @@ fn remove_ports(p: &super::PortRules) -> Vec<Value> {
 
 /// Remove weft's table entirely.
 pub fn delete_tables() -> Value {
-    json!({"nftables": [{"delete": {"table": {"family": FAM, "name": TABLE}}}]})
+    // Added first, so the batch succeeds whichever of them exists.
+    let mut v = Vec::new();
+    for fam in [FAM, BFAM] {
+        v.push(json!({"add": {"table": {"family": fam, "name": TABLE}}}));
+        v.push(json!({"delete": {"table": {"family": fam, "name": TABLE}}}));
+    }
+    json!({"nftables": v})
 }
 
 /// The jump target of a map element `[key, {"jump": {"target": T}}]`, and its key.
@@ -563,6 +689,61 @@ mod tests {
         assert_eq!(deletes.len(), 6, "{deletes:?}"); // fwd_in, masq4, nets, 3 chains
         assert!(deletes[2].contains(r#""name":"nets""#));
         assert_eq!(purge(&items, "ffffffffffff")["nftables"], json!([]));
+    }
+
+    #[test]
+    fn icc_off_elements_and_their_removal() {
+        let i = super::super::IccRules {
+            port: "vethaaaa".into(),
+            links: vec![super::super::IccLink {
+                peer: "vethbbbb".into(),
+                proto: "tcp".into(),
+                port: 5432,
+            }],
+        };
+        let add = batch(&[FwChange::AddIcc(i.clone())]);
+        let s = add.to_string();
+        assert!(s.contains(r#"{"add":{"table":{"family":"bridge","name":"weft"}}}"#));
+        assert!(
+            s.contains(r#""name":"links","elem":[{"concat":["vethaaaa","vethbbbb","tcp",5432]}]"#)
+        );
+        assert!(s.contains(
+            r#""name":"replies","elem":[{"concat":["vethbbbb","vethaaaa","tcp",5432]}]"#
+        ));
+        let noicc = |doc: &Value| -> Vec<String> {
+            doc["nftables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["add"]["rule"]["chain"] == "noicc")
+                .map(|c| c["add"]["rule"]["expr"].to_string())
+                .collect()
+        };
+        assert_eq!(noicc(&add).last().unwrap(), r#"[{"drop":null}]"#);
+        // Removal takes the port out of `noicc` before its links.
+        let del = batch(&[FwChange::RemoveIcc(i.clone())]);
+        let deletes: Vec<&Value> = del["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.get("delete"))
+            .collect();
+        assert_eq!(deletes.len(), 3);
+        assert_eq!(deletes[0]["element"]["name"], "noicc");
+        // Read back from a listing.
+        let items: Vec<Value> = serde_json::from_str(
+            r#"[{"set": {"family": "bridge", "name": "noicc", "table": "weft", "type": "ifname", "elem": ["vethaaaa"]}},
+                {"set": {"family": "bridge", "name": "links", "table": "weft", "elem": [{"concat": ["vethaaaa", "vethbbbb", "tcp", 5432]}]}},
+                {"set": {"family": "bridge", "name": "replies", "table": "weft", "elem": [{"concat": ["vethbbbb", "vethaaaa", "tcp", 5432]}]}}]"#,
+        )
+        .unwrap();
+        assert!(has_icc(&items, &i));
+        assert!(
+            !has_icc(&items[..2], &i),
+            "a missing reply element is missed"
+        );
+        // Deleting the tables works whether or not they exist.
+        assert_eq!(delete_tables()["nftables"].as_array().unwrap().len(), 4);
     }
 
     #[test]

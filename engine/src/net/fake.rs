@@ -5,7 +5,7 @@
 //! teardowns and the consistency check can be tested without root. Embedders can use it to
 //! test their own code against the engine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,6 +67,8 @@ pub struct FakeState {
     pub fdb: Vec<(String, String, std::net::IpAddr)>,
     /// weft's nftables table: network id (12) → rules; `None` = no table.
     pub firewall: Option<BTreeMap<String, NetRules>>,
+    /// Bridge ports with ICC off (the bridge table's `noicc` set).
+    pub icc: BTreeSet<String>,
     /// Every step executed, in order.
     pub log: Vec<Step>,
     /// Make the next step of this kind fail (once).
@@ -380,7 +382,6 @@ impl FakeState {
                     .unwrap()
                     .master = Some(master.clone());
             }
-            Step::PortIsolated { name } => self.need_link(&host, name, "isolate port")?,
             Step::Address { ns, link, addr } => {
                 self.need_link(ns, link, "add address")?;
                 let l = self.ns_mut(ns, "add address")?.links.get_mut(link).unwrap();
@@ -511,6 +512,13 @@ impl FakeState {
                 }
                 // Published ports: the fake kernel keeps no DNAT state.
                 FwChange::AddPorts(_) | FwChange::RemovePorts(_) => {}
+                FwChange::AddIcc(i) => {
+                    self.need_link(&host, &i.port, "ICC off")?;
+                    self.icc.insert(i.port.clone());
+                }
+                FwChange::RemoveIcc(i) => {
+                    self.icc.remove(&i.port);
+                }
             },
             Step::Netns { pin } => {
                 let k = pin.display().to_string();
@@ -651,6 +659,9 @@ impl FakeState {
                 .firewall
                 .as_ref()
                 .is_some_and(|t| t.get(&r.id) == Some(r)),
+            Step::Firewall {
+                change: FwChange::RemoveIcc(i),
+            } => self.icc.contains(&i.port),
             _ => true,
         }
     }

@@ -418,26 +418,6 @@ impl Netlink {
         .map(|_| ())
     }
 
-    /// Set a bridge port's `isolated` flag: isolated ports do not forward to each other.
-    pub async fn set_bridge_port_isolated(
-        &self,
-        index: u32,
-        isolated: bool,
-    ) -> Result<(), NetError> {
-        let m = rtnetlink::LinkBridgePort::new(index)
-            .append_info_data(rtnetlink::packet_route::link::InfoBridgePort::Isolated(
-                isolated,
-            ))
-            .build();
-        self.send(
-            RouteNetlinkMessage::NewLink(m),
-            NLM_F_REQUEST | NLM_F_ACK,
-            || format!("set bridge port #{index} isolated"),
-        )
-        .await
-        .map(|_| ())
-    }
-
     /// Put a link (by name) into a link group.
     pub async fn set_group_by_name(&self, name: &str, group: u32) -> Result<(), NetError> {
         let mut m = LinkMessage::default();

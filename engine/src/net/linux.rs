@@ -350,10 +350,6 @@ impl Session for LinuxSession {
                 };
                 self.change(ns, name, &m).await
             }
-            Step::PortIsolated { name } => {
-                let idx = host.index(name).await?;
-                host.set_bridge_port_isolated(idx, true).await
-            }
             Step::Address { ns, link, addr } => {
                 let idx = self.index(ns, link).await?;
                 self.nl(ns)?.add_address(idx, *addr).await
@@ -517,8 +513,15 @@ impl Session for LinuxSession {
                 sysctl::write(Some(f), key, value)
             }
             Step::Firewall { change } => match change {
-                FwChange::Add(_) | FwChange::AddPorts(_) => {
+                FwChange::Add(_) | FwChange::AddPorts(_) | FwChange::AddIcc(_) => {
                     self.k.firewall.apply(std::slice::from_ref(change)).await
+                }
+                FwChange::RemoveIcc(i) => {
+                    match self.k.firewall.apply(std::slice::from_ref(change)).await {
+                        // Part of it is gone already: remove what is left, one at a time.
+                        Err(e) if e.is_not_found() => self.k.firewall.remove_icc_each(i).await,
+                        other => other,
+                    }
                 }
                 FwChange::RemovePorts(_) => {
                     match self.k.firewall.apply(std::slice::from_ref(change)).await {
@@ -740,6 +743,9 @@ impl Session for LinuxSession {
             Step::Firewall {
                 change: FwChange::RemovePorts(p),
             } => self.k.firewall.has_ports(p).await,
+            Step::Firewall {
+                change: FwChange::RemoveIcc(i),
+            } => self.k.firewall.has_icc(i).await,
             // A sysctl restore has nothing to look for; creation steps are not removals.
             _ => Ok(true),
         }

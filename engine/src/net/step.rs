@@ -116,10 +116,6 @@ pub enum Step {
         name: String,
         master: String,
     },
-    /// Mark a bridge port isolated (isolated ports cannot talk to each other: ICC off).
-    PortIsolated {
-        name: String,
-    },
     Address {
         ns: NsRef,
         link: String,
@@ -260,7 +256,6 @@ impl Step {
             Step::LinkUp { .. } => "up",
             Step::SetMaster { .. } => "master",
             Step::SetMtu { .. } => "mtu",
-            Step::PortIsolated { .. } => "isolate",
             Step::Address { .. } => "address",
             Step::Route { .. } | Step::RouteEx { .. } => "route",
             Step::LinkDown { .. } => "down",
@@ -376,7 +371,6 @@ impl Step {
             Step::LinkUp { .. }
             | Step::SetMaster { .. }
             | Step::SetMtu { .. }
-            | Step::PortIsolated { .. }
             | Step::SetMac { .. }
             | Step::Sysctl { .. } => return None,
             Step::DelLink { .. }
