@@ -220,7 +220,15 @@ fn icc_off_lets_linked_pairs_through_on_the_linked_ports_only() {
         a.extend_from_slice(args);
         h.weft_ok(&a);
     };
-    sb(&["--expose", "5432", "--expose", "9000/udp", "db"]);
+    sb(&[
+        "--expose",
+        "5432",
+        "--expose",
+        "9000/udp",
+        "-p",
+        "15432:5432",
+        "db",
+    ]);
     sb(&["--link", "db:pg", "web"]);
     sb(&["other"]);
     let (db, web, other) = (key(&h, "db"), key(&h, "web"), key(&h, "other"));
@@ -237,6 +245,13 @@ fn icc_off_lets_linked_pairs_through_on_the_linked_ports_only() {
     assert!(!ping(&web, ip_db), "ICMP is not a linked port");
     let ip_web = sandbox_ip(&h, "web");
     assert!(tcp_exchange(&db, &web, SocketAddr::new(ip_web, 8080)).is_none());
+    // db reaches its own published port through the gateway (hairpin stays open with ICC off).
+    let gw = h.engine().network("quiet").unwrap().pools[0]
+        .gateway
+        .unwrap();
+    let server = tcp_server(&db, "0.0.0.0:5432".parse().unwrap());
+    let ok = tcp_echo(&db, SocketAddr::new(gw, 15432), Duration::from_secs(2));
+    assert!(server.join().unwrap().is_some() && ok, "db → gateway:15432");
     let ruleset = h.nft_ruleset();
     assert!(ruleset.contains("table bridge weft"), "{ruleset}");
     h.weft_ok(&["system", "check"]);

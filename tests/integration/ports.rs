@@ -99,6 +99,18 @@ fn published_ports_reach_the_sandbox_from_outside_the_host_and_neighbours() {
         ),
         "hairpin"
     );
+    // The sandbox itself through the host's address (its own port: hairpin back through the
+    // bridge port it asked from).
+    assert!(
+        reaches(
+            &h,
+            "s1",
+            80,
+            &key(&h, "s1"),
+            SocketAddr::new("10.83.0.1".parse().unwrap(), 8080)
+        ),
+        "self hairpin"
+    );
     // A port that is not published does not reach it.
     assert!(
         !reaches(&h, "s1", 81, &out, SocketAddr::new(host_out, 8081)),

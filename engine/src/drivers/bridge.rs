@@ -180,6 +180,7 @@ impl NetworkDriver for Bridge {
                 peer_ipv6: ep.ipv6.is_some(),
             })
             .await?;
+        ctx.tx.apply(Step::Hairpin { name: host.clone() }).await?;
         if !net.bool_option(OPT_ICC, true)? {
             let mut links: Vec<IccLink> = target
                 .links

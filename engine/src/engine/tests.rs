@@ -108,7 +108,7 @@ fn bridge_steps_are_recorded_and_removal_leaves_the_kernel_as_it_was() {
         assert!(eps[0].default_route);
         assert_eq!(
             &f.kernel.kinds()[4..],
-            ["netns", "veth", "address", "route"]
+            ["netns", "veth", "hairpin", "address", "route"]
         );
         assert!(e.check().await.unwrap().is_empty());
         e.remove_sandbox("sa", false).await.unwrap();

@@ -222,26 +222,15 @@ impl Firewall {
 
     /// Remove an endpoint's ICC elements one by one, skipping those already gone.
     pub async fn remove_icc_each(&self, i: &IccRules) -> Result<(), NetError> {
-        let mut parts = vec![IccRules {
-            port: i.port.clone(),
-            links: vec![],
-        }];
-        parts.extend(i.links.iter().map(|l| IccRules {
-            port: i.port.clone(),
-            links: vec![l.clone()],
-        }));
-        for (n, part) in parts.iter().enumerate() {
-            let mut doc = render::batch(&[FwChange::RemoveIcc(part.clone())]);
-            if n > 0 {
-                // Only the link's two elements: the port is gone already.
-                let items = doc["nftables"].as_array_mut().unwrap();
-                items.retain(|c| {
-                    c.get("delete")
-                        .and_then(|d| d.get("element"))
-                        .is_none_or(|e| e["name"] != "noicc")
-                });
-            }
-            match self.run(&["-j", "-f", "-"], Some(doc.to_string())).await {
+        let doc = render::batch(&[FwChange::RemoveIcc(i.clone())]);
+        let deletes = doc["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c.get("delete").is_some());
+        for d in deletes {
+            let one = serde_json::json!({"nftables": [d]});
+            match self.run(&["-j", "-f", "-"], Some(one.to_string())).await {
                 Err(e) if e.is_not_found() => {}
                 other => other.map(|_| ())?,
             }

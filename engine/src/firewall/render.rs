@@ -14,13 +14,14 @@
 //!   chain nw-<id>-in  { oifname "<if>" accept; [internal: drop]; oifname @nets drop; accept }
 //!   chain nw-<id>-out { [internal: drop]; ct state established,related accept;
 //!                       ct status dnat accept; drop }
-//!   chain nw-<id>-nat { oifname != "<if>" masquerade }
+//!   chain nw-<id>-nat { ct status dnat oifname @nets masquerade        # hairpin
+//!                       [masquerade on:] oifname != "<if>" masquerade }
 //!   map ports { type inet_proto . inet_service : verdict }   # proto . host port → jump pt-<sb>
 //!   chain prerouting  { hook prerouting, dstnat: fib daddr type local  l4proto . dport vmap @ports }
 //!   chain output      { hook output, dstnat:     fib daddr type local  l4proto . dport vmap @ports }
 //!   chain pt-<sb>     { meta l4proto P th dport HP [ip daddr HIP] dnat ip to CIP:CP … }
-//!   (postrouting also: ct status dnat, from loopback or from a weft network back into one:
-//!    masquerade — the host reaching 127.0.0.1:PORT, and hairpin)
+//!   (postrouting also: ct status dnat, from loopback: masquerade — the host reaching
+//!    127.0.0.1:PORT)
 //! }
 //! ```
 //! A published port costs one map element and one rule in its sandbox's own chain: the
@@ -33,10 +34,12 @@
 //! ```text
 //! table bridge weft {
 //!   set noicc   { type ifname }                                  # ports of ICC-off networks
+//!   set selves  { type ifname . ifname }                         # port . port (hairpin)
 //!   set links   { type ifname . ifname . inet_proto . inet_service }   # from . to . proto . dport
 //!   set replies { type ifname . ifname . inet_proto . inet_service }   # to . from . proto . sport
 //!   chain forward { hook forward: iifname @noicc oifname @noicc meta protocol {ip, ip6} jump noicc }
-//!   chain noicc   { icmpv6 type {nd-neighbor-solicit, nd-neighbor-advert} accept;
+//!   chain noicc   { iifname . oifname @selves accept;              # back where it came from
+//!                   icmpv6 type {nd-neighbor-solicit, nd-neighbor-advert} accept;
 //!                   iifname . oifname . meta l4proto . th dport @links accept;
 //!                   iifname . oifname . meta l4proto . th sport @replies accept; drop }
 //! }
@@ -112,26 +115,16 @@ fn base() -> Vec<Value> {
         "forward",
         vec![vmap(json!({"meta": {"key": "oifname"}}), "fwd_out")],
     ));
-    // Published ports: the host reaching one through loopback, and a sandbox reaching one
-    // on its own or a neighbour's network (hairpin), are answered to the host, not directly.
-    let dnat = || has_bits(json!({"ct": {"key": "status"}}), json!("dnat"));
+    // Published ports: the host reaching one through loopback is answered to the host, not
+    // directly (a sandbox reaching one: its network's `nat` chain).
     v.push(rule(
         "postrouting",
         vec![
-            dnat(),
+            has_bits(json!({"ct": {"key": "status"}}), json!("dnat")),
             eq(
                 json!({"payload": {"protocol": "ip", "field": "saddr"}}),
                 json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
             ),
-            json!({"masquerade": null}),
-        ],
-    ));
-    v.push(rule(
-        "postrouting",
-        vec![
-            dnat(),
-            eq(meta("iifname"), json!("@nets")),
-            eq(meta("oifname"), json!("@nets")),
             json!({"masquerade": null}),
         ],
     ));
@@ -235,6 +228,21 @@ fn add_network(r: &NetRules) -> Vec<Value> {
         ],
     ));
     v.push(rule(&cout, vec![json!({"drop": null})]));
+    // A sandbox reaching a published port, its own or a neighbour's, through the host's
+    // address (hairpin) is answered through the host. Matched by source subnet (this chain)
+    // and not by input interface: with br_netfilter the DNAT happens on the bridge, and
+    // bridged packets reach postrouting with no input interface. (An internal network's
+    // sandboxes are never masqueraded: they publish nothing reachable from elsewhere.)
+    if !r.internal {
+        v.push(rule(
+            &cnat,
+            vec![
+                has_bits(json!({"ct": {"key": "status"}}), json!("dnat")),
+                eq(meta("oifname"), json!("@nets")),
+                json!({"masquerade": null}),
+            ],
+        ));
+    }
     // Source NAT for traffic that leaves through another interface.
     if r.masquerade && !r.internal {
         v.push(rule(
@@ -308,6 +316,7 @@ fn bridge_base() -> Vec<Value> {
     let obj = |name: &str| json!({"family": BFAM, "table": TABLE, "name": name});
     let mut v = vec![json!({"add": {"table": {"family": BFAM, "name": TABLE}}})];
     v.push(json!({"add": {"set": {"family": BFAM, "table": TABLE, "name": "noicc", "type": "ifname"}}}));
+    v.push(json!({"add": {"set": {"family": BFAM, "table": TABLE, "name": "selves", "type": ["ifname", "ifname"]}}}));
     for name in ["links", "replies"] {
         v.push(
             json!({"add": {"set": {"family": BFAM, "table": TABLE, "name": name,
@@ -330,6 +339,17 @@ fn bridge_base() -> Vec<Value> {
             eq(meta("oifname"), json!("@noicc")),
             eq(meta("protocol"), json!({"set": ["ip", "ip6"]})),
             json!({"jump": {"target": "noicc"}}),
+        ],
+    ));
+    // A sandbox's own traffic sent back to it (hairpin to its own published port).
+    v.push(brule(
+        "noicc",
+        vec![
+            eq(
+                json!({"concat": [meta("iifname"), meta("oifname")]}),
+                json!("@selves"),
+            ),
+            json!({"accept": null}),
         ],
     ));
     // Neighbour discovery between linked sandboxes on IPv6 (ARP is never filtered).
@@ -374,6 +394,7 @@ fn icc_elements(verb: &str, i: &super::IccRules) -> Vec<Value> {
             json!({"concat": [l.peer, i.port, l.proto, l.port]}),
         ));
     }
+    v.push(el("selves", json!({"concat": [i.port, i.port]})));
     v.push(el("noicc", json!(i.port)));
     if verb == "delete" {
         // The port leaves `noicc` first: nothing is dropped mid-change.
@@ -394,6 +415,7 @@ pub fn has_icc(items: &[Value], i: &super::IccRules) -> bool {
     let key = |a: &str, b: &str, l: &super::IccLink| json!({"concat": [a, b, l.proto, l.port]});
     let (links, replies) = (elems("links"), elems("replies"));
     elems("noicc").contains(&json!(i.port))
+        && elems("selves").contains(&json!({"concat": [i.port, i.port]}))
         && i.links.iter().all(|l| {
             links.contains(&key(&i.port, &l.peer, l)) && replies.contains(&key(&l.peer, &i.port, l))
         })
@@ -633,6 +655,7 @@ mod tests {
         assert_eq!(
             chain_rules(&doc, "nw-0123456789ab-nat"),
             [
+                r#"[{"match":{"op":"in","left":{"ct":{"key":"status"}},"right":"dnat"}},{"match":{"op":"==","left":{"meta":{"key":"oifname"}},"right":"@nets"}},{"masquerade":null}]"#,
                 r#"[{"match":{"op":"!=","left":{"meta":{"key":"oifname"}},"right":"br-0123456789ab"}},{"masquerade":null}]"#
             ]
         );
@@ -728,18 +751,19 @@ mod tests {
             .iter()
             .filter_map(|c| c.get("delete"))
             .collect();
-        assert_eq!(deletes.len(), 3);
+        assert_eq!(deletes.len(), 4);
         assert_eq!(deletes[0]["element"]["name"], "noicc");
         // Read back from a listing.
         let items: Vec<Value> = serde_json::from_str(
             r#"[{"set": {"family": "bridge", "name": "noicc", "table": "weft", "type": "ifname", "elem": ["vethaaaa"]}},
+                {"set": {"family": "bridge", "name": "selves", "table": "weft", "elem": [{"concat": ["vethaaaa", "vethaaaa"]}]}},
                 {"set": {"family": "bridge", "name": "links", "table": "weft", "elem": [{"concat": ["vethaaaa", "vethbbbb", "tcp", 5432]}]}},
                 {"set": {"family": "bridge", "name": "replies", "table": "weft", "elem": [{"concat": ["vethbbbb", "vethaaaa", "tcp", 5432]}]}}]"#,
         )
         .unwrap();
         assert!(has_icc(&items, &i));
         assert!(
-            !has_icc(&items[..2], &i),
+            !has_icc(&items[..3], &i),
             "a missing reply element is missed"
         );
         // Deleting the tables works whether or not they exist.

@@ -382,6 +382,7 @@ impl FakeState {
                     .unwrap()
                     .master = Some(master.clone());
             }
+            Step::Hairpin { name } => self.need_link(&host, name, "hairpin")?,
             Step::Address { ns, link, addr } => {
                 self.need_link(ns, link, "add address")?;
                 let l = self.ns_mut(ns, "add address")?.links.get_mut(link).unwrap();

@@ -418,6 +418,22 @@ impl Netlink {
         .map(|_| ())
     }
 
+    /// Set a bridge port's hairpin mode: frames may leave through the port they came in by.
+    pub async fn set_bridge_port_hairpin(&self, index: u32, on: bool) -> Result<(), NetError> {
+        let m = rtnetlink::LinkBridgePort::new(index)
+            .append_info_data(rtnetlink::packet_route::link::InfoBridgePort::HairpinMode(
+                on,
+            ))
+            .build();
+        self.send(
+            RouteNetlinkMessage::NewLink(m),
+            NLM_F_REQUEST | NLM_F_ACK,
+            || format!("set bridge port #{index} hairpin"),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Put a link (by name) into a link group.
     pub async fn set_group_by_name(&self, name: &str, group: u32) -> Result<(), NetError> {
         let mut m = LinkMessage::default();

@@ -350,6 +350,10 @@ impl Session for LinuxSession {
                 };
                 self.change(ns, name, &m).await
             }
+            Step::Hairpin { name } => {
+                let idx = host.index(name).await?;
+                host.set_bridge_port_hairpin(idx, true).await
+            }
             Step::Address { ns, link, addr } => {
                 let idx = self.index(ns, link).await?;
                 self.nl(ns)?.add_address(idx, *addr).await

@@ -116,6 +116,12 @@ pub enum Step {
         name: String,
         master: String,
     },
+    /// Put a bridge port in hairpin mode: a sandbox reaching its own published port through
+    /// the host's address is answered through the port it asked from (with br_netfilter the
+    /// DNAT happens on the bridge, which otherwise never sends a frame back where it came from).
+    Hairpin {
+        name: String,
+    },
     Address {
         ns: NsRef,
         link: String,
@@ -256,6 +262,7 @@ impl Step {
             Step::LinkUp { .. } => "up",
             Step::SetMaster { .. } => "master",
             Step::SetMtu { .. } => "mtu",
+            Step::Hairpin { .. } => "hairpin",
             Step::Address { .. } => "address",
             Step::Route { .. } | Step::RouteEx { .. } => "route",
             Step::LinkDown { .. } => "down",
@@ -371,6 +378,7 @@ impl Step {
             Step::LinkUp { .. }
             | Step::SetMaster { .. }
             | Step::SetMtu { .. }
+            | Step::Hairpin { .. }
             | Step::SetMac { .. }
             | Step::Sysctl { .. } => return None,
             Step::DelLink { .. }
