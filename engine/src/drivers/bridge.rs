@@ -131,6 +131,14 @@ impl NetworkDriver for Bridge {
             if net.pools.iter().any(|p| p.is_v6()) {
                 keys.push("net/ipv6/conf/all/forwarding");
             }
+            // The host reaching a published port at 127.0.0.1:PORT: after DNAT the packet
+            // leaves through the bridge with a loopback source, which the kernel drops unless
+            // the bridge allows it (postrouting then masquerades it). Packets *to* 127/8
+            // arriving on a bridge are dropped by weft's `guard` chain, so a sandbox cannot use
+            // this to reach the host's loopback services (CVE-2020-8558's hole). Goes with
+            // the bridge.
+            let localnet = format!("net/ipv4/conf/{br}/route_localnet");
+            keys.push(&localnet);
             for key in keys {
                 ctx.tx
                     .apply(Step::Sysctl {

@@ -250,22 +250,6 @@ impl Engine {
             maps.push(m);
         }
         let mark = op.tx().mark();
-        // The host reaching 127.0.0.1:PORT: after DNAT the packet leaves through the bridge
-        // with a loopback source, which the kernel drops unless the bridge allows it (then
-        // postrouting masquerades it). Kept: other sandboxes may publish on this bridge too.
-        if let Some(net) = records::load_network(op.r(), &net_id)? {
-            if net.driver == "bridge" {
-                let br = crate::drivers::bridge::bridge_name(&net);
-                op.tx()
-                    .apply(Step::Sysctl {
-                        ns: NsRef::Host,
-                        key: format!("net/ipv4/conf/{br}/route_localnet"),
-                        value: "1".into(),
-                        keep: true,
-                    })
-                    .await?;
-            }
-        }
         op.tx()
             .apply(Step::Firewall {
                 change: crate::firewall::FwChange::AddPorts(crate::firewall::PortRules {

@@ -94,7 +94,7 @@ fn bridge_steps_are_recorded_and_removal_leaves_the_kernel_as_it_was() {
         let id = e.create_network(net("web")).await.unwrap().id;
         assert_eq!(
             f.kernel.kinds(),
-            ["bridge", "address", "sysctl", "firewall"]
+            ["bridge", "address", "sysctl", "sysctl", "firewall"]
         );
         let log = e.owned(&format!("net/{id}")).unwrap();
         let kinds: Vec<&str> = log.iter().map(|s| s.kind()).collect();
