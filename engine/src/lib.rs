@@ -37,7 +37,7 @@ pub mod plugin;
 pub mod store;
 pub mod view;
 
-pub use engine::{Config, Created, Engine};
+pub use engine::{Config, Created, Engine, SandboxFiles};
 
 /// The README's code compiles (it is tested as a doctest).
 #[cfg(doctest)]

@@ -376,15 +376,15 @@ impl PortMapping {
     pub fn parse(spec: &str) -> crate::Result<Vec<PortMapping>> {
         let bad = |why: &str| {
             crate::Error::invalid(format!(
-                "invalid port specification {spec:?}: {why} (use [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|udp])"
+                "invalid port specification {spec:?}: {why} (use [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|udp|sctp])"
             ))
         };
         let (rest, proto) = match spec.rsplit_once('/') {
             Some((r, p)) => (r, p.to_ascii_lowercase()),
             None => (spec, "tcp".to_string()),
         };
-        if !matches!(proto.as_str(), "tcp" | "udp") {
-            return Err(bad("the protocol must be tcp or udp"));
+        if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+            return Err(bad("the protocol must be tcp, udp or sctp"));
         }
         let port = |s: &str, what: &str| -> crate::Result<u16> {
             match s.parse::<u16>() {

@@ -141,8 +141,18 @@ fn ports(sb: &Sandbox) -> Value {
     Value::Object(m)
 }
 
-/// `docker inspect <container>`, the parts a network engine owns.
-pub fn sandbox(sb: &Sandbox, eps: &[(Endpoint, Network)]) -> Value {
+/// `docker inspect <container>`, the parts a network engine owns; `files`: where its
+/// resolv.conf, hosts and hostname are (empty paths when they could not be written).
+pub fn sandbox(
+    sb: &Sandbox,
+    eps: &[(Endpoint, Network)],
+    files: Option<&crate::engine::SandboxFiles>,
+) -> Value {
+    let path = |f: fn(&crate::engine::SandboxFiles) -> &std::path::PathBuf| {
+        files
+            .map(|x| f(x).display().to_string())
+            .unwrap_or_default()
+    };
     let mut nets = Map::new();
     for (ep, net) in eps {
         nets.insert(net.name.clone(), endpoint_settings(ep, net));
@@ -153,6 +163,9 @@ pub fn sandbox(sb: &Sandbox, eps: &[(Endpoint, Network)]) -> Value {
         "Created": sb.created,
         "Name": format!("/{}", sb.name),
         "State": { "Status": "running", "Running": true },
+        "ResolvConfPath": path(|f| &f.resolv_conf),
+        "HostnamePath": path(|f| &f.hostname),
+        "HostsPath": path(|f| &f.hosts),
         "HostConfig": {
             "NetworkMode": sb.network_mode,
             "Dns": sb.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
@@ -284,8 +297,9 @@ mod tests {
             (ep("s", "10.0.0.5/24", false), other),
             (ep("s", "172.30.1.2/16", true), net()),
         ];
-        let v = sandbox(&sb, &eps);
+        let v = sandbox(&sb, &eps, None);
         assert_eq!(v["Name"], "/api");
+        assert_eq!(v["ResolvConfPath"], "");
         assert_eq!(v["NetworkSettings"]["IPAddress"], "172.30.1.2");
         assert_eq!(v["NetworkSettings"]["SandboxKey"], "/run/weft/netns/api");
         let web = &v["NetworkSettings"]["Networks"]["web"];

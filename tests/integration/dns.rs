@@ -340,6 +340,21 @@ fn sandboxes_find_each_other_by_name_and_other_names_are_forwarded() {
     assert_eq!(hc["Dns"], serde_json::json!(["10.72.9.2"]));
     assert_eq!(hc["DnsSearch"], serde_json::json!(["corp.example"]));
     assert_eq!(hc["DnsOptions"], serde_json::json!(["ndots:2"]));
+    // The same files on the host, for a runtime to bind into its container (Docker's
+    // ResolvConfPath, HostsPath, HostnamePath); they go with the sandbox.
+    let v = &json(&h.weft_ok(&["sandbox", "inspect", "named"]))[0];
+    let path = |k: &str| std::path::PathBuf::from(v[k].as_str().unwrap());
+    let read = |k: &str| std::fs::read_to_string(path(k)).unwrap();
+    let cat =
+        |f: &str| String::from_utf8_lossy(&exec(&h, "named", &["cat", f]).stdout).into_owned();
+    assert_eq!(read("ResolvConfPath"), cat("/etc/resolv.conf"));
+    let gw = h.engine().network("web").unwrap().pools[0].gateway.unwrap();
+    assert!(read("ResolvConfPath").contains(&format!("nameserver {gw}\n")));
+    assert_eq!(read("HostsPath"), cat("/etc/hosts"));
+    assert_eq!(read("HostnamePath"), "web1.corp\n");
+    let dir = path("HostsPath").parent().unwrap().to_path_buf();
+    h.weft_ok(&["sandbox", "rm", "named"]);
+    assert!(!dir.exists(), "{} outlived its sandbox", dir.display());
     h.weft_ok(&["system", "check"]);
 }
 

@@ -222,6 +222,24 @@ fn published_ports_reach_the_sandbox_from_outside_the_host_and_neighbours() {
             .to_string()
     };
     assert_ne!(hp(&e1), hp(&e2), "{e1}{e2}");
+    // SCTP too (rules only: this kernel has no SCTP sockets to carry a connection).
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "-p",
+        "9132:132/sctp",
+        "sc",
+    ]);
+    assert_eq!(h.weft_ok(&["port", "sc"]), "132/sctp -> 0.0.0.0:9132\n");
+    let rules = h.nft_ruleset();
+    assert!(
+        rules.contains("sctp . 9132") && rules.contains("sctp dport 9132 dnat"),
+        "{rules}"
+    );
+    h.weft_ok(&["sandbox", "rm", "sc"]);
+    assert!(!h.nft_ruleset().contains("9132"));
 
     // The rules go with the sandbox, and the port is free again.
     let s1 = h.engine().sandbox("s1").unwrap().id;

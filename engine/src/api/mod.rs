@@ -366,7 +366,12 @@ impl Api {
 
     /// `GET /containers/{id}/json`: a sandbox is a running container with no image.
     fn container(&self, sb: &Sandbox) -> Result<Value> {
-        let mut v = view::sandbox(sb, &self.endpoints_of(sb)?);
+        let files = self
+            .engine
+            .sandbox_files(sb)
+            .inspect_err(|e| tracing::warn!(sandbox = %sb.name, "{e}"))
+            .ok();
+        let mut v = view::sandbox(sb, &self.endpoints_of(sb)?, files.as_ref());
         let o = v.as_object_mut().expect("an object");
         o.insert("Path".into(), json!(""));
         o.insert("Args".into(), json!([]));

@@ -42,13 +42,13 @@ pub enum SandboxCmd {
         /// The sandbox's hostname (default: its short id).
         #[arg(long)]
         hostname: Option<String>,
-        /// Publish a port: [HOSTIP:][HOSTPORT:]PORT[/tcp|udp] (repeatable).
+        /// Publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|udp|sctp] (repeatable).
         #[arg(short = 'p', long = "publish")]
         publish: Vec<String>,
         /// Publish every --expose'd port on a free host port.
         #[arg(short = 'P', long = "publish-all")]
         publish_all: bool,
-        /// A port the sandbox serves: PORT[/tcp|udp] (repeatable; published by -P).
+        /// A port the sandbox serves: PORT[-END][/tcp|udp|sctp] (repeatable; published by -P).
         #[arg(long)]
         expose: Vec<String>,
         /// A legacy link to another sandbox: NAME[:ALIAS] (repeatable): /etc/hosts and
@@ -90,7 +90,11 @@ fn sandbox_view(engine: &Engine, sb: &Sandbox) -> Result<Value, Error> {
         let net = engine.network(&ep.network_id)?;
         eps.push((ep, net));
     }
-    Ok(view::sandbox(sb, &eps))
+    let files = engine
+        .sandbox_files(sb)
+        .inspect_err(|e| tracing::warn!(sandbox = %sb.name, "{e}"))
+        .ok();
+    Ok(view::sandbox(sb, &eps, files.as_ref()))
 }
 
 /// Enter a sandbox's namespace and exec a command there (never returns on success). Needs no
@@ -205,7 +209,7 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
                     let ms = PortMapping::parse(e)?;
                     if ms.iter().any(|m| m.host_port != 0 || m.host_ip.is_some()) {
                         return Err(Error::invalid(format!(
-                            "invalid --expose {e:?}: give a port or a range, PORT[-END][/tcp|udp]"
+                            "invalid --expose {e:?}: give a port or a range, PORT[-END][/tcp|udp|sctp]"
                         )));
                     }
                     Ok(ms)

@@ -362,6 +362,43 @@ impl Engine {
         records::resolve_sandbox(&*store.read()?, key)
     }
 
+    /// Where a sandbox's resolv.conf, hosts and hostname files live (under the run dir).
+    pub fn sandbox_files_dir(&self, sandbox_id: &str) -> PathBuf {
+        self.inner.cfg.run_root.join("sandboxes").join(sandbox_id)
+    }
+
+    /// Write a sandbox's resolv.conf, hosts and hostname files as they are now (what `sandbox
+    /// exec` binds over /etc, Docker's `ResolvConfPath`, `HostsPath` and `HostnamePath`) and
+    /// return their paths, for a runtime to bind into its container. Written in place when
+    /// changed, so bind mounts of them see the change; removed with the sandbox.
+    pub fn sandbox_files(&self, sb: &Sandbox) -> Result<SandboxFiles> {
+        let dir = self.sandbox_files_dir(&sb.id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Unavailable(format!("cannot write {}: {e}", dir.display())))?;
+        let store = &*self.inner.store;
+        let hostname = sb
+            .hostname
+            .clone()
+            .unwrap_or_else(|| sb.id[..12].to_string());
+        let files = SandboxFiles {
+            resolv_conf: dir.join("resolv.conf"),
+            hosts: dir.join("hosts"),
+            hostname: dir.join("hostname"),
+        };
+        for (path, text) in [
+            (&files.resolv_conf, Engine::resolv_conf_in(store, sb)?),
+            (&files.hosts, Engine::hosts_in(store, sb)?),
+            (&files.hostname, format!("{hostname}\n")),
+        ] {
+            if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
+                std::fs::write(path, text).map_err(|e| {
+                    Error::Unavailable(format!("cannot write {}: {e}", path.display()))
+                })?;
+            }
+        }
+        Ok(files)
+    }
+
     /// The /etc/hosts a sandbox sees (Docker's): localhost lines, then each of its addresses
     /// with its hostname (default: its short id).
     pub fn hosts_in(store: &dyn Store, sb: &Sandbox) -> Result<String> {
@@ -528,6 +565,14 @@ fn engine_futures_are_send(e: &Engine) {
     send(Engine::open(Config::default()));
     fn shared<T: Send + Sync + Clone + 'static>() {}
     shared::<Engine>();
+}
+
+/// A sandbox's /etc files, as [`Engine::sandbox_files`] wrote them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxFiles {
+    pub resolv_conf: PathBuf,
+    pub hosts: PathBuf,
+    pub hostname: PathBuf,
 }
 
 /// A legacy link, resolved: the target sandbox, the alias, the target's address on the

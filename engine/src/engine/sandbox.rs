@@ -12,7 +12,7 @@ use super::Engine;
 use crate::drivers::Attachment;
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::net::{NsRef, Step};
+use crate::net::Step;
 use crate::store::{get_str, StoreError, Table};
 
 /// What a sandbox create asks for, resolved.
@@ -205,7 +205,7 @@ impl Engine {
     /// added, and their removal recorded with the sandbox's.
     async fn publish_in(&self, op: &mut Op, sb: &mut Sandbox, ports: &[PortMapping]) -> Result<()> {
         let eps = records::sandbox_endpoints(op.r(), &sb.id)?;
-        let (addr, addr6, net_id) = eps
+        let (addr, addr6) = eps
             .iter()
             .filter(|e| e.default_route)
             .chain(eps.iter())
@@ -216,7 +216,6 @@ impl Engine {
                         Some(std::net::IpAddr::V6(v6)) => Some(v6),
                         _ => None,
                     },
-                    e.network_id.clone(),
                 )),
                 _ => None,
             })
@@ -423,6 +422,9 @@ impl Engine {
                 tracing::warn!("removing sandbox {}: {e}", sb.name);
             }
             records::delete_sandbox(op.w(), sb)?;
+            // Its /etc files, if someone asked for them (derived from the records: a failure
+            // after this point only means they are written again when asked).
+            let _ = std::fs::remove_dir_all(self.sandbox_files_dir(&sb.id));
             tracing::info!(sandbox = %sb.name, "sandbox removed");
         }
         Ok(())
