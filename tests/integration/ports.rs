@@ -275,6 +275,34 @@ fn published_ports_reach_the_sandbox_from_outside_the_host_and_neighbours() {
         !reaches(&h, "s5", 80, &out, SocketAddr::new(host_out, 8090)),
         "8090 from outside"
     );
+    // A network's host_binding_ipv4 is the host address of mappings that give none.
+    h.weft_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.83.1.0/24",
+        "-o",
+        "com.docker.network.bridge.host_binding_ipv4=127.0.0.1",
+        "local",
+    ]);
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "local",
+        "-p",
+        "8095:80",
+        "b1",
+    ]);
+    assert_eq!(h.weft_ok(&["port", "b1"]), "80/tcp -> 127.0.0.1:8095\n");
+    assert!(
+        reaches(&h, "b1", 80, &h.host_ns, "127.0.0.1:8095".parse().unwrap()),
+        "host_binding_ipv4: 127.0.0.1"
+    );
+    assert!(
+        !reaches(&h, "b1", 80, &out, SocketAddr::new(host_out, 8095)),
+        "host_binding_ipv4: not from outside"
+    );
     h.weft_ok(&["system", "check"]);
     // The bridge deleted and made again by a repair still lets the host reach 127.0.0.1:PORT
     // (route_localnet is the bridge's own, set with it).

@@ -205,7 +205,7 @@ impl Engine {
     /// added, and their removal recorded with the sandbox's.
     async fn publish_in(&self, op: &mut Op, sb: &mut Sandbox, ports: &[PortMapping]) -> Result<()> {
         let eps = records::sandbox_endpoints(op.r(), &sb.id)?;
-        let (addr, addr6) = eps
+        let (addr, addr6, net_id) = eps
             .iter()
             .filter(|e| e.default_route)
             .chain(eps.iter())
@@ -216,6 +216,7 @@ impl Engine {
                         Some(std::net::IpAddr::V6(v6)) => Some(v6),
                         _ => None,
                     },
+                    e.network_id.clone(),
                 )),
                 _ => None,
             })
@@ -228,9 +229,21 @@ impl Engine {
                 .flat_map(|s| s.ports)
                 .map(|p| (p.proto, p.host_port))
                 .collect();
+        // The network's host_binding_ipv4 (a bridge option): the host address of mappings
+        // that name none.
+        let binding = records::load_network(op.r(), &net_id)?
+            .and_then(|n| {
+                n.option(crate::drivers::bridge::OPT_HOST_BINDING)
+                    .map(str::to_string)
+            })
+            .and_then(|h| h.parse::<std::net::IpAddr>().ok())
+            .filter(|h| !h.is_unspecified());
         let mut maps = Vec::new();
         for p in ports {
             let mut m = p.clone();
+            if m.host_ip.is_none() {
+                m.host_ip = binding;
+            }
             if m.host_port == 0 {
                 // Docker's ephemeral range, from a point that differs per sandbox.
                 let (lo, hi) = (32768u32, 60999u32);
