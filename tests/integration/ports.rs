@@ -444,3 +444,66 @@ fn a_sandbox_cannot_reach_the_hosts_loopback_through_its_bridge() {
         "control: without the guard the forged packet arrives"
     );
 }
+
+#[test]
+fn hairpin_and_icc_links_work_without_br_netfilter_too() {
+    // On hosts where bridged frames skip the IP hooks (br_netfilter off or not loaded), a
+    // sandbox's own published port is reached by routing instead, and the links of an
+    // ICC-off network are still the bridge table's: both paths must hold.
+    let h = TestHost::new("nobrnf");
+    let knob = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    run_ok(&h.host_ns, "sh", &["-c", &format!("echo 0 > {knob}")]);
+    let set = run_ok(&h.host_ns, "cat", &[knob]);
+    assert_eq!(String::from_utf8_lossy(&set.stdout).trim(), "0");
+    h.weft_ok(&["network", "create", "--subnet", "10.87.0.0/24", "web"]);
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "-p",
+        "8080:80",
+        "s1",
+    ]);
+    h.weft_ok(&["sandbox", "create", "--network", "web", "s2"]);
+    let gw: IpAddr = "10.87.0.1".parse().unwrap();
+    assert!(
+        reaches(&h, "s1", 80, &key(&h, "s1"), SocketAddr::new(gw, 8080)),
+        "self hairpin"
+    );
+    assert!(
+        reaches(&h, "s1", 80, &key(&h, "s2"), SocketAddr::new(gw, 8080)),
+        "neighbour hairpin"
+    );
+    assert!(reaches(
+        &h,
+        "s1",
+        80,
+        &h.host_ns,
+        "127.0.0.1:8080".parse().unwrap()
+    ));
+    h.weft_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.87.1.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "quiet",
+    ]);
+    let q = |args: &[&str]| {
+        let mut a = vec!["sandbox", "create", "--network", "quiet"];
+        a.extend_from_slice(args);
+        h.weft_ok(&a);
+    };
+    q(&["--expose", "5432", "db"]);
+    q(&["--link", "db", "app"]);
+    q(&["other"]);
+    let db = SocketAddr::new(sandbox_ip(&h, "db"), 5432);
+    assert!(reaches(&h, "db", 5432, &key(&h, "app"), db), "linked");
+    assert!(
+        !reaches(&h, "db", 5432, &key(&h, "other"), db),
+        "not linked"
+    );
+    h.weft_ok(&["system", "check"]);
+}
