@@ -224,6 +224,20 @@ fn sandboxes_find_each_other_by_name_and_other_names_are_forwarded() {
     assert_eq!(getent(&h, "a", "x"), None);
     assert_eq!(getent(&h, "y", "x"), Some(format!("{} x", ip("x"))));
     assert_eq!(ask(&ka, gw, "x", false).0, ResponseCode::NXDomain);
+    // A legacy link on a user-defined network: its alias resolves for the linking sandbox
+    // only (asked of the resolver directly, not through /etc/hosts).
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "--link",
+        "b:pal",
+        "lk",
+    ]);
+    assert_eq!(ask(&key(&h, "lk"), gw, "pal", false).1, vec![ip("b")]);
+    assert_eq!(ask(&ka, gw, "pal", false).0, ResponseCode::NXDomain);
+    h.weft_ok(&["sandbox", "rm", "lk"]);
 
     // Forwarded: a name only the outside resolver knows, UDP and TCP, loopback servers of
     // the host's resolv.conf skipped.

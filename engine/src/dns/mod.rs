@@ -85,6 +85,7 @@ pub const SNAPSHOT_AGE: Duration = Duration::from_millis(250);
 
 /// What the asker is: its sandbox's endpoints, with their networks.
 struct Asker<'s> {
+    sandbox: &'s str,
     nets: Vec<&'s Network>,
     dns: &'s [IpAddr],
 }
@@ -164,6 +165,7 @@ impl Resolver {
             })?;
         let (nets, dns) = snap.sandboxes.get(&me.sandbox_id)?;
         Some(Asker {
+            sandbox: &me.sandbox_id,
             nets: nets.iter().filter_map(|id| snap.nets.get(id)).collect(),
             dns,
         })
@@ -201,8 +203,8 @@ impl Resolver {
             return Ok(self.reply(&req, ResponseCode::FormErr, vec![]));
         };
         // Only askers on this network are answered from its records.
-        let nets = match &asker {
-            Some(a) => &a.nets,
+        let (nets, me) = match &asker {
+            Some(a) => (&a.nets, a.sandbox),
             None => return Err(upstream()),
         };
         let qname = q.name().to_ascii().to_lowercase();
@@ -234,8 +236,22 @@ impl Resolver {
                 for n in nets {
                     let suffix = format!(".{}", n.name.to_lowercase());
                     let bare = qname.strip_suffix(suffix.as_str()).unwrap_or(qname);
-                    for ep in snap.eps_by_net.get(&n.id).into_iter().flatten() {
-                        if holds(ep, bare) {
+                    let eps = snap.eps_by_net.get(&n.id).map(Vec::as_slice).unwrap_or(&[]);
+                    // The asker's legacy links on this network: ALIAS names the target, for
+                    // the asker only (Docker's links on user-defined networks).
+                    let linked: Vec<&str> = eps
+                        .iter()
+                        .filter(|e| e.sandbox_id == me)
+                        .flat_map(|e| e.links.iter())
+                        .filter_map(|l| {
+                            let (name, alias) = l.split_once(':').unwrap_or((l, l));
+                            alias.eq_ignore_ascii_case(bare).then_some(name)
+                        })
+                        .collect();
+                    for ep in eps {
+                        if holds(ep, bare)
+                            || linked.iter().any(|t| names(ep, t) || ep.sandbox_id == *t)
+                        {
                             found = true;
                             let a = match q.query_type() {
                                 RecordType::A => ep.ipv4.map(|a| a.ip()),
@@ -286,9 +302,12 @@ impl Resolver {
 
 /// Does `ep` answer to `name` (its sandbox's name, an alias, its short id)?
 fn holds(ep: &Endpoint, name: &str) -> bool {
-    ep.name.eq_ignore_ascii_case(name)
-        || ep.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
-        || (name.len() == 12 && ep.sandbox_id.starts_with(name))
+    ep.aliases.iter().any(|a| a.eq_ignore_ascii_case(name)) || names(ep, name)
+}
+
+/// Is `ep` the endpoint of the sandbox `name` names (its name or its short id)?
+fn names(ep: &Endpoint, name: &str) -> bool {
+    ep.name.eq_ignore_ascii_case(name) || (name.len() == 12 && ep.sandbox_id.starts_with(name))
 }
 
 /// The address of a reverse name (`4.3.2.1.in-addr.arpa`, nibbles `.ip6.arpa`).
