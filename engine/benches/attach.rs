@@ -95,7 +95,7 @@ fn cfg(s: &Scratch, host: &Path) -> Config {
         root: s.dir.join("root"),
         run_root: s.dir.join("run"),
         host_netns: Some(host.to_path_buf()),
-        boot_id: None,
+        ..Default::default()
     }
 }
 

@@ -178,7 +178,7 @@ async fn attach_run(
         root: dir.dir.join("root"),
         run_root: dir.dir.join("run"),
         host_netns: Some(host),
-        boot_id: None,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -243,7 +243,7 @@ fn isolation_run(hostile: &Path, rounds: usize) -> (Vec<Duration>, Vec<Duration>
             root: dir.dir.join("root"),
             run_root: dir.dir.join("run"),
             host_netns: Some(host),
-            boot_id: None,
+            ..Default::default()
         })
         .await
         .unwrap();

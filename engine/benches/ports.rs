@@ -105,7 +105,7 @@ fn main() {
         root: s.dir.join("root"),
         run_root: s.dir.join("run"),
         host_netns: Some(host.clone()),
-        boot_id: None,
+        ..Default::default()
     };
     let (per_port, keys) = rt.block_on(async {
         let e = Engine::open(cfg).await.unwrap();

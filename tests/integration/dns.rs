@@ -413,3 +413,39 @@ fn legacy_links_give_hosts_entries_and_environment() {
     assert!(h.engine().sandbox("web2").is_err());
     h.weft_ok(&["system", "check"]);
 }
+
+#[test]
+fn default_bridge_with_icc_off_lets_only_links_through() {
+    // dockerd --icc=false: the default bridge's sandboxes do not talk, but a legacy link
+    // opens the target's exposed ports to the linking sandbox.
+    let h = TestHost::new("deficc");
+    let icc = |h: &TestHost| {
+        h.engine().network("bridge").unwrap().options["com.docker.network.bridge.enable_icc"]
+            .clone()
+    };
+    assert_eq!(icc(&h), "true");
+    let d = h.daemon_env(&[("WEFT_ICC", "false")]);
+    assert_eq!(icc(&h), "false");
+    h.weft_ok(&["sandbox", "create", "--expose", "5432", "db"]);
+    h.weft_ok(&["sandbox", "create", "--link", "db:pg", "web"]);
+    h.weft_ok(&["sandbox", "create", "other"]);
+    let db = SocketAddr::new(sandbox_ip(&h, "db"), 5432);
+    let (kdb, kweb, kother) = (key(&h, "db"), key(&h, "web"), key(&h, "other"));
+    assert!(tcp_exchange(&kweb, &kdb, db).is_some(), "web → pg:5432");
+    assert!(tcp_exchange(&kother, &kdb, db).is_none(), "other → db:5432");
+    // Asked to turn it on while sandboxes are on the bridge: it stays off (and says so).
+    d.stop();
+    let d = h.daemon_env(&[("WEFT_ICC", "true")]);
+    assert_eq!(icc(&h), "false");
+    assert!(d.log_text().contains("ICC stays false"), "{}", d.log_text());
+    assert!(tcp_exchange(&kother, &kdb, db).is_none());
+    h.weft_ok(&["sandbox", "rm", "db", "web", "other"]);
+    d.stop();
+    let _d = h.daemon_env(&[("WEFT_ICC", "true")]);
+    assert_eq!(
+        icc(&h),
+        "true",
+        "an empty default bridge takes the new setting"
+    );
+    h.weft_ok(&["system", "check"]);
+}

@@ -133,6 +133,7 @@ impl TestHost {
             run_root: self.dir.join("run"),
             host_netns: Some(self.host_ns.clone()),
             boot_id: self.boot_id.clone(),
+            ..Default::default()
         }
     }
 

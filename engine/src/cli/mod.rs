@@ -106,6 +106,10 @@ pub struct DaemonArgs {
     /// Log lines as text or JSON.
     #[arg(long = "log-format", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Inter-container traffic on the default bridge (dockerd's --icc); with false, only
+    /// legacy links' ports pass. Changes while the default bridge has no sandboxes.
+    #[arg(long, value_name = "BOOL")]
+    pub icc: Option<bool>,
 }
 
 /// Run a parsed command line.
@@ -205,11 +209,14 @@ fn daemon(cli: &Cli, a: &DaemonArgs) -> Exit {
             return 1;
         }
     };
-    let cfg = Config {
+    let mut cfg = Config {
         root: cli.root.clone(),
         run_root: cli.run_root.clone(),
         ..Config::from_env()
     };
+    if a.icc.is_some() {
+        cfg.default_bridge_icc = a.icc;
+    }
     let mut opts = crate::daemon::DaemonOptions::under(&cli.run_root);
     if let Some(s) = &a.socket {
         opts.socket = s.clone();

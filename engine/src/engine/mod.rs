@@ -57,6 +57,9 @@ pub struct Config {
     /// This boot's id; `None` = the kernel's (`/proc/sys/kernel/random/boot_id`). Tests set it
     /// to simulate a reboot.
     pub boot_id: Option<String>,
+    /// ICC on the predefined `bridge` network (dockerd's `--icc`): `None` leaves it as it is
+    /// (on, when first made); a change applies while the default bridge has no sandboxes.
+    pub default_bridge_icc: Option<bool>,
 }
 
 impl Default for Config {
@@ -66,12 +69,14 @@ impl Default for Config {
             run_root: "/run/weft".into(),
             host_netns: None,
             boot_id: None,
+            default_bridge_icc: None,
         }
     }
 }
 
 impl Config {
-    /// Defaults, overridden by `WEFT_ROOT`, `WEFT_RUN_ROOT` and `WEFT_HOST_NETNS`.
+    /// Defaults, overridden by `WEFT_ROOT`, `WEFT_RUN_ROOT`, `WEFT_HOST_NETNS` and `WEFT_ICC`
+    /// (`true`/`false`).
     pub fn from_env() -> Self {
         let mut c = Config::default();
         if let Ok(v) = std::env::var("WEFT_ROOT") {
@@ -82,6 +87,9 @@ impl Config {
         }
         if let Ok(v) = std::env::var("WEFT_HOST_NETNS") {
             c.host_netns = Some(v.into());
+        }
+        if let Ok(v) = std::env::var("WEFT_ICC") {
+            c.default_bridge_icc = v.parse().ok();
         }
         c
     }

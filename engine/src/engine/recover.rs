@@ -27,7 +27,45 @@ impl Engine {
         self.upgrade_schema().await?;
         self.replay_journals().await?;
         self.catch_up_after_reboot().await?;
-        self.ensure_predefined().await
+        self.ensure_predefined().await?;
+        self.default_bridge_icc().await
+    }
+
+    /// Apply the configured ICC of the predefined bridge (dockerd's `--icc`). ICC is set per
+    /// endpoint when it joins, so the option changes only while no sandbox is on the bridge.
+    async fn default_bridge_icc(&self) -> Result<()> {
+        use crate::drivers::bridge::OPT_ICC;
+        let Some(want) = self.inner.cfg.default_bridge_icc else {
+            return Ok(());
+        };
+        let mut op = self
+            .begin(
+                Intent::new("default bridge ICC", vec![]),
+                Locking::Inherited,
+            )
+            .await?;
+        let r = async {
+            let Some(mut net) = records::resolve_network(op.r(), "bridge")
+                .ok()
+                .filter(|n| n.predefined)
+            else {
+                return Ok(());
+            };
+            if net.bool_option(OPT_ICC, true)? == want {
+                return Ok(());
+            }
+            if !records::network_endpoints(op.r(), &net.id)?.is_empty() {
+                tracing::warn!(
+                    "the default bridge has sandboxes: ICC stays {} until it has none (asked: {want})",
+                    !want
+                );
+                return Ok(());
+            }
+            net.options.insert(OPT_ICC.into(), want.to_string());
+            records::save_network(op.w(), &net)
+        }
+        .await;
+        op.settle(r).await
     }
 
     /// Schema 1 kept undo logs inside the records; they are ownership records now.
@@ -323,7 +361,14 @@ impl Engine {
                 use crate::drivers::bridge::*;
                 for (k, v) in [
                     (OPT_DEFAULT, "true"),
-                    (OPT_ICC, "true"),
+                    (
+                        OPT_ICC,
+                        if self.inner.cfg.default_bridge_icc == Some(false) {
+                            "false"
+                        } else {
+                            "true"
+                        },
+                    ),
                     (OPT_MASQ, "true"),
                     (OPT_HOST_BINDING, "0.0.0.0"),
                     (OPT_NAME, DEFAULT_BRIDGE),

@@ -43,6 +43,7 @@ async fn fixture() -> Fixture {
         run_root: dir.join("run"),
         host_netns: Some(dir.join("host.ns")),
         boot_id: Some("boot-1".into()),
+        ..Default::default()
     };
     let engine = Engine::open_with(cfg, Arc::new(MemStore::new()), kernel.clone())
         .await
@@ -107,7 +108,7 @@ fn bridge_steps_are_recorded_and_removal_leaves_the_kernel_as_it_was() {
         assert_eq!(eps[0].ifname, "eth0");
         assert!(eps[0].default_route);
         assert_eq!(
-            &f.kernel.kinds()[4..],
+            &f.kernel.kinds()[5..],
             ["netns", "veth", "hairpin", "address", "route"]
         );
         assert!(e.check().await.unwrap().is_empty());
@@ -454,6 +455,7 @@ fn a_reboot_removes_dead_sandboxes_and_makes_networks_again() {
             run_root: f.dir.join("run"),
             host_netns: Some(f.dir.join("host.ns")),
             boot_id: Some("boot-2".into()),
+            ..Default::default()
         };
         let e = Engine::open_with(cfg, store, kernel.clone()).await.unwrap();
         assert!(e.sandbox("sa").is_err(), "a died with the machine");

@@ -210,6 +210,9 @@ impl FakeState {
         n.routes.retain(|r| r.2 != name);
         n.routes_ex.retain(|r| r.2.as_deref() != Some(name));
         n.neighbours.retain(|r| r.0 != name);
+        // A link's own sysctls (net/ipv4/conf/<link>/…) go with it, as the kernel's do.
+        let own = format!("/conf/{name}/");
+        n.sysctls.retain(|k, _| !k.contains(&own));
         for other in n.links.values_mut() {
             if other.master.as_deref() == Some(name) {
                 other.master = None;
