@@ -94,6 +94,14 @@ impl FwChange {
         }
     }
 
+    /// Does it only add?
+    pub fn is_addition(&self) -> bool {
+        matches!(
+            self,
+            FwChange::Add(_) | FwChange::AddPorts(_) | FwChange::AddIcc(_)
+        )
+    }
+
     /// What it is about, in words (logs, `system check`).
     pub fn describe(&self) -> String {
         match self {
@@ -129,7 +137,19 @@ impl Firewall {
     }
 
     /// Apply changes in one nft transaction: all or nothing.
+    ///
+    /// A sandbox's changes (ports, ICC) go alone first, without re-asserting the base chains:
+    /// replacing a base chain's rules makes the kernel wait for an RCU grace period, 10–20 ms
+    /// of wall time per operation. If the tables they need are missing (a first use, a
+    /// flushed ruleset), the whole batch follows. A network's changes always re-assert the
+    /// base.
     pub async fn apply(&self, changes: &[FwChange]) -> Result<(), NetError> {
+        if let Some(doc) = render::sandbox_batch(changes) {
+            match self.run(&["-j", "-f", "-"], Some(doc.to_string())).await {
+                Err(e) if e.is_not_found() && changes.iter().all(FwChange::is_addition) => {}
+                other => return other.map(|_| ()),
+            }
+        }
         let doc = render::batch(changes);
         self.run(&["-j", "-f", "-"], Some(doc.to_string()))
             .await

@@ -331,6 +331,23 @@ pub fn batch(changes: &[FwChange]) -> Value {
     json!({"nftables": v})
 }
 
+/// A batch of sandbox-level changes alone (published ports, ICC elements), with no table,
+/// base chain or base rule: `None` when a network changes too. It fails with ENOENT where
+/// the tables are not there yet; then [`batch`] does it all.
+pub fn sandbox_batch(changes: &[FwChange]) -> Option<Value> {
+    let mut v = Vec::new();
+    for c in changes {
+        match c {
+            FwChange::Add(_) | FwChange::Remove(_) => return None,
+            FwChange::AddPorts(p) => v.extend(add_ports(p)),
+            FwChange::RemovePorts(p) => v.extend(remove_ports(p)),
+            FwChange::AddIcc(i) => v.extend(icc_elements("add", i)),
+            FwChange::RemoveIcc(i) => v.extend(icc_elements("delete", i)),
+        }
+    }
+    Some(json!({"nftables": v}))
+}
+
 /// The bridge-family table (ICC off and links), re-asserted like the inet one.
 fn bridge_base() -> Vec<Value> {
     let obj = |name: &str| json!({"family": BFAM, "table": TABLE, "name": name});
