@@ -8,7 +8,8 @@
 //! the order of the tools is shuffled per N.
 //!
 //! - weft as a library (in-process, what an embedding runtime gets), attaching a namespace the
-//!   runtime made, or making the namespace itself;
+//!   runtime made (also on a network with ICC off: one nftables transaction more per attach),
+//!   or making the namespace itself;
 //! - weft as a CLI: one process per attach — compare *this* with netavark and CNI, which also
 //!   run as a process per operation;
 //! - netavark 1.4 (Debian, iptables firewall, `isolate`), netavark 2.1 (`cargo install
@@ -106,9 +107,14 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// weft as a library. `own_netns`: weft makes the namespaces too.
-fn bench_weft_lib(n: usize, own_netns: bool) -> Stats {
-    let s = Scratch::new(if own_netns { "full" } else { "lib" });
+/// weft as a library. `own_netns`: weft makes the namespaces too; `icc_off`: on a network
+/// with `enable_icc=false` (each attach adds its bridge port to nftables' bridge table).
+fn bench_weft_lib(n: usize, own_netns: bool, icc_off: bool) -> Stats {
+    let s = Scratch::new(match (own_netns, icc_off) {
+        (true, _) => "full",
+        (false, true) => "icc",
+        (false, false) => "lib",
+    });
     let host = s.ns("host");
     let sbs: Vec<PathBuf> = if own_netns {
         vec![]
@@ -117,8 +123,16 @@ fn bench_weft_lib(n: usize, own_netns: bool) -> Stats {
     };
     rt().block_on(async {
         let e = Engine::open(cfg(&s, &host)).await.unwrap();
+        let mut options = std::collections::BTreeMap::new();
+        if icc_off {
+            options.insert(
+                "com.docker.network.bridge.enable_icc".to_string(),
+                "false".to_string(),
+            );
+        }
         e.create_network(NetworkCreate {
             name: "bench".into(),
+            options,
             ..Default::default()
         })
         .await
@@ -378,6 +392,7 @@ fn print_row(name: &str, s: &Stats, cli: Option<Duration>) {
 
 enum Tool {
     Lib,
+    LibIccOff,
     LibOwnNetns,
     Cli,
     CliDaemon,
@@ -433,7 +448,7 @@ fn main() {
         }
     }
     for n in ns {
-        let mut tools = vec![Tool::Lib, Tool::LibOwnNetns];
+        let mut tools = vec![Tool::Lib, Tool::LibIccOff, Tool::LibOwnNetns];
         if peers_n.contains(&n) {
             tools.push(Tool::Cli);
             tools.push(Tool::CliDaemon);
@@ -464,8 +479,18 @@ fn main() {
         let mut rows: Vec<(&str, Stats)> = Vec::new();
         for t in &tools {
             let row = match t {
-                Tool::Lib => ("weft library (given netns)", bench_weft_lib(n, false)),
-                Tool::LibOwnNetns => ("weft library (makes the netns)", bench_weft_lib(n, true)),
+                Tool::Lib => (
+                    "weft library (given netns)",
+                    bench_weft_lib(n, false, false),
+                ),
+                Tool::LibIccOff => (
+                    "weft library (given netns, ICC off)",
+                    bench_weft_lib(n, false, true),
+                ),
+                Tool::LibOwnNetns => (
+                    "weft library (makes the netns)",
+                    bench_weft_lib(n, true, false),
+                ),
                 Tool::Cli => ("weft CLI (process per op)", bench_weft_cli(n, false)),
                 Tool::CliDaemon => (
                     "weft CLI via daemon (process per op)",
@@ -492,6 +517,7 @@ fn main() {
         let order_key = |name: &str| {
             [
                 "weft library (given netns)",
+                "weft library (given netns, ICC off)",
                 "weft library (makes the netns)",
                 "weft CLI (process per op)",
                 "weft CLI via daemon (process per op)",

@@ -258,13 +258,15 @@ fn icc_off_lets_linked_pairs_through_on_the_linked_ports_only() {
 
     // The link's elements go with the linking sandbox; the others' ports stay isolated.
     h.weft_ok(&["sandbox", "rm", "web"]);
-    let sets = run_ok(
-        &h.host_ns,
-        "nft",
-        &["-j", "list", "table", "bridge", "weft"],
-    );
-    let sets = json(&String::from_utf8_lossy(&sets.stdout));
-    let elems = |name: &str| -> Vec<serde_json::Value> {
+    let bridge_sets = || {
+        let o = run_ok(
+            &h.host_ns,
+            "nft",
+            &["-j", "list", "table", "bridge", "weft"],
+        );
+        json(&String::from_utf8_lossy(&o.stdout))
+    };
+    let elems_in = |sets: &serde_json::Value, name: &str| -> Vec<serde_json::Value> {
         sets["nftables"]
             .as_array()
             .unwrap()
@@ -274,6 +276,8 @@ fn icc_off_lets_linked_pairs_through_on_the_linked_ports_only() {
             .flat_map(|s| s["elem"].as_array().cloned().unwrap_or_default())
             .collect()
     };
+    let sets = bridge_sets();
+    let elems = |name: &str| elems_in(&sets, name);
     assert!(elems("links").is_empty() && elems("replies").is_empty());
     assert_eq!(elems("noicc").len(), 2, "db's and other's ports");
     assert!(tcp_exchange(&other, &db, SocketAddr::new(ip_db, 5432)).is_none());
@@ -295,6 +299,13 @@ fn icc_off_lets_linked_pairs_through_on_the_linked_ports_only() {
 
     // Nothing of it outlives the network.
     h.weft_ok(&["sandbox", "rm", "-f", "db", "web2", "other"]);
+    let sets = bridge_sets();
+    for name in ["noicc", "selves", "links", "replies"] {
+        assert!(
+            elems_in(&sets, name).is_empty(),
+            "{name} after a batched rm: {sets}"
+        );
+    }
     h.weft_ok(&["network", "rm", "quiet"]);
     let ruleset = h.nft_ruleset();
     assert!(!ruleset.contains("weft"), "{ruleset}");

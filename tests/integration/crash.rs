@@ -58,11 +58,12 @@ fn snapshot(h: &TestHost, sandboxes: &[&str]) -> String {
             .collect();
         out += &format!("host routes {fam}: {}\n", routes.join("\n"));
     }
-    // nft lists chains in the order they were made: compare the lines, not their order.
+    // nft lists chains in the order they were made, and a set's elements in hash order:
+    // compare the lines (ids blanked first), not their order.
     let mut nft: Vec<String> = h
         .nft_ruleset()
         .lines()
-        .map(|l| l.trim().to_string())
+        .map(|l| blank_ids(l.trim()))
         .collect();
     nft.sort();
     out += &format!("nft: {nft:?}\n");
@@ -424,6 +425,75 @@ fn kill_9_sandbox_rm() {
         removal: true,
         restore: &[s1, s2, c2],
         sandboxes: &["s1", "s2"],
+        plugin: false,
+    });
+}
+
+const Q: &[&str] = &[
+    "network",
+    "create",
+    "--subnet",
+    "10.33.0.0/24",
+    "-o",
+    "com.docker.network.bridge.enable_icc=false",
+    "q",
+];
+const DB: &[&str] = &[
+    "sandbox",
+    "create",
+    "--network",
+    "q",
+    "--ip",
+    "10.33.0.5",
+    "--expose",
+    "5432",
+    "db",
+];
+const APP: &[&str] = &[
+    "sandbox",
+    "create",
+    "--network",
+    "q",
+    "--ip",
+    "10.33.0.6",
+    "--link",
+    "db",
+    "-p",
+    "18080:80",
+    "app",
+];
+const OTHER: &[&str] = &[
+    "sandbox",
+    "create",
+    "--network",
+    "q",
+    "--ip",
+    "10.33.0.7",
+    "other",
+];
+
+#[test]
+fn kill_9_sandbox_create_icc_off_with_link_and_port() {
+    run_case(&Case {
+        tag: "k9icc",
+        setup: &[Q, DB],
+        op: APP,
+        removal: false,
+        restore: &[&["sandbox", "rm", "app"]],
+        sandboxes: &["app"],
+        plugin: false,
+    });
+}
+
+#[test]
+fn kill_9_sandbox_rm_icc_off_batched() {
+    run_case(&Case {
+        tag: "k9iccrm",
+        setup: &[Q, DB, APP, OTHER],
+        op: &["sandbox", "rm", "app", "other"],
+        removal: true,
+        restore: &[APP, OTHER],
+        sandboxes: &["app", "other"],
         plugin: false,
     });
 }

@@ -65,6 +65,19 @@ pub trait Session: Send {
     /// Delete many host links in one go (one RCU grace period for all, where the kernel
     /// allows). Missing links are fine; other failures are returned.
     async fn delete_host_links(&mut self, names: &[String]) -> Vec<NetError>;
+    /// Several firewall removals (`Step::Firewall` steps) in one go where the backend can:
+    /// removing nftables elements waits for an RCU grace period per transaction. Missing
+    /// objects are fine. The default runs them one by one.
+    async fn firewall_removals(&mut self, steps: &[Step]) -> Vec<NetError> {
+        let mut errors = Vec::new();
+        for s in steps {
+            match self.exec(s).await {
+                Err(e) if !e.is_not_found() => errors.push(e),
+                _ => {}
+            }
+        }
+        errors
+    }
     /// Does the object a removal step (`Del*`, a firewall removal) would remove exist now?
     async fn present(&mut self, step: &Step) -> Result<bool, NetError>;
     /// The network ids (first 12 hex digits) that have chains in weft's nftables table;

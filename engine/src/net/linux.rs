@@ -759,6 +759,32 @@ impl Session for LinuxSession {
         self.k.firewall.networks().await
     }
 
+    async fn firewall_removals(&mut self, steps: &[Step]) -> Vec<NetError> {
+        let changes: Vec<FwChange> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Firewall { change } => Some(change.clone()),
+                _ => None,
+            })
+            .collect();
+        if changes.len() == steps.len() {
+            match self.k.firewall.apply(&changes).await {
+                Ok(()) => return vec![],
+                // Some of it is gone already: one by one, each with its own fallback.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return vec![e],
+            }
+        }
+        let mut errors = Vec::new();
+        for s in steps {
+            match self.exec(s).await {
+                Err(e) if !e.is_not_found() => errors.push(e),
+                _ => {}
+            }
+        }
+        errors
+    }
+
     async fn firewall_purge(&mut self, id12: &str) -> Result<(), NetError> {
         self.k.firewall.purge(id12).await
     }

@@ -343,6 +343,7 @@ impl Tx {
     pub async fn teardown_many(&mut self, logs: &[(&[Step], Option<&Path>)]) -> Vec<NetError> {
         let mut errors = Vec::new();
         let mut links = Vec::new();
+        let mut firewall = Vec::new();
         for (undo, gone) in logs {
             let (host_links, rest): (Vec<Step>, Vec<Step>) = undo.iter().cloned().partition(|s| {
                 matches!(
@@ -353,9 +354,36 @@ impl Tx {
                     }
                 )
             });
+            // An endpoint's ICC elements: one nftables transaction for the batch.
+            let (fw, rest): (Vec<Step>, Vec<Step>) = rest.into_iter().partition(|s| {
+                matches!(
+                    s,
+                    Step::Firewall {
+                        change: crate::firewall::FwChange::RemoveIcc(_)
+                    }
+                )
+            });
             // Steps on links that go with the batch are subsumed as usual.
             errors.extend(self.run_teardown(&rest, *gone, &host_links, true).await);
             links.extend(host_links);
+            firewall.extend(fw);
+        }
+        if !firewall.is_empty() {
+            let ready = match self.journal() {
+                Ok(_) => self.fp.before("firewall"),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = ready {
+                errors.push(e);
+                return errors;
+            }
+            let started = std::time::Instant::now();
+            errors.extend(self.s.firewall_removals(&firewall).await);
+            self.kernel.add_busy("firewall", started.elapsed());
+            self.removed.extend(firewall);
+            if let Err(e) = self.fp.after("firewall") {
+                errors.push(e);
+            }
         }
         if links.is_empty() {
             return errors;
