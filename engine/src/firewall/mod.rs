@@ -120,6 +120,31 @@ impl FwChange {
     }
 }
 
+/// weft's tables as listed at one moment.
+pub struct Listing {
+    inet: Option<Vec<Value>>,
+    bridge: Option<Vec<Value>>,
+}
+
+impl Listing {
+    /// Is what a firewall removal would remove in place: a network's chains and dispatch
+    /// element, a sandbox's port chain and map elements, an endpoint's ICC elements?
+    pub fn has(&self, change: &FwChange) -> bool {
+        match change {
+            FwChange::Remove(r) | FwChange::Add(r) => self
+                .inet
+                .as_ref()
+                .is_some_and(|i| render::has_network(i, r)),
+            FwChange::RemovePorts(p) | FwChange::AddPorts(p) => {
+                self.inet.as_ref().is_some_and(|i| render::has_ports(i, p))
+            }
+            FwChange::RemoveIcc(c) | FwChange::AddIcc(c) => {
+                self.bridge.as_ref().is_some_and(|b| render::has_icc(b, c))
+            }
+        }
+    }
+}
+
 /// Runs nft in one namespace.
 pub struct Firewall {
     netns: Option<RawFd>,
@@ -158,8 +183,14 @@ impl Firewall {
 
     /// weft's `inet` table as nft JSON objects; `None` when it does not exist.
     pub async fn list(&self) -> Result<Option<Vec<Value>>, NetError> {
+        self.list_table("inet").await
+    }
+
+    /// One of weft's tables (`inet`, `bridge`) as nft JSON objects; `None` when it does not
+    /// exist.
+    async fn list_table(&self, family: &str) -> Result<Option<Vec<Value>>, NetError> {
         match self
-            .run(&["-j", "list", "table", "inet", render::TABLE], None)
+            .run(&["-j", "list", "table", family, render::TABLE], None)
             .await
         {
             Ok(out) => {
@@ -177,17 +208,18 @@ impl Firewall {
         }
     }
 
+    /// Both of weft's tables, read once: what [`Listing::has`] answers from (a `system check`
+    /// asks about every network, sandbox and endpoint; one listing serves them all).
+    pub async fn listing(&self) -> Result<Listing, NetError> {
+        Ok(Listing {
+            inet: self.list_table("inet").await?,
+            bridge: self.list_table("bridge").await?,
+        })
+    }
+
     /// The network ids (12 hex digits) with chains in weft's table; `None` without a table.
     pub async fn networks(&self) -> Result<Option<Vec<String>>, NetError> {
         Ok(self.list().await?.map(|items| render::chain_ids(&items)))
-    }
-
-    /// Are a network's rules in place (its chains, and its interface in the dispatch maps)?
-    pub async fn has(&self, r: &NetRules) -> Result<bool, NetError> {
-        let Some(items) = self.list().await? else {
-            return Ok(false);
-        };
-        Ok(render::has_network(&items, r))
     }
 
     /// Does weft's table exist and hold no network's and no sandbox's rules?
@@ -195,35 +227,6 @@ impl Firewall {
         Ok(self.list().await?.is_some_and(|items| {
             render::chain_ids(&items).is_empty() && !render::has_port_chains(&items)
         }))
-    }
-
-    /// Is an endpoint's ICC-off state in place (its port and its links in the sets)?
-    pub async fn has_icc(&self, i: &IccRules) -> Result<bool, NetError> {
-        match self
-            .run(&["-j", "list", "table", "bridge", render::TABLE], None)
-            .await
-        {
-            Ok(out) => {
-                let v: Value = serde_json::from_str(&out)
-                    .map_err(|e| NetError::other("nft list", format!("nft output: {e}")))?;
-                let items = v
-                    .get("nftables")
-                    .and_then(|x| x.as_array())
-                    .cloned()
-                    .unwrap_or_default();
-                Ok(render::has_icc(&items, i))
-            }
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Are a sandbox's published ports in place (its chain, and each port in the map)?
-    pub async fn has_ports(&self, p: &PortRules) -> Result<bool, NetError> {
-        let Some(items) = self.list().await? else {
-            return Ok(false);
-        };
-        Ok(render::has_ports(&items, p))
     }
 
     /// Remove whatever weft's table holds for network `id12`, whatever state it is in.

@@ -65,6 +65,7 @@ impl Kernel for LinuxKernel {
             k: self.inner.clone(),
             conns: HashMap::new(),
             indexes: HashMap::new(),
+            fw_listing: None,
         }))
     }
     fn is_netns(&self, path: &Path) -> bool {
@@ -100,6 +101,9 @@ pub struct LinuxSession {
     k: Arc<Inner>,
     conns: HashMap<PathBuf, (File, Netlink)>,
     indexes: HashMap<(NsRef, String), u32>,
+    /// weft's nftables tables as last listed, for presence questions; dropped whenever this
+    /// session changes the firewall.
+    fw_listing: Option<crate::firewall::Listing>,
 }
 
 fn mac_opt(mac: &Option<String>) -> Result<Option<[u8; 6]>, NetError> {
@@ -169,6 +173,9 @@ impl LinuxSession {
 impl Session for LinuxSession {
     async fn exec(&mut self, step: &Step) -> Result<(), NetError> {
         let host = self.k.host_nl.clone();
+        if matches!(step, Step::Firewall { .. }) {
+            self.fw_listing = None;
+        }
         match step {
             Step::Dummy { name } => {
                 let mut l = NewLink::new(name, NewKind::Dummy);
@@ -741,15 +748,12 @@ impl Session for LinuxSession {
                     Ok(self.k.host_nl.fdb(i).await?.contains(&(mac, *dst)))
                 }
             },
-            Step::Firewall {
-                change: FwChange::Remove(r),
-            } => self.k.firewall.has(r).await,
-            Step::Firewall {
-                change: FwChange::RemovePorts(p),
-            } => self.k.firewall.has_ports(p).await,
-            Step::Firewall {
-                change: FwChange::RemoveIcc(i),
-            } => self.k.firewall.has_icc(i).await,
+            Step::Firewall { change } if !change.is_addition() => {
+                if self.fw_listing.is_none() {
+                    self.fw_listing = Some(self.k.firewall.listing().await?);
+                }
+                Ok(self.fw_listing.as_ref().is_some_and(|l| l.has(change)))
+            }
             // A sysctl restore has nothing to look for; creation steps are not removals.
             _ => Ok(true),
         }
@@ -760,6 +764,7 @@ impl Session for LinuxSession {
     }
 
     async fn firewall_removals(&mut self, steps: &[Step]) -> Vec<NetError> {
+        self.fw_listing = None;
         let changes: Vec<FwChange> = steps
             .iter()
             .filter_map(|s| match s {
@@ -786,10 +791,12 @@ impl Session for LinuxSession {
     }
 
     async fn firewall_purge(&mut self, id12: &str) -> Result<(), NetError> {
+        self.fw_listing = None;
         self.k.firewall.purge(id12).await
     }
 
     async fn firewall_reset(&mut self) -> Result<(), NetError> {
+        self.fw_listing = None;
         self.k.firewall.reset().await
     }
 }
