@@ -235,7 +235,7 @@ fn published_ports_reach_the_sandbox_from_outside_the_host_and_neighbours() {
     assert_eq!(h.weft_ok(&["port", "sc"]), "132/sctp -> 0.0.0.0:9132\n");
     let rules = h.nft_ruleset();
     assert!(
-        rules.contains("sctp . 9132") && rules.contains("sctp dport 9132 dnat"),
+        rules.contains("sctp . 9132 : jump") && rules.contains("sctp dport 9132 dnat"),
         "{rules}"
     );
     h.weft_ok(&["sandbox", "rm", "sc"]);
@@ -275,6 +275,59 @@ fn published_ports_reach_the_sandbox_from_outside_the_host_and_neighbours() {
         !reaches(&h, "s5", 80, &out, SocketAddr::new(host_out, 8090)),
         "8090 from outside"
     );
+    // One port on two host addresses, two sandboxes (Docker's allocator is per address);
+    // the same port on every address, or on a taken address, is refused.
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "-p",
+        "127.0.0.1:8097:80",
+        "t1",
+    ]);
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "-p",
+        "10.83.9.1:8097:80",
+        "t2",
+    ]);
+    assert!(
+        reaches(&h, "t1", 80, &h.host_ns, "127.0.0.1:8097".parse().unwrap()),
+        "127.0.0.1:8097 → t1"
+    );
+    assert!(
+        reaches(&h, "t2", 80, &out, SocketAddr::new(host_out, 8097)),
+        "10.83.9.1:8097 → t2"
+    );
+    assert_eq!(
+        h.weft_err(&[
+            "sandbox",
+            "create",
+            "--network",
+            "web",
+            "-p",
+            "8097:80",
+            "t3"
+        ]),
+        "Error: Bind for 0.0.0.0:8097 failed: port is already allocated"
+    );
+    assert_eq!(
+        h.weft_err(&[
+            "sandbox",
+            "create",
+            "--network",
+            "web",
+            "-p",
+            "127.0.0.1:8097:81",
+            "t4",
+        ]),
+        "Error: Bind for 127.0.0.1:8097 failed: port is already allocated"
+    );
+    h.weft_ok(&["sandbox", "rm", "t1", "t2"]);
     // A network's host_binding_ipv4 is the host address of mappings that give none.
     h.weft_ok(&[
         "network",

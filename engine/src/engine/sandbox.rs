@@ -223,12 +223,24 @@ impl Engine {
             .ok_or_else(|| {
                 Error::invalid("published ports need the sandbox on a network with IPv4: connect it to one, or leave out -p")
             })?;
-        let mut taken: Vec<(String, u16)> =
+        let mut taken: Vec<PortMapping> =
             crate::store::list_json::<Sandbox>(op.r(), crate::store::Table::Sandboxes)?
                 .into_iter()
                 .flat_map(|s| s.ports)
-                .map(|p| (p.proto, p.host_port))
                 .collect();
+        // Docker's rule: one port, one holder per host address; a mapping on every address
+        // (no host address, or 0.0.0.0/::) meets all of them.
+        let clash = |taken: &[PortMapping], m: &PortMapping, port: u16| {
+            let host = |x: &PortMapping| x.host_ip.filter(|h| !h.is_unspecified());
+            taken.iter().any(|t| {
+                t.proto == m.proto
+                    && t.host_port == port
+                    && match (host(t), host(m)) {
+                        (Some(a), Some(b)) => a == b,
+                        _ => true,
+                    }
+            })
+        };
         // The network's host_binding_ipv4 (a bridge option): the host address of mappings
         // that name none.
         let binding = records::load_network(op.r(), &net_id)?
@@ -250,15 +262,15 @@ impl Engine {
                 let start = u32::from_str_radix(&sb.id[..4], 16).unwrap_or(0) % (hi - lo + 1);
                 m.host_port = (0..=hi - lo)
                     .map(|i| (lo + (start + i) % (hi - lo + 1)) as u16)
-                    .find(|hp| !taken.contains(&(m.proto.clone(), *hp)))
+                    .find(|hp| !clash(&taken, &m, *hp))
                     .ok_or_else(|| Error::Unavailable("no free host port in 32768-60999".into()))?;
-            } else if taken.contains(&(m.proto.clone(), m.host_port)) {
+            } else if clash(&taken, &m, m.host_port) {
                 return Err(Error::PortAllocated {
                     host_ip: m.host_ip_text(),
                     port: m.host_port,
                 });
             }
-            taken.push((m.proto.clone(), m.host_port));
+            taken.push(m.clone());
             maps.push(m);
         }
         let mark = op.tx().mark();

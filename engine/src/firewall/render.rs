@@ -17,16 +17,23 @@
 //!                       ct status dnat accept; drop }
 //!   chain nw-<id>-nat { ct status dnat oifname @nets masquerade        # hairpin
 //!                       [masquerade on:] oifname != "<if>" masquerade }
-//!   map ports { type inet_proto . inet_service : verdict }   # proto . host port → jump pt-<sb>
-//!   chain prerouting  { hook prerouting, dstnat: fib daddr type local  l4proto . dport vmap @ports }
-//!   chain output      { hook output, dstnat:     fib daddr type local  l4proto . dport vmap @ports }
+//!   map ports4 { type ipv4_addr . inet_proto . inet_service : verdict }  # on one address
+//!   map ports6 { type ipv6_addr . inet_proto . inet_service : verdict }
+//!   map ports  { type inet_proto . inet_service : verdict }              # on every address
+//!                                                        # … → jump pt-<sb>
+//!   chain prerouting  { hook prerouting, dstnat: fib daddr type local
+//!                         ip daddr . l4proto . dport vmap @ports4; (ip6: @ports6);
+//!                         l4proto . dport vmap @ports }
+//!   chain output      { hook output, dstnat: the same }
 //!   chain pt-<sb>     { meta l4proto P th dport HP [ip daddr HIP] dnat ip to CIP:CP … }
 //!   (postrouting also: ct status dnat, from loopback: masquerade — the host reaching
 //!    127.0.0.1:PORT)
 //! }
 //! ```
-//! A published port costs one map element and one rule in its sandbox's own chain: the
-//! lookup stays one hash probe however many ports are published.
+//! A published port costs one map element and one rule per family in its sandbox's own
+//! chain: the lookups stay hash probes however many ports are published. The same port may
+//! be published on two host addresses by two sandboxes; the engine refuses overlaps (a port
+//! on every address meets all of them), as Docker's allocator does.
 //!
 //! ICC off, and the legacy links that pierce it, are bridged traffic, filtered in a bridge-family
 //! table (no br_netfilter needed; no conntrack either, so links are allowed both ways
@@ -83,17 +90,42 @@ fn base() -> Vec<Value> {
         json!({"add": {"map": {"family": FAM, "table": TABLE, "name": "ports",
         "type": ["inet_proto", "inet_service"], "map": "verdict"}}}),
     );
+    for (name, addr) in [("ports4", "ipv4_addr"), ("ports6", "ipv6_addr")] {
+        v.push(
+            json!({"add": {"map": {"family": FAM, "table": TABLE, "name": name,
+            "type": [addr, "inet_proto", "inet_service"], "map": "verdict"}}}),
+        );
+    }
     for (name, hook) in [("prerouting", "prerouting"), ("output", "output")] {
         v.push(
             json!({"add": {"chain": {"family": FAM, "table": TABLE, "name": name,
             "type": "nat", "hook": hook, "prio": -100, "policy": "accept"}}}),
         );
         v.push(json!({"flush": {"chain": {"family": FAM, "table": TABLE, "name": name}}}));
+        let dport = json!({"payload": {"protocol": "th", "field": "dport"}});
+        let local = || {
+            eq(
+                json!({"fib": {"result": "type", "flags": ["daddr"]}}),
+                json!("local"),
+            )
+        };
+        // Ports on one host address first, then ports on every address.
+        for (fam, map) in [("ip", "@ports4"), ("ip6", "@ports6")] {
+            v.push(rule(
+                name,
+                vec![
+                    local(),
+                    json!({"vmap": {"key": {"concat": [
+                        {"payload": {"protocol": fam, "field": "daddr"}},
+                        meta("l4proto"), dport.clone()]}, "data": map}}),
+                ],
+            ));
+        }
         v.push(rule(
             name,
             vec![
-                eq(json!({"fib": {"result": "type", "flags": ["daddr"]}}), json!("local")),
-                json!({"vmap": {"key": {"concat": [meta("l4proto"), {"payload": {"protocol": "th", "field": "dport"}}]}, "data": "@ports"}}),
+                local(),
+                json!({"vmap": {"key": {"concat": [meta("l4proto"), dport.clone()]}, "data": "@ports"}}),
             ],
         ));
     }
@@ -462,8 +494,17 @@ fn port_chain(p: &super::PortRules) -> String {
     format!("pt-{}", p.id)
 }
 
-fn port_key(m: &crate::model::PortMapping) -> Value {
-    json!({"concat": [m.proto, m.host_port]})
+/// Where a mapping's map element goes: on one host address, `ports4`/`ports6` keyed by
+/// address . proto . port; on every address, `ports` keyed by proto . port. (Hash maps both:
+/// an interval map could hold both kinds in one, but its updates grow with its size.)
+fn port_key(m: &crate::model::PortMapping) -> (&'static str, Value) {
+    match m.host_ip.filter(|h| !h.is_unspecified()) {
+        Some(h) => (
+            if h.is_ipv4() { "ports4" } else { "ports6" },
+            json!({"concat": [h.to_string(), m.proto, m.host_port]}),
+        ),
+        None => ("ports", json!({"concat": [m.proto, m.host_port]})),
+    }
 }
 
 fn add_ports(p: &super::PortRules) -> Vec<Value> {
@@ -504,7 +545,8 @@ fn add_ports(p: &super::PortRules) -> Vec<Value> {
             );
             v.push(rule(&chain, expr));
         }
-        v.push(json!({"add": {"element": elem("ports", port_key(m), Some(chain.clone()))}}));
+        let (map, key) = port_key(m);
+        v.push(json!({"add": {"element": elem(map, key, Some(chain.clone()))}}));
     }
     v
 }
@@ -513,7 +555,8 @@ fn remove_ports(p: &super::PortRules) -> Vec<Value> {
     let chain = port_chain(p);
     let mut v = Vec::new();
     for m in &p.maps {
-        v.push(json!({"delete": {"element": elem("ports", port_key(m), Some(chain.clone()))}}));
+        let (map, key) = port_key(m);
+        v.push(json!({"delete": {"element": elem(map, key, Some(chain.clone()))}}));
     }
     v.push(json!({"flush": {"chain": {"family": FAM, "table": TABLE, "name": chain}}}));
     v.push(json!({"delete": {"chain": {"family": FAM, "table": TABLE, "name": chain}}}));
@@ -626,22 +669,19 @@ pub fn has_ports(items: &[Value], p: &super::PortRules) -> bool {
             .and_then(Value::as_str)
             == Some(&chain)
     });
-    let elems: Vec<(String, u64)> = maps(items)
-        .filter(|(name, _)| *name == "ports")
-        .flat_map(|(_, elems)| elems.iter())
-        .filter_map(|e| {
+    let elems: Vec<(&str, &Value)> = maps(items)
+        .filter(|(name, _)| ["ports", "ports4", "ports6"].contains(name))
+        .flat_map(|(name, elems)| elems.iter().map(move |e| (name, e)))
+        .filter_map(|(name, e)| {
             let (key, target) = jump_elem(e)?;
-            if target != chain {
-                return None;
-            }
-            let c = key.get("concat")?.as_array()?;
-            Some((c.first()?.as_str()?.to_string(), c.get(1)?.as_u64()?))
+            (target == chain).then_some((name, key))
         })
         .collect();
     has_chain
-        && p.maps
-            .iter()
-            .all(|m| elems.contains(&(m.proto.clone(), m.host_port as u64)))
+        && p.maps.iter().all(|m| {
+            let (map, key) = port_key(m);
+            elems.contains(&(map, &key))
+        })
 }
 
 /// Does the listed table hold any sandbox's published-port chain?
