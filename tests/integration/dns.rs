@@ -411,6 +411,14 @@ fn legacy_links_give_hosts_entries_and_environment() {
         "Error: could not get container for nosuch: No such container: nosuch"
     );
     assert!(h.engine().sandbox("web2").is_err());
+    // On the default bridge, a target elsewhere: dockerd's message.
+    h.weft_ok(&["network", "create", "elsewhere"]);
+    h.weft_ok(&["sandbox", "create", "--network", "elsewhere", "far"]);
+    assert_eq!(
+        h.weft_err(&["sandbox", "create", "--link", "far", "web3"]),
+        "Error: Cannot link to /far, as it does not belong to the default network"
+    );
+    assert!(h.engine().sandbox("web3").is_err());
     h.weft_ok(&["system", "check"]);
 }
 

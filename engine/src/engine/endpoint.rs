@@ -171,9 +171,19 @@ impl Engine {
         // Legacy links name sandboxes that exist (Docker's message otherwise).
         for l in &opts.links {
             let target = l.split(':').next().unwrap_or("");
-            if records::resolve_sandbox(op.r(), target).is_err() {
+            let Ok(t) = records::resolve_sandbox(op.r(), target) else {
                 return Err(Error::NotFound(format!(
                     "could not get container for {target}: No such container: {target}"
+                )));
+            };
+            // On the default bridge a link needs its target there too (dockerd's rule).
+            if net.predefined
+                && net.driver == "bridge"
+                && records::endpoint_of(op.r(), &t.id, &net.id)?.is_none()
+            {
+                return Err(Error::invalid(format!(
+                    "Cannot link to /{}, as it does not belong to the default network",
+                    t.name
                 )));
             }
         }
