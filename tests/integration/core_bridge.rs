@@ -297,6 +297,29 @@ fn icc_off_lets_linked_pairs_through_on_the_linked_ports_only() {
     assert!(tcp_exchange(&other, &db, SocketAddr::new(ip_db, 5432)).is_none());
     assert!(tcp_exchange(&web2, &db, SocketAddr::new(ip_db, 5432)).is_some());
 
+    // What no record owns is found and removed: a stray ICC port, a stray port chain.
+    for cmd in [
+        "add element bridge weft noicc { \"vethdeadbeef00\" }",
+        "add chain inet weft pt-deadbeef0000",
+        "add element inet weft ports { tcp . 9999 : jump pt-deadbeef0000 }",
+    ] {
+        run_ok(&h.host_ns, "sh", &["-c", &format!("nft '{cmd}'")]);
+    }
+    let found = h.weft(&["system", "check"]);
+    let found = String::from_utf8_lossy(&found.stdout).into_owned();
+    assert!(
+        found.contains("orphan: nftables ICC elements of vethdeadbeef00")
+            && found.contains("orphan: nftables chain pt-deadbeef0000"),
+        "{found}"
+    );
+    h.weft_ok(&["system", "check", "--repair"]);
+    h.weft_ok(&["system", "check"]);
+    let ruleset = h.nft_ruleset();
+    assert!(
+        !ruleset.contains("deadbeef") && ruleset.contains("jump pt-"),
+        "{ruleset}"
+    );
+
     // Nothing of it outlives the network.
     h.weft_ok(&["sandbox", "rm", "-f", "db", "web2", "other"]);
     let sets = bridge_sets();

@@ -5,7 +5,8 @@
 //! neighbours, FDB entries, firewall rules, namespace pins) must exist, and every sandbox's
 //! namespace must be alive. Kernel to records: every host link the kernel marks as weft's
 //! ([`crate::net::kernel::WEFT_GROUP`]), every link inside a namespace weft owns, every pin
-//! under the run dir and every chain in weft's nftables table must be owned by a record; every
+//! under the run dir, every network chain and published-port chain in weft's nftables tables
+//! and every bridge port with ICC elements must be owned by a record; every
 //! address the native IPAM has allocated must be held by an endpoint, a gateway or an aux
 //! address, and every one of those must be allocated. Journals of interrupted operations
 //! count too.
@@ -101,6 +102,10 @@ enum Fix {
     },
     /// A sandbox's published ports (sandbox id, chain id), made again from its record.
     Republish(String, String),
+    /// Published-port chain and elements of a sandbox id (12) no record owns.
+    PurgePorts(String),
+    /// ICC elements of a bridge port no record owns.
+    PurgeIcc(String),
 }
 
 /// A step of an undo log, in words: what it would remove.
@@ -418,6 +423,46 @@ impl Engine {
                     Fix::PurgeFirewall(id.clone()),
                 );
             }
+            // Sandboxes' published ports and endpoints' ICC elements.
+            let (mut port_ids, mut icc_ports) = (HashSet::new(), HashSet::new());
+            for s in owned.iter().flat_map(|(_, s)| s.iter()) {
+                match s {
+                    Step::Firewall {
+                        change:
+                            crate::firewall::FwChange::AddPorts(p)
+                            | crate::firewall::FwChange::RemovePorts(p),
+                    } => {
+                        port_ids.insert(p.id.clone());
+                    }
+                    Step::Firewall {
+                        change:
+                            crate::firewall::FwChange::AddIcc(i)
+                            | crate::firewall::FwChange::RemoveIcc(i),
+                    } => {
+                        icc_ports.insert(i.port.clone());
+                        // A link's target may be gone: its elements are the linker's.
+                        icc_ports.extend(i.links.iter().map(|l| l.peer.clone()));
+                    }
+                    _ => {}
+                }
+            }
+            let (chains, ports) = op.tx().firewall_sandbox_objects().await?;
+            for id in chains.iter().filter(|i| !port_ids.contains(*i)) {
+                add(
+                    FindingKind::Orphan,
+                    format!("nftables chain pt-{id}"),
+                    "published ports no sandbox owns".into(),
+                    Fix::PurgePorts(id.clone()),
+                );
+            }
+            for port in ports.iter().filter(|p| !icc_ports.contains(*p)) {
+                add(
+                    FindingKind::Orphan,
+                    format!("nftables ICC elements of {port}"),
+                    "no endpoint owns them".into(),
+                    Fix::PurgeIcc(port.clone()),
+                );
+            }
             if fw_ids.is_empty() && ids.is_empty() {
                 add(
                     FindingKind::Orphan,
@@ -582,6 +627,20 @@ impl Engine {
                     .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
                     .await?;
                 let r = op.tx().firewall_purge(id).await.map_err(Into::into);
+                op.settle(r).await
+            }
+            Fix::PurgePorts(id) => {
+                let mut op = self
+                    .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
+                    .await?;
+                let r = op.tx().firewall_purge_ports(id).await.map_err(Into::into);
+                op.settle(r).await
+            }
+            Fix::PurgeIcc(port) => {
+                let mut op = self
+                    .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
+                    .await?;
+                let r = op.tx().firewall_purge_icc(port).await.map_err(Into::into);
                 op.settle(r).await
             }
             Fix::ResetFirewall => {

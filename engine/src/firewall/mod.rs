@@ -261,6 +261,35 @@ impl Firewall {
         Ok(())
     }
 
+    /// What weft's tables hold for sandboxes: published-port chains (sandbox ids) and the
+    /// bridge ports with ICC elements.
+    pub async fn sandbox_objects(&self) -> Result<(Vec<String>, Vec<String>), NetError> {
+        let inet = self.list_table("inet").await?.unwrap_or_default();
+        let bridge = self.list_table("bridge").await?.unwrap_or_default();
+        Ok((render::port_chain_ids(&inet), render::icc_ports(&bridge)))
+    }
+
+    /// Remove a sandbox's published ports, whatever state they are in.
+    pub async fn purge_ports(&self, id12: &str) -> Result<(), NetError> {
+        let items = self.list_table("inet").await?.unwrap_or_default();
+        self.run_nonempty(render::purge_ports(&items, id12)).await
+    }
+
+    /// Remove every ICC element naming `port`.
+    pub async fn purge_icc(&self, port: &str) -> Result<(), NetError> {
+        let items = self.list_table("bridge").await?.unwrap_or_default();
+        self.run_nonempty(render::purge_icc(&items, port)).await
+    }
+
+    async fn run_nonempty(&self, doc: Value) -> Result<(), NetError> {
+        if doc["nftables"].as_array().is_none_or(|a| a.is_empty()) {
+            return Ok(());
+        }
+        self.run(&["-j", "-f", "-"], Some(doc.to_string()))
+            .await
+            .map(|_| ())
+    }
+
     /// Delete weft's tables (nothing of weft's left in the host's ruleset).
     pub async fn reset(&self) -> Result<(), NetError> {
         let doc = render::delete_tables();

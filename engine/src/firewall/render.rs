@@ -684,6 +684,72 @@ pub fn has_ports(items: &[Value], p: &super::PortRules) -> bool {
         })
 }
 
+/// The sandbox ids (12 hex digits) with a published-port chain in a listed inet table.
+pub fn port_chain_ids(items: &[Value]) -> Vec<String> {
+    chains(items)
+        .filter_map(|c| c.strip_prefix("pt-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// One batch deleting a sandbox's published ports from a listed table, whatever state they
+/// are in: the map elements that jump to its chain, then the chain.
+pub fn purge_ports(items: &[Value], id12: &str) -> Value {
+    let chain = format!("pt-{id12}");
+    let mut v = Vec::new();
+    for (name, elems) in maps(items) {
+        for e in elems {
+            if let Some((key, target)) = jump_elem(e) {
+                if target == chain {
+                    v.push(json!({"delete": {"element": elem(name, key.clone(), None)}}));
+                }
+            }
+        }
+    }
+    if chains(items).any(|c| c == chain) {
+        let c = json!({"family": FAM, "table": TABLE, "name": chain});
+        v.push(json!({"flush": {"chain": c.clone()}}));
+        v.push(json!({"delete": {"chain": c}}));
+    }
+    json!({"nftables": v})
+}
+
+/// The bridge ports in a listed bridge table's sets (`noicc`, and either end of a link).
+pub fn icc_ports(items: &[Value]) -> Vec<String> {
+    let mut ports: Vec<String> = maps(items)
+        .filter(|(n, _)| ["noicc", "selves", "links", "replies"].contains(n))
+        .flat_map(|(_, elems)| elems.iter())
+        .flat_map(|e| match e.get("concat").and_then(Value::as_array) {
+            Some(parts) => parts.iter().take(2).filter_map(Value::as_str).collect(),
+            None => e.as_str().into_iter().collect::<Vec<_>>(),
+        })
+        .map(str::to_string)
+        .collect();
+    ports.sort();
+    ports.dedup();
+    ports
+}
+
+/// One batch deleting every element of a listed bridge table that names `port`.
+pub fn purge_icc(items: &[Value], port: &str) -> Value {
+    let mut v = Vec::new();
+    for (name, elems) in maps(items) {
+        for e in elems {
+            let names = match e.get("concat").and_then(Value::as_array) {
+                Some(parts) => parts.iter().take(2).any(|p| p.as_str() == Some(port)),
+                None => e.as_str() == Some(port),
+            };
+            if names {
+                v.push(
+                    json!({"delete": {"element": {"family": BFAM, "table": TABLE,
+                    "name": name, "elem": [e]}}}),
+                );
+            }
+        }
+    }
+    json!({"nftables": v})
+}
+
 /// Does the listed table hold any sandbox's published-port chain?
 pub fn has_port_chains(items: &[Value]) -> bool {
     chains(items).any(|c| c.starts_with("pt-"))

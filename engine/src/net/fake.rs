@@ -805,7 +805,24 @@ impl Session for FakeSession {
     }
 
     async fn firewall_reset(&mut self) -> Result<(), NetError> {
-        self.with(|s| s.firewall = None);
+        self.with(|s| {
+            s.firewall = None;
+            s.icc.clear();
+        });
+        Ok(())
+    }
+
+    async fn firewall_sandbox_objects(&mut self) -> Result<(Vec<String>, Vec<String>), NetError> {
+        // The fake keeps no published ports.
+        Ok((vec![], self.with(|s| s.icc.iter().cloned().collect())))
+    }
+
+    async fn firewall_purge_ports(&mut self, _id12: &str) -> Result<(), NetError> {
+        Ok(())
+    }
+
+    async fn firewall_purge_icc(&mut self, port: &str) -> Result<(), NetError> {
+        self.with(|s| s.icc.remove(port));
         Ok(())
     }
 }

@@ -87,4 +87,11 @@ pub trait Session: Send {
     async fn firewall_purge(&mut self, id12: &str) -> Result<(), NetError>;
     /// Remove weft's table: the host's ruleset is left as it was before weft.
     async fn firewall_reset(&mut self) -> Result<(), NetError>;
+    /// What weft's tables hold for sandboxes: the ids (12 hex digits) with a published-port
+    /// chain, and the bridge ports with ICC elements.
+    async fn firewall_sandbox_objects(&mut self) -> Result<(Vec<String>, Vec<String>), NetError>;
+    /// Remove a sandbox's published ports (a leak with no record), whatever state they are in.
+    async fn firewall_purge_ports(&mut self, id12: &str) -> Result<(), NetError>;
+    /// Remove every ICC element naming a bridge port (a leak with no record).
+    async fn firewall_purge_icc(&mut self, port: &str) -> Result<(), NetError>;
 }

@@ -799,6 +799,20 @@ impl Session for LinuxSession {
         self.fw_listing = None;
         self.k.firewall.reset().await
     }
+
+    async fn firewall_sandbox_objects(&mut self) -> Result<(Vec<String>, Vec<String>), NetError> {
+        self.k.firewall.sandbox_objects().await
+    }
+
+    async fn firewall_purge_ports(&mut self, id12: &str) -> Result<(), NetError> {
+        self.fw_listing = None;
+        self.k.firewall.purge_ports(id12).await
+    }
+
+    async fn firewall_purge_icc(&mut self, port: &str) -> Result<(), NetError> {
+        self.fw_listing = None;
+        self.k.firewall.purge_icc(port).await
+    }
 }
 
 /// Create a pinned namespace with `lo` up.

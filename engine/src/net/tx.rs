@@ -315,6 +315,23 @@ impl Tx {
         self.s.firewall_purge(id12).await
     }
 
+    /// See [`Session::firewall_sandbox_objects`].
+    pub async fn firewall_sandbox_objects(
+        &mut self,
+    ) -> Result<(Vec<String>, Vec<String>), NetError> {
+        self.s.firewall_sandbox_objects().await
+    }
+
+    /// Remove a sandbox's published ports no record owns.
+    pub async fn firewall_purge_ports(&mut self, id12: &str) -> Result<(), NetError> {
+        self.s.firewall_purge_ports(id12).await
+    }
+
+    /// Remove the ICC elements of a bridge port no record owns.
+    pub async fn firewall_purge_icc(&mut self, port: &str) -> Result<(), NetError> {
+        self.s.firewall_purge_icc(port).await
+    }
+
     pub async fn firewall_reset(&mut self) -> Result<(), NetError> {
         self.s.firewall_reset().await
     }
