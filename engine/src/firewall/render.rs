@@ -714,15 +714,21 @@ pub fn purge_ports(items: &[Value], id12: &str) -> Value {
     json!({"nftables": v})
 }
 
+/// The bridge ports an ICC element names: itself (`noicc`), or the first two parts of a
+/// concatenation (`selves`, `links`, `replies`).
+fn elem_ports(e: &Value) -> Vec<&str> {
+    match e.get("concat").and_then(Value::as_array) {
+        Some(parts) => parts.iter().take(2).filter_map(Value::as_str).collect(),
+        None => e.as_str().into_iter().collect(),
+    }
+}
+
 /// The bridge ports in a listed bridge table's sets (`noicc`, and either end of a link).
 pub fn icc_ports(items: &[Value]) -> Vec<String> {
     let mut ports: Vec<String> = maps(items)
         .filter(|(n, _)| ["noicc", "selves", "links", "replies"].contains(n))
         .flat_map(|(_, elems)| elems.iter())
-        .flat_map(|e| match e.get("concat").and_then(Value::as_array) {
-            Some(parts) => parts.iter().take(2).filter_map(Value::as_str).collect(),
-            None => e.as_str().into_iter().collect::<Vec<_>>(),
-        })
+        .flat_map(elem_ports)
         .map(str::to_string)
         .collect();
     ports.sort();
@@ -735,11 +741,7 @@ pub fn purge_icc(items: &[Value], port: &str) -> Value {
     let mut v = Vec::new();
     for (name, elems) in maps(items) {
         for e in elems {
-            let names = match e.get("concat").and_then(Value::as_array) {
-                Some(parts) => parts.iter().take(2).any(|p| p.as_str() == Some(port)),
-                None => e.as_str() == Some(port),
-            };
-            if names {
+            if elem_ports(e).contains(&port) {
                 v.push(
                     json!({"delete": {"element": {"family": BFAM, "table": TABLE,
                     "name": name, "elem": [e]}}}),

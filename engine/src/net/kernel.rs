@@ -69,14 +69,7 @@ pub trait Session: Send {
     /// removing nftables elements waits for an RCU grace period per transaction. Missing
     /// objects are fine. The default runs them one by one.
     async fn firewall_removals(&mut self, steps: &[Step]) -> Vec<NetError> {
-        let mut errors = Vec::new();
-        for s in steps {
-            match self.exec(s).await {
-                Err(e) if !e.is_not_found() => errors.push(e),
-                _ => {}
-            }
-        }
-        errors
+        remove_each(self, steps).await
     }
     /// Does the object a removal step (`Del*`, a firewall removal) would remove exist now?
     async fn present(&mut self, step: &Step) -> Result<bool, NetError>;
@@ -94,4 +87,16 @@ pub trait Session: Send {
     async fn firewall_purge_ports(&mut self, id12: &str) -> Result<(), NetError>;
     /// Remove every ICC element naming a bridge port (a leak with no record).
     async fn firewall_purge_icc(&mut self, port: &str) -> Result<(), NetError>;
+}
+
+/// Removal steps one by one; what is gone already is fine, other failures are returned.
+pub(crate) async fn remove_each<S: Session + ?Sized>(s: &mut S, steps: &[Step]) -> Vec<NetError> {
+    let mut errors = Vec::new();
+    for step in steps {
+        match s.exec(step).await {
+            Err(e) if !e.is_not_found() => errors.push(e),
+            _ => {}
+        }
+    }
+    errors
 }

@@ -780,14 +780,7 @@ impl Session for LinuxSession {
                 Err(e) => return vec![e],
             }
         }
-        let mut errors = Vec::new();
-        for s in steps {
-            match self.exec(s).await {
-                Err(e) if !e.is_not_found() => errors.push(e),
-                _ => {}
-            }
-        }
-        errors
+        super::kernel::remove_each(self, steps).await
     }
 
     async fn firewall_purge(&mut self, id12: &str) -> Result<(), NetError> {
