@@ -90,6 +90,9 @@ impl Config {
         }
         if let Ok(v) = std::env::var("WEFT_ICC") {
             c.default_bridge_icc = v.parse().ok();
+            if c.default_bridge_icc.is_none() {
+                tracing::warn!("WEFT_ICC={v:?} ignored: give true or false");
+            }
         }
         c
     }
