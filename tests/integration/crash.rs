@@ -497,3 +497,35 @@ fn kill_9_sandbox_rm_icc_off_batched() {
         plugin: false,
     });
 }
+
+#[test]
+fn kill_9_disconnect_moves_published_ports() {
+    run_case(&Case {
+        tag: "k9discp",
+        setup: &[
+            M,
+            N,
+            &[
+                "sandbox",
+                "create",
+                "--network",
+                "m",
+                "--ip",
+                "10.31.0.6",
+                "-p",
+                "18081:80",
+                "s",
+            ],
+            &["network", "connect", "--ip", "10.32.0.6", "n", "s"],
+        ],
+        op: &["network", "disconnect", "m", "s"],
+        removal: true,
+        restore: &[
+            &["network", "disconnect", "n", "s"],
+            &["network", "connect", "--ip", "10.31.0.6", "m", "s"],
+            &["network", "connect", "--ip", "10.32.0.6", "n", "s"],
+        ],
+        sandboxes: &["s"],
+        plugin: false,
+    });
+}

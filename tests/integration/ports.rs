@@ -328,6 +328,57 @@ fn published_ports_reach_the_sandbox_from_outside_the_host_and_neighbours() {
         "Error: Bind for 127.0.0.1:8097 failed: port is already allocated"
     );
     h.weft_ok(&["sandbox", "rm", "t1", "t2"]);
+    // Ports follow the sandbox: disconnected from the network they were published on, they
+    // move to its other network; with no network left they go (the host port stays its own)
+    // and come back with the next connect.
+    h.weft_ok(&["network", "create", "--subnet", "10.83.2.0/24", "alt"]);
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "-p",
+        "8099:80",
+        "mv",
+    ]);
+    h.weft_ok(&["network", "connect", "alt", "mv"]);
+    h.weft_ok(&["network", "disconnect", "web", "mv"]);
+    let alt_ip = sandbox_ip(&h, "mv");
+    assert!(alt_ip.to_string().starts_with("10.83.2."), "{alt_ip}");
+    assert!(
+        h.nft_ruleset().contains(&format!("dnat ip to {alt_ip}:80")),
+        "the rule follows the address"
+    );
+    assert!(
+        reaches(&h, "mv", 80, &out, SocketAddr::new(host_out, 8099)),
+        "8099 after the move"
+    );
+    h.weft_ok(&["system", "check"]);
+    h.weft_ok(&["network", "disconnect", "alt", "mv"]);
+    assert!(
+        !h.nft_ruleset().contains("8099"),
+        "no address left: no rule"
+    );
+    assert_eq!(
+        h.weft_err(&[
+            "sandbox",
+            "create",
+            "--network",
+            "web",
+            "-p",
+            "8099:80",
+            "mv2"
+        ]),
+        "Error: Bind for 0.0.0.0:8099 failed: port is already allocated"
+    );
+    h.weft_ok(&["system", "check"]);
+    h.weft_ok(&["network", "connect", "web", "mv"]);
+    assert!(
+        reaches(&h, "mv", 80, &out, SocketAddr::new(host_out, 8099)),
+        "8099 back with the connect"
+    );
+    h.weft_ok(&["sandbox", "rm", "mv"]);
+    h.weft_ok(&["system", "check"]);
     // A network's host_binding_ipv4 is the host address of mappings that give none.
     h.weft_ok(&[
         "network",

@@ -132,8 +132,11 @@ impl Engine {
                     if !net.realized && !keys.iter().any(|k| k == NETWORKS) {
                         return Err(StoreError::Conflict.into());
                     }
-                    self.connect_in(&mut op, &mut net, &mut sb, opts, ep_id)
-                        .await
+                    let ep = self
+                        .connect_in(&mut op, &mut net, &mut sb, opts, ep_id)
+                        .await?;
+                    self.repoint_ports(&mut op, &sb.id).await?;
+                    Ok(ep)
                 }
                 .await;
                 op.settle(r).await
@@ -490,7 +493,7 @@ impl Engine {
                 self.hand_over_default_route(op, &sb).await?;
             }
         }
-        Ok(())
+        self.repoint_ports(op, sb_id).await
     }
 
     /// The sandbox lost its default route: the next endpoint in line takes it. A failure is

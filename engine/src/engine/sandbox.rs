@@ -204,25 +204,9 @@ impl Engine {
     /// one another sandbox holds, `0` → a free one from the ephemeral range), DNAT rules
     /// added, and their removal recorded with the sandbox's.
     async fn publish_in(&self, op: &mut Op, sb: &mut Sandbox, ports: &[PortMapping]) -> Result<()> {
-        let eps = records::sandbox_endpoints(op.r(), &sb.id)?;
-        let (addr, addr6, net_id) = eps
-            .iter()
-            .filter(|e| e.default_route)
-            .chain(eps.iter())
-            .find_map(|e| match e.ipv4.map(|a| a.ip()) {
-                Some(std::net::IpAddr::V4(a)) => Some((
-                    a,
-                    match e.ipv6.map(|a| a.ip()) {
-                        Some(std::net::IpAddr::V6(v6)) => Some(v6),
-                        _ => None,
-                    },
-                    e.network_id.clone(),
-                )),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                Error::invalid("published ports need the sandbox on a network with IPv4: connect it to one, or leave out -p")
-            })?;
+        let (addr, addr6, net_id) = publish_target(op, &sb.id)?.ok_or_else(|| {
+            Error::invalid("published ports need the sandbox on a network with IPv4: connect it to one, or leave out -p")
+        })?;
         let mut taken: Vec<PortMapping> =
             crate::store::list_json::<Sandbox>(op.r(), crate::store::Table::Sandboxes)?
                 .into_iter()
@@ -289,6 +273,62 @@ impl Engine {
         op.own(&sb_key(&sb.id), steps)?;
         sb.ports = maps;
         Ok(())
+    }
+
+    /// Published ports follow the sandbox: after a connect or disconnect changed which
+    /// endpoint they would be published on, their rules move there (or go, when no endpoint
+    /// with IPv4 is left; the host ports stay the sandbox's and come back with one).
+    pub(crate) async fn repoint_ports(&self, op: &mut Op, sb_id: &str) -> Result<()> {
+        use crate::firewall::{FwChange, PortRules};
+        let Some(sb) = records::load_sandbox(op.r(), sb_id)? else {
+            return Ok(());
+        };
+        if sb.ports.is_empty() {
+            return Ok(());
+        }
+        let key = sb_key(&sb.id);
+        let mut log = records::owned(op.r(), &key)?;
+        let old = log.iter().position(|s| {
+            matches!(
+                s,
+                Step::Firewall {
+                    change: FwChange::RemovePorts(_)
+                }
+            )
+        });
+        let target = publish_target(op, &sb.id)?.map(|(a, a6, _)| (a, a6));
+        let current = old.and_then(|i| match &log[i] {
+            Step::Firewall {
+                change: FwChange::RemovePorts(p),
+            } => Some(p.clone()),
+            _ => None,
+        });
+        if current.as_ref().map(|p| (p.addr, p.addr6)) == target {
+            return Ok(());
+        }
+        if let (Some(i), Some(p)) = (old, current) {
+            op.tx()
+                .remove(Step::Firewall {
+                    change: FwChange::RemovePorts(p),
+                })
+                .await?;
+            log.remove(i);
+        }
+        if let Some((addr, addr6)) = target {
+            let mark = op.tx().mark();
+            op.tx()
+                .apply(Step::Firewall {
+                    change: FwChange::AddPorts(PortRules {
+                        id: sb.id[..12].to_string(),
+                        addr,
+                        addr6,
+                        maps: sb.ports.clone(),
+                    }),
+                })
+                .await?;
+            log.extend(op.tx().undo_since(mark));
+        }
+        op.own(&key, log)
     }
 
     /// `sandbox rm`: disconnect everything, remove the namespace weft made. With `force`,
@@ -454,4 +494,28 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Where a sandbox's ports are published: the IPv4 (and IPv6) address of its default-route
+/// endpoint, else of its first endpoint with IPv4; and that endpoint's network.
+fn publish_target(
+    op: &Op,
+    sb_id: &str,
+) -> Result<Option<(std::net::Ipv4Addr, Option<std::net::Ipv6Addr>, String)>> {
+    let eps = records::sandbox_endpoints(op.r(), sb_id)?;
+    Ok(eps
+        .iter()
+        .filter(|e| e.default_route)
+        .chain(eps.iter())
+        .find_map(|e| match e.ipv4.map(|a| a.ip()) {
+            Some(std::net::IpAddr::V4(a)) => Some((
+                a,
+                match e.ipv6.map(|a| a.ip()) {
+                    Some(std::net::IpAddr::V6(v6)) => Some(v6),
+                    _ => None,
+                },
+                e.network_id.clone(),
+            )),
+            _ => None,
+        }))
 }
