@@ -385,7 +385,20 @@ pub fn in_ns<T: Send + 'static>(
 pub fn tcp_server(ns: &Path, addr: SocketAddr) -> std::thread::JoinHandle<Option<SocketAddr>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = in_ns(ns, move || {
-        let l = TcpListener::bind(addr).expect("bind");
+        // A listener on this port a moment ago may still be going away: retry briefly.
+        let t = Instant::now();
+        let l = loop {
+            match TcpListener::bind(addr) {
+                Ok(l) => break l,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && t.elapsed() < Duration::from_secs(2) =>
+                {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("bind {addr}: {e}"),
+            }
+        };
         l.set_nonblocking(true).unwrap();
         tx.send(()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(3);
