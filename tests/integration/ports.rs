@@ -379,6 +379,35 @@ fn published_ports_reach_the_sandbox_from_outside_the_host_and_neighbours() {
     );
     h.weft_ok(&["sandbox", "rm", "mv"]);
     h.weft_ok(&["system", "check"]);
+    // The shared-namespace modes: dockerd's warning (host) and error (container:).
+    let o = h.weft(&[
+        "sandbox",
+        "create",
+        "--network",
+        "host",
+        "-p",
+        "8098:80",
+        "hm",
+    ]);
+    assert!(o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "WARNING: Published ports are discarded when using host network mode\n"
+    );
+    assert!(!h.nft_ruleset().contains("8098"));
+    assert_eq!(
+        h.weft_err(&[
+            "sandbox",
+            "create",
+            "--network",
+            "container:s2",
+            "-p",
+            "8098:80",
+            "cm"
+        ]),
+        "Error: conflicting options: port publishing and the container type network mode"
+    );
+    h.weft_ok(&["sandbox", "rm", "hm"]);
     // A network's host_binding_ipv4 is the host address of mappings that give none.
     h.weft_ok(&[
         "network",

@@ -245,6 +245,9 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
                 ports,
                 exposed,
             };
+            if req.network.as_deref() == Some("host") && !req.ports.is_empty() {
+                errln!("WARNING: Published ports are discarded when using host network mode");
+            }
             let sb = engine.create_sandbox(req).await?;
             outln!("{}", sb.id);
             Ok(0)

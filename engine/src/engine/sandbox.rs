@@ -41,8 +41,9 @@ impl Engine {
         })
     }
 
-    /// `sandbox create`.
-    pub async fn create_sandbox(&self, req: SandboxCreate) -> Result<Sandbox> {
+    /// `sandbox create`. As with dockerd, published ports are discarded in host network mode
+    /// (the CLI warns) and refused in `container:` mode.
+    pub async fn create_sandbox(&self, mut req: SandboxCreate) -> Result<Sandbox> {
         if !valid_sandbox_name(&req.name) {
             return Err(Error::invalid(format!(
                 "Invalid container name ({}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
@@ -63,6 +64,18 @@ impl Engine {
             }
         }
         let mode_req = req.network.clone().unwrap_or_else(|| "bridge".into());
+        // dockerd's rules for ports in the shared-namespace modes.
+        if !req.ports.is_empty() {
+            if mode_req.starts_with("container:") {
+                return Err(Error::invalid(
+                    "conflicting options: port publishing and the container type network mode",
+                ));
+            }
+            if mode_req == "host" {
+                tracing::debug!("published ports are discarded in host network mode");
+                req.ports.clear();
+            }
+        }
         let sb = self
             .retrying(|| async {
                 let target = self.target(&*self.inner.store.read()?, &mode_req)?;
