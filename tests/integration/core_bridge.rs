@@ -550,3 +550,66 @@ fn the_bridge_keeps_its_mac_when_sandboxes_leave() {
         assert!(ping(&k3, gw), "s3 lost its gateway when {s} left");
     }
 }
+
+/// Send three router advertisements (prefix 2001:db8:bad::/64, lifetime 1800 s) from `ns`'s
+/// eth0, as a sandbox with raw sockets and a link-local address can.
+fn rogue_ra(ns: &std::path::Path) {
+    let script = r#"
+import socket, struct
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+pio = struct.pack("!BBBBIII", 3, 4, 64, 0xc0, 86400, 14400, 0) + socket.inet_pton(socket.AF_INET6, "2001:db8:bad::")
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+i = socket.if_nametoindex("eth0")
+for _ in range(3):
+    s.sendto(ra + pio, ("ff02::1", 0, 0, i))
+"#;
+    run_ok(ns, "python3", &["-c", script]);
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn router_advertisements_from_a_sandbox_reach_no_one() {
+    // CVE-2020-13401: a container sending router advertisements gave the host (and its
+    // neighbours) a default IPv6 route through itself.
+    let h = TestHost::new("rogue-ra");
+    net(&h, "web", &[], false);
+    sandbox(&h, "evil", "web");
+    sandbox(&h, "victim", "web");
+    let (evil, victim) = (key(&h, "evil"), key(&h, "victim"));
+    // What an attacker with CAP_NET_ADMIN does first: a link-local address to send from.
+    run_ok(
+        &evil,
+        "sh",
+        &["-c", "sysctl -qw net.ipv6.conf.eth0.disable_ipv6=0 && ip -6 addr add fe80::bad/64 dev eth0 nodad"],
+    );
+    let poisoned = |ns: &std::path::Path| {
+        let routes = h.ip_lines(ns, &["-6", "route"]).join("\n");
+        routes.contains("default via fe80::bad") || routes.contains("2001:db8:bad")
+    };
+    rogue_ra(&evil);
+    assert!(
+        !poisoned(&h.host_ns),
+        "the host took the sandbox's advertisement"
+    );
+    assert!(
+        !poisoned(&victim),
+        "a neighbour took the sandbox's advertisement"
+    );
+    // Controls: with weft's settings turned back to the kernel's defaults, the same
+    // advertisements do poison both (so the checks above test the settings).
+    let br = h.engine().network("web").unwrap().driver_data["bridge"].clone();
+    run_ok(
+        &h.host_ns,
+        "sysctl",
+        &["-qw", &format!("net.ipv6.conf.{br}.accept_ra=1")],
+    );
+    run_ok(
+        &victim,
+        "sysctl",
+        &["-qw", "net.ipv6.conf.eth0.accept_ra=1"],
+    );
+    rogue_ra(&evil);
+    assert!(poisoned(&h.host_ns), "control: the host");
+    assert!(poisoned(&victim), "control: the neighbour");
+}

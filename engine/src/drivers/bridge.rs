@@ -125,6 +125,19 @@ impl NetworkDriver for Bridge {
                     .await?;
             }
         }
+        if crate::net::sysctl::ipv6_available() {
+            // A sandbox is never the host's router: router advertisements it sends must not
+            // give the host a default route or an address on the bridge (CVE-2020-13401's
+            // attack). Goes with the bridge.
+            ctx.tx
+                .apply(Step::Sysctl {
+                    ns: NsRef::Host,
+                    key: format!("net/ipv6/conf/{br}/accept_ra"),
+                    value: "0".into(),
+                    keep: true,
+                })
+                .await?;
+        }
         if !net.internal {
             // Never undone (`keep`): other networks (and the host) may rely on forwarding too.
             let mut keys = vec!["net/ipv4/ip_forward"];
@@ -189,6 +202,17 @@ impl NetworkDriver for Bridge {
             })
             .await?;
         ctx.tx.apply(Step::Hairpin { name: host.clone() }).await?;
+        if crate::net::sysctl::ipv6_available() {
+            // Nor is a neighbour the sandbox's router: weft gives the routes (CVE-2020-13401).
+            ctx.tx
+                .apply(Step::Sysctl {
+                    ns: target.ns.clone(),
+                    key: format!("net/ipv6/conf/{}/accept_ra", target.ifname),
+                    value: "0".into(),
+                    keep: true,
+                })
+                .await?;
+        }
         if !net.bool_option(OPT_ICC, true)? {
             let mut links: Vec<IccLink> = target
                 .links

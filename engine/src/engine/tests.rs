@@ -95,7 +95,7 @@ fn bridge_steps_are_recorded_and_removal_leaves_the_kernel_as_it_was() {
         let id = e.create_network(net("web")).await.unwrap().id;
         assert_eq!(
             f.kernel.kinds(),
-            ["bridge", "address", "sysctl", "sysctl", "firewall"]
+            ["bridge", "address", "sysctl", "sysctl", "sysctl", "firewall"]
         );
         let log = e.owned(&format!("net/{id}")).unwrap();
         let kinds: Vec<&str> = log.iter().map(|s| s.kind()).collect();
@@ -108,8 +108,8 @@ fn bridge_steps_are_recorded_and_removal_leaves_the_kernel_as_it_was() {
         assert_eq!(eps[0].ifname, "eth0");
         assert!(eps[0].default_route);
         assert_eq!(
-            &f.kernel.kinds()[5..],
-            ["netns", "veth", "hairpin", "address", "route"]
+            &f.kernel.kinds()[6..],
+            ["netns", "veth", "hairpin", "sysctl", "address", "route"]
         );
         assert!(e.check().await.unwrap().is_empty());
         e.remove_sandbox("sa", false).await.unwrap();

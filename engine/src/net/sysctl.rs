@@ -25,3 +25,8 @@ pub fn write(netns: Option<&File>, key: &str, value: &str) -> Result<(), NetErro
     ns::run_in(netns, || std::fs::write(&p, value))?
         .map_err(|e| NetError::io(format!("set sysctl {key}={value}"), e))
 }
+
+/// Does this kernel have IPv6 (no `ipv6.disable=1`)? Its sysctls exist only then.
+pub fn ipv6_available() -> bool {
+    std::path::Path::new("/proc/sys/net/ipv6").exists()
+}
