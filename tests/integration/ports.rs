@@ -640,3 +640,75 @@ fn hairpin_and_icc_links_work_without_br_netfilter_too() {
     );
     h.weft_ok(&["system", "check"]);
 }
+
+#[test]
+fn a_port_published_on_127_0_0_1_is_not_reachable_from_the_lan() {
+    // The DNAT for 127.0.0.1:PORT runs before routing: a machine on the host's LAN that
+    // sends to 127.0.0.1 through the host's MAC could reach the sandbox (Docker's
+    // moby#45610). UDP: one datagram in is enough to do harm, no answer needed.
+    let h = TestHost::new("lanloop");
+    let out = h.outside("llout", "10.88.9.1", "10.88.9.2");
+    h.weft_ok(&["network", "create", "--subnet", "10.88.0.0/24", "web"]);
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "-p",
+        "127.0.0.1:8085:53/udp",
+        "-p",
+        "8086:53/udp",
+        "s1",
+    ]);
+    // The LAN machine's owner routes 127.0.0.1 to the host.
+    run_ok(
+        &out,
+        "sh",
+        &[
+            "-c",
+            "ip route del local 127.0.0.0/8 dev lo table local; \
+               ip route del local 127.0.0.1 dev lo table local; \
+               ip route add 127.0.0.1/32 via 10.88.9.1; \
+               sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.llout-p.route_localnet=1",
+        ],
+    );
+    let k1 = key(&h, "s1");
+    let lands = |from: &std::path::Path, to: &'static str| -> bool {
+        let k1 = k1.clone();
+        let server = in_ns(&k1, || {
+            let s = UdpSocket::bind("0.0.0.0:53").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(800)))
+                .unwrap();
+            let mut b = [0u8; 16];
+            s.recv_from(&mut b).is_ok()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        in_ns(from, move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            let _ = s.send_to(b"evil", to);
+        })
+        .join()
+        .unwrap();
+        server.join().unwrap()
+    };
+    assert!(
+        !lands(&out, "127.0.0.1:8085"),
+        "the LAN reached a port published on 127.0.0.1"
+    );
+    // Controls: the host reaches it; the LAN reaches the port published on every address;
+    // and without weft's guard chain the LAN's datagram to 127.0.0.1 lands.
+    assert!(lands(&h.host_ns, "127.0.0.1:8085"), "control: the host");
+    assert!(
+        lands(&out, "10.88.9.1:8086"),
+        "control: the LAN on every address"
+    );
+    run_ok(
+        &h.host_ns,
+        "nft",
+        &["flush", "chain", "inet", "weft", "guard"],
+    );
+    assert!(
+        lands(&out, "127.0.0.1:8085"),
+        "control: without the guard the LAN gets through"
+    );
+}

@@ -9,7 +9,7 @@
 //!   set nets    { type ifname }                      # every weft network's interface
 //!   map masq4   { type ipv4_addr : verdict; flags interval }   # saddr → jump nw-<id>-nat
 //!   map masq6   { type ipv6_addr : verdict; flags interval }
-//!   chain guard       { hook prerouting, raw:  iifname @nets ip daddr 127.0.0.0/8 drop }
+//!   chain guard       { hook prerouting, raw:  iifname != "lo" ip daddr 127.0.0.0/8 drop }
 //!   chain forward     { hook forward, filter:  iifname vmap @fwd_in; oifname vmap @fwd_out }
 //!   chain postrouting { hook postrouting, srcnat: ip saddr vmap @masq4; ip6 saddr vmap @masq6 }
 //!   chain nw-<id>-in  { oifname "<if>" accept; [internal: drop]; oifname @nets drop; accept }
@@ -133,9 +133,11 @@ fn base() -> Vec<Value> {
         json!({"add": {"chain": {"family": FAM, "table": TABLE, "name": "forward",
         "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}}),
     );
-    // Nothing arriving from a weft network is for the host's loopback: bridges allow
-    // loopback-sourced packets out (route_localnet, for 127.0.0.1:PORT), and without this a
-    // sandbox able to forge a packet could reach services bound to 127.0.0.1.
+    // Nothing arriving from outside the host is for its loopback addresses. Bridges let
+    // loopback-sourced packets out (route_localnet, for 127.0.0.1:PORT): without this a
+    // sandbox forging a packet to 127.0.0.1 reached the host's loopback services
+    // (CVE-2020-8558), and a machine on the LAN sending to 127.0.0.1 through the host's MAC
+    // reached ports published on 127.0.0.1 (their DNAT runs before routing; moby#45610).
     v.push(
         json!({"add": {"chain": {"family": FAM, "table": TABLE, "name": "guard",
         "type": "filter", "hook": "prerouting", "prio": -300, "policy": "accept"}}}),
@@ -144,7 +146,7 @@ fn base() -> Vec<Value> {
     v.push(rule(
         "guard",
         vec![
-            eq(meta("iifname"), json!("@nets")),
+            ne(meta("iifname"), json!("lo")),
             eq(
                 json!({"payload": {"protocol": "ip", "field": "daddr"}}),
                 json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
