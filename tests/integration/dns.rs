@@ -249,6 +249,23 @@ fn sandboxes_find_each_other_by_name_and_other_names_are_forwarded() {
         ask(&ka, gw, "outside.test", true).1,
         vec![IpAddr::V4(OUTSIDE_ADDR)]
     );
+    // Only the network's own sandboxes are answered (the query above is the control): a
+    // sandbox on another network and a machine on the LAN asking this resolver are refused,
+    // so it is no open resolver.
+    assert_eq!(
+        ask(&key(&h, "x"), gw, "outside.test", false).0,
+        ResponseCode::Refused
+    );
+    run_ok(
+        &out,
+        "ip",
+        &["route", "add", "10.72.0.0/24", "via", "10.72.9.1"],
+    );
+    assert_eq!(
+        ask(&out, gw, "outside.test", false).0,
+        ResponseCode::Refused
+    );
+    assert_eq!(ask(&out, gw, "a", true).0, ResponseCode::Refused);
 
     // An internal network: its sandboxes find each other, but outside names are not
     // forwarded (no way out, no outside names).

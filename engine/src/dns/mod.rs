@@ -202,10 +202,12 @@ impl Resolver {
         let Some(q) = req.queries.first().cloned() else {
             return Ok(self.reply(&req, ResponseCode::FormErr, vec![]));
         };
-        // Only askers on this network are answered from its records.
+        // Only sandboxes on this network are answered at all: anyone else who can reach the
+        // gateway (another network's sandboxes, the LAN through the host) would otherwise
+        // have an open resolver forwarding for them.
         let (nets, me) = match &asker {
             Some(a) => (&a.nets, a.sandbox),
-            None => return Err(upstream()),
+            None => return Ok(self.reply(&req, ResponseCode::Refused, vec![])),
         };
         let qname = q.name().to_ascii().to_lowercase();
         let qname = qname.trim_end_matches('.');
