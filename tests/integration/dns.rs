@@ -474,3 +474,110 @@ fn default_bridge_with_icc_off_lets_only_links_through() {
     );
     h.weft_ok(&["system", "check"]);
 }
+
+#[test]
+fn a_sandbox_cannot_exhaust_the_resolver() {
+    // Held TCP connections and a flood of queries to a dead upstream must not take the
+    // daemon's descriptors: the resolver keeps MAX_TCP_PER_PEER connections from one address
+    // and MAX_FORWARDS forwards at once, answering the rest at once.
+    let h = TestHost::new("dnsflood");
+    let _d = h.daemon();
+    h.weft_ok(&["network", "create", "--subnet", "10.73.0.0/24", "web"]);
+    h.weft_ok(&["sandbox", "create", "--network", "web", "a"]);
+    // 10.73.0.250 answers nothing (no one has it): every forward waits its whole timeout.
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "--dns",
+        "10.73.0.250",
+        "flood",
+    ]);
+    let gw: IpAddr = "10.73.0.1".parse().unwrap();
+    let kf = key(&h, "flood");
+    // 40 connections held open: the resolver keeps 8 and closes the rest.
+    let open = in_ns(&kf, move || {
+        use std::io::Read;
+        let conns: Vec<std::net::TcpStream> = (0..40)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(
+                    &SocketAddr::new(gw, 53),
+                    Duration::from_secs(2),
+                )
+                .ok()
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        conns
+            .into_iter()
+            .filter_map(|mut c| {
+                c.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                let mut b = [0u8; 1];
+                // Closed by the server: end of stream (or a reset); open: a timeout.
+                match c.read(&mut b) {
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut =>
+                    {
+                        Some(c)
+                    }
+                    _ => None,
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(open.len(), weft::dns::MAX_TCP_PER_PEER, "connections kept");
+    // Another sandbox is still served over TCP while they are held.
+    assert_eq!(
+        ask(&key(&h, "a"), gw, "flood", true).1,
+        vec![sandbox_ip(&h, "flood")]
+    );
+    drop(open);
+    // 400 outside names at once to the dead upstream: beyond MAX_FORWARDS, SERVFAIL at once.
+    let servfails = in_ns(&kf, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..400u16 {
+            let mut m = Message::query();
+            m.metadata.id = i;
+            m.add_query(Query::query(
+                Name::from_ascii(format!("n{i}.example.")).unwrap(),
+                RecordType::A,
+            ));
+            s.send_to(&m.to_vec().unwrap(), (gw, 53)).unwrap();
+            // Paced, so that no socket buffer on the way drops any.
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        s.set_read_timeout(Some(Duration::from_millis(1000)))
+            .unwrap();
+        let mut n = 0;
+        let mut b = [0u8; 4096];
+        while let Ok(k) = s.recv(&mut b) {
+            if Message::from_vec(&b[..k])
+                .is_ok_and(|r| r.metadata.response_code == ResponseCode::ServFail)
+            {
+                n += 1;
+            }
+        }
+        n
+    })
+    .join()
+    .unwrap();
+    assert!(
+        servfails >= 400 - weft::dns::MAX_FORWARDS,
+        "{servfails} immediate SERVFAILs"
+    );
+    assert!(
+        servfails < 400,
+        "the first {} wait for the upstream",
+        weft::dns::MAX_FORWARDS
+    );
+    // Names of the network still resolve meanwhile.
+    assert_eq!(
+        ask(&key(&h, "a"), gw, "flood", false).1,
+        vec![sandbox_ip(&h, "flood")]
+    );
+}

@@ -66,7 +66,16 @@ pub struct Resolver {
     host_resolv: PathBuf,
     turn: AtomicUsize,
     snap: std::sync::Mutex<Option<Arc<Snapshot>>>,
+    /// Queries being forwarded at once (each holds a socket until its answer or timeout):
+    /// beyond [`MAX_FORWARDS`] a query gets SERVFAIL at once, as dockerd's resolver caps them.
+    forwards: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most queries forwarded at once, all networks together.
+pub const MAX_FORWARDS: usize = 256;
+/// The most TCP connections a network's resolver holds at once, and from one address.
+pub const MAX_TCP: usize = 128;
+pub const MAX_TCP_PER_PEER: usize = 8;
 
 /// The records the answers come from, read at once. Valid until this process commits a
 /// change to the store, and for [`SNAPSHOT_AGE`] at most (another process's changes).
@@ -97,6 +106,7 @@ impl Resolver {
             host_resolv: host_resolv.to_path_buf(),
             turn: AtomicUsize::new(0),
             snap: Default::default(),
+            forwards: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS)),
         }
     }
 
@@ -405,6 +415,9 @@ async fn resolve(r: &Resolver, net_id: &str, src: IpAddr, query: &[u8], tcp: boo
     match r.answer(net_id, src, query) {
         Ok(reply) => reply,
         Err(servers) => {
+            let Ok(_permit) = r.forwards.clone().try_acquire_owned() else {
+                return servfail(query);
+            };
             let got = if tcp {
                 forward_tcp(&servers, query).await
             } else {
@@ -428,13 +441,38 @@ pub async fn serve_network(
         let r = r.clone();
         let net_id = net_id.clone();
         tokio::spawn(async move {
+            // A sandbox holding connections open must not take the daemon's descriptors:
+            // at most MAX_TCP at once, MAX_TCP_PER_PEER from one address; more are closed.
+            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP));
+            let per_peer: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>> =
+                Default::default();
             loop {
-                let Ok((mut conn, peer)) = tcp.accept().await else {
+                let (mut conn, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of descriptors, say: do not spin.
+                        tracing::debug!("DNS over TCP: accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
                     continue;
                 };
+                {
+                    let mut m = per_peer.lock().unwrap();
+                    let n = m.entry(peer.ip()).or_default();
+                    if *n >= MAX_TCP_PER_PEER {
+                        continue;
+                    }
+                    *n += 1;
+                }
                 let r = r.clone();
                 let net_id = net_id.clone();
+                let per_peer = per_peer.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
+                    let _count = PeerCount(per_peer, peer.ip());
                     let _ = tokio::time::timeout(Duration::from_secs(10), async {
                         loop {
                             let n = conn.read_u16().await? as usize;
@@ -479,6 +517,10 @@ async fn udp_loop(r: Arc<Resolver>, net_id: String, udp: Arc<tokio::net::UdpSock
                 }
             }
             Err(servers) => {
+                let Ok(permit) = r.forwards.clone().try_acquire_owned() else {
+                    let _ = udp.send_to(&servfail(&buf[..n]), peer).await;
+                    continue;
+                };
                 // Forwarding waits on another server: off this loop.
                 let q = buf[..n].to_vec();
                 let udp = udp.clone();
@@ -486,6 +528,7 @@ async fn udp_loop(r: Arc<Resolver>, net_id: String, udp: Arc<tokio::net::UdpSock
                     let a = forward_udp(&servers, &q)
                         .await
                         .unwrap_or_else(|| servfail(&q));
+                    drop(permit);
                     if !a.is_empty() {
                         let _ = udp.send_to(&a, peer).await;
                     }
@@ -500,6 +543,24 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// One TCP connection counted against its peer's limit, for as long as it lives.
+struct PeerCount(
+    Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>,
+    IpAddr,
+);
+
+impl Drop for PeerCount {
+    fn drop(&mut self) {
+        let mut m = self.0.lock().unwrap();
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
     }
 }
 
