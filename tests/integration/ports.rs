@@ -379,6 +379,46 @@ fn published_ports_reach_the_sandbox_from_outside_the_host_and_neighbours() {
     );
     h.weft_ok(&["sandbox", "rm", "mv"]);
     h.weft_ok(&["system", "check"]);
+    // A port something on the host listens on is refused (DNAT would take it from under
+    // it); free again, it is published.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let holder = in_ns(&h.host_ns, move || {
+        let l = std::net::TcpListener::bind("0.0.0.0:8077").unwrap();
+        let u = UdpSocket::bind("127.0.0.1:8078").unwrap();
+        rx.recv().unwrap();
+        drop((l, u));
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let before = h.nft_ruleset();
+    assert_eq!(
+        h.weft_err(&["sandbox", "create", "--network", "web", "-p", "8077:80", "busy"]),
+        "Error: Bind for 0.0.0.0:8077 failed: address already in use (something on the host listens there: stop it or choose another host port)"
+    );
+    assert!(h
+        .weft_err(&[
+            "sandbox",
+            "create",
+            "--network",
+            "web",
+            "-p",
+            "127.0.0.1:8078:53/udp",
+            "busy"
+        ])
+        .starts_with("Error: Bind for 127.0.0.1:8078 failed: address already in use"));
+    assert_eq!(h.nft_ruleset(), before);
+    assert!(h.engine().sandbox("busy").is_err());
+    tx.send(()).unwrap();
+    holder.join().unwrap();
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "-p",
+        "8077:80",
+        "busy",
+    ]);
+    h.weft_ok(&["sandbox", "rm", "busy"]);
     // The shared-namespace modes: dockerd's warning (host) and error (container:).
     let o = h.weft(&[
         "sandbox",

@@ -247,6 +247,20 @@ impl Engine {
             })
             .and_then(|h| h.parse::<std::net::IpAddr>().ok())
             .filter(|h| !h.is_unspecified());
+        // A host socket on the port (sshd on 22, the daemon's resolver on 53…).
+        let kernel = self.inner.kernel.clone();
+        let host_busy = |m: &PortMapping, port: u16| {
+            let ips: Vec<std::net::IpAddr> = match m.host_ip.filter(|h| !h.is_unspecified()) {
+                Some(h) => vec![h],
+                None if addr6.is_some() => vec![
+                    std::net::Ipv4Addr::UNSPECIFIED.into(),
+                    std::net::Ipv6Addr::UNSPECIFIED.into(),
+                ],
+                None => vec![std::net::Ipv4Addr::UNSPECIFIED.into()],
+            };
+            ips.into_iter()
+                .any(|ip| kernel.host_port_in_use(&m.proto, ip, port))
+        };
         let mut maps = Vec::new();
         for p in ports {
             let mut m = p.clone();
@@ -259,13 +273,20 @@ impl Engine {
                 let start = u32::from_str_radix(&sb.id[..4], 16).unwrap_or(0) % (hi - lo + 1);
                 m.host_port = (0..=hi - lo)
                     .map(|i| (lo + (start + i) % (hi - lo + 1)) as u16)
-                    .find(|hp| !clash(&taken, &m, *hp))
+                    .find(|hp| !clash(&taken, &m, *hp) && !host_busy(&m, *hp))
                     .ok_or_else(|| Error::Unavailable("no free host port in 32768-60999".into()))?;
             } else if clash(&taken, &m, m.host_port) {
                 return Err(Error::PortAllocated {
                     host_ip: m.host_ip_text(),
                     port: m.host_port,
                 });
+            } else if host_busy(&m, m.host_port) {
+                // DNAT would take the port from under whatever listens there.
+                return Err(Error::Conflict(format!(
+                    "Bind for {}:{} failed: address already in use (something on the host listens there: stop it or choose another host port)",
+                    m.host_ip_text(),
+                    m.host_port
+                )));
             }
             taken.push(m.clone());
             maps.push(m);

@@ -30,6 +30,11 @@ pub trait Kernel: Send + Sync + 'static {
     fn session(&self) -> Result<Box<dyn Session>, NetError>;
     /// Is `path` a network namespace file (a pin, /proc/PID/ns/net)?
     fn is_netns(&self, path: &Path) -> bool;
+    /// Does a socket in the host namespace hold `proto` port `port` on `ip` (a bind test:
+    /// something on the host listens there)? The fake kernel has no sockets: never.
+    fn host_port_in_use(&self, _proto: &str, _ip: std::net::IpAddr, _port: u16) -> bool {
+        false
+    }
     /// Changes others make to the host's links, addresses, routes and nftables, if this
     /// kernel can report them (the fake kernel cannot).
     fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<super::watch::Change>>, NetError> {

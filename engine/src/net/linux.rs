@@ -71,6 +71,9 @@ impl Kernel for LinuxKernel {
     fn is_netns(&self, path: &Path) -> bool {
         ns::is_netns(path)
     }
+    fn host_port_in_use(&self, proto: &str, ip: std::net::IpAddr, port: u16) -> bool {
+        ns::port_in_use(&self.inner.host_ns, proto, ip, port)
+    }
     fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<super::watch::Change>>, NetError> {
         super::watch::watch(&self.inner.host_ns).map(Some)
     }

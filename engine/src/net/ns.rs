@@ -40,6 +40,21 @@ pub fn bind_in(
     ))
 }
 
+/// Is `proto` (tcp, udp) port `port` on `ip` held by a socket in `ns`? Tried by binding it
+/// (and letting go at once); anything but "in use" counts as free.
+pub fn port_in_use(ns: &File, proto: &str, ip: std::net::IpAddr, port: u16) -> bool {
+    let addr = std::net::SocketAddr::new(ip, port);
+    run_in(Some(ns), || {
+        let r = match proto {
+            "tcp" => std::net::TcpListener::bind(addr).map(drop),
+            "udp" => std::net::UdpSocket::bind(addr).map(drop),
+            _ => Ok(()),
+        };
+        matches!(r, Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
+    })
+    .unwrap_or(false)
+}
+
 /// Open a namespace by path (a pin, or /proc/PID/ns/net).
 pub fn open(path: &Path) -> Result<File, NetError> {
     File::open(path)
