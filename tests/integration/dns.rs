@@ -581,3 +581,61 @@ fn a_sandbox_cannot_exhaust_the_resolver() {
         vec![sandbox_ip(&h, "flood")]
     );
 }
+
+#[test]
+fn a_published_port_53_does_not_take_the_networks_dns() {
+    // A sandbox publishing port 53 on every address (made before the daemon, so nothing held
+    // the port then) must not receive its neighbours' queries to the gateway's resolver.
+    let h = TestHost::new("dns53");
+    let out = h.outside("d53out", "10.74.9.1", "10.74.9.2");
+    h.weft_ok(&["network", "create", "--subnet", "10.74.0.0/24", "web"]);
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "web",
+        "-p",
+        "53:53/udp",
+        "evil",
+    ]);
+    h.weft_ok(&["sandbox", "create", "--network", "web", "victim"]);
+    let _d = h.daemon();
+    let gw: IpAddr = "10.74.0.1".parse().unwrap();
+    let evil = in_ns(&key(&h, "evil"), || {
+        let s = UdpSocket::bind("0.0.0.0:53").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let mut from = Vec::new();
+        let mut b = [0u8; 512];
+        while let Ok((_, p)) = s.recv_from(&mut b) {
+            from.push(p.ip());
+        }
+        from
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let (code, addrs) = ask(&key(&h, "victim"), gw, "evil", false);
+    assert_eq!(code, ResponseCode::NoError);
+    assert_eq!(
+        addrs,
+        vec![sandbox_ip(&h, "evil")],
+        "weft's resolver answered"
+    );
+    // Control: the published port itself works, from outside.
+    in_ns(&out, || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(b"hello", ("10.74.9.1", 53)).unwrap();
+    })
+    .join()
+    .unwrap();
+    let from = evil.join().unwrap();
+    assert!(
+        from.iter()
+            .all(|ip| *ip != sandbox_ip(&h, "victim") && *ip != gw),
+        "the victim's query reached the sandbox: {from:?}"
+    );
+    assert_eq!(
+        from.len(),
+        1,
+        "control: the outside datagram arrives: {from:?}"
+    );
+}

@@ -109,6 +109,26 @@ fn base() -> Vec<Value> {
                 json!("local"),
             )
         };
+        // A sandbox asking its network's resolver (the gateway, port 53) is never DNATed: a
+        // port 53 published on every address would otherwise take every network's DNS.
+        if name == "prerouting" {
+            v.push(rule(
+                name,
+                vec![
+                    eq(meta("iifname"), json!("@nets")),
+                    eq(meta("l4proto"), json!({"set": ["udp", "tcp"]})),
+                    eq(
+                        json!({"payload": {"protocol": "th", "field": "dport"}}),
+                        json!(53),
+                    ),
+                    eq(
+                        json!({"fib": {"result": "type", "flags": ["daddr", "iif"]}}),
+                        json!("local"),
+                    ),
+                    json!({"accept": null}),
+                ],
+            ));
+        }
         // Ports on one host address first, then ports on every address.
         for (fam, map) in [("ip", "@ports4"), ("ip6", "@ports6")] {
             v.push(rule(
