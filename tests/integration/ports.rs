@@ -616,6 +616,17 @@ fn a_sandbox_cannot_reach_the_hosts_loopback_through_its_bridge() {
         reaches_host_loopback(&h, &sb, 9999),
         "control: without the guard the forged packet arrives"
     );
+    // A flushed base chain is found and put back.
+    let found = h.weft(&["system", "check"]);
+    assert!(
+        String::from_utf8_lossy(&found.stdout)
+            .contains("missing: nftables base chains of inet weft"),
+        "{}",
+        String::from_utf8_lossy(&found.stdout)
+    );
+    h.weft_ok(&["system", "check", "--repair"]);
+    h.weft_ok(&["system", "check"]);
+    assert!(!reaches_host_loopback(&h, &sb, 9999), "the guard is back");
 }
 
 #[test]

@@ -106,6 +106,8 @@ enum Fix {
     PurgePorts(String),
     /// ICC elements of a bridge port no record owns.
     PurgeIcc(String),
+    /// weft's base chains lost rules (a flushed `guard` or `forward`): put them back.
+    ReassertBase,
 }
 
 /// A step of an undo log, in words: what it would remove.
@@ -423,6 +425,14 @@ impl Engine {
                     Fix::PurgeFirewall(id.clone()),
                 );
             }
+            if !fw_ids.is_empty() && op.tx().firewall_base_intact().await? == Some(false) {
+                add(
+                    FindingKind::Missing,
+                    "nftables base chains of inet weft".into(),
+                    "rules are missing (guard, forward, nat or port lookups)".into(),
+                    Fix::ReassertBase,
+                );
+            }
             // Sandboxes' published ports and endpoints' ICC elements.
             let (mut port_ids, mut icc_ports) = (HashSet::new(), HashSet::new());
             for s in owned.iter().flat_map(|(_, s)| s.iter()) {
@@ -627,6 +637,13 @@ impl Engine {
                     .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
                     .await?;
                 let r = op.tx().firewall_purge(id).await.map_err(Into::into);
+                op.settle(r).await
+            }
+            Fix::ReassertBase => {
+                let mut op = self
+                    .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
+                    .await?;
+                let r = op.tx().firewall_reassert_base().await.map_err(Into::into);
                 op.settle(r).await
             }
             Fix::PurgePorts(id) => {

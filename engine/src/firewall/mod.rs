@@ -269,6 +269,22 @@ impl Firewall {
         Ok((render::port_chain_ids(&inet), render::icc_ports(&bridge)))
     }
 
+    /// Are weft's base chains whole (`None`: no table)?
+    pub async fn base_intact(&self) -> Result<Option<bool>, NetError> {
+        Ok(self
+            .list_table("inet")
+            .await?
+            .map(|items| render::base_intact(&items)))
+    }
+
+    /// Put the base chains' rules back (the table, maps and per-network state stay).
+    pub async fn reassert_base(&self) -> Result<(), NetError> {
+        let doc = render::batch(&[]);
+        self.run(&["-j", "-f", "-"], Some(doc.to_string()))
+            .await
+            .map(|_| ())
+    }
+
     /// Remove a sandbox's published ports, whatever state they are in.
     pub async fn purge_ports(&self, id12: &str) -> Result<(), NetError> {
         let items = self.list_table("inet").await?.unwrap_or_default();

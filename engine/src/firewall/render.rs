@@ -706,6 +706,27 @@ pub fn has_ports(items: &[Value], p: &super::PortRules) -> bool {
         })
 }
 
+/// Do the base chains of a listed inet table hold their rules (as many as [`batch`] puts
+/// there)? A flushed `guard` or `forward` chain leaves the table and the maps in place.
+pub fn base_intact(items: &[Value]) -> bool {
+    let expected = batch(&[]);
+    let count =
+        |rules: &mut dyn Iterator<Item = &str>, chain: &str| rules.filter(|c| *c == chain).count();
+    let want: Vec<&str> = expected["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("add")?.get("rule")?.get("chain")?.as_str())
+        .collect();
+    let have: Vec<&str> = items
+        .iter()
+        .filter_map(|i| i.get("rule")?.get("chain")?.as_str())
+        .collect();
+    ["guard", "prerouting", "output", "forward", "postrouting"]
+        .iter()
+        .all(|c| count(&mut have.iter().copied(), c) >= count(&mut want.iter().copied(), c))
+}
+
 /// The sandbox ids (12 hex digits) with a published-port chain in a listed inet table.
 pub fn port_chain_ids(items: &[Value]) -> Vec<String> {
     chains(items)
@@ -935,6 +956,24 @@ mod tests {
         );
         // Deleting the tables works whether or not they exist.
         assert_eq!(delete_tables()["nftables"].as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn base_chains_read_back_whole_or_not() {
+        // A listing holds the rules batch() adds, as {"rule": …} items.
+        let listed: Vec<Value> = batch(&[])["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| Some(json!({"rule": c.get("add")?.get("rule")?.clone()})))
+            .collect();
+        assert!(base_intact(&listed));
+        let flushed: Vec<Value> = listed
+            .iter()
+            .filter(|r| r["rule"]["chain"] != "guard")
+            .cloned()
+            .collect();
+        assert!(!base_intact(&flushed));
     }
 
     #[test]

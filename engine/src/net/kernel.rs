@@ -92,6 +92,14 @@ pub trait Session: Send {
     async fn firewall_purge_ports(&mut self, id12: &str) -> Result<(), NetError>;
     /// Remove every ICC element naming a bridge port (a leak with no record).
     async fn firewall_purge_icc(&mut self, port: &str) -> Result<(), NetError>;
+    /// Are the base chains of weft's table whole (`None`: no table)? The fake has none.
+    async fn firewall_base_intact(&mut self) -> Result<Option<bool>, NetError> {
+        Ok(None)
+    }
+    /// Put the base chains' rules back.
+    async fn firewall_reassert_base(&mut self) -> Result<(), NetError> {
+        Ok(())
+    }
 }
 
 /// Removal steps one by one; what is gone already is fine, other failures are returned.

@@ -809,6 +809,15 @@ impl Session for LinuxSession {
         self.fw_listing = None;
         self.k.firewall.purge_icc(port).await
     }
+
+    async fn firewall_base_intact(&mut self) -> Result<Option<bool>, NetError> {
+        self.k.firewall.base_intact().await
+    }
+
+    async fn firewall_reassert_base(&mut self) -> Result<(), NetError> {
+        self.fw_listing = None;
+        self.k.firewall.reassert_base().await
+    }
 }
 
 /// Create a pinned namespace with `lo` up.

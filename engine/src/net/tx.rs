@@ -327,6 +327,16 @@ impl Tx {
         self.s.firewall_purge_ports(id12).await
     }
 
+    /// See [`Session::firewall_base_intact`].
+    pub async fn firewall_base_intact(&mut self) -> Result<Option<bool>, NetError> {
+        self.s.firewall_base_intact().await
+    }
+
+    /// Put weft's base chains' rules back.
+    pub async fn firewall_reassert_base(&mut self) -> Result<(), NetError> {
+        self.s.firewall_reassert_base().await
+    }
+
     /// Remove the ICC elements of a bridge port no record owns.
     pub async fn firewall_purge_icc(&mut self, port: &str) -> Result<(), NetError> {
         self.s.firewall_purge_icc(port).await
