@@ -406,3 +406,44 @@ fn someone_elses_damage_is_found_and_repaired() {
     let gw = e.network("web").unwrap().pools[0].gateway.unwrap();
     assert!(ping(&key(&h, "w1"), gw));
 }
+
+#[test]
+fn processes_starting_at_once_on_a_fresh_run_dir_all_start() {
+    // The first weft processes on a run dir pin the host namespace there; started at once,
+    // one could unlink the pin while another mounted on it (EBUSY, ENOENT).
+    let h = TestHost::new("pinrace");
+    for round in 0..10 {
+        let run = h.dir.join(format!("run-{round}"));
+        let children: Vec<std::process::Child> = (0..12)
+            .map(|_| {
+                let ns = std::fs::File::open(&h.host_ns).unwrap();
+                let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_weft"));
+                cmd.arg("--root")
+                    .arg(h.dir.join("root"))
+                    .arg("--run-root")
+                    .arg(&run)
+                    .args(["network", "ls", "-q"])
+                    .env("WEFT_NO_DAEMON", "1")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped());
+                unsafe {
+                    use std::os::fd::AsFd;
+                    use std::os::unix::process::CommandExt;
+                    cmd.pre_exec(move || {
+                        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                            .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+                    });
+                }
+                cmd.spawn().unwrap()
+            })
+            .collect();
+        for c in children {
+            let o = c.wait_with_output().unwrap();
+            assert!(
+                o.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+}

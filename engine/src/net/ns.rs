@@ -188,11 +188,21 @@ pub fn pin_current(pin: &Path) -> Result<std::path::PathBuf, NetError> {
     if std::fs::metadata(pin).map(|m| m.ino()).ok() == Some(own) {
         return Ok(pin.to_path_buf());
     }
-    remove_pinned(pin)?;
-    if let Some(dir) = pin.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| NetError::io(format!("create {}", dir.display()), e))?;
+    // Processes starting at once on a fresh run dir: one pins, the others wait and find it
+    // pinned (unlocked, one could unlink the pin while another mounts on it: EBUSY).
+    let dir = pin.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| NetError::io(format!("create {}", dir.display()), e))?;
+    let _lock = std::fs::File::open(dir)
+        .map_err(|e| NetError::io(format!("open {}", dir.display()), e))
+        .and_then(|d| {
+            nix::fcntl::Flock::lock(d, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| NetError::errno(format!("lock {}", dir.display()), e as i32))
+        })?;
+    if std::fs::metadata(pin).map(|m| m.ino()).ok() == Some(own) {
+        return Ok(pin.to_path_buf());
     }
+    remove_pinned(pin)?;
     std::fs::File::create(pin).map_err(|e| NetError::io(format!("create {}", pin.display()), e))?;
     mount(
         Some("/proc/thread-self/ns/net"),
