@@ -20,7 +20,7 @@ use std::time::Instant;
 
 mod common;
 
-use common::{in_ns_cmd, ms, pct, Daemon, Scratch};
+use common::{in_ns_cmd, ms, num_arg, pct, Daemon, Scratch};
 use weft::model::{NetworkCreate, SandboxCreate};
 use weft::{Config, Engine};
 
@@ -289,15 +289,7 @@ fn main() {
         nix::unistd::geteuid().is_root(),
         "the benchmark makes namespaces and links: run it as root"
     );
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |flag: &str, d: usize| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let total = arg("--total", 256);
+    let total: usize = num_arg("--total", 256);
     println!(
         "Group commit: {total} attaches (given netns) by 1, 8 and 32 concurrent clients ({} cores)",
         std::thread::available_parallelism()
@@ -311,7 +303,7 @@ fn main() {
         group_commit(clients, total, true);
     }
     println!("Concurrent API clients:");
-    daemon_clients(arg("--clients", 50), arg("--per", 20));
+    daemon_clients(num_arg("--clients", 50), num_arg("--per", 20));
     if Path::new("/usr/sbin/dockerd").exists() || Path::new("/usr/bin/dockerd").exists() {
         println!(
             "  dockerd is installed, but this benchmark does not drive it yet: no comparison row"

@@ -20,7 +20,7 @@ use hickory_proto::rr::{Name, RecordType};
 
 mod common;
 
-use common::{in_ns, in_ns_cmd, pct, us, Daemon, Scratch};
+use common::{in_ns, in_ns_cmd, ip, num_arg, pct, us, veth_between, Daemon, Scratch};
 
 const AARDVARK: &str = "/usr/lib/podman/aardvark-dns";
 
@@ -166,29 +166,15 @@ fn aardvark(n: usize, secs: u64) {
     let s = Scratch::new("dnsaard");
     let host = s.ns("host");
     let client = s.ns("client");
-    let ip = |ns: &Path, args: &[&str]| {
-        let o = in_ns_cmd(ns, "ip").args(args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
     ip(&host, &["link", "set", "lo", "up"]);
-    ip(
+    veth_between(
         &host,
-        &[
-            "link", "add", "aard0", "type", "veth", "peer", "name", "aard1",
-        ],
+        "aard0",
+        "10.75.0.1/24",
+        &client,
+        "aard1",
+        "10.75.0.2/24",
     );
-    ip(
-        &host,
-        &["link", "set", "aard1", "netns", client.to_str().unwrap()],
-    );
-    ip(&host, &["addr", "add", "10.75.0.1/24", "dev", "aard0"]);
-    ip(&host, &["link", "set", "aard0", "up"]);
-    ip(&client, &["addr", "add", "10.75.0.2/24", "dev", "aard1"]);
-    ip(&client, &["link", "set", "aard1", "up"]);
     let cfg: PathBuf = s.dir.join("aardvark");
     std::fs::create_dir_all(&cfg).unwrap();
     std::fs::write(
@@ -236,15 +222,7 @@ fn main() {
         nix::unistd::geteuid().is_root(),
         "run as root: the benchmark makes namespaces"
     );
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |flag: &str, d: u64| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let (n, secs) = (arg("--queries", 20000) as usize, arg("--secs", 3));
+    let (n, secs): (usize, u64) = (num_arg("--queries", 20000), num_arg("--secs", 3));
     println!(
         "DNS, a local name over UDP ({n} sequential queries; 8 clients for {secs} s; {} cores)",
         std::thread::available_parallelism()

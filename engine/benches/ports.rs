@@ -14,18 +14,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{in_ns, in_ns_cmd, pct, us, Scratch};
+use common::{in_ns, ip, num_arg, pct, us, veth_between, Scratch};
 use weft::model::{NetworkCreate, PortMapping, SandboxCreate};
 use weft::{Config, Engine};
-
-fn ip(ns: &Path, args: &[&str]) {
-    let o = in_ns_cmd(ns, "ip").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// An echo server in `ns` on `port`, answering until the process ends.
 fn server(ns: &Path, port: u16) {
@@ -66,37 +57,16 @@ fn main() {
         nix::unistd::geteuid().is_root(),
         "run as root: the benchmark makes namespaces"
     );
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |flag: &str, d: usize| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let (sandboxes, per, n) = (
-        arg("--sandboxes", 100),
-        arg("--per", 10),
-        arg("--connects", 300),
+    let (sandboxes, per, n): (usize, usize, usize) = (
+        num_arg("--sandboxes", 100),
+        num_arg("--per", 10),
+        num_arg("--connects", 300),
     );
     let s = Scratch::new("ports");
     let host = s.ns("host");
     let out = s.ns("outside");
     ip(&host, &["link", "set", "lo", "up"]);
-    ip(
-        &host,
-        &[
-            "link", "add", "ptb0", "type", "veth", "peer", "name", "ptb1",
-        ],
-    );
-    ip(
-        &host,
-        &["link", "set", "ptb1", "netns", out.to_str().unwrap()],
-    );
-    ip(&host, &["addr", "add", "10.87.9.1/24", "dev", "ptb0"]);
-    ip(&host, &["link", "set", "ptb0", "up"]);
-    ip(&out, &["addr", "add", "10.87.9.2/24", "dev", "ptb1"]);
-    ip(&out, &["link", "set", "ptb1", "up"]);
+    veth_between(&host, "ptb0", "10.87.9.1/24", &out, "ptb1", "10.87.9.2/24");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -416,25 +416,12 @@ fn processes_starting_at_once_on_a_fresh_run_dir_all_start() {
         let run = h.dir.join(format!("run-{round}"));
         let children: Vec<std::process::Child> = (0..12)
             .map(|_| {
-                let ns = std::fs::File::open(&h.host_ns).unwrap();
-                let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_weft"));
-                cmd.arg("--root")
-                    .arg(h.dir.join("root"))
-                    .arg("--run-root")
-                    .arg(&run)
-                    .args(["network", "ls", "-q"])
+                h.weft_cmd_run_root(&run, &["network", "ls", "-q"])
                     .env("WEFT_NO_DAEMON", "1")
                     .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped());
-                unsafe {
-                    use std::os::fd::AsFd;
-                    use std::os::unix::process::CommandExt;
-                    cmd.pre_exec(move || {
-                        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                            .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-                    });
-                }
-                cmd.spawn().unwrap()
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
             })
             .collect();
         for c in children {

@@ -259,12 +259,17 @@ impl TestHost {
 
     /// `weft ARGS` with this host's state, run inside the host namespace (not started).
     pub fn weft_cmd(&self, args: &[&str]) -> Command {
+        self.weft_cmd_run_root(&self.dir.join("run"), args)
+    }
+
+    /// [`TestHost::weft_cmd`] with another run dir.
+    pub fn weft_cmd_run_root(&self, run_root: &Path, args: &[&str]) -> Command {
         let ns = File::open(&self.host_ns).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
         cmd.arg("--root")
             .arg(self.dir.join("root"))
             .arg("--run-root")
-            .arg(self.dir.join("run"))
+            .arg(run_root)
             .args(args);
         cmd.env_remove("WEFT_FAILPOINT");
         unsafe {
@@ -437,6 +442,25 @@ pub fn tcp_echo(ns: &Path, addr: SocketAddr, timeout: Duration) -> bool {
     })
     .join()
     .unwrap()
+}
+
+/// A datagram from `client_ns` to `to`: does a socket bound to `bind` in `server_ns` get it?
+pub fn udp_lands(server_ns: &Path, bind: SocketAddr, client_ns: &Path, to: SocketAddr) -> bool {
+    let server = in_ns(server_ns, move || {
+        let s = std::net::UdpSocket::bind(bind).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(800)))
+            .unwrap();
+        let mut b = [0u8; 16];
+        s.recv_from(&mut b).ok().map(|(n, _)| b[..n].to_vec())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    in_ns(client_ns, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(b"evil", to).unwrap();
+    })
+    .join()
+    .unwrap();
+    server.join().unwrap().as_deref() == Some(&b"evil"[..])
 }
 
 /// Full TCP exchange between two namespaces; returns what the server saw as the peer.

@@ -554,21 +554,8 @@ fn published_ports_reach_the_sandbox_over_ipv6_too() {
 /// A datagram from `from` (through its routes) to the host's 127.0.0.1:`port`: did a
 /// service bound there receive it?
 fn reaches_host_loopback(h: &TestHost, from: &std::path::Path, port: u16) -> bool {
-    let server = in_ns(&h.host_ns, move || {
-        let s = UdpSocket::bind(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(800)))
-            .unwrap();
-        let mut b = [0u8; 16];
-        s.recv_from(&mut b).ok().map(|(n, _)| b[..n].to_vec())
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    in_ns(from, move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.send_to(b"evil", ("127.0.0.1", port)).unwrap();
-    })
-    .join()
-    .unwrap();
-    server.join().unwrap().as_deref() == Some(&b"evil"[..])
+    let at = SocketAddr::from(([127, 0, 0, 1], port));
+    udp_lands(&h.host_ns, at, from, at)
 }
 
 #[test]
@@ -724,23 +711,13 @@ fn a_port_published_on_127_0_0_1_is_not_reachable_from_the_lan() {
         ],
     );
     let k1 = key(&h, "s1");
-    let lands = |from: &std::path::Path, to: &'static str| -> bool {
-        let k1 = k1.clone();
-        let server = in_ns(&k1, || {
-            let s = UdpSocket::bind("0.0.0.0:53").unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(800)))
-                .unwrap();
-            let mut b = [0u8; 16];
-            s.recv_from(&mut b).is_ok()
-        });
-        std::thread::sleep(Duration::from_millis(100));
-        in_ns(from, move || {
-            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-            let _ = s.send_to(b"evil", to);
-        })
-        .join()
-        .unwrap();
-        server.join().unwrap()
+    let lands = |from: &std::path::Path, to: &str| {
+        udp_lands(
+            &k1,
+            "0.0.0.0:53".parse().unwrap(),
+            from,
+            to.parse().unwrap(),
+        )
     };
     assert!(
         !lands(&out, "127.0.0.1:8085"),

@@ -22,6 +22,37 @@ pub fn in_ns_cmd(ns: &Path, prog: &str) -> Command {
     c
 }
 
+/// `ip ARGS` inside `ns`; panics with ip's message when it fails.
+pub fn ip(ns: &Path, args: &[&str]) {
+    let o = in_ns_cmd(ns, "ip").args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Connect `host` to `other` by a veth, both ends up: `a` with `addr_a` (a prefix, as `ip
+/// addr` takes it) in `host`, `b` with `addr_b` in `other`.
+pub fn veth_between(host: &Path, a: &str, addr_a: &str, other: &Path, b: &str, addr_b: &str) {
+    ip(host, &["link", "add", a, "type", "veth", "peer", "name", b]);
+    ip(host, &["link", "set", b, "netns", other.to_str().unwrap()]);
+    ip(host, &["addr", "add", addr_a, "dev", a]);
+    ip(host, &["link", "set", a, "up"]);
+    ip(other, &["addr", "add", addr_b, "dev", b]);
+    ip(other, &["link", "set", b, "up"]);
+}
+
+/// The number after `flag` on the benchmark's command line, or `default`.
+pub fn num_arg<T: std::str::FromStr>(flag: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A thread inside the namespace `ns` running `f`.
 pub fn in_ns<T: Send + 'static>(
     ns: &Path,

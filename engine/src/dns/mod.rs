@@ -197,28 +197,27 @@ impl Resolver {
             );
             return Ok(Vec::new());
         };
-        let asker = self.asker(&snap, net, src);
-        // Where other names go: nowhere from internal networks (no way out means no
-        // outside names either), else the sandbox's --dns servers or the host's.
-        let external = match &asker {
-            Some(a) => a.nets.iter().any(|n| !n.internal),
-            None => !net.internal,
-        };
-        let upstream = || match &asker {
-            _ if !external => vec![],
-            Some(a) if !a.dns.is_empty() => a.dns.to_vec(),
-            _ => self.host_upstreams(),
-        };
         let Some(q) = req.queries.first().cloned() else {
             return Ok(self.reply(&req, ResponseCode::FormErr, vec![]));
         };
         // Only sandboxes on this network are answered at all: anyone else who can reach the
         // gateway (another network's sandboxes, the LAN through the host) would otherwise
         // have an open resolver forwarding for them.
-        let (nets, me) = match &asker {
-            Some(a) => (&a.nets, a.sandbox),
-            None => return Ok(self.reply(&req, ResponseCode::Refused, vec![])),
+        let Some(asker) = self.asker(&snap, net, src) else {
+            return Ok(self.reply(&req, ResponseCode::Refused, vec![]));
         };
+        // Where other names go: nowhere from internal networks (no way out means no
+        // outside names either), else the sandbox's --dns servers or the host's.
+        let upstream = || {
+            if !asker.nets.iter().any(|n| !n.internal) {
+                vec![]
+            } else if !asker.dns.is_empty() {
+                asker.dns.to_vec()
+            } else {
+                self.host_upstreams()
+            }
+        };
+        let (nets, me) = (&asker.nets, asker.sandbox);
         let qname = q.name().to_ascii().to_lowercase();
         let qname = qname.trim_end_matches('.');
         match q.query_type() {

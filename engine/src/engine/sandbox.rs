@@ -322,25 +322,17 @@ impl Engine {
         }
         let key = sb_key(&sb.id);
         let mut log = records::owned(op.r(), &key)?;
-        let old = log.iter().position(|s| {
-            matches!(
-                s,
-                Step::Firewall {
-                    change: FwChange::RemovePorts(_)
-                }
-            )
-        });
-        let target = publish_target(op, &sb.id)?.map(|(a, a6, _)| (a, a6));
-        let current = old.and_then(|i| match &log[i] {
+        let current = log.iter().enumerate().find_map(|(i, s)| match s {
             Step::Firewall {
                 change: FwChange::RemovePorts(p),
-            } => Some(p.clone()),
+            } => Some((i, p.clone())),
             _ => None,
         });
-        if current.as_ref().map(|p| (p.addr, p.addr6)) == target {
+        let target = publish_target(op, &sb.id)?.map(|(a, a6, _)| (a, a6));
+        if current.as_ref().map(|(_, p)| (p.addr, p.addr6)) == target {
             return Ok(());
         }
-        if let (Some(i), Some(p)) = (old, current) {
+        if let Some((i, p)) = current {
             op.tx()
                 .remove(Step::Firewall {
                     change: FwChange::RemovePorts(p),

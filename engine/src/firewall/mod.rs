@@ -143,6 +143,31 @@ impl Listing {
             }
         }
     }
+
+    /// The network ids (12 hex digits) with chains in the inet table; `None` without one.
+    pub fn networks(&self) -> Option<Vec<String>> {
+        self.inet.as_deref().map(render::chain_ids)
+    }
+
+    /// What the tables hold for sandboxes: published-port chains (sandbox ids) and the
+    /// bridge ports with ICC elements.
+    pub fn sandbox_objects(&self) -> (Vec<String>, Vec<String>) {
+        (
+            self.inet
+                .as_deref()
+                .map(render::port_chain_ids)
+                .unwrap_or_default(),
+            self.bridge
+                .as_deref()
+                .map(render::icc_ports)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Are the base chains whole (`None`: no inet table)?
+    pub fn base_intact(&self) -> Option<bool> {
+        self.inet.as_deref().map(render::base_intact)
+    }
 }
 
 /// Runs nft in one namespace.
@@ -208,18 +233,13 @@ impl Firewall {
         }
     }
 
-    /// Both of weft's tables, read once: what [`Listing::has`] answers from (a `system check`
-    /// asks about every network, sandbox and endpoint; one listing serves them all).
+    /// Both of weft's tables, read once: what a `system check` asks (about every network,
+    /// sandbox and endpoint, the orphans and the base chains) is answered from one listing.
     pub async fn listing(&self) -> Result<Listing, NetError> {
         Ok(Listing {
             inet: self.list_table("inet").await?,
             bridge: self.list_table("bridge").await?,
         })
-    }
-
-    /// The network ids (12 hex digits) with chains in weft's table; `None` without a table.
-    pub async fn networks(&self) -> Result<Option<Vec<String>>, NetError> {
-        Ok(self.list().await?.map(|items| render::chain_ids(&items)))
     }
 
     /// Does weft's table exist and hold no network's and no sandbox's rules?
@@ -231,16 +251,8 @@ impl Firewall {
 
     /// Remove whatever weft's table holds for network `id12`, whatever state it is in.
     pub async fn purge(&self, id12: &str) -> Result<(), NetError> {
-        let Some(items) = self.list().await? else {
-            return Ok(());
-        };
-        let doc = render::purge(&items, id12);
-        if doc["nftables"].as_array().is_some_and(|a| a.is_empty()) {
-            return Ok(());
-        }
-        self.run(&["-j", "-f", "-"], Some(doc.to_string()))
-            .await
-            .map(|_| ())
+        let items = self.list().await?.unwrap_or_default();
+        self.run_nonempty(render::purge(&items, id12)).await
     }
 
     /// Remove an endpoint's ICC elements one by one, skipping those already gone.
@@ -259,22 +271,6 @@ impl Firewall {
             }
         }
         Ok(())
-    }
-
-    /// What weft's tables hold for sandboxes: published-port chains (sandbox ids) and the
-    /// bridge ports with ICC elements.
-    pub async fn sandbox_objects(&self) -> Result<(Vec<String>, Vec<String>), NetError> {
-        let inet = self.list_table("inet").await?.unwrap_or_default();
-        let bridge = self.list_table("bridge").await?.unwrap_or_default();
-        Ok((render::port_chain_ids(&inet), render::icc_ports(&bridge)))
-    }
-
-    /// Are weft's base chains whole (`None`: no table)?
-    pub async fn base_intact(&self) -> Result<Option<bool>, NetError> {
-        Ok(self
-            .list_table("inet")
-            .await?
-            .map(|items| render::base_intact(&items)))
     }
 
     /// Put the base chains' rules back (the table, maps and per-network state stay).

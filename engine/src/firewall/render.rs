@@ -372,33 +372,33 @@ pub fn batch(changes: &[FwChange]) -> Value {
     {
         v.extend(bridge_base());
     }
-    for c in changes {
-        match c {
-            FwChange::Add(r) => v.extend(add_network(r)),
-            FwChange::Remove(r) => v.extend(remove_network(r)),
-            FwChange::AddPorts(p) => v.extend(add_ports(p)),
-            FwChange::RemovePorts(p) => v.extend(remove_ports(p)),
-            FwChange::AddIcc(i) => v.extend(icc_elements("add", i)),
-            FwChange::RemoveIcc(i) => v.extend(icc_elements("delete", i)),
-        }
-    }
+    v.extend(changes.iter().flat_map(change_items));
     json!({"nftables": v})
+}
+
+/// The commands of one change, after the tables and base objects.
+fn change_items(c: &FwChange) -> Vec<Value> {
+    match c {
+        FwChange::Add(r) => add_network(r),
+        FwChange::Remove(r) => remove_network(r),
+        FwChange::AddPorts(p) => add_ports(p),
+        FwChange::RemovePorts(p) => remove_ports(p),
+        FwChange::AddIcc(i) => icc_elements("add", i),
+        FwChange::RemoveIcc(i) => icc_elements("delete", i),
+    }
 }
 
 /// A batch of sandbox-level changes alone (published ports, ICC elements), with no table,
 /// base chain or base rule: `None` when a network changes too. It fails with ENOENT where
 /// the tables are not there yet; then [`batch`] does it all.
 pub fn sandbox_batch(changes: &[FwChange]) -> Option<Value> {
-    let mut v = Vec::new();
-    for c in changes {
-        match c {
-            FwChange::Add(_) | FwChange::Remove(_) => return None,
-            FwChange::AddPorts(p) => v.extend(add_ports(p)),
-            FwChange::RemovePorts(p) => v.extend(remove_ports(p)),
-            FwChange::AddIcc(i) => v.extend(icc_elements("add", i)),
-            FwChange::RemoveIcc(i) => v.extend(icc_elements("delete", i)),
-        }
+    if changes
+        .iter()
+        .any(|c| matches!(c, FwChange::Add(_) | FwChange::Remove(_)))
+    {
+        return None;
     }
+    let v: Vec<Value> = changes.iter().flat_map(change_items).collect();
     Some(json!({"nftables": v}))
 }
 

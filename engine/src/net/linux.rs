@@ -119,6 +119,14 @@ fn mac_opt(mac: &Option<String>) -> Result<Option<[u8; 6]>, NetError> {
 }
 
 impl LinuxSession {
+    /// weft's tables as listed once in this session (until it changes the firewall).
+    async fn fw_listing(&mut self) -> Result<&crate::firewall::Listing, NetError> {
+        if self.fw_listing.is_none() {
+            self.fw_listing = Some(self.k.firewall.listing().await?);
+        }
+        Ok(self.fw_listing.as_ref().expect("just listed"))
+    }
+
     fn conn(&mut self, ns: &NsRef) -> Result<(&Netlink, &File), NetError> {
         match ns {
             NsRef::Host => Ok((&self.k.host_nl, &self.k.host_ns)),
@@ -752,10 +760,7 @@ impl Session for LinuxSession {
                 }
             },
             Step::Firewall { change } if !change.is_addition() => {
-                if self.fw_listing.is_none() {
-                    self.fw_listing = Some(self.k.firewall.listing().await?);
-                }
-                Ok(self.fw_listing.as_ref().is_some_and(|l| l.has(change)))
+                Ok(self.fw_listing().await?.has(change))
             }
             // A sysctl restore has nothing to look for; creation steps are not removals.
             _ => Ok(true),
@@ -763,7 +768,7 @@ impl Session for LinuxSession {
     }
 
     async fn firewall_networks(&mut self) -> Result<Option<Vec<String>>, NetError> {
-        self.k.firewall.networks().await
+        Ok(self.fw_listing().await?.networks())
     }
 
     async fn firewall_removals(&mut self, steps: &[Step]) -> Vec<NetError> {
@@ -797,7 +802,7 @@ impl Session for LinuxSession {
     }
 
     async fn firewall_sandbox_objects(&mut self) -> Result<(Vec<String>, Vec<String>), NetError> {
-        self.k.firewall.sandbox_objects().await
+        Ok(self.fw_listing().await?.sandbox_objects())
     }
 
     async fn firewall_purge_ports(&mut self, id12: &str) -> Result<(), NetError> {
@@ -811,7 +816,7 @@ impl Session for LinuxSession {
     }
 
     async fn firewall_base_intact(&mut self) -> Result<Option<bool>, NetError> {
-        self.k.firewall.base_intact().await
+        Ok(self.fw_listing().await?.base_intact())
     }
 
     async fn firewall_reassert_base(&mut self) -> Result<(), NetError> {
