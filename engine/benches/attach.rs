@@ -30,7 +30,7 @@ mod common;
 
 use common::{in_ns_cmd, ms, pct, Daemon, Scratch};
 use weft::model::{NetworkCreate, SandboxCreate};
-use weft::{Config, Engine};
+use weft::Engine;
 
 const WARMUP: usize = 5;
 
@@ -91,15 +91,6 @@ fn sample(sbs: &[PathBuf], gw: &str) -> (usize, usize) {
     (ok, picks.len())
 }
 
-fn cfg(s: &Scratch, host: &Path) -> Config {
-    Config {
-        root: s.dir.join("root"),
-        run_root: s.dir.join("run"),
-        host_netns: Some(host.to_path_buf()),
-        ..Default::default()
-    }
-}
-
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,7 +113,7 @@ fn bench_weft_lib(n: usize, own_netns: bool, icc_off: bool) -> Stats {
         (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect()
     };
     rt().block_on(async {
-        let e = Engine::open(cfg(&s, &host)).await.unwrap();
+        let e = Engine::open(s.config(&host)).await.unwrap();
         let mut options = std::collections::BTreeMap::new();
         if icc_off {
             options.insert(
@@ -202,12 +193,7 @@ fn bench_weft_cli(n: usize, daemon: bool) -> Stats {
     let sbs: Vec<PathBuf> = (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect();
     let _daemon = daemon.then(|| Daemon::start(&s, &host));
     let weft = |args: &[&str]| {
-        let mut c = in_ns_cmd(&host, env!("CARGO_BIN_EXE_weft"));
-        c.arg("--root")
-            .arg(s.dir.join("root"))
-            .arg("--run-root")
-            .arg(s.dir.join("run"))
-            .args(args);
+        let mut c = s.weft(&host, args);
         if !daemon {
             c.env("WEFT_NO_DAEMON", "1");
         }
@@ -239,7 +225,7 @@ fn bench_weft_cli(n: usize, daemon: bool) -> Stats {
     }
     let gw = {
         let rt = rt();
-        let e = rt.block_on(Engine::open(cfg(&s, &host))).unwrap();
+        let e = rt.block_on(Engine::open(s.config(&host))).unwrap();
         e.network("bench").unwrap().pools[0]
             .gateway
             .unwrap()

@@ -20,18 +20,9 @@ use std::time::Instant;
 
 mod common;
 
-use common::{in_ns_cmd, ms, num_arg, pct, Daemon, Scratch};
+use common::{ms, num_arg, pct, Daemon, Scratch};
 use weft::model::{NetworkCreate, SandboxCreate};
-use weft::{Config, Engine};
-
-fn cfg(s: &Scratch, host: &Path) -> Config {
-    Config {
-        root: s.dir.join("root"),
-        run_root: s.dir.join("run"),
-        host_netns: Some(host.to_path_buf()),
-        ..Default::default()
-    }
-}
+use weft::Engine;
 
 /// `clients` tasks attach `total` namespaces; `one_network`: all on one network.
 fn group_commit(clients: usize, total: usize, one_network: bool) {
@@ -48,7 +39,7 @@ fn group_commit(clients: usize, total: usize, one_network: bool) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let e = Engine::open(cfg(&s, &host)).await.unwrap();
+        let e = Engine::open(s.config(&host)).await.unwrap();
         let store = e.store().clone();
         let nets = if one_network { 1 } else { clients };
         for n in 0..nets {
@@ -270,14 +261,7 @@ fn daemon_clients(clients: usize, per: usize) {
         println!("    failure: {}", f.trim());
     }
     drop(daemon);
-    let check = in_ns_cmd(&host, env!("CARGO_BIN_EXE_weft"))
-        .arg("--root")
-        .arg(s.dir.join("root"))
-        .arg("--run-root")
-        .arg(s.dir.join("run"))
-        .args(["system", "check"])
-        .output()
-        .unwrap();
+    let check = s.weft(&host, &["system", "check"]).output().unwrap();
     println!(
         "    afterwards: {}",
         String::from_utf8_lossy(&check.stdout).trim()

@@ -118,14 +118,7 @@ fn weft(n: usize, secs: u64) {
     let s = Scratch::new("dnsweft");
     let host = s.ns("host");
     let weft = |args: &[&str]| {
-        let o = in_ns_cmd(&host, env!("CARGO_BIN_EXE_weft"))
-            .arg("--root")
-            .arg(s.dir.join("root"))
-            .arg("--run-root")
-            .arg(s.dir.join("run"))
-            .args(args)
-            .output()
-            .unwrap();
+        let o = s.weft(&host, args).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
     let d = Daemon::start(&s, &host);

@@ -20,7 +20,7 @@ use weft::plugin::lend::Lent;
 use weft::plugin::runtime::Runtime;
 use weft::plugin::{Asked, Grants, Kind, PluginRecord};
 use weft::store::mem::MemStore;
-use weft::{Config, Engine};
+use weft::Engine;
 
 mod common;
 use common::{ms, pct, us, Scratch};
@@ -174,14 +174,7 @@ async fn attach_run(
     let dir = Scratch::new(&format!("plugin-{driver}"));
     let host = dir.ns("host");
     let sbs: Vec<PathBuf> = (0..n).map(|i| dir.ns(&format!("c{i}"))).collect();
-    let e = Engine::open(Config {
-        root: dir.dir.join("root"),
-        run_root: dir.dir.join("run"),
-        host_netns: Some(host),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let e = Engine::open(dir.config(&host)).await.unwrap();
     if driver == "routed" {
         e.install_plugin(routed, "routed", &[], true).await.unwrap();
     } else {
@@ -239,14 +232,7 @@ fn isolation_run(hostile: &Path, rounds: usize) -> (Vec<Duration>, Vec<Duration>
     rt.block_on(async {
         let dir = Scratch::new("plugin-isolation");
         let host = dir.ns("host");
-        let e = Engine::open(Config {
-            root: dir.dir.join("root"),
-            run_root: dir.dir.join("run"),
-            host_netns: Some(host),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let e = Engine::open(dir.config(&host)).await.unwrap();
         let grants = ["link-prefix=hx".to_string(), "deadline=1s".to_string()];
         e.install_plugin(hostile, "hostile", &grants, false)
             .await

@@ -16,7 +16,7 @@ mod common;
 
 use common::{in_ns, ip, num_arg, pct, us, veth_between, Scratch};
 use weft::model::{NetworkCreate, PortMapping, SandboxCreate};
-use weft::{Config, Engine};
+use weft::Engine;
 
 /// An echo server in `ns` on `port`, answering until the process ends.
 fn server(ns: &Path, port: u16) {
@@ -71,12 +71,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let cfg = Config {
-        root: s.dir.join("root"),
-        run_root: s.dir.join("run"),
-        host_netns: Some(host.clone()),
-        ..Default::default()
-    };
+    let cfg = s.config(&host);
     let (per_port, keys) = rt.block_on(async {
         let e = Engine::open(cfg).await.unwrap();
         e.create_network(NetworkCreate {

@@ -71,14 +71,8 @@ pub struct Daemon(std::process::Child);
 impl Daemon {
     /// Start it and wait until weft's socket answers.
     pub fn start(s: &Scratch, host: &Path) -> Daemon {
-        let mut c = in_ns_cmd(host, env!("CARGO_BIN_EXE_weft"));
-        c.arg("--root")
-            .arg(s.dir.join("root"))
-            .arg("--run-root")
-            .arg(s.dir.join("run"))
-            .arg("daemon")
-            .env("WEFT_LOG", "warn")
-            .stdout(Stdio::null());
+        let mut c = s.weft(host, &["daemon"]);
+        c.env("WEFT_LOG", "warn").stdout(Stdio::null());
         let child = c.spawn().unwrap();
         let sock = s.dir.join("run/weft.sock");
         let t = Instant::now();
@@ -130,6 +124,27 @@ impl Scratch {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch { dir }
+    }
+
+    /// An engine's configuration for this scratch state, with `host` playing the host.
+    pub fn config(&self, host: &Path) -> weft::Config {
+        weft::Config {
+            root: self.dir.join("root"),
+            run_root: self.dir.join("run"),
+            host_netns: Some(host.to_path_buf()),
+            ..Default::default()
+        }
+    }
+
+    /// The `weft` CLI on this scratch state, run inside `host` (not started).
+    pub fn weft(&self, host: &Path, args: &[&str]) -> Command {
+        let mut c = in_ns_cmd(host, env!("CARGO_BIN_EXE_weft"));
+        c.arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--run-root")
+            .arg(self.dir.join("run"))
+            .args(args);
+        c
     }
 
     /// A namespace pinned inside the scratch directory.
