@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install what weft's tests and demo need on a fresh Debian machine: nftables (weft's
-# firewall), iproute2 and iputils-ping (the demo's and tests' own eyes), the Rust target for
-# Wasm plugins. Idempotent; quiet when everything is there.
+# firewall), iproute2, iputils-ping and procps's sysctl (the demo's and tests' own eyes and
+# hands), the Rust target for Wasm plugins. Idempotent; quiet when everything is there.
 set -euo pipefail
 missing=()
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
 command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+command -v sysctl >/dev/null 2>&1 || missing+=(procps)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2
   apt-get update -qq
