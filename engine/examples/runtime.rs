@@ -2,8 +2,8 @@
 //! namespace, attach that namespace to a network, let the program run, wait for it, detach.
 //!
 //! ```text
-//! sudo cargo run --example runtime -- [--network NAME] [--name NAME] -- COMMAND [ARGS…]
-//! sudo cargo run --example runtime -- --network web -- ip -br addr
+//! cargo run --example runtime -- [--network NAME] [--name NAME] -- COMMAND [ARGS…]
+//! cargo run --example runtime -- --network web -- ip -br addr
 //! ```
 //!
 //! The child is held at a pipe between `unshare(CLONE_NEWNET)` and `exec`, so it starts its
