@@ -1,6 +1,8 @@
 //! Plugin costs: first compile, load from the compile cache, instantiate from an
-//! InstancePre, a call round trip (host → guest → host imports → host), and the attach
-//! latency of the routed plugin against a native driver doing the same kernel work.
+//! InstancePre, a call round trip (host → guest → host imports → host), an IPAM call that
+//! asks a loopback HTTP server for its pool (wasi:http through weft's gate and its bounds),
+//! and the attach latency of the routed plugin against a native driver doing the same kernel
+//! work.
 //!
 //! Run (root; builds the guests first): `cargo bench --bench plugins -- [--n 200]`
 
@@ -15,6 +17,7 @@ use weft::drivers::{Ctx, DriverCapabilities, EndpointInfo, JoinInfo, JoinTarget,
 use weft::model::{Network, NetworkCreate, SandboxCreate, Scope};
 use weft::net::{NsRef, Step};
 use weft::plugin::bindings::{driver, ipam};
+use weft::plugin::egress::Slots;
 use weft::plugin::host::HostState;
 use weft::plugin::lend::Lent;
 use weft::plugin::runtime::Runtime;
@@ -339,6 +342,49 @@ async fn adapter_calls(routed: &Path, n: usize) -> Vec<Duration> {
     t
 }
 
+/// `n` request-pool calls of the hostile IPAM in its `http-pool` mode, as the engine makes
+/// them: each instantiates the component, which sends one GET over wasi:http (through the
+/// gate: grant check, per-call and in-flight bounds, counted body) to a server on loopback
+/// answering the pool, on a new connection each time.
+async fn http_calls(hostile_ipam: &Path, n: usize) -> Vec<Duration> {
+    use std::io::{Read, Write};
+    use weft::ipam::{Ipam, PoolRequest};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\n10.96.0.0/24\n",
+            );
+        }
+    });
+    let scratch = Scratch::new("plugin-http");
+    let ph = Arc::new(weft::plugin::PluginHost::new(&scratch.dir));
+    let (mut rec, _) = ph.examine(hostile_ipam, "hx").await.unwrap();
+    rec.file = hostile_ipam.to_path_buf();
+    rec.grants.apply(&format!("http=127.0.0.1:{port}")).unwrap();
+    let ipam = weft::plugin::adapters::PluginIpam::new(ph.clone(), rec);
+    let mem: Arc<dyn weft::store::Store> = Arc::new(MemStore::new());
+    let mut txn = weft::store::Txn::new(mem).unwrap();
+    let mut req = PoolRequest {
+        address_space: "L".into(),
+        ..Default::default()
+    };
+    req.options
+        .insert("http-pool".into(), format!("127.0.0.1:{port}"));
+    let mut t = Vec::new();
+    for _ in 0..n {
+        let s = Instant::now();
+        let g = ipam.request_pool(&mut txn, &req).await.unwrap();
+        t.push(s.elapsed());
+        assert_eq!(g.pool.to_string(), "10.96.0.0/24");
+    }
+    t
+}
+
 fn main() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -360,6 +406,20 @@ fn main() {
         .build()
         .unwrap();
     // `--only DRIVER`: attach rounds with that driver and nothing else (to profile one path).
+    if args.iter().any(|a| a == "--http-only") {
+        let mut all = vec![];
+        for _ in 0..3 {
+            all.extend(
+                runtime.block_on(http_calls(&dir.join("weft_plugin_hostile_ipam.wasm"), 2000)),
+            );
+        }
+        println!(
+            "adapter call with one granted HTTP GET: {} median, {} p99",
+            us(pct(&all, 0.5)),
+            us(pct(&all, 0.99))
+        );
+        return;
+    }
     if args.iter().any(|a| a == "--adapter-only") {
         let t = runtime.block_on(adapter_calls(&routed, 20_000));
         println!("adapter call: {} median", us(pct(&t, 0.5)));
@@ -416,7 +476,7 @@ fn main() {
         let mut kv_call_t = Vec::new();
         // A pool to allocate from (kv writes in the lent transaction).
         let lent = unsafe { weft::plugin::lend::store(&mut txn) };
-        let mut store = wasmtime::Store::new(&rt.engine, HostState::new(rec.clone(), Lent::none(), lent, Default::default()));
+        let mut store = wasmtime::Store::new(&rt.engine, HostState::new(rec.clone(), Slots::none(), Lent::none(), lent, Default::default()));
         store.set_fuel(u64::MAX).unwrap();
         store.set_epoch_deadline(u64::MAX / 2);
         let inst = pre.instantiate_async(&mut store).await.unwrap();
@@ -441,14 +501,14 @@ fn main() {
         let mut state_t = Vec::new();
         for _ in 0..2000 {
             let t = Instant::now();
-            let st = HostState::new(rec.clone(), Lent::none(), Lent::none(), Default::default());
+            let st = HostState::new(rec.clone(), Slots::none(), Lent::none(), Lent::none(), Default::default());
             let s = wasmtime::Store::new(&rt.engine, st);
             state_t.push(t.elapsed());
             drop(s);
         }
         println!("store + host state (WASI ctx):        {} median", us(pct(&state_t, 0.5)));
         for _ in 0..2000 {
-            let mut s = wasmtime::Store::new(&rt.engine, HostState::new(rec.clone(), Lent::none(), Lent::none(), Default::default()));
+            let mut s = wasmtime::Store::new(&rt.engine, HostState::new(rec.clone(), Slots::none(), Lent::none(), Lent::none(), Default::default()));
             s.set_fuel(u64::MAX).unwrap();
             s.set_epoch_deadline(u64::MAX / 2);
             let t = Instant::now();
@@ -469,6 +529,8 @@ fn main() {
         // (routed's create-endpoint, which checks the endpoint and returns).
         let t = adapter_calls(&routed, 1000).await;
         println!("adapter call (routed create-endpoint):     {} median, {} p99", us(pct(&t, 0.5)), us(pct(&t, 0.99)));
+        let t = http_calls(&dir.join("weft_plugin_hostile_ipam.wasm"), 1000).await;
+        println!("adapter call with one granted HTTP GET:    {} median, {} p99", us(pct(&t, 0.5)), us(pct(&t, 0.99)));
 
         // Attach: the routed plugin vs the same steps natively.
         // Alternate the two, three rounds, to spread the machine's noise over both.

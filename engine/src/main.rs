@@ -16,8 +16,12 @@ fn main() {
         ),
         _ => (cli.log_level.as_str(), false),
     };
+    // wasmtime-wasi-http logs a line per failed or malformed plugin request, which a plugin
+    // could repeat without end: off, at every level. What they would say is in the one line
+    // per call that weft's HTTP gate logs for the plugin (plugin::egress).
     let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+        .add_directive("wasmtime_wasi_http=off".parse().expect("a valid directive"));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -28,5 +32,6 @@ fn main() {
         fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
+    weft::daemon::raise_nofile_limit();
     std::process::exit(weft::cli::run(cli));
 }

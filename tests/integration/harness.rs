@@ -644,10 +644,24 @@ impl TestHost {
 
     /// [`TestHost::daemon`] with extra environment variables.
     pub fn daemon_env(&self, env: &[(&str, &str)]) -> Daemon {
+        self.daemon_with(env, None)
+    }
+
+    /// [`TestHost::daemon_env`], started with `nofile` as both its soft and hard limit on
+    /// open descriptors (so it cannot raise it).
+    pub fn daemon_with(&self, env: &[(&str, &str)], nofile: Option<u64>) -> Daemon {
         let sock = self.dir.join("docker.sock");
         let log = self.dir.join(format!("daemon-{}.log", unique("d")));
         let sock_s = sock.to_str().unwrap().to_string();
         let mut cmd = self.weft_cmd(&["daemon", "--docker-socket", &sock_s]);
+        if let Some(n) = nofile {
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+                });
+            }
+        }
         cmd.env("WEFT_LOG", "info,weft=debug")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
@@ -774,6 +788,18 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// How many descriptors the daemon holds now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 }
 

@@ -17,5 +17,6 @@ mod docker_api;
 mod escapes;
 mod macvlan;
 mod modes;
+mod plugin_http;
 mod plugins;
 mod ports;

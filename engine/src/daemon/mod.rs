@@ -19,6 +19,25 @@ use crate::api::{self, Api};
 use crate::error::{Error, Result};
 use crate::{Config, Engine};
 
+/// Raise this process's soft limit on open descriptors to its hard limit, as dockerd's
+/// `LimitNOFILE` does for it: the default soft limit (1 024) is few for a daemon holding API
+/// connections, DNS listeners and plugins' HTTP. Plugins get a quarter of what results
+/// ([`crate::plugin::egress`]); the rest stays weft's. Returns the soft limit now in force.
+pub fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::debug!("cannot raise the open-files limit from {soft} to {hard}: {e}");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    }
+}
+
 /// Where and to whom the daemon answers.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
@@ -123,6 +142,16 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener> {
 /// Run the daemon until SIGTERM/SIGINT. Must run on a multi-threaded tokio runtime.
 pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     let _pid = PidLock::take(&cfg.run_root)?;
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(0);
+    #[cfg(feature = "wasm")]
+    tracing::info!(
+        "open-files limit {nofile}: plugins' outbound connections get at most {} of it",
+        crate::plugin::egress::socket_cap()
+    );
+    #[cfg(not(feature = "wasm"))]
+    tracing::info!("open-files limit {nofile}");
     let engine = Engine::open(cfg.clone()).await?;
     if opts.socket == opts.docker_socket {
         return Err(Error::invalid(

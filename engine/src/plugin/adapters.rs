@@ -23,7 +23,8 @@ use super::bindings::v01::driver::exports::weft::plugin::network_driver as wd1;
 use super::bindings::v01::driver::weft::plugin::types as t1;
 use super::bindings::v01::ipam::exports::weft::plugin::ipam as wi1;
 use super::bindings::{driver, ipam, v01};
-use super::host::{self, clean, HostError, HostState, Scope};
+use super::egress::Slots;
+use super::host::{self, HostError, HostState, Scope};
 use super::lend::{self, Lent};
 use super::runtime::{wt, Runtime};
 use super::{Asked, Kind, PluginRecord};
@@ -101,7 +102,7 @@ fn host_err(rec: &PluginRecord, e: HostError) -> Error {
         HostError::Denied(m) => (PluginErrorKind::Denied, format!("denied: {m}")),
         HostError::Internal(m) => (PluginErrorKind::Internal, m),
     };
-    plugin_err(&rec.name, kind, clean(&rec.scrub(&m), MAX_TEXT))
+    plugin_err(&rec.name, kind, rec.tell(&m, MAX_TEXT))
 }
 
 /// A trap (or any failure of the call machinery), in words. `memory_denied`: the instance
@@ -125,7 +126,7 @@ fn trap_err(
         Some(l) => format!(" ({l})"),
         None => String::new(),
     };
-    let detail = clean(&rec.scrub(&detail), MAX_TEXT);
+    let detail = rec.tell(&detail, MAX_TEXT);
     let text = format!("{e:#}");
     let message = match e.downcast_ref::<Trap>() {
         _ if memory_denied => format!(
@@ -149,7 +150,7 @@ fn trap_err(
             "{call} tried to pass more than {} MiB between the plugin and weft in one call and was stopped",
             COPY_BUDGET >> 20
         ),
-        None => format!("{call} failed: {}{detail}", clean(&rec.scrub(&text), MAX_TEXT)),
+        None => format!("{call} failed: {}{detail}", rec.tell(&text, MAX_TEXT)),
     };
     plugin_err(&rec.name, PluginErrorKind::Trapped, message)
 }
@@ -163,64 +164,71 @@ fn settle<T>(
 ) -> Result<T> {
     let stderr = store.data().stderr.contents();
     if !stderr.is_empty() {
-        tracing::info!(plugin = %rec.name, "{call} wrote: {}", clean(&rec.scrub(String::from_utf8_lossy(&stderr).trim()), MAX_TEXT));
+        tracing::info!(plugin = %rec.name, "{call} wrote: {}", rec.tell(String::from_utf8_lossy(&stderr).trim(), MAX_TEXT));
     }
-    let denied = &store.data().gate.denied;
-    let http = if denied.is_empty() {
-        String::new()
-    } else {
-        format!(
-            " (it tried to reach {}, which it was not granted: grant http=HOST[:PORT])",
-            denied.join(", ")
-        )
+    let gate = &store.data().gate;
+    if let Some(line) = gate.summary() {
+        tracing::warn!(plugin = %rec.name, "{call}: {line}");
+    }
+    let http = gate.error_suffix();
+    let e = match r {
+        Ok(Ok(v)) => return Ok(v),
+        Ok(Err(e)) => host_err(rec, e),
+        Err(e) => trap_err(rec, call, e, &stderr, store.data().limits.denied),
     };
-    match r {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(match host_err(rec, e) {
-            Error::Plugin {
-                plugin,
-                kind,
-                message,
-            } => Error::Plugin {
-                plugin,
-                kind,
-                message: format!("{message}{http}"),
-            },
-            e => e,
-        }),
-        Err(e) => Err(trap_err(rec, call, e, &stderr, store.data().limits.denied)),
-    }
+    Err(match e {
+        Error::Plugin {
+            plugin,
+            kind,
+            message,
+        } => Error::Plugin {
+            plugin,
+            kind,
+            message: format!("{message}{http}"),
+        },
+        e => e,
+    })
 }
 
 fn bad_return(rec: &PluginRecord, message: String) -> Error {
     plugin_err(&rec.name, PluginErrorKind::BadReturn, message)
 }
 
-/// A string the plugin returned, bounded and cleaned.
-fn bounded(s: &str, what: &str, max: usize) -> std::result::Result<String, HostError> {
+/// A string the plugin returned, bounded, cleaned and scrubbed ([`PluginRecord::tell`]).
+fn bounded(
+    rec: &PluginRecord,
+    s: &str,
+    what: &str,
+    max: usize,
+) -> std::result::Result<String, HostError> {
     if s.len() > max {
         return Err(HostError::InvalidArgument(format!(
             "{what} is {} bytes long, over the {max} allowed",
             s.len()
         )));
     }
-    Ok(clean(s, max))
+    Ok(rec.tell(s, max))
 }
 
-fn bounded_list(l: &[String], what: &str) -> std::result::Result<Vec<String>, HostError> {
+fn bounded_list(
+    rec: &PluginRecord,
+    l: &[String],
+    what: &str,
+) -> std::result::Result<Vec<String>, HostError> {
     if l.len() > MAX_LIST {
         return Err(HostError::InvalidArgument(format!(
             "{what} has {} entries, over the {MAX_LIST} allowed",
             l.len()
         )));
     }
-    l.iter().map(|s| bounded(s, what, 256)).collect()
+    l.iter().map(|s| bounded(rec, s, what, 256)).collect()
 }
 
 type Described = (String, String, Asked);
 
 /// What every contract's metadata has, bounded.
 fn asked_base(
+    rec: &PluginRecord,
     name: &str,
     version: &str,
     description: &str,
@@ -229,17 +237,17 @@ fn asked_base(
     memory_mib: Option<u32>,
 ) -> std::result::Result<Described, HostError> {
     let [parents, sysctls, http_hosts] = lists;
-    bounded(name, "name", 64)?;
+    bounded(rec, name, "name", 64)?;
     Ok((
-        bounded(version, "version", 64)?,
-        bounded(description, "description", 512)?,
+        bounded(rec, version, "version", 64)?,
+        bounded(rec, description, "description", 512)?,
         Asked {
             link_prefix: link_prefix
-                .map(|p| bounded(p, "link-prefix", 16))
+                .map(|p| bounded(rec, p, "link-prefix", 16))
                 .transpose()?,
-            parents: bounded_list(parents, "parents")?,
-            sysctls: bounded_list(sysctls, "sysctls")?,
-            http_hosts: bounded_list(http_hosts, "http-hosts")?,
+            parents: bounded_list(rec, parents, "parents")?,
+            sysctls: bounded_list(rec, sysctls, "sysctls")?,
+            http_hosts: bounded_list(rec, http_hosts, "http-hosts")?,
             memory_mib,
             ..Default::default()
         },
@@ -248,10 +256,11 @@ fn asked_base(
 
 /// Metadata (0.1) → what the plugin asks for, bounded. A macro: each world has its own type.
 macro_rules! meta1 {
-    ($m:expr) => {{
+    ($rec:expr, $m:expr) => {{
         let m = $m;
         let g = &m.grants;
         asked_base(
+            $rec,
             &m.name,
             &m.version,
             &m.description,
@@ -264,10 +273,11 @@ macro_rules! meta1 {
 
 /// Metadata (0.2): 0.1's, and the grants 0.2 added.
 macro_rules! meta2 {
-    ($m:expr) => {{
+    ($rec:expr, $m:expr) => {{
+        let rec = $rec;
         let m = $m;
         let g = &m.grants;
-        meta1!(&m).and_then(|(version, description, mut asked)| {
+        meta1!(rec, &m).and_then(|(version, description, mut asked)| {
             for (n, what) in [
                 (g.gateways.len(), "gateways"),
                 (g.vni_ranges.len(), "vni-ranges"),
@@ -283,7 +293,7 @@ macro_rules! meta2 {
             asked.vni_ranges = g.vni_ranges.clone();
             asked.vxlan_ports = g.vxlan_ports.clone();
             asked.macvlan_passthru = g.macvlan_passthru;
-            asked.config_keys = bounded_list(&g.config_keys, "config-keys")?;
+            asked.config_keys = bounded_list(rec, &g.config_keys, "config-keys")?;
             Ok((version, description, asked))
         })
     }};
@@ -309,7 +319,13 @@ pub async fn describe(rt: &Runtime, c: &Component, rec: &mut PluginRecord) -> Re
     let mut store = new_store(
         rt,
         &probe,
-        HostState::new(probe.clone(), Lent::none(), Lent::none(), Scope::default()),
+        HostState::new(
+            probe.clone(),
+            Slots::none(),
+            Lent::none(),
+            Lent::none(),
+            Scope::default(),
+        ),
     )?;
     let inst = pre
         .instantiate_async(&mut store)
@@ -321,22 +337,22 @@ pub async fn describe(rt: &Runtime, c: &Component, rec: &mut PluginRecord) -> Re
         (Kind::Driver, "0.2.0") => {
             let w = driver::DriverPlugin::new(&mut store, &inst).map_err(wt)?;
             let r = w.weft_plugin_plugin().call_metadata(&mut store).await;
-            meta2!(settle(&probe, "metadata", &store, r.map(Ok))?)
+            meta2!(&probe, settle(&probe, "metadata", &store, r.map(Ok))?)
         }
         (Kind::Ipam, "0.2.0") => {
             let w = ipam::IpamPlugin::new(&mut store, &inst).map_err(wt)?;
             let r = w.weft_plugin_plugin().call_metadata(&mut store).await;
-            meta2!(settle(&probe, "metadata", &store, r.map(Ok))?)
+            meta2!(&probe, settle(&probe, "metadata", &store, r.map(Ok))?)
         }
         (Kind::Driver, _) => {
             let w = v01::driver::DriverPlugin::new(&mut store, &inst).map_err(wt)?;
             let r = w.weft_plugin_plugin().call_metadata(&mut store).await;
-            meta1!(settle(&probe, "metadata", &store, r.map(Ok))?)
+            meta1!(&probe, settle(&probe, "metadata", &store, r.map(Ok))?)
         }
         (Kind::Ipam, _) => {
             let w = v01::ipam::IpamPlugin::new(&mut store, &inst).map_err(wt)?;
             let r = w.weft_plugin_plugin().call_metadata(&mut store).await;
-            meta1!(settle(&probe, "metadata", &store, r.map(Ok))?)
+            meta1!(&probe, settle(&probe, "metadata", &store, r.map(Ok))?)
         }
     };
     let asked = m.map_err(|e| host_err(&probe, e))?;
@@ -345,7 +361,13 @@ pub async fn describe(rt: &Runtime, c: &Component, rec: &mut PluginRecord) -> Re
     let mut store = new_store(
         rt,
         &probe,
-        HostState::new(probe.clone(), Lent::none(), Lent::none(), Scope::default()),
+        HostState::new(
+            probe.clone(),
+            Slots::none(),
+            Lent::none(),
+            Lent::none(),
+            Scope::default(),
+        ),
     )?;
     match (speaks.kind, speaks.version) {
         (Kind::Driver, "0.2.0") => {
@@ -447,12 +469,15 @@ fn link_err(rt: &Runtime, c: &Component, rec: &PluginRecord, e: wasmtime::Error)
 struct Loaded<P> {
     host: Arc<super::PluginHost>,
     rec: Arc<PluginRecord>,
+    /// Its share of the process's outbound connections (kept across re-registrations).
+    slots: Slots,
     pre: Mutex<Option<P>>,
 }
 
 impl<P: Clone> Loaded<P> {
     fn new(host: Arc<super::PluginHost>, rec: PluginRecord) -> Self {
         Loaded {
+            slots: host.sockets.of(&rec.name),
             host,
             rec: Arc::new(rec),
             pre: Mutex::new(None),
@@ -592,7 +617,13 @@ impl PluginDriver {
         new_store(
             rt,
             &self.loaded.rec,
-            HostState::new(self.loaded.rec.clone(), tx, kv, scope),
+            HostState::new(
+                self.loaded.rec.clone(),
+                self.loaded.slots.clone(),
+                tx,
+                kv,
+                scope,
+            ),
         )
     }
 }
@@ -937,7 +968,7 @@ impl NetworkDriver for PluginDriver {
                 rec,
                 format!(
                     "join returned link {:?}, which is not one it made for this network",
-                    clean(&j.link, 32)
+                    rec.tell(&j.link, 32)
                 ),
             ));
         }
@@ -958,7 +989,7 @@ impl NetworkDriver for PluginDriver {
                 rec,
                 format!(
                     "join returned interface prefix {:?}: use 1–8 of a-z, 0-9",
-                    clean(&j.ifname_prefix, 16)
+                    rec.tell(&j.ifname_prefix, 16)
                 ),
             ));
         }
@@ -1117,7 +1148,13 @@ impl PluginIpam {
         new_store(
             rt,
             &self.loaded.rec,
-            HostState::new(self.loaded.rec.clone(), Lent::none(), kv, Scope::default()),
+            HostState::new(
+                self.loaded.rec.clone(),
+                self.loaded.slots.clone(),
+                Lent::none(),
+                kv,
+                Scope::default(),
+            ),
         )
     }
 }
@@ -1196,7 +1233,7 @@ impl Ipam for PluginIpam {
             v1: |i, _inst| e1(i.call_request_pool(&mut store, &r1).await)
                 .map(|x| x.and_then(|p| Ok((p.pool_id, super::v01::prefix(&p.pool)?, p.data)))));
         let read = |(id, pool, data): (String, IpNetwork, Vec<(String, String)>)| {
-            let id = bounded(&id, "the pool id", 256)?;
+            let id = bounded(&rec, &id, "the pool id", 256)?;
             if data.len() > MAX_LIST {
                 return Err(HostError::InvalidArgument(format!(
                     "request-pool returned {} data entries, over the {MAX_LIST} allowed",
@@ -1206,8 +1243,8 @@ impl Ipam for PluginIpam {
             let mut d = BTreeMap::new();
             for (k, v) in &data {
                 d.insert(
-                    bounded(k, "a data key", 256)?,
-                    bounded(v, "a data value", 1024)?,
+                    bounded(&rec, k, "a data key", 256)?,
+                    bounded(&rec, v, "a data value", 1024)?,
                 );
             }
             Ok((id, pool, d))

