@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install what weft's tests and demo need on a fresh Debian machine: nftables (weft's
 # firewall), iproute2, iputils-ping and procps's sysctl (the demo's and tests' own eyes and
-# hands), the Rust target for Wasm plugins. Idempotent; quiet when everything is there.
+# hands), protoc (the etcd client compiles etcd's protocol at build time), etcd (the cluster
+# store the multi-host tests start, each its own, inside their namespaces), the Rust target
+# for Wasm plugins. Idempotent; quiet when everything is there.
 set -euo pipefail
 missing=()
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
@@ -9,6 +11,8 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
 command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
 command -v sysctl >/dev/null 2>&1 || missing+=(procps)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2
   apt-get update -qq

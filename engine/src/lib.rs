@@ -1,5 +1,6 @@
 //! weft: a container network engine with Docker's model (networks, endpoints, sandboxes),
-//! native drivers (bridge, host, null, macvlan), native IPAM, nftables firewalling, and
+//! native drivers (bridge, host, null, macvlan, VXLAN overlay across hosts on etcd), native
+//! IPAM, nftables firewalling, and
 //! third-party drivers and IPAM running as sandboxed WebAssembly components.
 //!
 //! The [`Engine`] is the one facade. A short example (needs root):
@@ -24,6 +25,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod daemon;
 pub mod dns;
 pub mod drivers;

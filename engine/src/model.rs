@@ -181,6 +181,19 @@ pub struct Endpoint {
     pub order: u64,
     /// This endpoint's gateway is the sandbox's default route.
     pub default_route: bool,
+    /// On a global network: the host it is on (what other hosts program their FDB and
+    /// neighbour entries towards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<EndpointHost>,
+}
+
+/// The host of an endpoint of a global network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointHost {
+    /// The host's id in the cluster.
+    pub id: String,
+    /// Its VTEP (underlay) address.
+    pub vtep: IpAddr,
 }
 
 /// How a sandbox gets its network namespace.

@@ -230,6 +230,7 @@ mod tests {
             gw_priority: 0,
             order: 0,
             default_route,
+            host: None,
         }
     }
 

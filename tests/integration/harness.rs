@@ -650,10 +650,17 @@ impl TestHost {
     /// [`TestHost::daemon_env`], started with `nofile` as both its soft and hard limit on
     /// open descriptors (so it cannot raise it).
     pub fn daemon_with(&self, env: &[(&str, &str)], nofile: Option<u64>) -> Daemon {
+        self.daemon_args(&[], env, nofile)
+    }
+
+    /// `weft daemon` with more arguments (a cluster store…).
+    pub fn daemon_args(&self, args: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> Daemon {
         let sock = self.dir.join("docker.sock");
         let log = self.dir.join(format!("daemon-{}.log", unique("d")));
         let sock_s = sock.to_str().unwrap().to_string();
-        let mut cmd = self.weft_cmd(&["daemon", "--docker-socket", &sock_s]);
+        let mut all = vec!["daemon", "--docker-socket", &sock_s];
+        all.extend_from_slice(args);
+        let mut cmd = self.weft_cmd(&all);
         if let Some(n) = nofile {
             unsafe {
                 cmd.pre_exec(move || {
@@ -793,6 +800,14 @@ impl Daemon {
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: the daemon dies with no chance to tidy up (its sandboxes stay).
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// How many descriptors the daemon holds now.

@@ -110,12 +110,27 @@ pub struct DaemonArgs {
     /// legacy links' ports pass. Changes while the default bridge has no sandboxes.
     #[arg(long, value_name = "BOOL")]
     pub icc: Option<bool>,
+    /// The cluster store: global-scope networks (overlay), their addresses and endpoints are
+    /// shared with every host naming the same etcd (etcd://HOST:PORT[,HOST:PORT…]).
+    #[arg(long = "cluster-store", value_name = "URL", env = "WEFT_CLUSTER_STORE")]
+    pub cluster_store: Option<String>,
+    /// This host's address on the network the hosts share: its VXLAN endpoint.
+    #[arg(
+        long = "advertise-addr",
+        value_name = "IP",
+        env = "WEFT_ADVERTISE_ADDR"
+    )]
+    pub advertise_addr: Option<String>,
+    /// Seconds this host's registration lives without a keep-alive: a dead host is dropped
+    /// everywhere within it.
+    #[arg(long = "cluster-ttl", value_name = "SECONDS", default_value_t = 10)]
+    pub cluster_ttl: u64,
 }
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Exit {
     if let Cmd::Sandbox(sandbox::SandboxCmd::Exec { sandbox, command }) = &cli.cmd {
-        return sandbox::exec(&cli.root, sandbox, command);
+        return sandbox::exec(&cli.root, remote::socket_for(&cli), sandbox, command);
     }
     if let Cmd::Daemon(a) = &cli.cmd {
         return daemon(&cli, a);
@@ -139,6 +154,7 @@ pub fn run(cli: Cli) -> Exit {
         let cfg = Config {
             root: cli.root.clone(),
             run_root: cli.run_root.clone(),
+            cluster: Config::from_env().cluster,
             ..Config::default()
         };
         let engine = match Engine::open(cfg).await {
@@ -148,6 +164,11 @@ pub fn run(cli: Cli) -> Exit {
                 return 1;
             }
         };
+        // In-process with a cluster store (WEFT_CLUSTER_STORE): its global state, if etcd
+        // answers soon.
+        if let Some(c) = engine.cluster() {
+            c.wait_synced(std::time::Duration::from_secs(3)).await;
+        }
         let code = match run_cmd(&engine, cli.cmd).await {
             Ok(code) => code,
             Err(e) => {
@@ -217,6 +238,32 @@ fn daemon(cli: &Cli, a: &DaemonArgs) -> Exit {
     if a.icc.is_some() {
         cfg.default_bridge_icc = a.icc;
     }
+    cfg.cluster = match (&a.cluster_store, &a.advertise_addr) {
+        (None, None) => None,
+        (Some(_), None) => {
+            err_line("--cluster-store needs --advertise-addr: this host's address on the network the hosts share");
+            return 1;
+        }
+        (None, Some(_)) => {
+            err_line(
+                "--advertise-addr is for a cluster: give --cluster-store etcd://HOST:2379 too",
+            );
+            return 1;
+        }
+        (Some(s), Some(adv)) => {
+            match crate::cluster::ClusterConfig::parse(
+                s,
+                adv,
+                Some(std::time::Duration::from_secs(a.cluster_ttl)),
+            ) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    err_line(e);
+                    return 1;
+                }
+            }
+        }
+    };
     let mut opts = crate::daemon::DaemonOptions::under(&cli.run_root);
     if let Some(s) = &a.socket {
         opts.socket = s.clone();

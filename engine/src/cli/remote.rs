@@ -53,7 +53,20 @@ fn absolutize(cmd: &mut Cmd) {
 
 /// Send `cmd` to the daemon at `sock`. `None` when no daemon listens there (a socket file
 /// left by one that is gone): the caller runs the command in-process.
-pub fn try_run(sock: &Path, mut cmd: Cmd) -> Option<Exit> {
+pub fn try_run(sock: &Path, cmd: Cmd) -> Option<Exit> {
+    Some(match ask(sock, cmd)? {
+        Ok(c) => {
+            write_out(&c.stdout);
+            write_err(&c.stderr);
+            c.code
+        }
+        Err(code) => code,
+    })
+}
+
+/// [`try_run`], with what the daemon printed returned rather than printed (errors of the
+/// exchange itself are printed, and are `Err(exit code)`).
+pub fn ask(sock: &Path, mut cmd: Cmd) -> Option<Result<Captured, Exit>> {
     let mut s = match UnixStream::connect(sock) {
         Ok(s) => s,
         Err(e)
@@ -69,14 +82,14 @@ pub fn try_run(sock: &Path, mut cmd: Cmd) -> Option<Exit> {
                 "cannot reach the weft daemon at {}: {e}",
                 sock.display()
             ));
-            return Some(1);
+            return Some(Err(1));
         }
     };
     // Questions are asked here, on the user's terminal, before anything is sent.
     if let Cmd::Network(super::network::NetworkCmd::Prune { force, .. }) = &mut cmd {
         if !*force {
             if !super::network::confirm_prune() {
-                return Some(0);
+                return Some(Err(0));
             }
             *force = true;
         }
@@ -97,7 +110,7 @@ pub fn try_run(sock: &Path, mut cmd: Cmd) -> Option<Exit> {
             "the weft daemon at {} did not answer: {e}",
             sock.display()
         ));
-        return Some(1);
+        return Some(Err(1));
     }
     let text = String::from_utf8_lossy(&reply);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
@@ -105,7 +118,7 @@ pub fn try_run(sock: &Path, mut cmd: Cmd) -> Option<Exit> {
             "the weft daemon at {} sent a broken answer",
             sock.display()
         ));
-        return Some(1);
+        return Some(Err(1));
     };
     let status = head.split_whitespace().nth(1).unwrap_or("");
     if status != "200" {
@@ -114,17 +127,13 @@ pub fn try_run(sock: &Path, mut cmd: Cmd) -> Option<Exit> {
             .and_then(|v| v["message"].as_str().map(str::to_string))
             .unwrap_or_else(|| body.trim().to_string());
         err_line(msg);
-        return Some(1);
+        return Some(Err(1));
     }
     match serde_json::from_str::<Captured>(body) {
-        Ok(c) => {
-            write_out(&c.stdout);
-            write_err(&c.stderr);
-            Some(c.code)
-        }
+        Ok(c) => Some(Ok(c)),
         Err(e) => {
             err_line(format!("the weft daemon sent a broken answer: {e}"));
-            Some(1)
+            Some(Err(1))
         }
     }
 }

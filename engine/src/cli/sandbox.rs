@@ -99,7 +99,36 @@ fn sandbox_view(engine: &Engine, sb: &Sandbox) -> Result<Value, Error> {
 
 /// Enter a sandbox's namespace and exec a command there (never returns on success). Needs no
 /// engine: the store says where the namespace is, `net/` enters it.
-pub fn exec(root: &std::path::Path, sandbox: &str, cmd: &[String]) -> Exit {
+/// A running daemon's resolv.conf and hosts for `sandbox` (it writes them for `inspect`): it
+/// sees every network, global ones included, where this process sees only the local store.
+fn daemon_files(
+    sock: Option<std::path::PathBuf>,
+    sandbox: &str,
+) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let c = super::remote::ask(
+        &sock?,
+        super::Cmd::Sandbox(SandboxCmd::Inspect {
+            format: None,
+            sandboxes: vec![sandbox.to_string()],
+        }),
+    )?
+    .ok()?;
+    if c.code != 0 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&c.stdout).ok()?;
+    let v = v.get(0).unwrap_or(&v);
+    let path = |k: &str| Some(std::path::PathBuf::from(v[k].as_str()?)).filter(|p| p.is_file());
+    Some((path("ResolvConfPath")?, path("HostsPath")?))
+}
+
+pub fn exec(
+    root: &std::path::Path,
+    sock: Option<std::path::PathBuf>,
+    sandbox: &str,
+    cmd: &[String],
+) -> Exit {
+    let from_daemon = daemon_files(sock, sandbox);
     let store = match crate::store::redb_store::RedbStore::open(&root.join("weft.redb")) {
         Ok(s) => s,
         Err(e) => {
@@ -136,9 +165,9 @@ pub fn exec(root: &std::path::Path, sandbox: &str, cmd: &[String]) -> Exit {
             return 1;
         }
     };
-    let (resolv, hosts) = match files {
-        Ok(f) => f,
-        Err(e) => {
+    let (resolv, hosts) = match (from_daemon, files) {
+        (Some(f), _) | (None, Ok(f)) => f,
+        (None, Err(e)) => {
             err_line(e);
             return 1;
         }

@@ -153,6 +153,13 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     #[cfg(not(feature = "wasm"))]
     tracing::info!("open-files limit {nofile}");
     let engine = Engine::open(cfg.clone()).await?;
+    if let Some(c) = engine.cluster() {
+        // Global state before the first request, if etcd answers soon; local work does not
+        // wait longer than that for it.
+        if !c.wait_synced(std::time::Duration::from_secs(5)).await {
+            tracing::warn!("{}: serving local networks meanwhile", c.unreachable());
+        }
+    }
     if opts.socket == opts.docker_socket {
         return Err(Error::invalid(
             "--socket and --docker-socket must differ: weft's socket also runs weft commands",
@@ -166,6 +173,22 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     let healer = engine
         .watch_kernel()?
         .map(|rx| tokio::spawn(heal::heal(engine.clone(), rx)));
+    // The cluster store's changes, followed for the daemon's life: restarted if it dies.
+    let follower = engine.cluster().is_some().then(|| {
+        let e = engine.clone();
+        tokio::spawn(async move {
+            loop {
+                let e2 = e.clone();
+                match tokio::spawn(async move { e2.follow_cluster().await }).await {
+                    Ok(()) => return,
+                    Err(err) => {
+                        tracing::error!("the cluster follower died ({err}): restarting it");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        })
+    });
     let docker_api = Arc::new(Api::new(engine.clone()));
     let weft_api = Arc::new(Api::with_weft_door(engine));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -185,6 +208,9 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     while servers.join_next().await.is_some() {}
     if let Some(h) = healer {
         h.abort();
+    }
+    if let Some(f) = follower {
+        f.abort();
     }
     dns.abort();
     for p in &paths {

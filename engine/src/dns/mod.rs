@@ -42,7 +42,7 @@ const TTL: u32 = 600;
 /// Does `net` get a resolver? User-defined bridge networks with an IPv4 gateway (Docker's
 /// rule: the default `bridge` network has no name resolution).
 pub fn serves(net: &Network) -> bool {
-    !net.predefined && net.driver == "bridge" && gateway(net).is_some()
+    !net.predefined && matches!(net.driver.as_str(), "bridge" | "overlay") && gateway(net).is_some()
 }
 
 /// The address the resolver of `net` listens on.
@@ -111,7 +111,12 @@ impl Resolver {
     }
 
     fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        let commits = self.engine.store().commit_counts().0;
+        // A local commit, or a change in the cluster store, makes it stale.
+        let commits = self.engine.store().commit_counts().0
+            + self
+                .engine
+                .cluster()
+                .map_or(0, |c| c.mirror().rev.unsigned_abs() << 32);
         if let Some(s) = self.snap.lock().unwrap().as_ref() {
             if s.commits == commits && s.at.elapsed() < SNAPSHOT_AGE {
                 return Some(s.clone());
@@ -569,8 +574,23 @@ pub async fn run(engine: Engine, host_resolv: PathBuf) {
     let r = Arc::new(Resolver::new(engine.clone(), &host_resolv));
     let mut events = engine.subscribe();
     let mut running: std::collections::BTreeMap<String, AbortOnDrop> = Default::default();
+    // A global network has a resolver on the hosts where it is realized (its gateway address
+    // is on this host's bridge there).
+    let here = |n: &Network| {
+        engine
+            .store()
+            .read()
+            .ok()
+            .and_then(|r| crate::engine::records::realized(&*r, n).ok())
+            .unwrap_or(false)
+    };
     let sync = |running: &mut std::collections::BTreeMap<String, AbortOnDrop>| {
-        let nets = engine.networks(&Default::default()).unwrap_or_default();
+        let nets: Vec<Network> = engine
+            .networks(&Default::default())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n.scope != crate::model::Scope::Global || here(n))
+            .collect();
         running.retain(|id, _| nets.iter().any(|n| &n.id == id && serves(n)));
         for n in nets.iter().filter(|n| serves(n)) {
             if running.contains_key(&n.id) {
@@ -588,12 +608,28 @@ pub async fn run(engine: Engine, host_resolv: PathBuf) {
         }
     };
     sync(&mut running);
+    let mut cluster = engine.cluster().map(|c| c.subscribe());
     loop {
-        match events.recv().await {
-            Ok(ev) if matches!(ev.action, "create" | "destroy" | "prune") => sync(&mut running),
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => sync(&mut running),
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        let changed = async {
+            match cluster.as_mut() {
+                Some(rx) => rx.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(ev) if matches!(ev.action, "create" | "destroy" | "prune" | "connect" | "disconnect") => sync(&mut running),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => sync(&mut running),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            ok = changed => {
+                if ok {
+                    sync(&mut running);
+                } else {
+                    cluster = None;
+                }
+            }
         }
     }
 }

@@ -102,79 +102,7 @@ impl NetworkDriver for Bridge {
             )));
         }
         let mtu = mtu_option(net)?;
-        ctx.tx
-            .apply(Step::Bridge {
-                name: br.clone(),
-                mtu,
-                // A fixed address: a bridge without one takes its lowest port's, and changes
-                // it when that port leaves — every sandbox's ARP entry for the gateway then
-                // points at nothing until it expires.
-                mac: Some(bridge_mac(&net.id)),
-            })
-            .await?;
-        for p in &net.pools {
-            if let Some(gw) = p.gateway {
-                let addr =
-                    ipnetwork::IpNetwork::new(gw, p.subnet.prefix()).map_err(Error::internal)?;
-                ctx.tx
-                    .apply(Step::Address {
-                        ns: NsRef::Host,
-                        link: br.clone(),
-                        addr,
-                    })
-                    .await?;
-            }
-        }
-        if crate::net::sysctl::ipv6_available() {
-            // A sandbox is never the host's router: router advertisements it sends must not
-            // give the host a default route or an address on the bridge (CVE-2020-13401's
-            // attack). Goes with the bridge.
-            ctx.tx
-                .apply(Step::Sysctl {
-                    ns: NsRef::Host,
-                    key: format!("net/ipv6/conf/{br}/accept_ra"),
-                    value: "0".into(),
-                    keep: true,
-                })
-                .await?;
-        }
-        if !net.internal {
-            // Never undone (`keep`): other networks (and the host) may rely on forwarding too.
-            let mut keys = vec!["net/ipv4/ip_forward"];
-            if net.pools.iter().any(|p| p.is_v6()) {
-                keys.push("net/ipv6/conf/all/forwarding");
-            }
-            // The host reaching a published port at 127.0.0.1:PORT: after DNAT the packet
-            // leaves through the bridge with a loopback source, which the kernel drops unless
-            // the bridge allows it (postrouting then masquerades it). Packets *to* 127/8
-            // arriving on a bridge are dropped by weft's `guard` chain, so a sandbox cannot use
-            // this to reach the host's loopback services (CVE-2020-8558's hole). Goes with
-            // the bridge.
-            let localnet = format!("net/ipv4/conf/{br}/route_localnet");
-            keys.push(&localnet);
-            for key in keys {
-                ctx.tx
-                    .apply(Step::Sysctl {
-                        ns: NsRef::Host,
-                        key: key.into(),
-                        value: "1".into(),
-                        keep: true,
-                    })
-                    .await?;
-            }
-        }
-        let rules = NetRules {
-            id: net.id[..12].to_string(),
-            iface: br.clone(),
-            subnets: net.pools.iter().map(|p| p.subnet).collect(),
-            internal: net.internal,
-            masquerade: net.bool_option(OPT_MASQ, true)?,
-        };
-        ctx.tx
-            .apply(Step::Firewall {
-                change: FwChange::Add(rules),
-            })
-            .await?;
+        make_bridge(ctx, net, &br, mtu).await?;
         net.driver_data.insert("bridge".into(), br);
         Ok(())
     }
@@ -186,9 +114,108 @@ impl NetworkDriver for Bridge {
         ep: &EndpointInfo,
         target: &JoinTarget,
     ) -> Result<JoinInfo> {
-        let br = bridge_name(net);
-        let host = host_veth(&ep.id);
-        let mtu = mtu_option(net)?;
+        join_bridge(ctx, net, ep, target, &bridge_name(net), mtu_option(net)?).await
+    }
+}
+
+/// A network's bridge, `br`, with its gateway addresses, sysctls and nftables rules
+/// (masquerade, isolation, internal): the bridge driver's network, and the overlay driver's
+/// local half.
+pub(crate) async fn make_bridge(
+    ctx: &mut Ctx<'_>,
+    net: &Network,
+    br: &str,
+    mtu: Option<u32>,
+) -> Result<()> {
+    let br = br.to_string();
+    ctx.tx
+        .apply(Step::Bridge {
+            name: br.clone(),
+            mtu,
+            // A fixed address: a bridge without one takes its lowest port's, and changes
+            // it when that port leaves — every sandbox's ARP entry for the gateway then
+            // points at nothing until it expires.
+            mac: Some(bridge_mac(&net.id)),
+        })
+        .await?;
+    for p in &net.pools {
+        if let Some(gw) = p.gateway {
+            let addr = ipnetwork::IpNetwork::new(gw, p.subnet.prefix()).map_err(Error::internal)?;
+            ctx.tx
+                .apply(Step::Address {
+                    ns: NsRef::Host,
+                    link: br.clone(),
+                    addr,
+                })
+                .await?;
+        }
+    }
+    if crate::net::sysctl::ipv6_available() {
+        // A sandbox is never the host's router: router advertisements it sends must not
+        // give the host a default route or an address on the bridge (CVE-2020-13401's
+        // attack). Goes with the bridge.
+        ctx.tx
+            .apply(Step::Sysctl {
+                ns: NsRef::Host,
+                key: format!("net/ipv6/conf/{br}/accept_ra"),
+                value: "0".into(),
+                keep: true,
+            })
+            .await?;
+    }
+    if !net.internal {
+        // Never undone (`keep`): other networks (and the host) may rely on forwarding too.
+        let mut keys = vec!["net/ipv4/ip_forward"];
+        if net.pools.iter().any(|p| p.is_v6()) {
+            keys.push("net/ipv6/conf/all/forwarding");
+        }
+        // The host reaching a published port at 127.0.0.1:PORT: after DNAT the packet
+        // leaves through the bridge with a loopback source, which the kernel drops unless
+        // the bridge allows it (postrouting then masquerades it). Packets *to* 127/8
+        // arriving on a bridge are dropped by weft's `guard` chain, so a sandbox cannot use
+        // this to reach the host's loopback services (CVE-2020-8558's hole). Goes with
+        // the bridge.
+        let localnet = format!("net/ipv4/conf/{br}/route_localnet");
+        keys.push(&localnet);
+        for key in keys {
+            ctx.tx
+                .apply(Step::Sysctl {
+                    ns: NsRef::Host,
+                    key: key.into(),
+                    value: "1".into(),
+                    keep: true,
+                })
+                .await?;
+        }
+    }
+    let rules = NetRules {
+        id: net.id[..12].to_string(),
+        iface: br.clone(),
+        subnets: net.pools.iter().map(|p| p.subnet).collect(),
+        internal: net.internal,
+        masquerade: net.bool_option(OPT_MASQ, true)?,
+    };
+    ctx.tx
+        .apply(Step::Firewall {
+            change: FwChange::Add(rules),
+        })
+        .await?;
+    Ok(())
+}
+
+/// An endpoint's veth on bridge `br` (its sandbox end made in place), hairpin, ICC elements:
+/// the bridge driver's join, and the overlay driver's.
+pub(crate) async fn join_bridge(
+    ctx: &mut Ctx<'_>,
+    net: &Network,
+    ep: &EndpointInfo,
+    target: &JoinTarget,
+    br: &str,
+    mtu: Option<u32>,
+) -> Result<JoinInfo> {
+    let br = br.to_string();
+    let host = host_veth(&ep.id);
+    {
         ctx.tx
             .apply(Step::Veth {
                 name: host.clone(),

@@ -10,6 +10,7 @@
 pub mod bridge;
 pub mod macvlan;
 pub mod modes;
+pub mod overlay;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -330,9 +330,13 @@ impl Engine {
             }
         }
 
-        // Endpoints: dangling records.
+        // Endpoints: dangling records (another host's endpoints on a global network are that
+        // host's to check).
         for (k, v) in op.r().scan(Table::Endpoints, b"")? {
             let ep: Endpoint = decode(&v)?;
+            if self.is_remote(&ep) {
+                continue;
+            }
             if !nets_by_id.contains_key(ep.network_id.as_str())
                 || !by_id.contains_key(ep.sandbox_id.as_str())
             {

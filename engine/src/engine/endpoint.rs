@@ -49,6 +49,7 @@ pub(crate) fn bare_endpoint(net: &Network, sb: &Sandbox) -> Endpoint {
         gw_priority: 0,
         order: sb.next_order,
         default_route: false,
+        host: None,
     }
 }
 
@@ -112,8 +113,9 @@ impl Engine {
                         records::resolve_sandbox(&*r, sandbox)?,
                     )
                 };
+                let realized = records::realized(&*self.inner.store.read()?, &net)?;
                 let mut keys = vec![net_lock(&net.id), sb_lock(&sb.id)];
-                if !net.realized {
+                if !realized {
                     keys.push(NETWORKS.into());
                 }
                 let ep_id = new_id();
@@ -129,7 +131,7 @@ impl Engine {
                         .ok_or_else(|| Error::NetworkNotFound(network.to_string()))?;
                     let mut sb = records::load_sandbox(op.r(), &sb.id)?
                         .ok_or_else(|| Error::SandboxNotFound(sandbox.to_string()))?;
-                    if !net.realized && !keys.iter().any(|k| k == NETWORKS) {
+                    if !records::realized(op.r(), &net)? && !keys.iter().any(|k| k == NETWORKS) {
                         return Err(StoreError::Conflict.into());
                     }
                     let ep = self
@@ -171,6 +173,13 @@ impl Engine {
             });
         }
         check_endpoint_settings(net, &opts)?;
+        if net.scope == Scope::Global {
+            if let Some(c) = self.cluster() {
+                if !c.connected() {
+                    return Err(Error::Unavailable(c.unreachable()));
+                }
+            }
+        }
         // Legacy links name sandboxes that exist (Docker's message otherwise).
         for l in &opts.links {
             let target = l.split(':').next().unwrap_or("");
@@ -191,8 +200,9 @@ impl Engine {
             }
         }
 
-        // The predefined bridge's kernel objects appear on first use.
-        if !net.realized {
+        // The predefined bridge's kernel objects appear on first use, and a global network's
+        // on each host at its first endpoint there.
+        if !records::realized(op.r(), net)? {
             self.realize_network(op, net).await?;
         }
 
@@ -205,6 +215,11 @@ impl Engine {
             links: opts.links.clone(),
             driver_opts: opts.driver_opts.clone(),
             gw_priority: opts.gw_priority,
+            host: if net.scope == Scope::Global {
+                self.endpoint_host()
+            } else {
+                None
+            },
             ..bare_endpoint(net, sb)
         };
         if self.driver(&net.driver)?.capabilities().needs_ipam {

@@ -72,6 +72,7 @@ mod tests {
             gw_priority: prio,
             order,
             default_route: false,
+            host: None,
         }
     }
 

@@ -9,12 +9,14 @@
 //! - [`check`]: `system check` — every disagreement between records and kernel — and repair;
 //! - [`network`]: networks and their pools; [`sandbox`]: sandboxes and their modes;
 //!   [`endpoint`]: connect and disconnect; [`gateway`]: which endpoint holds the default
-//!   route; [`plugins`]: installing Wasm plugins, cluster peers;
+//!   route; [`plugins`]: installing Wasm plugins, cluster peers; [`follow`]: what this host
+//!   does as the cluster store changes;
 //! - [`records`]: typed records, indexes and ownership records; [`filters`]: `ls` filters.
 
 pub mod check;
 mod endpoint;
 pub mod filters;
+pub mod follow;
 mod gateway;
 mod locks;
 pub(crate) mod network;
@@ -60,6 +62,10 @@ pub struct Config {
     /// ICC on the predefined `bridge` network (dockerd's `--icc`): `None` leaves it as it is
     /// (on, when first made); a change applies while the default bridge has no sandboxes.
     pub default_bridge_icc: Option<bool>,
+    /// The cluster store (etcd) and this host's address in it: global-scope networks (overlay),
+    /// their IPAM and endpoints are shared with every host that names the same store.
+    /// `None`: this host alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -70,13 +76,16 @@ impl Default for Config {
             host_netns: None,
             boot_id: None,
             default_bridge_icc: None,
+            cluster: None,
         }
     }
 }
 
 impl Config {
-    /// Defaults, overridden by `WEFT_ROOT`, `WEFT_RUN_ROOT`, `WEFT_HOST_NETNS` and `WEFT_ICC`
-    /// (`true`/`false`).
+    /// Defaults, overridden by `WEFT_ROOT`, `WEFT_RUN_ROOT`, `WEFT_HOST_NETNS`, `WEFT_ICC`
+    /// (`true`/`false`), and `WEFT_CLUSTER_STORE` with `WEFT_ADVERTISE_ADDR` (and
+    /// `WEFT_CLUSTER_TTL`, seconds) for the cluster store. A cluster setting that does not
+    /// parse is said and left out.
     pub fn from_env() -> Self {
         let mut c = Config::default();
         if let Ok(v) = std::env::var("WEFT_ROOT") {
@@ -92,6 +101,17 @@ impl Config {
             c.default_bridge_icc = v.parse().ok();
             if c.default_bridge_icc.is_none() {
                 tracing::warn!("WEFT_ICC={v:?} ignored: give true or false");
+            }
+        }
+        if let Ok(store) = std::env::var("WEFT_CLUSTER_STORE") {
+            let adv = std::env::var("WEFT_ADVERTISE_ADDR").unwrap_or_default();
+            let ttl = std::env::var("WEFT_CLUSTER_TTL")
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(std::time::Duration::from_secs);
+            match crate::cluster::ClusterConfig::parse(&store, &adv, ttl) {
+                Ok(cc) => c.cluster = Some(cc),
+                Err(e) => tracing::warn!("WEFT_CLUSTER_STORE ignored: {e}"),
             }
         }
         c
@@ -142,6 +162,8 @@ pub(crate) struct Inner {
     orphans: Mutex<Vec<Orphan>>,
     #[cfg(feature = "wasm")]
     plugins: Arc<crate::plugin::PluginHost>,
+    /// The cluster store, when there is one.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Engine {
@@ -161,6 +183,11 @@ impl Engine {
         Self::open_with(cfg, Arc::new(store), Arc::new(kernel)).await
     }
 
+    /// The cluster store of this engine, if it has one.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.inner.cluster.as_ref()
+    }
+
     /// Like [`Engine::open`], with a store and a kernel of the caller's choosing (an
     /// in-memory store, the fake kernel of [`crate::net::fake`]).
     pub async fn open_with(
@@ -177,6 +204,39 @@ impl Engine {
                 .map_err(|e| Error::internal(format!("cannot create {}: {e}", d.display())))?;
         }
         let locks = Locks::open(&cfg.run_root.join("weft.lock"))?;
+        if let Some(cc) = &cfg.cluster {
+            // An advertise address that is not this host's would fail silently (moby#17248).
+            let mut tx = crate::net::Tx::new(kernel.clone(), None, Arc::default())?;
+            let mut found = false;
+            for l in tx.links(&crate::net::NsRef::Host).await? {
+                let addrs = tx.addresses(&crate::net::NsRef::Host, &l.name).await?;
+                if addrs.iter().any(|a| a.ip() == cc.advertise) {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                return Err(Error::invalid(format!(
+                    "advertise address {} is not an address of this host: give one of its own (ip -br addr), on the network the hosts share",
+                    cc.advertise
+                )));
+            }
+        }
+        // With a cluster store, global state goes to etcd (joined in the background: local
+        // work never waits for it).
+        let (store, cluster) = match &cfg.cluster {
+            Some(cc) => {
+                let c = crate::cluster::Cluster::start(cc.clone(), &cfg.root, &cfg.run_root)?;
+                let s: Arc<dyn Store> =
+                    Arc::new(crate::store::split::SplitStore::new(store, c.clone()));
+                (s, Some(c))
+            }
+            None => (store, None),
+        };
+        let mut registry = Registry::native();
+        registry.add(Arc::new(crate::drivers::overlay::Overlay {
+            vtep: cfg.cluster.as_ref().map(|c| c.advertise),
+        }));
         let mut ipams: BTreeMap<String, Arc<dyn Ipam>> = BTreeMap::new();
         ipams.insert("default".into(), Arc::new(NativeIpam));
         #[cfg(feature = "wasm")]
@@ -189,13 +249,14 @@ impl Engine {
                 plugin_seen: Default::default(),
                 store,
                 kernel,
-                drivers: RwLock::new(Registry::native()),
+                drivers: RwLock::new(registry),
                 ipams: RwLock::new(ipams),
                 locks,
                 fp: Arc::new(Failpoints::from_env()),
                 orphans: Mutex::new(Vec::new()),
                 #[cfg(feature = "wasm")]
                 plugins,
+                cluster,
             }),
         };
         for rec in

@@ -162,6 +162,18 @@ impl Engine {
         net.options = req.options.clone();
         net.labels = req.labels.clone();
 
+        let mut warning = String::new();
+        if scope == Scope::Global {
+            match self.cluster() {
+                Some(c) if !c.connected() => return Err(Error::Unavailable(c.unreachable())),
+                Some(_) => {}
+                None => {
+                    warning = format!(
+                        "network {name} is global-scope but weft has no cluster store: it works on this host alone (start the daemon with --cluster-store etcd://HOST:2379 --advertise-addr IP)"
+                    );
+                }
+            }
+        }
         let created = self
             .retrying(|| {
                 let mut net = net.clone();
@@ -188,7 +200,7 @@ impl Engine {
         self.emit("create", Some(&created), None);
         Ok(Created {
             id: created.id,
-            warning: String::new(),
+            warning,
         })
     }
 
@@ -311,7 +323,15 @@ impl Engine {
         driver.create_network(&mut op.ctx(), net).await?;
         let steps = op.tx().undo_since(mark);
         op.own(&net_key(&net.id), steps)?;
-        net.realized = true;
+        if net.scope == Scope::Global {
+            // Shared by every host: realized here is this host's ownership record, and the
+            // record is written once, by the host that creates the network.
+            if records::load_network(op.r(), &net.id)?.is_some() {
+                return Ok(());
+            }
+        } else {
+            net.realized = true;
+        }
         records::save_network(op.w(), net)
     }
 
@@ -377,8 +397,10 @@ impl Engine {
                 endpoints: names.join(", "),
             });
         }
-        // What may refuse comes first (driver hook, IPAM), so a refusal changes nothing.
-        if net.realized {
+        // What may refuse comes first (driver hook, IPAM), so a refusal changes nothing. (A
+        // global network's hook runs on whichever host removes it: it releases what the
+        // network holds cluster-wide.)
+        if net.realized || net.scope == Scope::Global {
             let driver = self.driver(&net.driver)?;
             let mark = op.tx().mark();
             if let Err(e) = driver.delete_network(&mut op.ctx(), net).await {

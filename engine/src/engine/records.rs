@@ -54,6 +54,16 @@ pub fn disown(w: &mut (impl WriteTxn + ?Sized), key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Has this host made the network's kernel objects? A local network's record says so; a
+/// global network's record is shared by every host, so this host's ownership record does.
+pub fn realized(r: &(impl ReadTxn + ?Sized), n: &Network) -> Result<bool> {
+    if n.scope == crate::model::Scope::Global {
+        Ok(r.get(Table::Owned, net_key(&n.id).as_bytes())?.is_some())
+    } else {
+        Ok(n.realized)
+    }
+}
+
 pub fn load_network(r: &(impl ReadTxn + ?Sized), id: &str) -> Result<Option<Network>> {
     get_json(r, Table::Networks, id)
 }

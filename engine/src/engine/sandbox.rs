@@ -83,7 +83,7 @@ impl Engine {
                 match &target {
                     Target::Network(n) => {
                         keys.push(net_lock(&n.id));
-                        if !n.realized {
+                        if !records::realized(&*self.inner.store.read()?, n)? {
                             keys.push(NETWORKS.into());
                         }
                     }
@@ -130,7 +130,8 @@ impl Engine {
         let locked = |k: String| keys.contains(&k);
         match &target {
             Target::Network(n)
-                if !locked(net_lock(&n.id)) || (!n.realized && !locked(NETWORKS.into())) =>
+                if !locked(net_lock(&n.id))
+                    || (!records::realized(op.r(), n)? && !locked(NETWORKS.into())) =>
             {
                 return Err(StoreError::Conflict.into())
             }

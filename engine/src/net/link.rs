@@ -87,6 +87,7 @@ pub enum NewKind {
         dev: Option<u32>,
         port: u16,
         learning: bool,
+        proxy: bool,
     },
     Vlan {
         parent: u32,
@@ -274,12 +275,16 @@ impl Netlink {
                 dev,
                 port,
                 learning,
+                proxy,
             } => {
                 let mut v = vec![
                     InfoVxlan::Id(*vni),
                     InfoVxlan::Port(*port),
                     InfoVxlan::Learning(*learning),
                 ];
+                if *proxy {
+                    v.push(InfoVxlan::Proxy(true));
+                }
                 match local {
                     Some(IpAddr::V4(a)) => v.push(InfoVxlan::Local(*a)),
                     Some(IpAddr::V6(a)) => v.push(InfoVxlan::Local6(*a)),

@@ -286,6 +286,7 @@ impl Session for LinuxSession {
                 learning,
                 mtu,
                 master,
+                proxy,
             } => {
                 let dev = match dev {
                     Some(d) => Some(host.index(d).await?),
@@ -303,6 +304,7 @@ impl Session for LinuxSession {
                         dev,
                         port: *port,
                         learning: *learning,
+                        proxy: *proxy,
                     },
                 );
                 l.mtu = *mtu;

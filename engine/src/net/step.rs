@@ -84,6 +84,10 @@ pub enum Step {
         learning: bool,
         mtu: Option<u32>,
         master: Option<String>,
+        /// Answer ARP and neighbour solicitations arriving on it from its neighbour table
+        /// (no broadcast crosses the underlay).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        proxy: bool,
     },
     /// An 802.1q sub-interface of a host link.
     Vlan {

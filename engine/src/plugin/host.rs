@@ -550,6 +550,7 @@ impl HostState {
             learning,
             mtu,
             master: None,
+            proxy: false,
         })
         .await
     }

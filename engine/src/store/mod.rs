@@ -20,6 +20,7 @@
 
 pub mod mem;
 pub mod redb_store;
+pub mod split;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -128,6 +129,10 @@ pub trait ReadTxn: Send + Sync {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// All entries whose key starts with `prefix`, in key order.
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// The cluster store's revision this view was taken at (a split store's snapshot).
+    fn revision(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// What operations write through (IPAM allocations, records, plugin kv): writes stay private
@@ -161,6 +166,8 @@ pub struct Changes {
     pub reads: Vec<Read>,
     /// `None`: delete.
     pub writes: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    /// The cluster store's revision of the snapshot the reads came from, if any.
+    pub revision: Option<i64>,
 }
 
 impl Changes {
@@ -266,6 +273,7 @@ impl Txn {
         );
         Changes {
             reads: out,
+            revision: self.snap.revision(),
             writes: self.writes,
         }
     }
@@ -386,6 +394,9 @@ impl<T: ReadTxn + ?Sized> ReadTxn for Box<T> {
     }
     fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         (**self).scan(table, prefix)
+    }
+    fn revision(&self) -> Option<i64> {
+        (**self).revision()
     }
 }
 
