@@ -256,9 +256,13 @@ impl Lab {
     /// Everything that tells why traffic does not cross: FDB, neighbours, the daemon's log.
     fn diag(&self, i: usize) -> String {
         let n = run_in_ns(&self.hosts[i].host_ns, "ip", &["neigh", "show"]);
+        let b = run_in_ns(&self.hosts[i].host_ns, "bridge", &["link"]);
+        let l = run_in_ns(&self.hosts[i].host_ns, "ip", &["-br", "link"]);
         format!(
-            "--- host {i} FDB:\n{}\n--- neighbours:\n{}--- log:\n{}",
+            "--- host {i} FDB:\n{}\n--- bridge ports:\n{}--- links:\n{}--- neighbours:\n{}--- log:\n{}",
             self.fdb(i),
+            String::from_utf8_lossy(&b.stdout),
+            String::from_utf8_lossy(&l.stdout),
             String::from_utf8_lossy(&n.stdout),
             self.log(i)
                 .lines()
@@ -386,4 +390,706 @@ fn an_overlay_spans_hosts_by_address_and_name_and_goes_everywhere_when_removed()
             String::from_utf8_lossy(&o.stdout)
         );
     }
+}
+
+/// The FDB entry host `i` has for a MAC, if any (`dst <vtep>`).
+fn fdb_dst(lab: &Lab, i: usize, mac: &str) -> Option<String> {
+    lab.fdb(i)
+        .lines()
+        .find(|l| l.starts_with(mac) && l.contains(" dst "))
+        .and_then(|l| l.split(" dst ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .map(str::to_string)
+}
+
+fn mac_of(lab: &Lab, i: usize, name: &str, net: &str) -> String {
+    let v = json(&lab.ok(i, &["sandbox", "inspect", name]));
+    let v = if v.is_array() { v[0].clone() } else { v };
+    v["NetworkSettings"]["Networks"][net]["MacAddress"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_dead_hosts_entries_leave_every_host_within_its_ttl_and_come_back_with_it() {
+    let mut lab = Lab::new("ovdead", 3, 1500);
+    lab.ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.51.0.0/24",
+            "ov",
+        ],
+    );
+    lab.ok(0, &["sandbox", "create", "--network", "ov", "a0"]);
+    lab.ok(2, &["sandbox", "create", "--network", "ov", "c2"]);
+    let (a, _) = lab.sandbox(0, "a0", "ov");
+    let (_, c_ip) = lab.sandbox(2, "c2", "ov");
+    let c_mac = mac_of(&lab, 2, "c2", "ov");
+    assert!(
+        eventually(Duration::from_secs(5), || ping(&a, c_ip)).is_some(),
+        "{}",
+        lab.diag(0)
+    );
+    assert_eq!(
+        fdb_dst(&lab, 1, &c_mac),
+        None,
+        "host 1 has no endpoint on ov: no entries there"
+    );
+    // Host 2's daemon dies (its sandbox stays): within the TTL (3 s) and a little, host 0
+    // drops its entries and no host lists c2.
+    lab.daemons[2].take().unwrap().kill();
+    let t = Instant::now();
+    let gone = eventually(Duration::from_secs(3 + 5), || {
+        fdb_dst(&lab, 0, &c_mac).is_none()
+    });
+    assert!(
+        gone.is_some(),
+        "host 0 still sends c2's MAC to host 2 after {:?}\n{}",
+        t.elapsed(),
+        lab.diag(0)
+    );
+    let took = t.elapsed();
+    assert!(
+        !lab.ok(1, &["network", "inspect", "ov"]).contains("\"c2\""),
+        "host 1 still lists c2"
+    );
+    // The dead host's address is free again (the live host with the lowest id released it).
+    assert!(
+        eventually(Duration::from_secs(5), || lab
+            .weft(1, &["system", "check"])
+            .status
+            .success())
+        .is_some(),
+        "host 1: {}",
+        String::from_utf8_lossy(&lab.weft(1, &["system", "check"]).stdout)
+    );
+    eprintln!("dead host dropped after {took:?} (TTL 3 s)");
+    // Back: its lease expired, so it publishes c2 again, and host 0 reaches it again.
+    lab.daemons[2] = Some(lab.start(2));
+    lab.wait_connected(2);
+    assert!(
+        eventually(Duration::from_secs(5), || fdb_dst(&lab, 0, &c_mac)
+            .as_deref()
+            == Some("10.240.0.13"))
+        .is_some(),
+        "c2 was not published again\n{}",
+        lab.diag(2)
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || ping(&a, c_ip)).is_some(),
+        "{}",
+        lab.diag(0)
+    );
+
+    // Dead again; its address goes to a new sandbox on host 1 (moby#31588: traffic for a
+    // reused address must not go to the old host).
+    lab.daemons[2].take().unwrap().kill();
+    assert!(
+        eventually(Duration::from_secs(8), || fdb_dst(&lab, 0, &c_mac)
+            .is_none())
+        .is_some()
+    );
+    let ip = c_ip.to_string();
+    assert!(
+        eventually(Duration::from_secs(5), || lab
+            .weft(
+                1,
+                &["sandbox", "create", "--network", "ov", "--ip", &ip, "d1"]
+            )
+            .status
+            .success())
+        .is_some(),
+        "{}",
+        lab.diag(1)
+    );
+    let (d, d_ip) = lab.sandbox(1, "d1", "ov");
+    assert_eq!(d_ip, c_ip);
+    assert!(
+        eventually(Duration::from_secs(5), || tcp_exchange(
+            &a,
+            &d,
+            SocketAddr::new(d_ip, 7001)
+        )
+        .is_some())
+        .is_some(),
+        "the reused address does not reach its new holder\n{}",
+        lab.diag(0)
+    );
+    // The old host comes back: it cannot have the address again, says so, and its stale
+    // half goes; the new holder keeps it.
+    lab.daemons[2] = Some(lab.start(2));
+    lab.wait_connected(2);
+    assert!(
+        eventually(Duration::from_secs(5), || lab
+            .log(2)
+            .contains("was given to d1 while this host was away"))
+        .is_some(),
+        "{}",
+        lab.diag(2)
+    );
+    assert!(tcp_exchange(&a, &d, SocketAddr::new(d_ip, 7002)).is_some());
+    for i in 0..3 {
+        assert!(
+            eventually(Duration::from_secs(5), || lab
+                .weft(i, &["system", "check"])
+                .status
+                .success())
+            .is_some(),
+            "host {i}: {}",
+            String::from_utf8_lossy(&lab.weft(i, &["system", "check"]).stdout)
+        );
+    }
+}
+
+#[test]
+fn local_work_goes_on_while_etcd_is_away_and_every_host_catches_up() {
+    let mut lab = Lab::new("ovaway", 2, 1500);
+    lab.ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.52.0.0/24",
+            "ov",
+        ],
+    );
+    lab.etcd = None; // killed
+                     // Local networks and sandboxes: as ever.
+    lab.ok(0, &["network", "create", "--subnet", "10.53.0.0/24", "loc"]);
+    lab.ok(0, &["sandbox", "create", "--network", "loc", "l0"]);
+    // Global ones: refused, naming the store.
+    let e = lab.err(0, &["network", "create", "-d", "overlay", "ov2"]);
+    assert!(
+        e.contains("cluster store etcd://10.240.0.2:2379 is unreachable"),
+        "{e}"
+    );
+    let e = lab.err(0, &["sandbox", "create", "--network", "ov", "g0"]);
+    assert!(e.contains("etcd://10.240.0.2:2379"), "{e}");
+    // A daemon started while etcd is away serves local work (moby#18091).
+    drop(lab.daemons[1].take());
+    lab.daemons[1] = Some(lab.start(1));
+    lab.ok(
+        1,
+        &["network", "create", "--subnet", "10.54.0.0/24", "loc1"],
+    );
+    lab.ok(1, &["sandbox", "create", "--network", "loc1", "l1"]);
+    // etcd back: both hosts catch up without a restart.
+    lab.etcd = Some(Etcd::start(&lab.sw));
+    lab.wait_connected(0);
+    lab.wait_connected(1);
+    lab.ok(
+        1,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.55.0.0/24",
+            "ov3",
+        ],
+    );
+    assert!(eventually(Duration::from_secs(5), || lab
+        .ok(0, &["network", "ls"])
+        .contains("ov3"))
+    .is_some());
+    lab.ok(0, &["sandbox", "create", "--network", "ov3", "g0"]);
+    lab.ok(1, &["sandbox", "create", "--network", "ov3", "g1"]);
+    let (g0, _) = lab.sandbox(0, "g0", "ov3");
+    let (_, g1_ip) = lab.sandbox(1, "g1", "ov3");
+    assert!(
+        eventually(Duration::from_secs(5), || ping(&g0, g1_ip)).is_some(),
+        "{}",
+        lab.diag(0)
+    );
+}
+
+#[test]
+fn an_advertise_address_that_is_not_this_hosts_is_refused_naming_it() {
+    let mut lab = Lab::new("ovadv", 1, 1500);
+    drop(lab.daemons[0].take());
+    let o = lab.hosts[0]
+        .weft_cmd(&[
+            "daemon",
+            "--cluster-store",
+            "etcd://10.240.0.2:2379",
+            "--advertise-addr",
+            "10.240.0.99",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("advertise address 10.240.0.99 is not an address of this host"),
+        "{err}"
+    );
+    let o = lab.hosts[0]
+        .weft_cmd(&["daemon", "--cluster-store", "etcd://10.240.0.2:2379"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--cluster-store needs --advertise-addr"));
+}
+
+#[test]
+fn a_small_underlay_mtu_gives_the_overlay_its_mtu_less_50_and_large_packets_cross() {
+    let lab = Lab::new("ovmtu", 2, 1400);
+    lab.ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.56.0.0/24",
+            "ov",
+        ],
+    );
+    lab.ok(0, &["sandbox", "create", "--network", "ov", "a0"]);
+    lab.ok(1, &["sandbox", "create", "--network", "ov", "b1"]);
+    let (a, _) = lab.sandbox(0, "a0", "ov");
+    let (_, b_ip) = lab.sandbox(1, "b1", "ov");
+    let o = run_ok(&a, "ip", &["-o", "link", "show", "eth0"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("mtu 1350"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || ping(&a, b_ip)).is_some(),
+        "{}",
+        lab.diag(0)
+    );
+    // 1350 bytes with DF set (libnetwork#2661: a 1500 overlay on a 1400 underlay drops it).
+    let ip = b_ip.to_string();
+    let o = run_in_ns(
+        &a,
+        "ping",
+        &["-c", "1", "-W", "2", "-M", "do", "-s", "1322", &ip],
+    );
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Control: one byte more does not fit the sandbox's own interface.
+    let o = run_in_ns(
+        &a,
+        "ping",
+        &["-c", "1", "-W", "2", "-M", "do", "-s", "1323", &ip],
+    );
+    assert!(!o.status.success());
+}
+
+/// Count encapsulated ARP and IPv4 frames crossing the switch (VXLAN on UDP 4789: the inner
+/// Ethernet type is 28 bytes into the UDP header).
+fn count_encapsulated(sw: &TestHost) {
+    let rules = "table bridge cap {\n chain count {\n type filter hook forward priority 0;\n udp dport 4789 @th,224,16 0x0806 counter comment \"arp\"\n udp dport 4789 @th,224,16 0x0800 counter comment \"ipv4\"\n }\n}\n";
+    let path = sw.dir.join("cap.nft");
+    std::fs::write(&path, rules).unwrap();
+    run_ok(&sw.host_ns, "nft", &["-f", path.to_str().unwrap()]);
+}
+
+fn encapsulated(sw: &TestHost, what: &str) -> u64 {
+    let o = run_ok(
+        &sw.host_ns,
+        "nft",
+        &["list", "chain", "bridge", "cap", "count"],
+    );
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    text.lines()
+        .find(|l| l.contains(&format!("comment \"{what}\"")))
+        .and_then(|l| l.split("packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter {what}: {text}"))
+}
+
+#[test]
+fn no_arp_crosses_the_underlay() {
+    let lab = Lab::new("ovarp", 2, 1500);
+    count_encapsulated(&lab.sw);
+    lab.ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.57.0.0/24",
+            "ov",
+        ],
+    );
+    lab.ok(0, &["sandbox", "create", "--network", "ov", "a0"]);
+    lab.ok(1, &["sandbox", "create", "--network", "ov", "b1"]);
+    let (a, a_ip) = lab.sandbox(0, "a0", "ov");
+    let (b, b_ip) = lab.sandbox(1, "b1", "ov");
+    assert!(
+        eventually(Duration::from_secs(5), || ping(&a, b_ip)).is_some(),
+        "{}",
+        lab.diag(0)
+    );
+    assert!(ping(&b, a_ip));
+    assert!(tcp_exchange(&a, &b, SocketAddr::new(b_ip, 7003)).is_some());
+    assert_eq!(
+        encapsulated(&lab.sw, "arp"),
+        0,
+        "an ARP frame crossed the underlay"
+    );
+    assert!(
+        encapsulated(&lab.sw, "ipv4") >= 4,
+        "control: the IPv4 frames were counted"
+    );
+    // Control: an encapsulated ARP frame sent across by hand is counted.
+    let to: SocketAddr = "10.240.0.12:4789".parse().unwrap();
+    in_ns(&lab.hosts[0].host_ns, move || {
+        let s = std::net::UdpSocket::bind("10.240.0.11:0").unwrap();
+        let mut f = vec![0x08, 0, 0, 0, 0, 0x10, 0, 0]; // VXLAN header, VNI 4096
+        f.extend_from_slice(&[0xff; 6]);
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&[0x08, 0x06]);
+        f.extend_from_slice(&[0u8; 28]);
+        s.send_to(&f, to).unwrap();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        encapsulated(&lab.sw, "arp"),
+        1,
+        "control: the counter sees encapsulated ARP"
+    );
+}
+
+#[test]
+fn addresses_stay_unique_under_concurrent_connects_from_every_host() {
+    let lab = Lab::new("ovcc", 3, 1500);
+    lab.ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.58.0.0/24",
+            "ov",
+        ],
+    );
+    for i in 1..3 {
+        assert!(eventually(Duration::from_secs(5), || lab
+            .ok(i, &["network", "ls"])
+            .contains(" ov "))
+        .is_some());
+    }
+    std::thread::scope(|s| {
+        for i in 0..3 {
+            for k in 0..6 {
+                let lab = &lab;
+                s.spawn(move || {
+                    lab.ok(
+                        i,
+                        &["sandbox", "create", "--network", "ov", &format!("s{i}x{k}")],
+                    );
+                });
+            }
+        }
+    });
+    let v = json(&lab.ok(1, &["network", "inspect", "ov"]));
+    let c = v[0]["Containers"].as_object().unwrap();
+    let mut ips: Vec<String> = c
+        .values()
+        .map(|e| e["IPv4Address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ips.len(), 18, "{v:#}");
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 18, "an address was given twice: {v:#}");
+    for i in 0..3 {
+        let o = lab.weft(i, &["system", "check"]);
+        assert!(
+            o.status.success(),
+            "host {i}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+}
+
+#[test]
+fn a_process_killed_between_etcd_and_the_local_commit_leaves_nothing_behind() {
+    let mut lab = Lab::new("ovkill", 2, 1500);
+    lab.ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.59.0.0/24",
+            "ov",
+        ],
+    );
+    lab.ok(1, &["sandbox", "create", "--network", "ov", "b1"]);
+    let env = |fp: &'static str| {
+        vec![
+            ("WEFT_NO_DAEMON", "1"),
+            ("WEFT_CLUSTER_STORE", "etcd://10.240.0.2:2379"),
+            ("WEFT_ADVERTISE_ADDR", "10.240.0.11"),
+            ("WEFT_FAILPOINT", fp),
+        ]
+    };
+    // A connect killed after etcd took its endpoint and address, before this host recorded
+    // them: its kernel objects roll back at the next open, and the next daemon start withdraws
+    // the endpoint from etcd and frees the address.
+    let o = lab.hosts[0].weft_env(
+        &[
+            "sandbox",
+            "create",
+            "--network",
+            "ov",
+            "--ip",
+            "10.59.0.50",
+            "k0",
+        ],
+        &env("crash:cluster-committed"),
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("killed"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        lab.ok(1, &["network", "inspect", "ov"])
+            .contains("10.59.0.50"),
+        "control: etcd has the half-made endpoint"
+    );
+    drop(lab.daemons[0].take());
+    lab.daemons[0] = Some(lab.start(0));
+    lab.wait_connected(0);
+    assert!(
+        eventually(Duration::from_secs(5), || !lab
+            .ok(1, &["network", "inspect", "ov"])
+            .contains("10.59.0.50"))
+        .is_some(),
+        "the half-made endpoint is still in etcd\n{}",
+        lab.diag(0)
+    );
+    lab.ok(
+        1,
+        &[
+            "sandbox",
+            "create",
+            "--network",
+            "ov",
+            "--ip",
+            "10.59.0.50",
+            "r1",
+        ],
+    );
+    // A network create killed the same way: the network exists (etcd has it), this host made
+    // nothing it keeps; it is realized here at its first connect.
+    let o = lab.hosts[0].weft_env(
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.60.0.0/24",
+            "ovk",
+        ],
+        &env("crash:cluster-committed"),
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("killed"));
+    // (A killed process's journal is settled when the state is next opened.)
+    drop(lab.daemons[0].take());
+    lab.daemons[0] = Some(lab.start(0));
+    lab.wait_connected(0);
+    assert!(eventually(Duration::from_secs(5), || lab
+        .ok(1, &["network", "ls"])
+        .contains("ovk"))
+    .is_some());
+    lab.ok(0, &["sandbox", "create", "--network", "ovk", "n0"]);
+    lab.ok(1, &["sandbox", "create", "--network", "ovk", "n1"]);
+    let (n0, _) = lab.sandbox(0, "n0", "ovk");
+    let (_, n1_ip) = lab.sandbox(1, "n1", "ovk");
+    assert!(
+        eventually(Duration::from_secs(5), || ping(&n0, n1_ip)).is_some(),
+        "{}",
+        lab.diag(0)
+    );
+    // A removal killed after etcd forgot the endpoint: finished at the next open.
+    let o = lab.hosts[0].weft_env(&["sandbox", "rm", "n0"], &env("crash:cluster-committed"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("killed"));
+    drop(lab.daemons[0].take());
+    lab.daemons[0] = Some(lab.start(0));
+    lab.wait_connected(0);
+    assert!(lab
+        .err(0, &["sandbox", "inspect", "n0"])
+        .contains("No such"));
+    for i in 0..2 {
+        assert!(
+            eventually(Duration::from_secs(5), || lab
+                .weft(i, &["system", "check"])
+                .status
+                .success())
+            .is_some(),
+            "host {i}: {}",
+            String::from_utf8_lossy(&lab.weft(i, &["system", "check"]).stdout)
+        );
+    }
+}
+
+#[test]
+fn system_check_covers_the_overlay_and_repair_restores_it() {
+    let lab = Lab::new("ovchk", 2, 1500);
+    lab.ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.61.0.0/24",
+            "ov",
+        ],
+    );
+    lab.ok(0, &["sandbox", "create", "--network", "ov", "a0"]);
+    lab.ok(1, &["sandbox", "create", "--network", "ov", "b1"]);
+    let (a, _) = lab.sandbox(0, "a0", "ov");
+    let (_, b_ip) = lab.sandbox(1, "b1", "ov");
+    let b_mac = mac_of(&lab, 1, "b1", "ov");
+    assert!(
+        eventually(Duration::from_secs(5), || ping(&a, b_ip)).is_some(),
+        "{}",
+        lab.diag(0)
+    );
+    let vx = lab
+        .fdb(0)
+        .lines()
+        .find(|l| l.starts_with(&b_mac) && l.contains(" dst "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap()
+        .to_string();
+    // Someone removes host 0's entry for b1: check says so; repair puts it back.
+    run_ok(
+        &lab.hosts[0].host_ns,
+        "bridge",
+        &[
+            "fdb",
+            "del",
+            &b_mac,
+            "dev",
+            &vx,
+            "dst",
+            "10.240.0.12",
+            "self",
+        ],
+    );
+    assert_eq!(fdb_dst(&lab, 0, &b_mac), None, "control: the entry is gone");
+    let o = lab.weft(0, &["system", "check"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("remote endpoints of network ov"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    lab.ok(0, &["system", "check", "--repair"]);
+    assert!(
+        eventually(Duration::from_secs(5), || fdb_dst(&lab, 0, &b_mac)
+            .as_deref()
+            == Some("10.240.0.12"))
+        .is_some(),
+        "{}",
+        lab.diag(0)
+    );
+    assert!(eventually(Duration::from_secs(5), || ping(&a, b_ip)).is_some());
+    // The VXLAN device itself: made again, and its entries with it.
+    run_ok(&lab.hosts[0].host_ns, "ip", &["link", "del", &vx]);
+    assert!(!lab.weft(0, &["system", "check"]).status.success());
+    lab.ok(0, &["system", "check", "--repair"]);
+    assert!(
+        eventually(Duration::from_secs(5), || ping(&a, b_ip)).is_some(),
+        "{}",
+        lab.diag(0)
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || lab
+            .weft(0, &["system", "check"])
+            .status
+            .success())
+        .is_some(),
+        "{}",
+        String::from_utf8_lossy(&lab.weft(0, &["system", "check"]).stdout)
+    );
+}
+
+#[test]
+fn an_overlay_reaches_out_through_its_host_publishes_ports_there_and_docker_sees_it_global() {
+    let lab = Lab::new("ovout", 2, 1500);
+    let out = lab.hosts[0].outside("ovo", "192.0.2.1", "192.0.2.2");
+    // Through the Docker API, attachable, as `docker network create -d overlay` does.
+    let d = lab.daemons[1].as_ref().unwrap();
+    d.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--attachable",
+        "--subnet",
+        "10.62.0.0/24",
+        "ovd",
+    ]);
+    let d0 = lab.daemons[0].as_ref().unwrap();
+    assert!(eventually(Duration::from_secs(5), || d0
+        .docker_ok(&[
+            "network",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Driver}} {{.Scope}}"
+        ])
+        .contains("ovd overlay global"))
+    .is_some());
+    lab.ok(
+        0,
+        &[
+            "sandbox",
+            "create",
+            "--network",
+            "ovd",
+            "-p",
+            "8080:80",
+            "w0",
+        ],
+    );
+    let (w, w_ip) = lab.sandbox(0, "w0", "ovd");
+    // Out through host 0, masqueraded (the outside has no route to the overlay).
+    assert!(ping(&w, "192.0.2.2".parse().unwrap()), "{}", lab.diag(0));
+    // In through host 0's published port.
+    let server = tcp_server(&w, SocketAddr::new(w_ip, 80));
+    assert!(
+        tcp_echo(
+            &out,
+            "192.0.2.1:8080".parse().unwrap(),
+            Duration::from_secs(2)
+        ),
+        "the published port does not answer from outside"
+    );
+    server.join().unwrap();
+    let v = json(&d0.docker_ok(&["network", "inspect", "ovd"]));
+    assert_eq!(v[0]["Scope"], "global");
+    assert_eq!(v[0]["Attachable"], true);
 }

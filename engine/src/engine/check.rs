@@ -108,6 +108,9 @@ enum Fix {
     PurgeIcc(String),
     /// weft's base chains lost rules (a flushed `guard` or `forward`): put them back.
     ReassertBase,
+    /// A global network's remote-endpoint entries (FDB, neighbours) on this host are not all
+    /// there: forget the record, and the cluster follower programs them all again.
+    Reprogram(String),
 }
 
 /// A step of an undo log, in words: what it would remove.
@@ -299,6 +302,13 @@ impl Engine {
                     None => continue,
                 },
                 ["peer", ip] => (format!("peer {ip}"), Fix::SettleJournals),
+                ["peers", id] => match nets_by_id.get(id) {
+                    Some(n) => (
+                        format!("remote endpoints of network {}", n.name),
+                        Fix::Reprogram(id.to_string()),
+                    ),
+                    None => continue,
+                },
                 _ => continue,
             };
             for s in steps {
@@ -554,6 +564,13 @@ impl Engine {
                 self.replay_journals().await?;
                 Ok(())
             }
+            Fix::Reprogram(id) => {
+                self.forget_peers(id).await?;
+                if let Some(c) = self.cluster() {
+                    c.notify();
+                }
+                Ok(())
+            }
             Fix::Republish(sb, _) => {
                 let steps = records::owned(&*self.inner.store.read()?, &records::sb_key(sb))?;
                 let Some(p) = steps.iter().find_map(|s| match s {
@@ -738,7 +755,18 @@ impl Engine {
         for e in op.tx().teardown(&log, None).await {
             tracing::warn!(network = %net.name, "repair: {e}");
         }
-        net.driver_data.clear();
+        if net.scope != crate::model::Scope::Global {
+            // A global network's driver data (its VNI) is the cluster's, not this host's.
+            net.driver_data.clear();
+        }
+        // The remote endpoints' entries went with the VXLAN device: the follower makes them
+        // again from the cluster store.
+        let peers = super::follow::peers_key(id);
+        let log = records::owned(op.r(), &peers)?;
+        for e in op.tx().teardown(&log, None).await {
+            tracing::debug!(network = %net.name, "repair: {e}");
+        }
+        records::disown(op.w(), &peers)?;
         self.realize_network(op, &mut net).await?;
         for ep in records::network_endpoints(op.r(), id)? {
             if ep.ifname.is_empty() {

@@ -39,6 +39,9 @@ use crate::net::{NsRef, Step};
 use crate::store::split::shadow_key;
 use crate::store::{decode, list_json, ReadTxn, Table, WriteTxn};
 
+/// How often the follower also publishes and withdraws (see [`Engine::follow_cluster`]).
+const WHOLE_EVERY: Duration = Duration::from_secs(60);
+
 /// The ownership record of a network's remote-endpoint entries on this host.
 pub fn peers_key(net: &str) -> String {
     format!("peers/{net}")
@@ -127,15 +130,21 @@ impl Engine {
         let mut rx = c.subscribe();
         let mut prev: Option<Arc<Mirror>> = None;
         let mut epoch = u64::MAX;
+        let mut last_whole = tokio::time::Instant::now();
         loop {
             let mut wait = Duration::from_secs(10);
             if c.synced() {
                 let m = c.mirror();
-                let whole = epoch != c.lease_epoch();
+                // A new lease, the start, and once a minute (a process of this host killed
+                // between the halves of a commit while the daemon ran).
+                let whole = epoch != c.lease_epoch() || last_whole.elapsed() > WHOLE_EVERY;
                 match self.cluster_settle(&c, &m, prev.as_deref(), whole).await {
                     Ok(()) => {
                         epoch = c.lease_epoch();
                         prev = Some(m);
+                        if whole {
+                            last_whole = tokio::time::Instant::now();
+                        }
                     }
                     Err(e) => {
                         // Again soon, not at the next change: nothing may change for a while.
@@ -275,6 +284,27 @@ impl Engine {
         op.settle(r).await
     }
 
+    /// Drop the record of a network's remote-endpoint entries (what is left of them goes):
+    /// the next round programs them all again.
+    pub(crate) async fn forget_peers(&self, net: &str) -> Result<()> {
+        let mut op = self
+            .begin(
+                Intent::new("repair: remote endpoint entries", vec![]),
+                Locking::Inherited,
+            )
+            .await?;
+        let r = async {
+            let key = peers_key(net);
+            let log = records::owned(op.r(), &key)?;
+            for e in op.tx().teardown(&log, None).await {
+                tracing::debug!("{e}");
+            }
+            records::disown(op.w(), &key)
+        }
+        .await;
+        op.settle(r).await
+    }
+
     /// A global network removed on another host: its objects on this host go (unless this
     /// host still has endpoints on it: they keep it until they leave).
     async fn forget_network(&self, id: &str) -> Result<()> {
@@ -400,11 +430,38 @@ impl Engine {
                 tracing::info!(endpoint = %ep.id, sandbox = %ep.name, network = %net.name, "published again under this host's new lease");
                 Ok(())
             }
+            Err(e @ crate::Error::Conflict(_)) => {
+                // Its address belongs to someone else now: this host's half goes (interface,
+                // records), the address stays theirs. Said loudly: the sandbox lost a network.
+                tracing::error!(sandbox = %ep.name, network = %net.name, "cannot publish this endpoint again: {e}; it is disconnected here");
+                self.drop_local_endpoint(net, ep).await
+            }
             Err(e) => {
                 tracing::error!(sandbox = %ep.name, network = %net.name, "cannot publish this endpoint again: {e}");
                 Ok(())
             }
         }
+    }
+
+    /// Remove this host's half of an endpoint (its kernel objects and records) without
+    /// touching its address, which is not its own any more.
+    async fn drop_local_endpoint(&self, net: &Network, ep: &Endpoint) -> Result<()> {
+        let mut op = self
+            .begin(
+                Intent::new(format!("drop {} from {}", ep.name, net.name), vec![]),
+                Locking::Inherited,
+            )
+            .await?;
+        let r = async {
+            let key = records::ep_key(&ep.network_id, &ep.id);
+            let log = records::owned(op.r(), &key)?;
+            for e in op.tx().teardown(&log, None).await {
+                tracing::warn!(sandbox = %ep.name, "{e}");
+            }
+            records::delete_endpoint(op.w(), ep)
+        }
+        .await;
+        op.settle(r).await
     }
 
     async fn withdraw(&self, net: &Network, ep: &Endpoint) -> Result<()> {

@@ -224,11 +224,15 @@ impl Engine {
         }
         // With a cluster store, global state goes to etcd (joined in the background: local
         // work never waits for it).
+        let fp = Arc::new(Failpoints::from_env());
         let (store, cluster) = match &cfg.cluster {
             Some(cc) => {
                 let c = crate::cluster::Cluster::start(cc.clone(), &cfg.root, &cfg.run_root)?;
-                let s: Arc<dyn Store> =
-                    Arc::new(crate::store::split::SplitStore::new(store, c.clone()));
+                let s: Arc<dyn Store> = Arc::new(crate::store::split::SplitStore::new(
+                    store,
+                    c.clone(),
+                    fp.clone(),
+                ));
                 (s, Some(c))
             }
             None => (store, None),
@@ -252,7 +256,7 @@ impl Engine {
                 drivers: RwLock::new(registry),
                 ipams: RwLock::new(ipams),
                 locks,
-                fp: Arc::new(Failpoints::from_env()),
+                fp,
                 orphans: Mutex::new(Vec::new()),
                 #[cfg(feature = "wasm")]
                 plugins,

@@ -48,11 +48,17 @@ pub fn shadow_key(key: &[u8]) -> Vec<u8> {
 pub struct SplitStore {
     local: Arc<dyn Store>,
     cluster: Arc<Cluster>,
+    /// The engine's failpoints: `crash:cluster-committed` dies between the two halves.
+    fp: Arc<crate::net::failpoint::Failpoints>,
 }
 
 impl SplitStore {
-    pub fn new(local: Arc<dyn Store>, cluster: Arc<Cluster>) -> SplitStore {
-        SplitStore { local, cluster }
+    pub fn new(
+        local: Arc<dyn Store>,
+        cluster: Arc<Cluster>,
+        fp: Arc<crate::net::failpoint::Failpoints>,
+    ) -> SplitStore {
+        SplitStore { local, cluster, fp }
     }
 
     pub fn cluster(&self) -> &Arc<Cluster> {
@@ -272,6 +278,8 @@ impl Store for SplitStore {
             })
             .collect();
         let rev = self.cluster.commit(&checks, &writes)?;
+        self.fp.point("cluster-committed");
+        let _ = self.fp.before("cluster-committed");
         match self.local.apply(&local) {
             Ok(()) => {
                 self.cluster.notify();
