@@ -175,6 +175,7 @@ impl Engine {
         if let Some(prev) = prev {
             self.reap(c, m, prev, &eps).await?;
         }
+        self.announce_hosts(&me, m).await?;
         // Global networks realized here: program their remote endpoints; forget the ones
         // removed elsewhere.
         let r = self.inner.store.read()?;
@@ -194,6 +195,30 @@ impl Engine {
                         self.forget_network(&id).await?;
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every other registered host is a cluster peer (drivers hear `discover-new` with its
+    /// VTEP); a host whose registration went is one no more (`discover-delete`). Peers a user
+    /// added by hand are left alone.
+    async fn announce_hosts(&self, me: &str, m: &Mirror) -> Result<()> {
+        let want: BTreeSet<IpAddr> = m
+            .hosts()
+            .into_iter()
+            .filter(|h| h.id != me)
+            .map(|h| h.vtep)
+            .collect();
+        let known: BTreeSet<IpAddr> = self.peers()?.into_iter().collect();
+        for ip in want.difference(&known) {
+            self.cluster_peer_from(*ip, true, true).await?;
+            tracing::info!(peer = %ip, "cluster peer announced (a host registered)");
+        }
+        for ip in self.auto_peers()? {
+            if !want.contains(&ip) {
+                self.cluster_peer_from(ip, false, true).await?;
+                tracing::info!(peer = %ip, "cluster peer gone (its registration expired)");
             }
         }
         Ok(())

@@ -27,6 +27,9 @@ const NATIVE: [&str; 8] = [
     "bridge", "host", "null", "none", "macvlan", "default", "overlay", "ipvlan",
 ];
 
+/// How a peer announced from the cluster store's registrations is marked.
+const AUTO_PEER: &str = "cluster";
+
 impl Engine {
     /// Register what the store's plugin records say and drop what they no longer list:
     /// plugins installed or removed by another process (the CLI beside a daemon, a second
@@ -154,6 +157,11 @@ impl Engine {
             for spec in grants {
                 g.apply(spec)?;
             }
+            if g.kv_global && self.cluster().is_none() {
+                return Err(Error::invalid(
+                    "kv-global=true needs a cluster store, which this engine has none of: start the daemon with --cluster-store etcd://HOST:2379 --advertise-addr IP (or leave the grant out)",
+                ));
+            }
             rec.grants = g;
             rec.config = parse_config(config)?;
             // A prefix must not name a link the host has now (an uplink, another tool's).
@@ -200,8 +208,46 @@ impl Engine {
                 .await?;
             self.register_plugin(rec.clone());
             tracing::info!(plugin = %name, kind = rec.kind.as_str(), "plugin installed");
+            if rec.kind == Kind::Driver {
+                // The peers there are already: a driver that registers hears of them, as
+                // libnetwork's DiscoverNew tells a new driver of the nodes it knows.
+                for peer in self.peers()? {
+                    if let Err(e) = self.announce_to(name, peer).await {
+                        tracing::warn!(plugin = %name, %peer, "discover-new: {e}");
+                    }
+                }
+            }
             Ok(rec)
         }
+    }
+
+    /// Tell one driver of one peer (its entries recorded with the peer's).
+    async fn announce_to(&self, driver: &str, peer: IpAddr) -> Result<()> {
+        let d = self.driver(driver)?;
+        self.retrying(|| {
+            let d = d.clone();
+            async move {
+                let keys = vec![NETWORKS.into(), PEERS.into()];
+                let mut op = self
+                    .begin(
+                        Intent::new(format!("tell {driver} of peer {peer}"), keys),
+                        Locking::Keys,
+                    )
+                    .await?;
+                let r = async {
+                    let key = peer_key(&peer);
+                    let (mark, removed) = (op.tx().mark(), op.tx().removed().len());
+                    d.discover_new(&mut op.ctx(), peer).await?;
+                    let mut leftover = self.attribute(&mut op, mark, removed)?;
+                    let mut log = records::owned(op.r(), &key)?;
+                    log.append(&mut leftover);
+                    op.own(&key, log)
+                }
+                .await;
+                op.settle(r).await
+            }
+        })
+        .await
     }
 
     #[cfg(feature = "wasm")]
@@ -307,6 +353,17 @@ impl Engine {
     /// A cluster peer (its underlay address) appeared or went away: every driver hears of
     /// it (multi-host drivers program their tunnels).
     pub async fn cluster_peer(&self, peer: IpAddr, present: bool) -> Result<()> {
+        self.cluster_peer_from(peer, present, false).await
+    }
+
+    /// [`Engine::cluster_peer`]; `auto`: a host of the cluster store (its registration came or
+    /// went), not one a user named — only those go again by themselves.
+    pub(crate) async fn cluster_peer_from(
+        &self,
+        peer: IpAddr,
+        present: bool,
+        auto: bool,
+    ) -> Result<()> {
         self.retrying(|| async move {
             let keys = vec![NETWORKS.into(), PEERS.into()];
             let intent = if present {
@@ -319,7 +376,7 @@ impl Engine {
                 )
             };
             let mut op = self.begin(intent, Locking::Keys).await?;
-            let r = self.cluster_peer_in(&mut op, peer, present).await;
+            let r = self.cluster_peer_in(&mut op, peer, present, auto).await;
             op.settle(r).await
         })
         .await
@@ -330,6 +387,7 @@ impl Engine {
         op: &mut Op,
         peer: IpAddr,
         present: bool,
+        auto: bool,
     ) -> Result<()> {
         let drivers: Vec<_> = {
             let r = self.inner.drivers.read().unwrap();
@@ -340,7 +398,11 @@ impl Engine {
         if present {
             // Announced before the drivers hear of it: their FDB entries towards it are
             // checked against this record.
-            put_json(op.w(), Table::Meta, &key, &true)?;
+            if auto {
+                put_json(op.w(), Table::Meta, &key, &AUTO_PEER)?;
+            } else {
+                put_json(op.w(), Table::Meta, &key, &true)?;
+            }
         }
         for d in drivers {
             if present {
@@ -365,6 +427,19 @@ impl Engine {
             op.w().delete(Table::Meta, key.as_bytes())?;
         }
         Ok(())
+    }
+
+    /// The cluster peers that came from the cluster store's registrations.
+    pub(crate) fn auto_peers(&self) -> Result<Vec<IpAddr>> {
+        Ok(self
+            .inner
+            .store
+            .read()?
+            .scan(Table::Meta, b"peer/")?
+            .into_iter()
+            .filter(|(_, v)| serde_json::from_slice::<String>(v).ok().as_deref() == Some(AUTO_PEER))
+            .filter_map(|(k, _)| String::from_utf8_lossy(&k)[5..].parse().ok())
+            .collect())
     }
 
     /// The cluster peers weft was told of.

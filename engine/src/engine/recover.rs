@@ -184,7 +184,7 @@ impl Engine {
                     r => r,
                 }
             }
-            Replay::PeerRm { peer } => self.cluster_peer_in(&mut op, *peer, false).await,
+            Replay::PeerRm { peer } => self.cluster_peer_in(&mut op, *peer, false, false).await,
         };
         op.settle(r).await
     }

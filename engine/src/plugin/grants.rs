@@ -159,15 +159,9 @@ impl Grants {
                 self.kv_space = v.to_string();
             }
             "kv-global" => {
-                let on = crate::model::parse_bool(v)
+                // Needs a cluster store: the engine checks at install.
+                self.kv_global = crate::model::parse_bool(v)
                     .ok_or_else(|| Error::invalid(format!("kv-global={v}: use true or false")))?;
-                if on {
-                    // Shown as granted, it would do nothing: refuse until it works.
-                    return Err(Error::invalid(
-                        "kv-global=true needs a cluster store (etcd), which this engine does not have yet: leave it out",
-                    ));
-                }
-                self.kv_global = false;
             }
             "kv-quota" => self.kv_quota = parse_size(v, 4 << 10, 256 << 20)?,
             "gateway" => {
@@ -477,7 +471,7 @@ mod tests {
             "link-prefix=en",
             "link-prefix=wg",
             "link-prefix=al",
-            "kv-global=true",
+            "kv-global=maybe",
             "gateway=0.0.0.0",
             "gateway=127.0.0.1",
             "vni=0",

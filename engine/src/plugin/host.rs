@@ -946,7 +946,14 @@ impl HostState {
                 "kv keys are at most {KV_KEY_MAX} bytes, without NUL"
             )));
         }
-        let mut k = self.plugin.grants.kv_space.as_bytes().to_vec();
+        // A cluster-wide space's keys start with NUL (no local space's can): the split store
+        // keeps them in etcd.
+        let mut k = if self.plugin.grants.kv_global {
+            vec![0]
+        } else {
+            vec![]
+        };
+        k.extend_from_slice(self.plugin.grants.kv_space.as_bytes());
         k.push(0);
         k.extend_from_slice(key.as_bytes());
         Ok(k)
@@ -959,7 +966,11 @@ impl HostState {
     }
 
     fn usage_key(&self) -> String {
-        format!("kvusage/{}", self.plugin.grants.kv_space)
+        if self.plugin.grants.kv_global {
+            format!("cluster/kvusage/{}", self.plugin.grants.kv_space)
+        } else {
+            format!("kvusage/{}", self.plugin.grants.kv_space)
+        }
     }
 
     /// Account `delta` bytes to the space; refuse past its quota.
@@ -1029,7 +1040,8 @@ impl HostState {
 
     pub fn kv_list(&mut self, prefix: &str) -> HostResult<Vec<(String, Vec<u8>)>> {
         let k = self.kv_key(prefix)?;
-        let skip = self.plugin.grants.kv_space.len() + 1;
+        let skip =
+            self.plugin.grants.kv_space.len() + 1 + usize::from(self.plugin.grants.kv_global);
         let rows = self.kv()?.scan(Table::PluginKv, &k).map_err(store_error)?;
         let bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
         if rows.len() > KV_LIST_MAX || bytes > KV_LIST_BYTES {

@@ -5,7 +5,8 @@
 //! Where a row lives:
 //! - global: a global-scope network's record and name, its endpoints (bound to the lease of the
 //!   host that made them, so they go with that host), pools and allocations of the
-//!   `GlobalDefault` address space, and `Meta` keys under `cluster/` (VNI claims);
+//!   `GlobalDefault` address space, `Meta` keys under `cluster/` (VNI claims, the usage of
+//!   cluster-wide plugin kv spaces) and the keys of those spaces (`kv-global`);
 //! - local: everything else — sandboxes, ownership records of kernel objects, journals, local
 //!   networks — and a shadow copy of each endpoint this host published (`Meta`
 //!   `shadow/ep/<net>/<ep>`), from which it publishes them again when its lease was lost.
@@ -75,6 +76,8 @@ fn may_be_global(table: Table, key: &[u8]) -> bool {
                 || crate::ipam::GLOBAL_SPACE.as_bytes().starts_with(key)
         }
         Table::Meta => key.starts_with(b"cluster/") || b"cluster/".starts_with(key),
+        // A plugin's cluster-wide kv space (`kv-global`): keys that start with NUL.
+        Table::PluginKv => key.first().is_none_or(|b| *b == 0),
         _ => false,
     }
 }
@@ -377,5 +380,7 @@ mod tests {
         assert!(!g(Table::Meta, b"boot_id", Some(b"x")));
         assert!(!g(Table::Owned, b"net/g1", Some(b"[]")));
         assert!(!g(Table::Sandboxes, b"s", Some(b"{}")));
+        assert!(g(Table::PluginKv, b"\0mesh\0peer/x", Some(b"")));
+        assert!(!g(Table::PluginKv, b"mesh\0peer/x", Some(b"")));
     }
 }
