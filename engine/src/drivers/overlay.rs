@@ -44,6 +44,9 @@ pub const VNI_START: u32 = 4096;
 const VNI_MAX: u32 = (1 << 24) - 1;
 /// VXLAN's overhead on an IPv4 underlay: outer IP, UDP, VXLAN headers and the inner Ethernet.
 pub const OVERHEAD: u32 = 50;
+/// How soon a sandbox on an overlay asks again for an address nobody answered (the kernel's
+/// default is 1 000 ms).
+pub const RETRANS_MS: u32 = 20;
 
 /// The overlay driver; `vtep`: this host's underlay address (none without a cluster store).
 pub struct Overlay {
@@ -245,6 +248,19 @@ impl NetworkDriver for Overlay {
         target: &JoinTarget,
     ) -> Result<JoinInfo> {
         let mtu = self.mtu(ctx, net).await?;
-        join_bridge(ctx, net, ep, target, &links(net).0, Some(mtu)).await
+        let info = join_bridge(ctx, net, ep, target, &links(net).0, Some(mtu)).await?;
+        // A sandbox asking for a remote endpoint's address before this host has its entry (a
+        // few milliseconds after it connected elsewhere) would wait the kernel's 1 s before
+        // asking again. Its ARP never leaves the host (the VXLAN device answers it), so asking
+        // again soon costs nothing on the wire.
+        ctx.tx
+            .apply(Step::Sysctl {
+                ns: target.ns.clone(),
+                key: format!("net/ipv4/neigh/{}/retrans_time_ms", target.ifname),
+                value: RETRANS_MS.to_string(),
+                keep: true,
+            })
+            .await?;
+        Ok(info)
     }
 }
