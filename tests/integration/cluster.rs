@@ -1274,3 +1274,96 @@ fn a_plugin_ipam_with_a_cluster_wide_kv_space_allocates_across_hosts() {
     ]);
     assert!(e.contains("needs a cluster store"), "{e}");
 }
+
+#[test]
+fn a_daemon_restarted_within_its_ttl_keeps_its_lease_and_its_peers_never_see_it_go() {
+    let mut lab = Lab::new("ovresume", 2, 1500);
+    lab.ok(
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.63.0.0/24",
+            "ov",
+        ],
+    );
+    lab.ok(0, &["sandbox", "create", "--network", "ov", "a0"]);
+    lab.ok(1, &["sandbox", "create", "--network", "ov", "b1"]);
+    let b_mac = mac_of(&lab, 1, "b1", "ov");
+    assert!(
+        eventually(Duration::from_secs(5), || fdb_dst(&lab, 0, &b_mac)
+            .is_some())
+        .is_some()
+    );
+    let lease = json(&lab.ok(1, &["system", "info"]))["Cluster"]["lease"].clone();
+    // Host 0 watches its entry for b1 all the while host 1's daemon stops and starts again.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let old = lab.daemons[1].take();
+    let ns0 = lab.hosts[0].host_ns.clone();
+    let (missing, d) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut missing = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let o = run_ok(&ns0, "bridge", &["fdb", "show"]);
+                if !String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.starts_with(&b_mac) && l.contains(" dst "))
+                {
+                    missing += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            missing
+        });
+        drop(old);
+        let d = lab.start(1);
+        lab.wait_connected(1);
+        std::thread::sleep(Duration::from_secs(4)); // past the TTL (3 s)
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (watcher.join().unwrap(), d)
+    });
+    lab.daemons[1] = Some(d);
+    assert_eq!(
+        missing, 0,
+        "host 0 lost its entry for b1 while host 1 restarted"
+    );
+    assert_eq!(
+        json(&lab.ok(1, &["system", "info"]))["Cluster"]["lease"],
+        lease,
+        "a new lease"
+    );
+    assert!(lab.log(1).contains("lease resumed"), "{}", lab.log(1));
+}
+
+#[test]
+fn without_a_cluster_store_an_overlay_is_this_hosts_alone_and_says_so() {
+    let h = TestHost::new("ovsolo");
+    let _d = h.daemon(); // names need its resolver
+    let o = h.weft(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.64.0.0/24",
+        "solo",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("works on this host alone"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    h.weft_ok(&["sandbox", "create", "--network", "solo", "s1"]);
+    h.weft_ok(&["sandbox", "create", "--network", "solo", "s2"]);
+    let v = json(&h.weft_ok(&["network", "inspect", "solo"]));
+    assert_eq!(v[0]["Scope"], "global");
+    let o = h.weft_ok(&["sandbox", "exec", "s1", "--", "getent", "hosts", "s2"]);
+    assert!(o.contains("10.64.0."), "{o}");
+    h.weft_ok(&["sandbox", "rm", "s1", "s2"]);
+    h.weft_ok(&["network", "rm", "solo"]);
+    assert!(h.weft(&["system", "check"]).status.success());
+}
