@@ -230,6 +230,27 @@ impl Lab {
         String::from_utf8_lossy(&o.stderr).trim().to_string()
     }
 
+    /// An overlay network `name` on `subnet`, made on host `i`.
+    fn overlay(&self, i: usize, subnet: &str, name: &str) {
+        self.ok(
+            i,
+            &[
+                "network", "create", "-d", "overlay", "--subnet", subnet, name,
+            ],
+        );
+    }
+
+    /// `from` (a sandbox on host `i`) reaches `ip`, within 5 s (the other host programs its
+    /// entries meanwhile); what tells why not, otherwise.
+    #[track_caller]
+    fn reaches(&self, i: usize, from: &std::path::Path, ip: IpAddr) {
+        assert!(
+            eventually(Duration::from_secs(5), || ping(from, ip)).is_some(),
+            "host {i}: no ping to {ip}\n{}",
+            self.diag(i)
+        );
+    }
+
     /// A sandbox's namespace and its address on `net`.
     fn sandbox(&self, i: usize, name: &str, net: &str) -> (PathBuf, IpAddr) {
         let v = json(&self.ok(i, &["sandbox", "inspect", name]));
@@ -297,18 +318,7 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> 
 #[test]
 fn an_overlay_spans_hosts_by_address_and_name_and_goes_everywhere_when_removed() {
     let lab = Lab::new("ovl", 3, 1500);
-    lab.ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.50.0.0/24",
-            "ov1",
-        ],
-    );
+    lab.overlay(0, "10.50.0.0/24", "ov1");
     for i in 1..3 {
         assert!(
             eventually(Duration::from_secs(5), || lab
@@ -414,28 +424,13 @@ fn mac_of(lab: &Lab, i: usize, name: &str, net: &str) -> String {
 #[test]
 fn a_dead_hosts_entries_leave_every_host_within_its_ttl_and_come_back_with_it() {
     let mut lab = Lab::new("ovdead", 3, 1500);
-    lab.ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.51.0.0/24",
-            "ov",
-        ],
-    );
+    lab.overlay(0, "10.51.0.0/24", "ov");
     lab.ok(0, &["sandbox", "create", "--network", "ov", "a0"]);
     lab.ok(2, &["sandbox", "create", "--network", "ov", "c2"]);
     let (a, _) = lab.sandbox(0, "a0", "ov");
     let (_, c_ip) = lab.sandbox(2, "c2", "ov");
     let c_mac = mac_of(&lab, 2, "c2", "ov");
-    assert!(
-        eventually(Duration::from_secs(5), || ping(&a, c_ip)).is_some(),
-        "{}",
-        lab.diag(0)
-    );
+    lab.reaches(0, &a, c_ip);
     assert_eq!(
         fdb_dst(&lab, 1, &c_mac),
         None,
@@ -481,11 +476,7 @@ fn a_dead_hosts_entries_leave_every_host_within_its_ttl_and_come_back_with_it() 
         "c2 was not published again\n{}",
         lab.diag(2)
     );
-    assert!(
-        eventually(Duration::from_secs(5), || ping(&a, c_ip)).is_some(),
-        "{}",
-        lab.diag(0)
-    );
+    lab.reaches(0, &a, c_ip);
 
     // Dead again; its address goes to a new sandbox on host 1 (moby#31588: traffic for a
     // reused address must not go to the old host).
@@ -550,18 +541,7 @@ fn a_dead_hosts_entries_leave_every_host_within_its_ttl_and_come_back_with_it() 
 #[test]
 fn local_work_goes_on_while_etcd_is_away_and_every_host_catches_up() {
     let mut lab = Lab::new("ovaway", 2, 1500);
-    lab.ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.52.0.0/24",
-            "ov",
-        ],
-    );
+    lab.overlay(0, "10.52.0.0/24", "ov");
     lab.etcd = None; // killed
                      // Local networks and sandboxes: as ever.
     lab.ok(0, &["network", "create", "--subnet", "10.53.0.0/24", "loc"]);
@@ -586,18 +566,7 @@ fn local_work_goes_on_while_etcd_is_away_and_every_host_catches_up() {
     lab.etcd = Some(Etcd::start(&lab.sw));
     lab.wait_connected(0);
     lab.wait_connected(1);
-    lab.ok(
-        1,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.55.0.0/24",
-            "ov3",
-        ],
-    );
+    lab.overlay(1, "10.55.0.0/24", "ov3");
     assert!(eventually(Duration::from_secs(5), || lab
         .ok(0, &["network", "ls"])
         .contains("ov3"))
@@ -606,11 +575,7 @@ fn local_work_goes_on_while_etcd_is_away_and_every_host_catches_up() {
     lab.ok(1, &["sandbox", "create", "--network", "ov3", "g1"]);
     let (g0, _) = lab.sandbox(0, "g0", "ov3");
     let (_, g1_ip) = lab.sandbox(1, "g1", "ov3");
-    assert!(
-        eventually(Duration::from_secs(5), || ping(&g0, g1_ip)).is_some(),
-        "{}",
-        lab.diag(0)
-    );
+    lab.reaches(0, &g0, g1_ip);
 }
 
 #[test]
@@ -643,18 +608,7 @@ fn an_advertise_address_that_is_not_this_hosts_is_refused_naming_it() {
 #[test]
 fn a_small_underlay_mtu_gives_the_overlay_its_mtu_less_50_and_large_packets_cross() {
     let lab = Lab::new("ovmtu", 2, 1400);
-    lab.ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.56.0.0/24",
-            "ov",
-        ],
-    );
+    lab.overlay(0, "10.56.0.0/24", "ov");
     lab.ok(0, &["sandbox", "create", "--network", "ov", "a0"]);
     lab.ok(1, &["sandbox", "create", "--network", "ov", "b1"]);
     let (a, _) = lab.sandbox(0, "a0", "ov");
@@ -665,11 +619,7 @@ fn a_small_underlay_mtu_gives_the_overlay_its_mtu_less_50_and_large_packets_cros
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
-    assert!(
-        eventually(Duration::from_secs(5), || ping(&a, b_ip)).is_some(),
-        "{}",
-        lab.diag(0)
-    );
+    lab.reaches(0, &a, b_ip);
     // 1350 bytes with DF set (libnetwork#2661: a 1500 overlay on a 1400 underlay drops it).
     let ip = b_ip.to_string();
     let o = run_in_ns(
@@ -720,27 +670,12 @@ fn encapsulated(sw: &TestHost, what: &str) -> u64 {
 fn no_arp_crosses_the_underlay() {
     let lab = Lab::new("ovarp", 2, 1500);
     count_encapsulated(&lab.sw);
-    lab.ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.57.0.0/24",
-            "ov",
-        ],
-    );
+    lab.overlay(0, "10.57.0.0/24", "ov");
     lab.ok(0, &["sandbox", "create", "--network", "ov", "a0"]);
     lab.ok(1, &["sandbox", "create", "--network", "ov", "b1"]);
     let (a, a_ip) = lab.sandbox(0, "a0", "ov");
     let (b, b_ip) = lab.sandbox(1, "b1", "ov");
-    assert!(
-        eventually(Duration::from_secs(5), || ping(&a, b_ip)).is_some(),
-        "{}",
-        lab.diag(0)
-    );
+    lab.reaches(0, &a, b_ip);
     assert!(ping(&b, a_ip));
     assert!(tcp_exchange(&a, &b, SocketAddr::new(b_ip, 7003)).is_some());
     assert_eq!(
@@ -775,18 +710,7 @@ fn no_arp_crosses_the_underlay() {
 #[test]
 fn addresses_stay_unique_under_concurrent_connects_from_every_host() {
     let lab = Lab::new("ovcc", 3, 1500);
-    lab.ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.58.0.0/24",
-            "ov",
-        ],
-    );
+    lab.overlay(0, "10.58.0.0/24", "ov");
     for i in 1..3 {
         assert!(eventually(Duration::from_secs(5), || lab
             .ok(i, &["network", "ls"])
@@ -829,18 +753,7 @@ fn addresses_stay_unique_under_concurrent_connects_from_every_host() {
 #[test]
 fn a_process_killed_between_etcd_and_the_local_commit_leaves_nothing_behind() {
     let mut lab = Lab::new("ovkill", 2, 1500);
-    lab.ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.59.0.0/24",
-            "ov",
-        ],
-    );
+    lab.overlay(0, "10.59.0.0/24", "ov");
     lab.ok(1, &["sandbox", "create", "--network", "ov", "b1"]);
     let env = |fp: &'static str| {
         vec![
@@ -925,11 +838,7 @@ fn a_process_killed_between_etcd_and_the_local_commit_leaves_nothing_behind() {
     lab.ok(1, &["sandbox", "create", "--network", "ovk", "n1"]);
     let (n0, _) = lab.sandbox(0, "n0", "ovk");
     let (_, n1_ip) = lab.sandbox(1, "n1", "ovk");
-    assert!(
-        eventually(Duration::from_secs(5), || ping(&n0, n1_ip)).is_some(),
-        "{}",
-        lab.diag(0)
-    );
+    lab.reaches(0, &n0, n1_ip);
     // A removal killed after etcd forgot the endpoint: finished at the next open.
     let o = lab.hosts[0].weft_env(&["sandbox", "rm", "n0"], &env("crash:cluster-committed"));
     assert!(String::from_utf8_lossy(&o.stderr).contains("killed"));
@@ -955,28 +864,13 @@ fn a_process_killed_between_etcd_and_the_local_commit_leaves_nothing_behind() {
 #[test]
 fn system_check_covers_the_overlay_and_repair_restores_it() {
     let lab = Lab::new("ovchk", 2, 1500);
-    lab.ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.61.0.0/24",
-            "ov",
-        ],
-    );
+    lab.overlay(0, "10.61.0.0/24", "ov");
     lab.ok(0, &["sandbox", "create", "--network", "ov", "a0"]);
     lab.ok(1, &["sandbox", "create", "--network", "ov", "b1"]);
     let (a, _) = lab.sandbox(0, "a0", "ov");
     let (_, b_ip) = lab.sandbox(1, "b1", "ov");
     let b_mac = mac_of(&lab, 1, "b1", "ov");
-    assert!(
-        eventually(Duration::from_secs(5), || ping(&a, b_ip)).is_some(),
-        "{}",
-        lab.diag(0)
-    );
+    lab.reaches(0, &a, b_ip);
     let vx = lab
         .fdb(0)
         .lines()
@@ -1034,11 +928,7 @@ fn system_check_covers_the_overlay_and_repair_restores_it() {
         lab.diag(0)
     );
     lab.ok(0, &["system", "check", "--repair"]);
-    assert!(
-        eventually(Duration::from_secs(5), || ping(&a, b_ip)).is_some(),
-        "{}",
-        lab.diag(0)
-    );
+    lab.reaches(0, &a, b_ip);
     assert!(
         eventually(Duration::from_secs(5), || lab
             .weft(0, &["system", "check"])
@@ -1162,16 +1052,8 @@ fn the_mesh_plugin_carries_traffic_across_hosts_that_registered_no_peer_typed() 
     let (m0, _) = lab.sandbox(0, "m0", "wm");
     let (_, m1_ip) = lab.sandbox(1, "m1", "wm");
     let (m2, m2_ip) = lab.sandbox(2, "m2", "wm");
-    assert!(
-        eventually(Duration::from_secs(5), || ping(&m0, m1_ip)).is_some(),
-        "{}",
-        lab.diag(0)
-    );
-    assert!(
-        eventually(Duration::from_secs(5), || ping(&m0, m2_ip)).is_some(),
-        "{}",
-        lab.diag(0)
-    );
+    lab.reaches(0, &m0, m1_ip);
+    lab.reaches(0, &m0, m2_ip);
     assert!(tcp_exchange(
         &m2,
         &lab.sandbox(1, "m1", "wm").0,
@@ -1256,11 +1138,7 @@ fn a_plugin_ipam_with_a_cluster_wide_kv_space_allocates_across_hosts() {
     );
     let (k0, _) = lab.sandbox(0, "k0x0", "ovh");
     let (_, k1_ip) = lab.sandbox(1, "k1x0", "ovh");
-    assert!(
-        eventually(Duration::from_secs(5), || ping(&k0, k1_ip)).is_some(),
-        "{}",
-        lab.diag(0)
-    );
+    lab.reaches(0, &k0, k1_ip);
     // Without a cluster store the grant is refused, saying why.
     let plain = TestHost::new("ovkvplain");
     let e = plain.weft_err(&[
@@ -1278,18 +1156,7 @@ fn a_plugin_ipam_with_a_cluster_wide_kv_space_allocates_across_hosts() {
 #[test]
 fn a_daemon_restarted_within_its_ttl_keeps_its_lease_and_its_peers_never_see_it_go() {
     let mut lab = Lab::new("ovresume", 2, 1500);
-    lab.ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.63.0.0/24",
-            "ov",
-        ],
-    );
+    lab.overlay(0, "10.63.0.0/24", "ov");
     lab.ok(0, &["sandbox", "create", "--network", "ov", "a0"]);
     lab.ok(1, &["sandbox", "create", "--network", "ov", "b1"]);
     let b_mac = mac_of(&lab, 1, "b1", "ov");

@@ -36,8 +36,8 @@ use crate::drivers::overlay;
 use crate::error::Result;
 use crate::model::{Endpoint, EndpointHost, Network, Scope};
 use crate::net::{NsRef, Step};
-use crate::store::split::shadow_key;
-use crate::store::{decode, list_json, ReadTxn, Table, WriteTxn};
+use crate::store::split::SHADOW_PREFIX;
+use crate::store::{decode, ReadTxn, Table, WriteTxn};
 
 /// How often the follower also publishes and withdraws (see [`Engine::follow_cluster`]).
 const WHOLE_EVERY: Duration = Duration::from_secs(60);
@@ -378,11 +378,11 @@ impl Engine {
         let _held = self.inner.locks.acquire(&[], true).await?;
         let r = self.inner.store.read()?;
         let shadows: BTreeMap<String, Endpoint> = r
-            .scan(Table::Meta, b"shadow/ep/")?
+            .scan(Table::Meta, SHADOW_PREFIX)?
             .into_iter()
             .filter_map(|(k, v)| {
                 Some((
-                    String::from_utf8_lossy(&k[b"shadow/ep/".len()..]).into_owned(),
+                    String::from_utf8_lossy(&k[SHADOW_PREFIX.len()..]).into_owned(),
                     decode::<Endpoint>(&v).ok()?,
                 ))
             })
@@ -579,19 +579,4 @@ impl Engine {
         }
         Ok(())
     }
-
-    /// The global networks in the cluster store (for messages and `system info`).
-    pub fn global_networks(&self) -> Result<Vec<Network>> {
-        Ok(
-            list_json::<Network>(&*self.inner.store.read()?, Table::Networks)?
-                .into_iter()
-                .filter(|n| n.scope == Scope::Global)
-                .collect(),
-        )
-    }
-}
-
-/// The shadow key of an endpoint (for tests and check).
-pub fn endpoint_shadow(ep: &Endpoint) -> Vec<u8> {
-    shadow_key(format!("{}/{}", ep.network_id, ep.id).as_bytes())
 }

@@ -38,9 +38,12 @@ use crate::error::Result;
 /// prefix is caught for scans up to this size).
 pub const SCAN_ROW_CHECKS: usize = 32;
 
+/// Where the shadow copies of this host's endpoints are (`Meta`, local).
+pub const SHADOW_PREFIX: &[u8] = b"shadow/ep/";
+
 /// The local key of an endpoint's shadow copy.
 pub fn shadow_key(key: &[u8]) -> Vec<u8> {
-    let mut k = b"shadow/ep/".to_vec();
+    let mut k = SHADOW_PREFIX.to_vec();
     k.extend_from_slice(key);
     k
 }
