@@ -21,7 +21,7 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
     while let Some(start) = rest.find("{{") {
         let mut text = rest[..start].to_string();
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or("unclosed action: missing }}")?;
+        let end = action_end(after).ok_or("unclosed action: missing }}")?;
         let mut inner = &after[..end];
         if let Some(s) = inner.strip_prefix('-') {
             if s.starts_with(' ') || s.is_empty() {
@@ -52,6 +52,33 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
         out.push(Tok::Text(rest.to_string()));
     }
     Ok(out)
+}
+
+/// Where the action that `s` starts with ends (its `}}`), not counting a `}}` inside a quoted
+/// or raw string (`{{"a}}b"}}` is one action).
+fn action_end(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'`' => {
+                i += 1;
+                while i < b.len() && b[i] != b'`' {
+                    i += 1;
+                }
+            }
+            b'}' if b.get(i + 1) == Some(&b'}') => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 #[derive(Debug, Clone)]
@@ -474,16 +501,30 @@ fn s(v: &Value) -> String {
 }
 
 fn call(f: &str, a: &[Value]) -> Result<Value, String> {
+    // Go's arities: `need` at least n, `exactly` n (its messages, which Docker prints).
     let need = |n: usize| {
         if a.len() < n {
-            Err(format!("wrong number of args for {f}"))
+            Err(format!(
+                "wrong number of args for {f}: want at least {n} got {}",
+                a.len()
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let exactly = |n: usize| {
+        if a.len() != n {
+            Err(format!(
+                "wrong number of args for {f}: want {n} got {}",
+                a.len()
+            ))
         } else {
             Ok(())
         }
     };
     Ok(match f {
         "json" => {
-            need(1)?;
+            exactly(1)?;
             Value::from(serde_json::to_string(&a[0]).unwrap())
         }
         "index" => {
@@ -504,7 +545,7 @@ fn call(f: &str, a: &[Value]) -> Result<Value, String> {
             v
         }
         "len" => {
-            need(1)?;
+            exactly(1)?;
             Value::from(match &a[0] {
                 Value::Array(x) => x.len(),
                 Value::Object(m) => m.len(),
@@ -513,15 +554,22 @@ fn call(f: &str, a: &[Value]) -> Result<Value, String> {
             })
         }
         "join" => {
-            need(2)?;
+            exactly(2)?;
             match &a[0] {
                 Value::Array(x) => Value::from(x.iter().map(s).collect::<Vec<_>>().join(&s(&a[1]))),
                 other => Value::from(s(other)),
             }
         }
-        "lower" => Value::from(s(&a[0]).to_lowercase()),
-        "upper" => Value::from(s(&a[0]).to_uppercase()),
+        "lower" => {
+            exactly(1)?;
+            Value::from(s(&a[0]).to_lowercase())
+        }
+        "upper" => {
+            exactly(1)?;
+            Value::from(s(&a[0]).to_uppercase())
+        }
         "title" => {
+            exactly(1)?;
             let t = s(&a[0]);
             let mut c = t.chars();
             Value::from(
@@ -531,7 +579,7 @@ fn call(f: &str, a: &[Value]) -> Result<Value, String> {
             )
         }
         "split" => {
-            need(2)?;
+            exactly(2)?;
             Value::from(
                 s(&a[0])
                     .split(&s(&a[1]))
@@ -540,12 +588,12 @@ fn call(f: &str, a: &[Value]) -> Result<Value, String> {
             )
         }
         "truncate" => {
-            need(2)?;
+            exactly(2)?;
             let n = a[1].as_u64().unwrap_or(0) as usize;
             Value::from(s(&a[0]).chars().take(n).collect::<String>())
         }
         "pad" => {
-            need(3)?;
+            exactly(3)?;
             let l = " ".repeat(a[1].as_u64().unwrap_or(0) as usize);
             let r = " ".repeat(a[2].as_u64().unwrap_or(0) as usize);
             Value::from(format!("{l}{}{r}", s(&a[0])))
@@ -579,10 +627,15 @@ fn call(f: &str, a: &[Value]) -> Result<Value, String> {
             Value::Bool(a[1..].iter().any(|x| *x == a[0]))
         }
         "ne" => {
-            need(2)?;
+            exactly(2)?;
             Value::Bool(a[0] != a[1])
         }
-        "not" => Value::Bool(!truthy(&a[0])),
+        "not" => {
+            exactly(1)?;
+            Value::Bool(!truthy(&a[0]))
+        }
+        "and" if a.is_empty() => return Err(need(1).unwrap_err()),
+        "or" if a.is_empty() => return Err(need(1).unwrap_err()),
         "and" => a
             .iter()
             .find(|x| !truthy(x))
@@ -644,5 +697,168 @@ mod tests {
         assert_eq!(r(r#"{{printf "%s!" .Name}}"#, &v), "dev!");
         assert!(Template::parse("{{if .X}}").is_err());
         assert!(Template::parse("{{.X").is_err());
+    }
+
+    #[test]
+    fn functions_check_their_arity_and_quotes_may_hold_braces() {
+        let v = serde_json::json!({ "Name": "dev" });
+        for (f, want) in [
+            ("lower", "want 1 got 0"),
+            ("upper", "want 1 got 0"),
+            ("title", "want 1 got 0"),
+            ("not", "want 1 got 0"),
+            ("and", "want at least 1 got 0"),
+            ("or", "want at least 1 got 0"),
+            ("json", "want 1 got 0"),
+        ] {
+            let e = Template::parse(&format!("{{{{{f}}}}}"))
+                .unwrap()
+                .render(&v)
+                .unwrap_err();
+            assert!(
+                e.contains(&format!("wrong number of args for {f}: {want}")),
+                "{e}"
+            );
+        }
+        assert!(Template::parse("{{lower .Name .Name}}")
+            .unwrap()
+            .render(&v)
+            .is_err());
+        assert_eq!(r(r#"{{"a}}b"}}-{{.Name}}"#, &v), "a}}b-dev");
+        assert_eq!(r(r#"{{"q\"}}"}}"#, &v), "q\"}}");
+        assert_eq!(r("{{`}}`}}", &v), "}}");
+    }
+
+    /// `--format` takes anything a user types: no input makes it panic (a bounded run here;
+    /// `WEFT_PROPTEST_CASES` for a long one).
+    #[test]
+    fn no_template_makes_it_panic() {
+        use proptest::prelude::*;
+        let cases = std::env::var("WEFT_PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(4000);
+        let v = serde_json::json!({
+            "Name": "dev", "Labels": {"a": "1"}, "IPAM": {"Config": [{"Subnet": "10.0.0.0/24"}]},
+            "N": 3, "L": [1, "x", null], "B": true
+        });
+        let piece = prop::sample::select(vec![
+            "{{",
+            "}}",
+            "{{-",
+            "-}}",
+            " ",
+            ".",
+            ".Name",
+            ".IPAM.Config",
+            ".L",
+            ".N",
+            "$",
+            "$x",
+            ":=",
+            "=",
+            "|",
+            "\"",
+            "`",
+            "\\",
+            "(",
+            ")",
+            ",",
+            "if",
+            "else",
+            "end",
+            "range",
+            "with",
+            "lower",
+            "upper",
+            "title",
+            "not",
+            "and",
+            "or",
+            "json",
+            "index",
+            "len",
+            "join",
+            "split",
+            "printf",
+            "println",
+            "print",
+            "eq",
+            "ne",
+            "pad",
+            "truncate",
+            "0",
+            "-1",
+            "99999999999999999999",
+            "\"%s %q %\"",
+            "\"x\"",
+            "/*",
+            "*/",
+            "\n",
+            "é",
+        ]);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        // Shaped like templates: actions of functions with 0–3 arguments in pipelines, the
+        // control words, and text between them — and, beside them, any sequence of pieces.
+        let arg = prop::sample::select(vec![
+            ".Name",
+            ".L",
+            ".N",
+            ".B",
+            ".Labels",
+            ".IPAM.Config",
+            "$",
+            "$x",
+            "\"x\"",
+            "\"%s%q\"",
+            "`}}`",
+            "0",
+            "-1",
+            "2",
+            "99999999999999999999",
+            "(len .L)",
+            "(index .L 7)",
+        ]);
+        let mut funcs: Vec<&str> = FUNCS.to_vec();
+        funcs.extend([".Name", "nosuch", "$x"]);
+        let cmd = (
+            prop::sample::select(funcs),
+            prop::collection::vec(arg, 0..4),
+        )
+            .prop_map(|(f, a)| format!("{f} {}", a.join(" ")));
+        let pipe =
+            prop::collection::vec(cmd, 1..3).prop_map(|c| format!("{{{{{}}}}}", c.join(" | ")));
+        let control = prop::sample::select(vec![
+            "{{if .N}}",
+            "{{else}}",
+            "{{end}}",
+            "{{range .L}}",
+            "{{range $i, $e := .Labels}}",
+            "{{with .Name}}",
+            "{{$x := .N}}",
+            "{{- .Name -}}",
+            "{{/* c */}}",
+        ])
+        .prop_map(str::to_string);
+        let action = prop_oneof![3 => pipe, 1 => control];
+        let text = prop::sample::select(vec!["", "a", " ", "}}", "\n"]);
+        let shaped = prop::collection::vec((text, action), 0..6).prop_map(|v| {
+            v.into_iter()
+                .map(|(t, a)| format!("{t}{a}"))
+                .collect::<String>()
+        });
+        let loose = prop::collection::vec(piece, 0..24).prop_map(|p| p.concat());
+        runner
+            .run(&prop_oneof![shaped, loose], |src| {
+                if let Ok(t) = Template::parse(&src) {
+                    let _ = t.render(&v);
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }
