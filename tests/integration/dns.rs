@@ -639,3 +639,53 @@ fn a_published_port_53_does_not_take_the_networks_dns() {
         "control: the outside datagram arrives: {from:?}"
     );
 }
+
+/// Every file under `dir` whose path names `id`.
+fn files_naming(dir: &std::path::Path, id: &str) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p.clone());
+            }
+            if p.to_string_lossy().contains(id) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_sandboxs_etc_files_go_with_it() {
+    let h = TestHost::new("etcfiles");
+    h.weft_ok(&["network", "create", "--subnet", "10.66.0.0/24", "ef"]);
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "ef",
+        "--hostname",
+        "one",
+        "s1",
+    ]);
+    let id = h.engine().sandbox("s1").unwrap().id;
+    // exec writes them (in-process), inspect writes them (Docker's ResolvConfPath…).
+    let o = exec(&h, "s1", &["cat", "/etc/resolv.conf", "/etc/hosts"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    h.weft_ok(&["sandbox", "inspect", "s1"]);
+    let written = files_naming(&h.dir, &id);
+    assert!(
+        written.iter().any(|p| p.ends_with("resolv.conf"))
+            && written.iter().any(|p| p.ends_with("hosts")),
+        "control: the files were written: {written:?}"
+    );
+    h.weft_ok(&["sandbox", "rm", "s1"]);
+    assert_eq!(
+        files_naming(&h.dir, &id),
+        Vec::<std::path::PathBuf>::new(),
+        "left behind"
+    );
+}

@@ -130,7 +130,13 @@ pub struct DaemonArgs {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Exit {
     if let Cmd::Sandbox(sandbox::SandboxCmd::Exec { sandbox, command }) = &cli.cmd {
-        return sandbox::exec(&cli.root, remote::socket_for(&cli), sandbox, command);
+        return sandbox::exec(
+            &cli.root,
+            &cli.run_root,
+            remote::socket_for(&cli),
+            sandbox,
+            command,
+        );
     }
     if let Cmd::Daemon(a) = &cli.cmd {
         return daemon(&cli, a);

@@ -124,6 +124,7 @@ fn daemon_files(
 
 pub fn exec(
     root: &std::path::Path,
+    run_root: &std::path::Path,
     sock: Option<std::path::PathBuf>,
     sandbox: &str,
     cmd: &[String],
@@ -147,9 +148,10 @@ pub fn exec(
     let files = Engine::resolv_conf_in(&store, &sb)
         .and_then(|r| Ok((r, Engine::hosts_in(&store, &sb)?)))
         .and_then(|(resolv, hosts)| {
-            let dir = root.join("resolv");
-            let r = dir.join(format!("{}.conf", sb.id));
-            let h = dir.join(format!("{}.hosts", sb.id));
+            // Where Engine::sandbox_files keeps them: the run dir, removed with the sandbox.
+            let dir = run_root.join("sandboxes").join(&sb.id);
+            let r = dir.join("resolv.conf");
+            let h = dir.join("hosts");
             std::fs::create_dir_all(&dir)
                 .and_then(|_| std::fs::write(&r, resolv))
                 .and_then(|_| std::fs::write(&h, hosts))

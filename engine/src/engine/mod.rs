@@ -175,6 +175,9 @@ impl Engine {
             std::fs::create_dir_all(d)
                 .map_err(|e| Error::internal(format!("cannot create {}: {e}", d.display())))?;
         }
+        // Earlier versions' `sandbox exec` copies of /etc files, kept under the state root and
+        // never removed: they now live in the run dir with the sandbox.
+        let _ = std::fs::remove_dir_all(cfg.root.join("resolv"));
         let store = crate::store::redb_store::RedbStore::open(&cfg.root.join("weft.redb"))?;
         let kernel = crate::net::linux::LinuxKernel::open(
             cfg.host_netns.as_deref(),
