@@ -845,3 +845,97 @@ fn a_plugin_installed_through_either_door_is_seen_by_the_other() {
     h.weft_ok(&["network", "rm", "r3"]);
     h.weft_ok(&["system", "check"]);
 }
+
+#[test]
+fn inspect_writes_nothing_and_a_change_rewrites_the_sandboxs_files() {
+    let h = TestHost::new("getfiles");
+    let d = h.daemon();
+    h.weft_ok(&["network", "create", "--subnet", "10.67.0.0/24", "gf"]);
+    h.weft_ok(&["network", "create", "--subnet", "10.68.0.0/24", "gf2"]);
+    h.weft_ok(&["sandbox", "create", "--network", "gf", "s1"]);
+    let v = json(&d.docker_ok(&["inspect", "s1"]));
+    let resolv = std::path::PathBuf::from(v[0]["ResolvConfPath"].as_str().unwrap());
+    let hosts = std::path::PathBuf::from(v[0]["HostsPath"].as_str().unwrap());
+    // Written when the sandbox was made.
+    assert!(std::fs::read_to_string(&hosts)
+        .unwrap()
+        .contains("10.67.0."));
+    // A GET changes nothing on disk.
+    std::fs::remove_file(&resolv).unwrap();
+    std::fs::remove_file(&hosts).unwrap();
+    d.docker_ok(&["inspect", "s1"]);
+    let (status, _, _) = d.http(b"GET /v1.50/containers/s1/json HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(!resolv.exists() && !hosts.exists(), "a GET wrote the files");
+    // A change writes them again, as they are now.
+    h.weft_ok(&["network", "connect", "gf2", "s1"]);
+    let text = std::fs::read_to_string(&hosts).unwrap();
+    assert!(
+        text.contains("10.67.0.") && text.contains("10.68.0."),
+        "{text}"
+    );
+    h.weft_ok(&["network", "disconnect", "gf2", "s1"]);
+    assert!(!std::fs::read_to_string(&hosts)
+        .unwrap()
+        .contains("10.68.0."));
+}
+
+#[test]
+fn a_hung_daemon_fails_the_cli_within_its_timeout() {
+    let h = TestHost::new("hungd");
+    // Something that accepts on weft's socket and never answers.
+    let sock = h.dir.join("run").join("weft.sock");
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let held = std::thread::spawn(move || {
+        let mut keep = vec![];
+        for s in l.incoming().take(2) {
+            keep.push(s);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(8));
+    });
+    let run = |secs: &str| {
+        let t = std::time::Instant::now();
+        let o = h.weft_env(&["network", "ls"], &[("WEFT_CLIENT_TIMEOUT", secs)]);
+        (o, t.elapsed())
+    };
+    let (o, took) = run("1");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("did not answer within 1 s"), "{err}");
+    assert!(took < std::time::Duration::from_secs(4), "took {took:?}");
+    // Control: it is the timeout that ends the wait.
+    let (_, took) = run("3");
+    assert!(took >= std::time::Duration::from_secs(3), "took {took:?}");
+    held.join().unwrap();
+}
+
+#[test]
+fn a_flood_of_connections_is_bounded_per_socket_and_the_other_door_answers() {
+    let h = TestHost::new("connflood");
+    let d = h.daemon();
+    let base = d.open_fds();
+    let mut held = vec![];
+    for _ in 0..700 {
+        held.push(std::os::unix::net::UnixStream::connect(&d.sock).unwrap());
+    }
+    // Wait until the daemon took what it takes.
+    let t = std::time::Instant::now();
+    let mut most = 0;
+    while t.elapsed() < std::time::Duration::from_secs(2) {
+        most = most.max(d.open_fds().saturating_sub(base));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        (500..=512 + 8).contains(&most),
+        "the daemon holds {most} descriptors more for 700 idle connections (512 per socket)"
+    );
+    let t = std::time::Instant::now();
+    h.weft_ok(&["network", "ls"]);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(1),
+        "weft's socket waited {:?}",
+        t.elapsed()
+    );
+    drop(held);
+}

@@ -33,6 +33,8 @@ pub const MIN_API_VERSION: &str = "1.24";
 pub const MAX_BODY: usize = 1 << 20;
 /// A client has this long to send its headers, and again its body.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections one socket serves at once.
+pub const MAX_CONNECTIONS: usize = 512;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -366,12 +368,10 @@ impl Api {
 
     /// `GET /containers/{id}/json`: a sandbox is a running container with no image.
     fn container(&self, sb: &Sandbox) -> Result<Value> {
-        let files = self
-            .engine
-            .sandbox_files(sb)
-            .inspect_err(|e| tracing::warn!(sandbox = %sb.name, "{e}"))
-            .ok();
-        let mut v = view::sandbox(sb, &self.endpoints_of(sb)?, files.as_ref());
+        // Where its files are; written by the changes that made them what they are (a GET
+        // writes nothing).
+        let files = self.engine.sandbox_file_paths(&sb.id);
+        let mut v = view::sandbox(sb, &self.endpoints_of(sb)?, Some(&files));
         let o = v.as_object_mut().expect("an object");
         o.insert("Path".into(), json!(""));
         o.insert("Args".into(), json!([]));
@@ -556,7 +556,15 @@ pub async fn serve(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
+    // At most MAX_CONNECTIONS at once on this socket: the rest wait in the kernel's backlog,
+    // holding no descriptor of the daemon's (each socket has its own, so a flood on the Docker
+    // socket leaves weft's own door open).
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            _ = stop.changed() => break,
+            p = slots.clone().acquire_owned() => p.expect("never closed"),
+        };
         tokio::select! {
             _ = stop.changed() => break,
             a = listener.accept() => {
@@ -571,6 +579,7 @@ pub async fn serve(
                 let api = api.clone();
                 let mut stop = stop.clone();
                 conns.spawn(async move {
+                    let _permit = permit;
                     let svc = hyper::service::service_fn(move |req| {
                         let api = api.clone();
                         async move { Ok::<_, Infallible>(api.handle(req).await) }
@@ -593,8 +602,8 @@ pub async fn serve(
                     }
                 });
             }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
+        while conns.try_join_next().is_some() {}
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while conns.join_next().await.is_some() {}

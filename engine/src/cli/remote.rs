@@ -26,6 +26,18 @@ pub fn socket_for(cli: &Cli) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// How long the CLI waits for the daemon's answer: `WEFT_CLIENT_TIMEOUT` seconds, default 120
+/// (a plugin's first compile or a large batch removal takes seconds, not minutes).
+fn client_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(
+        std::env::var("WEFT_CLIENT_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|s| *s > 0)
+            .unwrap_or(120),
+    )
+}
+
 /// Paths in a command, made absolute (the daemon does not share the client's directory).
 fn absolutize(cmd: &mut Cmd) {
     let abs = |p: &mut PathBuf| {
@@ -95,6 +107,10 @@ pub fn ask(sock: &Path, mut cmd: Cmd) -> Option<Result<Captured, Exit>> {
         }
     }
     absolutize(&mut cmd);
+    // A daemon that stopped answering must not hang every CLI with it.
+    let limit = client_timeout();
+    let _ = s.set_read_timeout(Some(limit));
+    let _ = s.set_write_timeout(Some(limit));
     let body = serde_json::to_vec(&cmd).expect("a command serializes");
     let head = format!(
         "POST /weft/v1/run HTTP/1.1\r\nHost: weft\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -106,10 +122,21 @@ pub fn ask(sock: &Path, mut cmd: Cmd) -> Option<Result<Captured, Exit>> {
         .and_then(|_| s.write_all(&body))
         .and_then(|_| s.read_to_end(&mut reply));
     if let Err(e) = r {
-        err_line(format!(
-            "the weft daemon at {} did not answer: {e}",
-            sock.display()
-        ));
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            err_line(format!(
+                "the weft daemon at {} did not answer within {} s (WEFT_CLIENT_TIMEOUT): is it stuck? WEFT_NO_DAEMON=1 runs a command without it",
+                sock.display(),
+                limit.as_secs()
+            ));
+        } else {
+            err_line(format!(
+                "the weft daemon at {} did not answer: {e}",
+                sock.display()
+            ));
+        }
         return Some(Err(1));
     }
     let text = String::from_utf8_lossy(&reply);

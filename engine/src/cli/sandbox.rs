@@ -90,11 +90,8 @@ fn sandbox_view(engine: &Engine, sb: &Sandbox) -> Result<Value, Error> {
         let net = engine.network(&ep.network_id)?;
         eps.push((ep, net));
     }
-    let files = engine
-        .sandbox_files(sb)
-        .inspect_err(|e| tracing::warn!(sandbox = %sb.name, "{e}"))
-        .ok();
-    Ok(view::sandbox(sb, &eps, files.as_ref()))
+    let files = engine.sandbox_file_paths(&sb.id);
+    Ok(view::sandbox(sb, &eps, Some(&files)))
 }
 
 /// Enter a sandbox's namespace and exec a command there (never returns on success). Needs no
@@ -122,6 +119,25 @@ fn daemon_files(
     Some((path("ResolvConfPath")?, path("HostsPath")?))
 }
 
+/// A sandbox's resolv.conf and hosts from the local store, written where
+/// `Engine::sandbox_files` keeps them (the run dir, removed with the sandbox).
+fn local_files(
+    store: &crate::store::redb_store::RedbStore,
+    run_root: &std::path::Path,
+    sb: &Sandbox,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), Error> {
+    let resolv = Engine::resolv_conf_in(store, sb)?;
+    let hosts = Engine::hosts_in(store, sb)?;
+    let dir = run_root.join("sandboxes").join(&sb.id);
+    let r = dir.join("resolv.conf");
+    let h = dir.join("hosts");
+    std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&r, resolv))
+        .and_then(|_| std::fs::write(&h, hosts))
+        .map_err(|e| Error::internal(format!("cannot write the sandbox's /etc files: {e}")))?;
+    Ok((r, h))
+}
+
 pub fn exec(
     root: &std::path::Path,
     run_root: &std::path::Path,
@@ -144,22 +160,13 @@ pub fn exec(
             return 1;
         }
     };
-    // The sandbox's resolv.conf and hosts, as of now, which `exec` binds over /etc's.
-    let files = Engine::resolv_conf_in(&store, &sb)
-        .and_then(|r| Ok((r, Engine::hosts_in(&store, &sb)?)))
-        .and_then(|(resolv, hosts)| {
-            // Where Engine::sandbox_files keeps them: the run dir, removed with the sandbox.
-            let dir = run_root.join("sandboxes").join(&sb.id);
-            let r = dir.join("resolv.conf");
-            let h = dir.join("hosts");
-            std::fs::create_dir_all(&dir)
-                .and_then(|_| std::fs::write(&r, resolv))
-                .and_then(|_| std::fs::write(&h, hosts))
-                .map_err(|e| {
-                    Error::internal(format!("cannot write the sandbox's /etc files: {e}"))
-                })?;
-            Ok((r, h))
-        });
+    // The sandbox's resolv.conf and hosts, which `exec` binds over /etc's: the daemon's (it
+    // keeps them current and sees every network), else written here as of now — never over
+    // the daemon's, from this process's narrower view.
+    let files = match from_daemon {
+        Some(f) => Ok(f),
+        None => local_files(&store, run_root, &sb),
+    };
     let env = match Engine::link_env_in(&store, &sb) {
         Ok(e) => e,
         Err(e) => {
@@ -167,9 +174,9 @@ pub fn exec(
             return 1;
         }
     };
-    let (resolv, hosts) = match (from_daemon, files) {
-        (Some(f), _) | (None, Ok(f)) => f,
-        (None, Err(e)) => {
+    let (resolv, hosts) = match files {
+        Ok(f) => f,
+        Err(e) => {
             err_line(e);
             return 1;
         }

@@ -89,6 +89,7 @@ impl Engine {
         opts: ConnectOptions,
     ) -> Result<Endpoint> {
         let ep = self.connect_retrying(network, sandbox, opts).await?;
+        self.refresh_sandbox_files(&ep.sandbox_id).await;
         if self.watched() {
             if let Ok(net) = self.network(&ep.network_id) {
                 self.emit("connect", Some(&net), Some(&ep.sandbox_id));
@@ -410,12 +411,15 @@ impl Engine {
 
     /// `network disconnect`.
     pub async fn disconnect(&self, network: &str, sandbox: &str, force: bool) -> Result<()> {
-        if !self.watched() {
-            return self.disconnect_retrying(network, sandbox, force).await;
-        }
-        let net = self.network(network).ok();
+        let net = self.watched().then(|| self.network(network).ok()).flatten();
         let sb = self.sandbox(sandbox).map(|s| s.id).ok();
         self.disconnect_retrying(network, sandbox, force).await?;
+        if let Some(id) = &sb {
+            self.refresh_sandbox_files(id).await;
+        }
+        if !self.watched() {
+            return Ok(());
+        }
         self.emit(
             "disconnect",
             net.as_ref(),

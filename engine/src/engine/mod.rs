@@ -446,6 +446,31 @@ impl Engine {
         self.inner.cfg.run_root.join("sandboxes").join(sandbox_id)
     }
 
+    /// Where a sandbox's resolv.conf, hosts and hostname are (what `inspect` shows), without
+    /// writing anything: the engine writes them when the sandbox is made or its networks
+    /// change.
+    pub fn sandbox_file_paths(&self, sandbox_id: &str) -> SandboxFiles {
+        let dir = self.sandbox_files_dir(sandbox_id);
+        SandboxFiles {
+            resolv_conf: dir.join("resolv.conf"),
+            hosts: dir.join("hosts"),
+            hostname: dir.join("hostname"),
+        }
+    }
+
+    /// Write a sandbox's files as its records say now, off the async threads (after a change
+    /// committed). A failure is logged: the files are derived, and written again next time.
+    pub(crate) async fn refresh_sandbox_files(&self, sandbox_id: &str) {
+        let Ok(sb) = self.sandbox(sandbox_id) else {
+            return;
+        };
+        let e = self.clone();
+        let r = tokio::task::spawn_blocking(move || e.sandbox_files(&sb)).await;
+        if let Ok(Err(err)) = r {
+            tracing::warn!(sandbox = %sandbox_id, "its /etc files: {err}");
+        }
+    }
+
     /// Write a sandbox's resolv.conf, hosts and hostname files as they are now (what `sandbox
     /// exec` binds over /etc, Docker's `ResolvConfPath`, `HostsPath` and `HostnamePath`) and
     /// return their paths, for a runtime to bind into its container. Written in place when
@@ -459,11 +484,7 @@ impl Engine {
             .hostname
             .clone()
             .unwrap_or_else(|| sb.id[..12].to_string());
-        let files = SandboxFiles {
-            resolv_conf: dir.join("resolv.conf"),
-            hosts: dir.join("hosts"),
-            hostname: dir.join("hostname"),
-        };
+        let files = self.sandbox_file_paths(&sb.id);
         for (path, text) in [
             (&files.resolv_conf, Engine::resolv_conf_in(store, sb)?),
             (&files.hosts, Engine::hosts_in(store, sb)?),
