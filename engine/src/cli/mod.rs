@@ -239,6 +239,8 @@ fn daemon(cli: &Cli, a: &DaemonArgs) -> Exit {
     let mut cfg = Config {
         root: cli.root.clone(),
         run_root: cli.run_root.clone(),
+        // docker inspect's ResolvConfPath, sandbox exec's /etc files: kept current.
+        keep_sandbox_files: true,
         ..Config::from_env()
     };
     if a.icc.is_some() {

@@ -89,7 +89,7 @@ impl Engine {
         opts: ConnectOptions,
     ) -> Result<Endpoint> {
         let ep = self.connect_retrying(network, sandbox, opts).await?;
-        self.refresh_sandbox_files(&ep.sandbox_id).await;
+        self.refresh_sandbox_files(&ep.sandbox_id);
         if self.watched() {
             if let Ok(net) = self.network(&ep.network_id) {
                 self.emit("connect", Some(&net), Some(&ep.sandbox_id));
@@ -415,7 +415,7 @@ impl Engine {
         let sb = self.sandbox(sandbox).map(|s| s.id).ok();
         self.disconnect_retrying(network, sandbox, force).await?;
         if let Some(id) = &sb {
-            self.refresh_sandbox_files(id).await;
+            self.refresh_sandbox_files(id);
         }
         if !self.watched() {
             return Ok(());

@@ -62,6 +62,11 @@ pub struct Config {
     /// ICC on the predefined `bridge` network (dockerd's `--icc`): `None` leaves it as it is
     /// (on, when first made); a change applies while the default bridge has no sandboxes.
     pub default_bridge_icc: Option<bool>,
+    /// Keep every sandbox's resolv.conf, hosts and hostname files current (written when it is
+    /// made and when its networks change): what the daemon does, for the Docker API's
+    /// `ResolvConfPath`. Off, an embedder asks for them with [`Engine::sandbox_files`] and an
+    /// attach writes no files (about 0.2 ms of work less).
+    pub keep_sandbox_files: bool,
     /// The cluster store (etcd) and this host's address in it: global-scope networks (overlay),
     /// their IPAM and endpoints are shared with every host that names the same store.
     /// `None`: this host alone.
@@ -76,6 +81,7 @@ impl Default for Config {
             host_netns: None,
             boot_id: None,
             default_bridge_icc: None,
+            keep_sandbox_files: false,
             cluster: None,
         }
     }
@@ -447,8 +453,8 @@ impl Engine {
     }
 
     /// Where a sandbox's resolv.conf, hosts and hostname are (what `inspect` shows), without
-    /// writing anything: the engine writes them when the sandbox is made or its networks
-    /// change.
+    /// writing anything: with [`Config::keep_sandbox_files`] (the daemon) the engine writes
+    /// them when the sandbox is made or its networks change.
     pub fn sandbox_file_paths(&self, sandbox_id: &str) -> SandboxFiles {
         let dir = self.sandbox_files_dir(sandbox_id);
         SandboxFiles {
@@ -458,17 +464,24 @@ impl Engine {
         }
     }
 
-    /// Write a sandbox's files as its records say now, off the async threads (after a change
-    /// committed). A failure is logged: the files are derived, and written again next time.
-    pub(crate) async fn refresh_sandbox_files(&self, sandbox_id: &str) {
-        let Ok(sb) = self.sandbox(sandbox_id) else {
+    /// After a change committed: write a sandbox's files as its records say then, in the
+    /// background (off the request's path: the answer does not wait for them, and they are
+    /// there a fraction of a millisecond later). Each write reads the records as they are when
+    /// it runs, so the last one to run writes the latest state. A failure is logged: the files
+    /// are derived, and written again at the next change.
+    pub(crate) fn refresh_sandbox_files(&self, sandbox_id: &str) {
+        if !self.inner.cfg.keep_sandbox_files {
             return;
-        };
-        let e = self.clone();
-        let r = tokio::task::spawn_blocking(move || e.sandbox_files(&sb)).await;
-        if let Ok(Err(err)) = r {
-            tracing::warn!(sandbox = %sandbox_id, "its /etc files: {err}");
         }
+        let (e, id) = (self.clone(), sandbox_id.to_string());
+        tokio::task::spawn_blocking(move || {
+            let Ok(sb) = e.sandbox(&id) else {
+                return; // removed meanwhile: its files went with it
+            };
+            if let Err(err) = e.sandbox_files(&sb) {
+                tracing::warn!(sandbox = %id, "its /etc files: {err}");
+            }
+        });
     }
 
     /// Write a sandbox's resolv.conf, hosts and hostname files as they are now (what `sandbox

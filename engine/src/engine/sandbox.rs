@@ -105,7 +105,7 @@ impl Engine {
             })
             .await?;
         tracing::info!(sandbox = %sb.name, "sandbox created");
-        self.refresh_sandbox_files(&sb.id).await;
+        self.refresh_sandbox_files(&sb.id);
         for net in self.endpoint_events(&sb.id) {
             self.emit("connect", Some(&net), Some(&sb.id));
         }
