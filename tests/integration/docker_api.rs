@@ -943,3 +943,44 @@ fn a_flood_of_connections_is_bounded_per_socket_and_the_other_door_answers() {
     );
     drop(held);
 }
+
+/// `system info`'s restart count of a supervised task.
+fn restarts(h: &TestHost, task: &str) -> u64 {
+    json(&h.weft_ok(&["system", "info"]))["TaskRestarts"][task]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_daemons_tasks_are_started_again_when_they_die_and_counted() {
+    let h = TestHost::new("supervise");
+    h.weft_ok(&["network", "create", "--subnet", "10.69.0.0/24", "sv"]);
+    h.weft_ok(&["sandbox", "create", "--network", "sv", "a"]);
+    h.weft_ok(&["sandbox", "create", "--network", "sv", "b"]);
+    let br = {
+        let v = json(&h.weft_ok(&["network", "inspect", "sv"]));
+        format!("br-{}", &v[0]["Id"].as_str().unwrap()[..12])
+    };
+    for task in ["healer", "dns", "resolver"] {
+        let d = h.daemon_env(&[("WEFT_FAILPOINT", &format!("panic:{task}"))]);
+        until(&format!("{task} restarted"), || restarts(&h, task) >= 1);
+        assert!(
+            d.log_text()
+                .contains(&format!("WEFT_FAILPOINT: panic at {task}")),
+            "control: the failpoint fired\n{}",
+            d.log_text()
+        );
+        // And the work goes on: names resolve, what others break is restored.
+        until(&format!("names resolve after the {task} restart"), || {
+            h.weft(&["sandbox", "exec", "a", "--", "getent", "hosts", "b"])
+                .status
+                .success()
+        });
+        run_ok(&h.host_ns, "ip", &["link", "del", &br]);
+        until(
+            &format!("the bridge is back after the {task} restart"),
+            || links(&h.host_ns).contains(&br) && h.weft(&["system", "check"]).status.success(),
+        );
+        drop(d);
+    }
+}

@@ -25,6 +25,7 @@ pub const MAX_DEFER: Duration = Duration::from_secs(5);
 
 /// Mend drift until the watch ends. Starts with one check (drift while no daemon ran).
 pub async fn heal(engine: Engine, mut rx: Receiver<Change>) {
+    engine.failpoint_panic("healer");
     // (first change seen, some change was surely someone else's)
     let mut pending: Option<(Instant, bool)> = Some((Instant::now(), true));
     loop {
@@ -37,6 +38,10 @@ pub async fn heal(engine: Engine, mut rx: Receiver<Change>) {
         };
         match next {
             None => return,
+            Some(Some(crate::net::watch::Change::Lost)) => {
+                tracing::warn!("the kernel watch was lost: the healer starts again with a new one");
+                return;
+            }
             Some(Some(change)) => {
                 let foreign = engine.quiet_for().is_some_and(|q| q >= OURS_GRACE);
                 tracing::debug!(?change, foreign, "kernel change");

@@ -38,6 +38,48 @@ pub fn raise_nofile_limit() -> u64 {
     }
 }
 
+/// Run the task `f` makes for the daemon's life: whenever it panics or ends, log it, count it
+/// (`system info`'s `TaskRestarts`) and start it again (after 100 ms, doubling to 5 s while it
+/// keeps dying fast). Aborting the returned handle stops it.
+pub fn supervise<F, Fut>(engine: Engine, name: &'static str, f: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Engine) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    tokio::spawn(async move {
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            let started = std::time::Instant::now();
+            let mut task = AbortOnDrop(tokio::spawn(f(engine.clone())));
+            match (&mut task.0).await {
+                Ok(()) => tracing::warn!(task = name, "ended: starting it again"),
+                Err(e) if e.is_panic() => {
+                    let p = e.into_panic();
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    tracing::error!(task = name, "died ({msg}): starting it again");
+                }
+                Err(_) => return,
+            }
+            engine.note_restart(name);
+            if started.elapsed() > std::time::Duration::from_secs(10) {
+                backoff = std::time::Duration::from_millis(100);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+        }
+    })
+}
+
 /// Where and to whom the daemon answers.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
@@ -169,24 +211,31 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     let resolv = std::env::var_os("WEFT_RESOLV_CONF")
         .map(PathBuf::from)
         .unwrap_or_else(|| "/etc/resolv.conf".into());
-    let dns = tokio::spawn(crate::dns::run(engine.clone(), resolv));
-    let healer = engine
-        .watch_kernel()?
-        .map(|rx| tokio::spawn(heal::heal(engine.clone(), rx)));
-    // The cluster store's changes, followed for the daemon's life: restarted if it dies.
-    let follower = engine.cluster().is_some().then(|| {
-        let e = engine.clone();
-        tokio::spawn(async move {
-            loop {
-                let e2 = e.clone();
-                match tokio::spawn(async move { e2.follow_cluster().await }).await {
-                    Ok(()) => return,
-                    Err(err) => {
-                        tracing::error!("the cluster follower died ({err}): restarting it");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // The daemon's own tasks run for its life: each is started again if it dies or ends.
+    let dns = supervise(engine.clone(), "dns", move |e| {
+        crate::dns::run(e, resolv.clone())
+    });
+    let healer =
+        engine.watch_kernel()?.map(|first| {
+            let first = std::sync::Mutex::new(Some(first));
+            supervise(engine.clone(), "healer", move |e| {
+                // The first watch was made at start (an error there stops the daemon); a new one
+                // each time after.
+                let rx =
+                    first.lock().unwrap().take().map(Ok).unwrap_or_else(|| {
+                        e.watch_kernel().map(|r| r.expect("this kernel watches"))
+                    });
+                async move {
+                    match rx {
+                        Ok(rx) => heal::heal(e, rx).await,
+                        Err(err) => tracing::error!("cannot watch the kernel: {err}"),
                     }
                 }
-            }
+            })
+        });
+    let follower = engine.cluster().is_some().then(|| {
+        supervise(engine.clone(), "cluster", |e| async move {
+            e.follow_cluster().await
         })
     });
     let docker_api = Arc::new(Api::new(engine.clone()));

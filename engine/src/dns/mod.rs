@@ -440,6 +440,7 @@ pub async fn serve_network(
     udp: tokio::net::UdpSocket,
     tcp: tokio::net::TcpListener,
 ) {
+    r.engine.failpoint_panic("resolver");
     let udp = Arc::new(udp);
     let tcp_task = {
         let r = r.clone();
@@ -571,6 +572,7 @@ impl Drop for PeerCount {
 /// Keep one resolver per network that [`serves`]: started for the networks there are and
 /// those created later, stopped with their networks. Runs until its task is aborted.
 pub async fn run(engine: Engine, host_resolv: PathBuf) {
+    engine.failpoint_panic("dns");
     let r = Arc::new(Resolver::new(engine.clone(), &host_resolv));
     let mut events = engine.subscribe();
     let mut running: std::collections::BTreeMap<String, AbortOnDrop> = Default::default();
@@ -591,7 +593,16 @@ pub async fn run(engine: Engine, host_resolv: PathBuf) {
             .into_iter()
             .filter(|n| n.scope != crate::model::Scope::Global || here(n))
             .collect();
-        running.retain(|id, _| nets.iter().any(|n| &n.id == id && serves(n)));
+        running.retain(|id, t| {
+            let wanted = nets.iter().any(|n| &n.id == id && serves(n));
+            if wanted && t.0.is_finished() {
+                // A network's resolver died: it is started again below.
+                tracing::error!(network = %id, "DNS resolver died: starting it again");
+                engine.note_restart("resolver");
+                return false;
+            }
+            wanted
+        });
         for n in nets.iter().filter(|n| serves(n)) {
             if running.contains_key(&n.id) {
                 continue;
@@ -609,6 +620,8 @@ pub async fn run(engine: Engine, host_resolv: PathBuf) {
     };
     sync(&mut running);
     let mut cluster = engine.cluster().map(|c| c.subscribe());
+    // Also every few seconds: a resolver that died is noticed without waiting for a change.
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
     loop {
         let changed = async {
             match cluster.as_mut() {
@@ -630,6 +643,7 @@ pub async fn run(engine: Engine, host_resolv: PathBuf) {
                     cluster = None;
                 }
             }
+            _ = tick.tick() => sync(&mut running),
         }
     }
 }

@@ -170,6 +170,8 @@ pub(crate) struct Inner {
     plugins: Arc<crate::plugin::PluginHost>,
     /// The cluster store, when there is one.
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// How many times each supervised task of this process was restarted.
+    restarts: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Engine {
@@ -190,6 +192,28 @@ impl Engine {
             &cfg.run_root.join("host.ns"),
         )?;
         Self::open_with(cfg, Arc::new(store), Arc::new(kernel)).await
+    }
+
+    /// A supervised task (the daemon's healer, resolver, cluster follower…) died and was
+    /// started again.
+    pub fn note_restart(&self, task: &str) {
+        *self
+            .inner
+            .restarts
+            .lock()
+            .unwrap()
+            .entry(task.to_string())
+            .or_default() += 1;
+    }
+
+    /// Restarts per supervised task so far (`system info`).
+    pub fn restarts(&self) -> BTreeMap<String, u64> {
+        self.inner.restarts.lock().unwrap().clone()
+    }
+
+    /// The `panic:NAME` failpoint (tests only: makes a supervised task die once).
+    pub fn failpoint_panic(&self, name: &str) {
+        self.inner.fp.panic_point(name);
     }
 
     /// The cluster store of this engine, if it has one.
@@ -270,6 +294,7 @@ impl Engine {
                 #[cfg(feature = "wasm")]
                 plugins,
                 cluster,
+                restarts: Default::default(),
             }),
         };
         for rec in

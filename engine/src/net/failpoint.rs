@@ -6,6 +6,8 @@
 //! - `fail-after:KIND`: every step of that kind fails right after the kernel made the change
 //!   (so its inverse runs in the rollback);
 //! - `crash:KIND`: the process dies (SIGKILL) right before the first step of that kind;
+//! - `panic:NAME`: the first time the named point is reached it panics (a supervised task:
+//!   `healer`, `dns`, `resolver`);
 //! - `crash-after:N`: the process dies right after its N-th crash point: every kernel step
 //!   applied or removed is one, and so are `commit` (before the store commit) and `committed`
 //!   (after it, before the journal goes). Walking N from 1 kills an operation at each of them.
@@ -24,6 +26,8 @@ enum Spec {
     FailAfter(String),
     Crash(String),
     CrashAfter(usize),
+    /// Panic, the first time, at the point of this name (a supervised task dies).
+    Panic(String),
 }
 
 /// The failpoints of one engine.
@@ -67,6 +71,8 @@ impl Failpoints {
                 Spec::CrashAfter(n.parse().expect("crash-after:N takes a number"))
             } else if let Some(k) = s.strip_prefix("crash:") {
                 Spec::Crash(k.into())
+            } else if let Some(k) = s.strip_prefix("panic:") {
+                Spec::Panic(k.into())
             } else {
                 Spec::Fail(s.into())
             }
@@ -108,6 +114,21 @@ impl Failpoints {
             }
         }
         Ok(())
+    }
+
+    /// A named panic point: with `panic:NAME`, the first time it is reached it panics (the
+    /// spec is then cleared: the task restarted by its supervisor runs on).
+    #[inline]
+    pub fn panic_point(&self, _name: &str) {
+        #[cfg(feature = "failpoints")]
+        {
+            let mut g = self.spec.lock().unwrap();
+            if matches!(&*g, Some(Spec::Panic(k)) if k == _name) {
+                *g = None;
+                drop(g);
+                panic!("WEFT_FAILPOINT: panic at {_name}");
+            }
+        }
     }
 
     /// A named crash point (`commit`, `committed`).

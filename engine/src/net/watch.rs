@@ -22,6 +22,9 @@ pub enum Change {
     Route,
     /// Something in nftables changed (a table, chain, rule or set).
     Firewall,
+    /// The watch itself broke (an error its socket should never give): nothing more will be
+    /// reported. Whoever follows it starts another.
+    Lost,
 }
 
 // rtnetlink multicast groups (legacy bitmask form) and message types.
@@ -138,10 +141,15 @@ pub fn watch(host: &File) -> Result<tokio::sync::mpsc::Receiver<Change>, NetErro
                         )
                     };
                     let changes = if n < 0 {
-                        match std::io::Error::last_os_error().raw_os_error() {
+                        let e = std::io::Error::last_os_error();
+                        match e.raw_os_error() {
                             Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
                             Some(libc::ENOBUFS) => vec![Change::Link, Change::Firewall],
-                            _ => return,
+                            _ => {
+                                tracing::error!("the kernel watch broke: {e}");
+                                let _ = tx.blocking_send(Change::Lost);
+                                return;
+                            }
                         }
                     } else if is_nft {
                         vec![Change::Firewall]
