@@ -446,17 +446,22 @@ pub fn tcp_echo(ns: &Path, addr: SocketAddr, timeout: Duration) -> bool {
 
 /// A datagram from `client_ns` to `to`: does a socket bound to `bind` in `server_ns` get it?
 pub fn udp_lands(server_ns: &Path, bind: SocketAddr, client_ns: &Path, to: SocketAddr) -> bool {
+    let (ready, bound) = std::sync::mpsc::channel();
     let server = in_ns(server_ns, move || {
         let s = std::net::UdpSocket::bind(bind).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(800)))
             .unwrap();
+        ready.send(()).unwrap();
         let mut b = [0u8; 16];
         s.recv_from(&mut b).ok().map(|(n, _)| b[..n].to_vec())
     });
-    std::thread::sleep(Duration::from_millis(100));
+    // Sent once the receiver is bound (not after a guess of how long that takes); a send the
+    // kernel refuses is a failure of the test, not a "blocked".
+    bound.recv().unwrap();
     in_ns(client_ns, move || {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.send_to(b"evil", to).unwrap();
+        s.send_to(b"evil", to)
+            .unwrap_or_else(|e| panic!("sending to {to}: {e}"));
     })
     .join()
     .unwrap();

@@ -15,6 +15,7 @@ mod core_tx;
 mod crash;
 mod dns;
 mod docker_api;
+mod drift;
 mod escapes;
 mod macvlan;
 mod modes;

@@ -607,7 +607,7 @@ fn a_sandbox_cannot_reach_the_hosts_loopback_through_its_bridge() {
     let found = h.weft(&["system", "check"]);
     assert!(
         String::from_utf8_lossy(&found.stdout)
-            .contains("missing: nftables base chains of inet weft"),
+            .contains("missing: nftables base chains of weft's tables"),
         "{}",
         String::from_utf8_lossy(&found.stdout)
     );

@@ -102,6 +102,9 @@ enum Fix {
     },
     /// A sandbox's published ports (sandbox id, chain id), made again from its record.
     Republish(String, String),
+    /// A network's nftables rules (network id) differ from what weft made: purged and made
+    /// again from its record, the network's links left as they are.
+    Refirewall(String),
     /// Published-port chain and elements of a sandbox id (12) no record owns.
     PurgePorts(String),
     /// ICC elements of a bridge port no record owns.
@@ -328,6 +331,11 @@ impl Engine {
                         } => {
                             Fix::Republish(key.trim_start_matches("sb/").to_string(), p.id.clone())
                         }
+                        Step::Firewall {
+                            change: crate::firewall::FwChange::Remove(_),
+                        } if key.starts_with("net/") => {
+                            Fix::Refirewall(key.trim_start_matches("net/").to_string())
+                        }
                         _ => fix.clone(),
                     };
                     add(
@@ -442,8 +450,8 @@ impl Engine {
             if !fw_ids.is_empty() && op.tx().firewall_base_intact().await? == Some(false) {
                 add(
                     FindingKind::Missing,
-                    "nftables base chains of inet weft".into(),
-                    "rules are missing (guard, forward, nat or port lookups)".into(),
+                    "nftables base chains of weft's tables".into(),
+                    "rules missing or changed (guard, forward, nat, port lookups, ICC)".into(),
                     Fix::ReassertBase,
                 );
             }
@@ -595,6 +603,34 @@ impl Engine {
                     .await
                     .map_err(Into::into);
                 op.settle(r).await
+            }
+            Fix::Refirewall(net) => {
+                let steps = records::owned(&*self.inner.store.read()?, &net_key(net))?;
+                let Some(r) = steps.iter().find_map(|s| match s {
+                    Step::Firewall {
+                        change: crate::firewall::FwChange::Remove(r),
+                    } => Some(r.clone()),
+                    _ => None,
+                }) else {
+                    return Ok(());
+                };
+                let mut op = self
+                    .begin(
+                        Intent::new(format!("repair: nftables rules of network {net}"), vec![]),
+                        Locking::Inherited,
+                    )
+                    .await?;
+                let res = async {
+                    op.tx().firewall_purge(&r.id).await?;
+                    op.tx()
+                        .apply(Step::Firewall {
+                            change: crate::firewall::FwChange::Add(r),
+                        })
+                        .await?;
+                    Ok(())
+                }
+                .await;
+                op.settle(res).await
             }
             Fix::RemoveSandbox(id) => {
                 let mut op = self

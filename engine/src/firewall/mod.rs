@@ -166,7 +166,13 @@ impl Listing {
 
     /// Are the base chains whole (`None`: no inet table)?
     pub fn base_intact(&self) -> Option<bool> {
-        self.inet.as_deref().map(render::base_intact)
+        let bridge = self
+            .bridge
+            .as_deref()
+            .is_none_or(render::bridge_base_intact);
+        self.inet
+            .as_deref()
+            .map(|i| render::base_intact(i) && bridge)
     }
 }
 
@@ -275,7 +281,8 @@ impl Firewall {
 
     /// Put the base chains' rules back (the table, maps and per-network state stay).
     pub async fn reassert_base(&self) -> Result<(), NetError> {
-        let doc = render::batch(&[]);
+        let bridge = self.list_table("bridge").await?.is_some();
+        let doc = render::base_batch(bridge);
         self.run(&["-j", "-f", "-"], Some(doc.to_string()))
             .await
             .map(|_| ())

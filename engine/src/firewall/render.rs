@@ -548,14 +548,16 @@ fn add_ports(p: &super::PortRules) -> Vec<Value> {
             if host.is_some_and(|h| h.is_ipv4() != to.is_ipv4()) {
                 continue;
             }
-            let mut expr = vec![
-                eq(meta("nfproto"), json!(nfproto)),
-                eq(meta("l4proto"), json!(m.proto)),
-                eq(
-                    json!({"payload": {"protocol": "th", "field": "dport"}}),
-                    json!(m.host_port),
-                ),
-            ];
+            // Written the way nft lists it back (`tcp dport` carries its protocol; an `ip
+            // daddr` carries its family), so `system check` compares like with like.
+            let mut expr = Vec::new();
+            if host.is_none() {
+                expr.push(eq(meta("nfproto"), json!(nfproto)));
+            }
+            expr.push(eq(
+                json!({"payload": {"protocol": m.proto, "field": "dport"}}),
+                json!(m.host_port),
+            ));
             if let Some(h) = host {
                 expr.push(eq(
                     json!({"payload": {"protocol": fam, "field": "daddr"}}),
@@ -633,11 +635,72 @@ pub fn chain_ids(items: &[Value]) -> Vec<String> {
 }
 
 /// Does a listed table hold a network's rules (its chains and its dispatch element)?
+/// The expressions of the rules `batch` adds to `chain` of `family`, in order.
+fn added_rules<'a>(batch: &'a [Value], family: &str, chain: &str) -> Vec<&'a Value> {
+    batch
+        .iter()
+        .filter_map(|c| {
+            let r = c.get("add")?.get("rule")?;
+            (r.get("family")?.as_str()? == family && r.get("chain")?.as_str()? == chain)
+                .then(|| r.get("expr"))
+                .flatten()
+        })
+        .collect()
+}
+
+/// The expressions of the rules of `chain` in a listing of a `family` table, in order.
+fn listed_rules<'a>(items: &'a [Value], family: &str, chain: &str) -> Vec<&'a Value> {
+    items
+        .iter()
+        .filter_map(|i| {
+            let r = i.get("rule")?;
+            (r.get("family")?.as_str()? == family && r.get("chain")?.as_str()? == chain)
+                .then(|| r.get("expr"))
+                .flatten()
+        })
+        .collect()
+}
+
+/// Does `chain` hold exactly the rules `batch` puts there — the same expressions in the same
+/// order, nothing missing, changed or added? (nft lists a rule's expressions in the form weft
+/// writes them.) A flushed chain, a `drop` rewritten to `accept`, an `accept` inserted before
+/// the rest: each is a difference.
+fn chain_as_made(items: &[Value], batch: &[Value], family: &str, chain: &str) -> bool {
+    let norm = |v: Vec<&Value>| v.into_iter().map(canonical).collect::<Vec<_>>();
+    norm(listed_rules(items, family, chain)) == norm(added_rules(batch, family, chain))
+}
+
+/// An expression in the one form nft lists it: an anonymous set's members come back in the
+/// order of their values (`{udp, tcp}` is listed `{tcp, udp}`), so members are sorted.
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| {
+                    let x = match (k.as_str(), x) {
+                        ("set", Value::Array(a)) => {
+                            let mut a: Vec<Value> = a.iter().map(canonical).collect();
+                            a.sort_by_key(|e| e.to_string());
+                            Value::Array(a)
+                        }
+                        _ => canonical(x),
+                    };
+                    (k.clone(), x)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
 pub fn has_network(items: &[Value], r: &NetRules) -> bool {
     let names: Vec<&str> = chains(items).collect();
-    let have_chains = ["in", "out", "nat"]
-        .iter()
-        .all(|p| names.contains(&chain_name(r, p).as_str()));
+    let made = add_network(r);
+    let have_chains = ["in", "out", "nat"].iter().all(|p| {
+        let c = chain_name(r, p);
+        names.contains(&c.as_str()) && chain_as_made(items, &made, FAM, &c)
+    });
     let cin = chain_name(r, "in");
     let dispatched = maps(items)
         .filter(|(n, _)| *n == "fwd_in")
@@ -700,31 +763,40 @@ pub fn has_ports(items: &[Value], p: &super::PortRules) -> bool {
         })
         .collect();
     has_chain
+        && chain_as_made(items, &add_ports(p), FAM, &chain)
         && p.maps.iter().all(|m| {
             let (map, key) = port_key(m);
             elems.contains(&(map, &key))
         })
 }
 
-/// Do the base chains of a listed inet table hold their rules (as many as [`batch`] puts
-/// there)? A flushed `guard` or `forward` chain leaves the table and the maps in place.
+/// Do the base chains of a listed inet table hold exactly the rules [`batch`] puts there? A
+/// flushed `guard` or `forward` chain leaves the table and the maps in place; a rule rewritten
+/// or added is as much a change.
 pub fn base_intact(items: &[Value]) -> bool {
-    let expected = batch(&[]);
-    let count =
-        |rules: &mut dyn Iterator<Item = &str>, chain: &str| rules.filter(|c| *c == chain).count();
-    let want: Vec<&str> = expected["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.get("add")?.get("rule")?.get("chain")?.as_str())
-        .collect();
-    let have: Vec<&str> = items
-        .iter()
-        .filter_map(|i| i.get("rule")?.get("chain")?.as_str())
-        .collect();
+    let base = base();
     ["guard", "prerouting", "output", "forward", "postrouting"]
         .iter()
-        .all(|c| count(&mut have.iter().copied(), c) >= count(&mut want.iter().copied(), c))
+        .all(|c| chain_as_made(items, &base, FAM, c))
+}
+
+/// The same for the bridge table's chains (ICC off: a flushed `noicc` chain lets every frame
+/// between the ports through).
+pub fn bridge_base_intact(items: &[Value]) -> bool {
+    let base = bridge_base();
+    ["forward", "noicc"]
+        .iter()
+        .all(|c| chain_as_made(items, &base, BFAM, c))
+}
+
+/// The base objects again: the inet table's, and the bridge table's when there is one.
+pub fn base_batch(bridge: bool) -> Value {
+    let mut v = vec![json!({"add": {"table": {"family": FAM, "name": TABLE}}})];
+    v.extend(base());
+    if bridge {
+        v.extend(bridge_base());
+    }
+    json!({"nftables": v})
 }
 
 /// The sandbox ids (12 hex digits) with a published-port chain in a listed inet table.
@@ -884,8 +956,35 @@ mod tests {
         ]"#,
         )
         .unwrap();
+        // Chains with no rules are not a network's rules.
+        assert!(!has_network(&items, &net(false)));
+        // Its rules as nft lists them: each added rule, with a handle.
+        let mut items = items;
+        for (n, r) in add_network(&net(false))
+            .iter()
+            .filter_map(|c| c.get("add")?.get("rule"))
+            .enumerate()
+        {
+            let mut r = r.clone();
+            r["handle"] = json!(n + 10);
+            items.push(json!({ "rule": r }));
+        }
         assert_eq!(chain_ids(&items), ["0123456789ab"]);
         assert!(has_network(&items, &net(false)));
+        // One rule gone, or one rewritten, and it is not.
+        let gone: Vec<Value> = items
+            .iter()
+            .filter(|i| i["rule"]["handle"] != json!(11))
+            .cloned()
+            .collect();
+        assert!(!has_network(&gone, &net(false)));
+        let mut rewritten = items.clone();
+        for i in rewritten.iter_mut() {
+            if i["rule"]["handle"] == json!(11) {
+                i["rule"]["expr"][1] = json!({"accept": null});
+            }
+        }
+        assert!(!has_network(&rewritten, &net(false)));
         let mut other = net(false);
         other.iface = "br-other".into();
         assert!(!has_network(&items, &other));

@@ -1,0 +1,193 @@
+//! Drift in weft's nftables rules is found by comparing content, not names or counts (issue
+//! 16): a network's isolation chain flushed, a rule rewritten to `accept`, a base chain, a
+//! published port's chain, the ICC chain emptied — each leaves the chain in place and said
+//! "records and the kernel agree" before. Each case first shows the drift does what an attacker
+//! wants (isolation gone), then that `system check` names it and `--repair` (or the daemon,
+//! alone) puts it back.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn check(h: &TestHost) -> (bool, String) {
+    let o = h.weft(&["system", "check"]);
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+fn nft(h: &TestHost, args: &[&str]) {
+    run_ok(&h.host_ns, "nft", args);
+}
+
+/// The handle of the rule of `chain` (in `family weft`) whose text contains `text`.
+fn handle(h: &TestHost, family: &str, chain: &str, text: &str) -> String {
+    let o = run_ok(
+        &h.host_ns,
+        "nft",
+        &["-a", "list", "chain", family, "weft", chain],
+    );
+    let s = String::from_utf8_lossy(&o.stdout).into_owned();
+    s.lines()
+        .find(|l| l.contains(text))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|| panic!("no rule with {text:?} in {chain}: {s}"))
+}
+
+#[test]
+fn changed_rules_are_found_by_content_and_put_back() {
+    let h = TestHost::new("drift");
+    h.weft_ok(&["network", "create", "--subnet", "10.72.0.0/24", "d1"]);
+    h.weft_ok(&["network", "create", "--subnet", "10.73.0.0/24", "d2"]);
+    h.weft_ok(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "--subnet",
+        "10.74.0.0/24",
+        "d3",
+    ]);
+    h.weft_ok(&["sandbox", "create", "--network", "d1", "a"]);
+    h.weft_ok(&["sandbox", "create", "--network", "d2", "b"]);
+    h.weft_ok(&["sandbox", "create", "--network", "d3", "-p", "8085:80", "c"]);
+    h.weft_ok(&["sandbox", "create", "--network", "d3", "c2"]);
+    let (ka, kb, kc, kc2) = (key(&h, "a"), key(&h, "b"), key(&h, "c"), key(&h, "c2"));
+    let (ib, ic) = (sandbox_ip(&h, "b"), sandbox_ip(&h, "c"));
+    // One way is enough for an attacker (and needs no return path): a datagram from a, on d1,
+    // reaching b, on d2.
+    let a_reaches_b = || {
+        udp_lands(
+            &kb,
+            SocketAddr::new(ib, 9999),
+            &ka,
+            SocketAddr::new(ib, 9999),
+        )
+    };
+    // Isolation is kept twice: leaving d1 towards another network is dropped (d1's `in`
+    // chain), and so is entering d2 uninvited (d2's `out` chain). The attack needs both.
+    let id1 = h.engine().network("d1").unwrap().id[..12].to_string();
+    let id2 = h.engine().network("d2").unwrap().id[..12].to_string();
+    let (d1_in, d2_out) = (format!("nw-{id1}-in"), format!("nw-{id2}-out"));
+    assert!(
+        check(&h).0,
+        "control: untouched, it agrees: {}",
+        check(&h).1
+    );
+    assert!(!a_reaches_b(), "control: the networks are isolated");
+
+    // 1. The isolation chains flushed: a reaches b.
+    nft(&h, &["flush", "chain", "inet", "weft", &d1_in]);
+    nft(&h, &["flush", "chain", "inet", "weft", &d2_out]);
+    assert!(
+        a_reaches_b(),
+        "the flush did not open the way: the test shows nothing"
+    );
+    let (ok, out) = check(&h);
+    assert!(
+        !ok && out.contains("network d1")
+            && out.contains("network d2")
+            && out.contains("nftables rules"),
+        "{out}"
+    );
+    h.weft_ok(&["system", "check", "--repair"]);
+    assert!(!a_reaches_b(), "isolation is not back");
+    assert!(check(&h).0, "{}", check(&h).1);
+
+    // 2. Their drops rewritten to accept, in place (same chains, same number of rules).
+    let hd = handle(&h, "inet", &d1_in, "oifname @nets drop");
+    nft(
+        &h,
+        &[
+            "replace", "rule", "inet", "weft", &d1_in, "handle", &hd, "oifname", "@nets", "accept",
+        ],
+    );
+    let hd = handle(&h, "inet", &d2_out, "\tdrop");
+    nft(
+        &h,
+        &[
+            "replace", "rule", "inet", "weft", &d2_out, "handle", &hd, "accept",
+        ],
+    );
+    assert!(a_reaches_b(), "the rewrite did not open the way");
+    let (ok, out) = check(&h);
+    assert!(
+        !ok && out.contains("network d1") && out.contains("network d2"),
+        "{out}"
+    );
+    h.weft_ok(&["system", "check", "--repair"]);
+    assert!(!a_reaches_b());
+
+    // 3. A base chain flushed (the forward dispatch).
+    nft(&h, &["flush", "chain", "inet", "weft", "forward"]);
+    let (ok, out) = check(&h);
+    assert!(!ok && out.contains("base chains"), "{out}");
+    h.weft_ok(&["system", "check", "--repair"]);
+    assert!(check(&h).0, "{}", check(&h).1);
+    assert!(!a_reaches_b());
+
+    // 4. A published port's chain flushed: the port stops answering, and comes back.
+    let out_ns = h.outside("dro", "192.0.2.1", "192.0.2.2");
+    let serve = |port| tcp_server(&kc, SocketAddr::new(ic, port));
+    let t = serve(80);
+    assert!(
+        tcp_echo(
+            &out_ns,
+            "192.0.2.1:8085".parse().unwrap(),
+            Duration::from_secs(2)
+        ),
+        "control: the port answers"
+    );
+    t.join().unwrap();
+    let pt = {
+        let o = run_ok(&h.host_ns, "nft", &["list", "table", "inet", "weft"]);
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("chain pt-")
+                    .map(|c| format!("pt-{}", c.trim_end_matches(" {")))
+            })
+            .unwrap()
+    };
+    nft(&h, &["flush", "chain", "inet", "weft", &pt]);
+    let (ok, out) = check(&h);
+    assert!(!ok && out.contains("published ports"), "{out}");
+    h.weft_ok(&["system", "check", "--repair"]);
+    let t = serve(80);
+    assert!(
+        tcp_echo(
+            &out_ns,
+            "192.0.2.1:8085".parse().unwrap(),
+            Duration::from_secs(2)
+        ),
+        "the port is not back"
+    );
+    t.join().unwrap();
+
+    // 5. ICC off: its bridge chain emptied lets the two sandboxes talk.
+    assert!(!ping(&kc2, ic), "control: ICC is off on d3");
+    nft(&h, &["flush", "chain", "bridge", "weft", "noicc"]);
+    assert!(ping(&kc2, ic), "the flush did not open the way");
+    let (ok, out) = check(&h);
+    assert!(!ok && out.contains("base chains"), "{out}");
+    h.weft_ok(&["system", "check", "--repair"]);
+    assert!(!ping(&kc2, ic), "ICC is not off again");
+    assert!(check(&h).0, "{}", check(&h).1);
+
+    // 6. With a daemon, no one has to ask: the flush is undone by itself.
+    let _d = h.daemon();
+    nft(&h, &["flush", "chain", "inet", "weft", &d1_in]);
+    nft(&h, &["flush", "chain", "inet", "weft", &d2_out]);
+    let t = std::time::Instant::now();
+    while a_reaches_b() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the daemon did not restore the isolation"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
