@@ -13,3 +13,8 @@ fi
 echo "Building the Wasm guests, then the tests (a first build compiles wasmtime: minutes)…" >&2
 ./scripts/build-guests.sh >/dev/null
 cargo test --workspace --features weft/failpoints "$@"
+# What the tests do not run must still build: the engine without the Wasm host (an embedder's
+# build) and the benchmarks (release; the first time compiles wasmtime again: minutes).
+echo "Building weft without the wasm feature, and the benchmarks…" >&2
+cargo build -p weft --no-default-features --lib
+cargo bench --workspace --no-run

@@ -222,6 +222,7 @@ impl Engine {
     }
 
     /// Tell one driver of one peer (its entries recorded with the peer's).
+    #[cfg(feature = "wasm")]
     async fn announce_to(&self, driver: &str, peer: IpAddr) -> Result<()> {
         let d = self.driver(driver)?;
         self.retrying(|| {

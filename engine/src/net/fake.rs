@@ -322,8 +322,7 @@ impl FakeState {
                 if self.has_link(&k, name) {
                     return Err(eexist(format!("create link {name}")));
                 }
-                let group = if k == "host" { WEFT_GROUP } else { 0 };
-                let l = self.add_link(&k, name, "macvlan", group);
+                let l = self.add_link(&k, name, "macvlan", WEFT_GROUP);
                 l.up = true;
                 l.mac = mac.clone();
             }

@@ -266,9 +266,8 @@ impl Session for LinuxSession {
                 l.netns = fd;
                 l.mac = mac_opt(mac)?;
                 l.mtu = *mtu;
-                if *ns == NsRef::Host {
-                    l.group = Some(WEFT_GROUP);
-                }
+                // Weft's mark, in a sandbox too: recovery deletes only what carries it.
+                l.group = Some(WEFT_GROUP);
                 host.create_link(&l).await?;
                 // Created inside the target namespace: bring it up there.
                 let nl = self.nl(ns)?;

@@ -37,6 +37,11 @@ pub struct Tx {
     removed: Vec<Step>,
     journal: JournalSlot,
     fp: Arc<Failpoints>,
+    /// Undo read back from a journal (recovery): a link is deleted only if it carries weft's
+    /// mark (its link group, set in the message that created it). A journal can hold the
+    /// inverse of a create that failed — EEXIST: the name was someone else's — whose retraction
+    /// could not be written before the process died; that link is not weft's to delete.
+    verify_owner: bool,
 }
 
 impl Tx {
@@ -56,6 +61,7 @@ impl Tx {
                 None => JournalSlot::None,
             },
             fp,
+            verify_owner: false,
         })
     }
 
@@ -70,6 +76,7 @@ impl Tx {
         let mut tx = Tx::new(kernel, None, fp)?;
         tx.journal = JournalSlot::Open(journal);
         tx.undo = undo;
+        tx.verify_owner = true;
         Ok(tx)
     }
 
@@ -189,9 +196,22 @@ impl Tx {
         if let Err(e) = result {
             if inverse.is_some() {
                 if let JournalSlot::Open(j) = &mut self.journal {
-                    // Best effort: a stale inverse of a step that did nothing is harmless
-                    // (undoing a missing object is fine).
-                    let _ = j.retract();
+                    // The inverse journaled above is void: the step did nothing. If that cannot
+                    // be written, a crash before this operation ends leaves it for recovery,
+                    // which deletes only links that carry weft's mark (`verify_owner`): a
+                    // create refused with EEXIST names someone else's link.
+                    let retracted = self
+                        .fp
+                        .before("journal-retract")
+                        .map_err(|f| std::io::Error::other(f.reason))
+                        .and_then(|()| j.retract());
+                    if let Err(r) = retracted {
+                        tracing::error!(
+                            journal = %j.path().display(),
+                            "cannot void the journaled undo of a failed {} step: {r}",
+                            step.kind()
+                        );
+                    }
                 }
             }
             return Err(e);
@@ -490,6 +510,17 @@ impl Tx {
             if subsumed {
                 continue;
             }
+            if self.verify_owner {
+                if let Step::DelLink { ns, name, .. } = step {
+                    match self.s.link(ns, name).await {
+                        Ok(Some(l)) if !super::kernel::is_weft_group(l.group) => {
+                            tracing::warn!(link = %name, "left as it is: the journal says weft made it, but it has no weft mark (the journaled undo of a create that was refused: the name was taken)");
+                            continue;
+                        }
+                        _ => {}
+                    }
+                }
+            }
             let r = if counted {
                 self.remove(step.clone()).await
             } else {
@@ -520,6 +551,73 @@ mod tests {
             .build()
             .unwrap()
             .block_on(f)
+    }
+
+    /// A create refused with EEXIST (the name is someone else's), its journaled undo not
+    /// voided (the write failed), the process killed: recovery reads that undo back and must
+    /// not delete the link that was never weft's — while it does delete what weft made.
+    #[test]
+    fn recovery_never_deletes_a_link_weft_did_not_make() {
+        let k = Arc::new(FakeKernel::new("/host"));
+        k.add_host_link("theirs");
+        let dir = std::env::temp_dir().join(format!("weft-tx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("op.json");
+        let fp = Arc::new(Failpoints::default());
+        #[cfg(feature = "failpoints")]
+        fp.set(Some("fail:journal-retract"));
+        block_on(async {
+            let mut t = Tx::new(
+                k.clone(),
+                Some(JournalSpec {
+                    path: path.clone(),
+                    header: serde_json::json!({"op": "test"}),
+                }),
+                fp.clone(),
+            )
+            .unwrap();
+            t.apply(Step::Bridge {
+                name: "ours".into(),
+                mtu: None,
+                mac: None,
+            })
+            .await
+            .unwrap();
+            let e = t
+                .apply(Step::Bridge {
+                    name: "theirs".into(),
+                    mtu: None,
+                    mac: None,
+                })
+                .await
+                .unwrap_err();
+            assert!(e.is_exists(), "{e}");
+            // Killed here: nothing more runs, the journal file is what is left (dropping a Tx
+            // runs nothing; it closes the journal, as the process's death would).
+            drop(t);
+        });
+        let (_, undo) = crate::net::journal::read(&path).unwrap();
+        #[cfg(feature = "failpoints")]
+        assert!(
+            undo.iter()
+                .any(|s| matches!(s, Step::DelLink { name, .. } if name == "theirs")),
+            "control: the stale undo is in the journal: {undo:?}"
+        );
+        block_on(async {
+            let j = crate::net::journal::Journal::claim(&path).unwrap().unwrap();
+            let t = Tx::resume(k.clone(), j, undo, Arc::new(Failpoints::default())).unwrap();
+            t.rollback().await;
+        });
+        let names = k.link_names("host");
+        assert!(
+            names.contains(&"theirs".to_string()),
+            "recovery deleted someone else's link: {names:?}"
+        );
+        assert!(
+            !names.contains(&"ours".to_string()),
+            "recovery left weft's own link: {names:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
