@@ -998,3 +998,57 @@ fn the_daemons_tasks_are_started_again_when_they_die_and_counted() {
         drop(d);
     }
 }
+
+#[test]
+fn events_since_replays_the_kept_history() {
+    let h = TestHost::new("evsince");
+    let d = h.daemon();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+    };
+    let start = now();
+    d.docker_ok(&["network", "create", "past1"]);
+    h.weft_ok(&["sandbox", "create", "--network", "past1", "p1"]);
+    d.docker_ok(&["network", "create", "past2"]);
+    let mid = now();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    d.docker_ok(&["network", "create", "past3"]);
+    let end = now() + std::time::Duration::from_secs(1);
+    let ts = |t: std::time::Duration| format!("{}.{:09}", t.as_secs(), t.subsec_nanos());
+    let events = |since: &str, until: &str| {
+        d.docker_ok(&[
+            "events",
+            "--filter",
+            "type=network",
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}}",
+            "--since",
+            since,
+            "--until",
+            until,
+        ])
+    };
+    // Everything since the start, in order, and the stream ends at `until`.
+    let all = events(&ts(start), &ts(end));
+    assert_eq!(
+        all.lines().collect::<Vec<_>>(),
+        [
+            "create past1",
+            "connect past1",
+            "create past2",
+            "create past3"
+        ],
+        "{all}"
+    );
+    // Only what came after `mid`; nothing before `start`.
+    assert_eq!(events(&ts(mid), &ts(end)).trim(), "create past3");
+    let before = start - std::time::Duration::from_secs(60);
+    assert_eq!(
+        events(&ts(before), &ts(start - std::time::Duration::from_secs(1))).trim(),
+        ""
+    );
+    // Docker's relative form (the CLI turns it into a time).
+    assert!(events("1m", &ts(end)).contains("create past3"));
+}

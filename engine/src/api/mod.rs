@@ -453,8 +453,8 @@ impl Api {
         }))
     }
 
-    /// `GET /events`: network events from now on, one JSON object per line, as long as the
-    /// client stays (or until `until`, a Unix time).
+    /// `GET /events`: network events — the kept ones since `since`, then live ones — one JSON
+    /// object per line, as long as the client stays (or until `until`, a Unix time).
     fn events(&self, q: &BTreeMap<String, String>) -> Result<Response<Body>> {
         let f = parse_filters(q)?;
         for k in f.filters.keys() {
@@ -462,38 +462,60 @@ impl Api {
                 return Err(Error::invalid(format!("invalid filter '{k}'")));
             }
         }
-        if q.get("since").is_some_and(|s| !s.is_empty()) {
-            return Err(Error::invalid(
-                "weft keeps no event history: `since` is not supported, leave it out",
-            ));
-        }
-        let until = q
-            .get("until")
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.split('.')
-                    .next()
-                    .unwrap_or("")
-                    .parse::<i64>()
-                    .map_err(|_| {
-                        Error::invalid(format!("invalid until {s:?}: use a Unix time in seconds"))
-                    })
-            })
-            .transpose()?;
+        // Docker's times: Unix seconds, with an optional fraction ("1700000000.123456789").
+        let time = |k: &str| -> Result<Option<i128>> {
+            q.get(k)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+                    let bad =
+                        || Error::invalid(format!("invalid {k} {s:?}: use a Unix time in seconds"));
+                    let secs: i128 = secs.parse().map_err(|_| bad())?;
+                    let digits: String = frac.chars().take(9).collect();
+                    let nanos: i128 = if digits.is_empty() {
+                        0
+                    } else {
+                        format!("{digits:0<9}").parse().map_err(|_| bad())?
+                    };
+                    Ok(secs * 1_000_000_000 + nanos)
+                })
+                .transpose()
+        };
+        let since = time("since")?;
+        let until = time("until")?;
         let wants = move |key: &str, val: &str| -> bool {
             f.filters
                 .get(key)
                 .is_none_or(|vs| vs.iter().any(|v| v == val))
         };
         let type_ok = wants("type", "network") && wants("scope", "local");
-        let rx = self.engine.subscribe();
+        // The kept events since `since` first (dockerd keeps its last 256), then live ones.
+        let (past, rx) = match since {
+            Some(t) => self.engine.subscribe_since(t),
+            None => (vec![], self.engine.subscribe()),
+        };
+        let past: std::collections::VecDeque<crate::engine::Event> = past
+            .into_iter()
+            .filter(|e| until.is_none_or(|u| e.time_nano <= u))
+            .collect();
         let stream = futures::stream::unfold(
-            (rx, f_network_matcher(wants), type_ok, until),
-            |(mut rx, matches, type_ok, until)| async move {
+            (rx, past, f_network_matcher(wants), type_ok, until),
+            |(mut rx, mut past, matches, type_ok, until)| async move {
                 loop {
+                    if let Some(ev) = past.pop_front() {
+                        if !type_ok || !matches(&ev) {
+                            continue;
+                        }
+                        let mut line = serde_json::to_vec(&event_json(&ev)).unwrap_or_default();
+                        line.push(b'\n');
+                        return Some((
+                            Ok::<_, Infallible>(Frame::data(Bytes::from(line))),
+                            (rx, past, matches, type_ok, until),
+                        ));
+                    }
                     let deadline = until.map(|u| {
-                        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-                        Duration::from_secs(u.saturating_sub(now).max(0) as u64)
+                        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+                        Duration::from_nanos(u.saturating_sub(now).max(0) as u64)
                     });
                     let ev = match deadline {
                         Some(d) => match tokio::time::timeout(d, rx.recv()).await {
@@ -511,7 +533,7 @@ impl Api {
                             line.push(b'\n');
                             return Some((
                                 Ok::<_, Infallible>(Frame::data(Bytes::from(line))),
-                                (rx, matches, type_ok, until),
+                                (rx, past, matches, type_ok, until),
                             ));
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,

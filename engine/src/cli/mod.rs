@@ -241,6 +241,8 @@ fn daemon(cli: &Cli, a: &DaemonArgs) -> Exit {
         run_root: cli.run_root.clone(),
         // docker inspect's ResolvConfPath, sandbox exec's /etc files: kept current.
         keep_sandbox_files: true,
+        // docker events --since: dockerd's 256.
+        event_history: 256,
         ..Config::from_env()
     };
     if a.icc.is_some() {

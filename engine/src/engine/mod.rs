@@ -67,6 +67,10 @@ pub struct Config {
     /// `ResolvConfPath`. Off, an embedder asks for them with [`Engine::sandbox_files`] and an
     /// attach writes no files (about 0.2 ms of work less).
     pub keep_sandbox_files: bool,
+    /// How many past events to keep for subscribers that ask for them (`docker events
+    /// --since`): dockerd keeps 256, and so does `weft daemon`. 0 (the library's default):
+    /// none, and no event is made while no one listens.
+    pub event_history: usize,
     /// The cluster store (etcd) and this host's address in it: global-scope networks (overlay),
     /// their IPAM and endpoints are shared with every host that names the same store.
     /// `None`: this host alone.
@@ -82,6 +86,7 @@ impl Default for Config {
             boot_id: None,
             default_bridge_icc: None,
             keep_sandbox_files: false,
+            event_history: 0,
             cluster: None,
         }
     }
@@ -155,6 +160,9 @@ pub struct Engine {
 pub(crate) struct Inner {
     cfg: Config,
     events: tokio::sync::broadcast::Sender<Event>,
+    /// The last `Config::event_history` events (sent under this lock, so a subscriber's past
+    /// and live events neither overlap nor leave a gap).
+    history: Mutex<std::collections::VecDeque<Event>>,
     activity: Arc<op::Activity>,
     /// The plugins registered in this process: name → (kind, sha256/installed), to notice
     /// installs and removals another process made.
@@ -282,6 +290,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 cfg,
                 events: tokio::sync::broadcast::channel(1024).0,
+                history: Default::default(),
                 activity: Default::default(),
                 plugin_seen: Default::default(),
                 store,
@@ -312,6 +321,17 @@ impl Engine {
         self.inner.events.subscribe()
     }
 
+    /// The kept events at or after `since` (Unix nanoseconds), and the events from now on:
+    /// together, every event since then, once each.
+    pub fn subscribe_since(
+        &self,
+        since: i128,
+    ) -> (Vec<Event>, tokio::sync::broadcast::Receiver<Event>) {
+        let h = self.inner.history.lock().unwrap();
+        let past = h.iter().filter(|e| e.time_nano >= since).cloned().collect();
+        (past, self.inner.events.subscribe())
+    }
+
     /// Kernel changes others may have made to what weft owns (see [`crate::net::watch`]);
     /// `None` when the kernel cannot report them.
     pub fn watch_kernel(
@@ -328,7 +348,7 @@ impl Engine {
 
     /// Does anyone listen for events? (When not, nothing is looked up to tell them.)
     pub(crate) fn watched(&self) -> bool {
-        self.inner.events.receiver_count() > 0
+        self.inner.cfg.event_history > 0 || self.inner.events.receiver_count() > 0
     }
 
     /// A sandbox's endpoints with their networks, for connect/disconnect events; empty when
@@ -359,12 +379,21 @@ impl Engine {
         if let Some(c) = container {
             attributes.insert("container".to_string(), c.to_string());
         }
-        let _ = self.inner.events.send(Event {
+        let ev = Event {
             action,
             network_id: net.map(|n| n.id.clone()).unwrap_or_default(),
             attributes,
             time_nano: time::OffsetDateTime::now_utc().unix_timestamp_nanos(),
-        });
+        };
+        let keep = self.inner.cfg.event_history;
+        let mut h = self.inner.history.lock().unwrap();
+        if keep > 0 {
+            if h.len() == keep {
+                h.pop_front();
+            }
+            h.push_back(ev.clone());
+        }
+        let _ = self.inner.events.send(ev);
     }
 
     pub fn config(&self) -> &Config {
