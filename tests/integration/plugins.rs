@@ -653,7 +653,16 @@ fn a_plugin_running_to_its_deadline_on_one_network_does_not_hold_up_another() {
         // go on "fast". Counted are the cycles that end while the slow call is still running:
         // were the other network held up behind it, none would (each would end after it). The
         // count, not a time, is the check, so a busy machine cannot make it fail or pass.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // The plugin makes its veth (hxv…) before it spins: wait for it, so the cycles below
+        // run while join is in the plugin, not before it started.
+        let spinning = std::time::Instant::now();
+        while !h.host_links().iter().any(|l| l.starts_with("hxv")) {
+            assert!(
+                !slow.is_finished() && spinning.elapsed() < std::time::Duration::from_secs(20),
+                "the slow plugin's join never started"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
         let mut worst = std::time::Duration::ZERO;
         let mut during = 0;
         let mut i = 0;

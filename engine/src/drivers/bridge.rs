@@ -62,6 +62,7 @@ impl NetworkDriver for Bridge {
             needs_ipam: true,
             attachment: super::Attachment::Endpoints,
             external_connectivity: false,
+            long_calls: false,
         }
     }
 

@@ -49,6 +49,7 @@ impl NetworkDriver for Macvlan {
             needs_ipam: true,
             attachment: super::Attachment::Endpoints,
             external_connectivity: false,
+            long_calls: false,
         }
     }
 

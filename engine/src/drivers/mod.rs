@@ -53,6 +53,10 @@ pub struct DriverCapabilities {
     pub attachment: Attachment,
     /// Wants program/revoke-external-connectivity (the sandbox's published ports).
     pub external_connectivity: bool,
+    /// Its calls may last as long as a deadline of seconds (a Wasm plugin): the engine does
+    /// not hold the lock on choices across networks while it creates a network (the commit's
+    /// check of what was read still refuses a clashing name or pool).
+    pub long_calls: bool,
 }
 
 /// The endpoint as the driver sees it.

@@ -38,6 +38,7 @@ impl NetworkDriver for Mode {
             needs_ipam: false,
             attachment: self.attachment,
             external_connectivity: false,
+            long_calls: false,
         }
     }
     fn validate(&self, _net: &Network, existing: &[Network]) -> Result<()> {

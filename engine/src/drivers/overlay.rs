@@ -177,6 +177,7 @@ impl NetworkDriver for Overlay {
             needs_ipam: true,
             attachment: super::Attachment::Endpoints,
             external_connectivity: false,
+            long_calls: false,
         }
     }
 

@@ -171,6 +171,18 @@ impl Locks {
     }
 }
 
+impl Held {
+    /// Let go of one key before the others (an operation past the part that needed it).
+    pub fn release(&mut self, key: &str) {
+        let at = offset(key);
+        if let Some(i) = self.keys.iter().position(|(_, a)| *a == at) {
+            let (g, at) = self.keys.remove(i);
+            unlock(&self.file, at);
+            drop(g);
+        }
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         for (_, at) in self.keys.drain(..).rev() {

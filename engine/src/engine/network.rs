@@ -221,6 +221,11 @@ impl Engine {
         // parents, overlapping subnets…).
         let existing: Vec<Network> = list_json(op.r(), Table::Networks)?;
         driver.validate(net, &existing)?;
+        if driver.capabilities().long_calls {
+            // A plugin may take its whole deadline: other networks' creates and removals go on
+            // meanwhile. The name and pools read above are checked again at commit.
+            op.release(NETWORKS);
+        }
         self.realize_network(op, net).await
     }
 

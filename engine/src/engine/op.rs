@@ -319,6 +319,14 @@ impl Op {
         self.parts.as_mut().expect("op used after it ended")
     }
 
+    /// Let go of one of the intent's keys early: what the op read under it is still checked
+    /// at commit, so a clash made meanwhile makes the op run again (or refuse), not corrupt.
+    pub(crate) fn release(&mut self, key: &str) {
+        if let Some(h) = self.held.as_mut() {
+            h.release(key);
+        }
+    }
+
     /// The store transaction.
     pub fn w(&mut self) -> &mut Txn {
         &mut self.parts().w

@@ -210,6 +210,7 @@ impl crate::drivers::NetworkDriver for Slow {
             needs_ipam: true,
             attachment: crate::drivers::Attachment::Endpoints,
             external_connectivity: false,
+            long_calls: false,
         }
     }
     async fn create_network(&self, _: &mut Ctx<'_>, _: &mut Network) -> Result<()> {
@@ -497,5 +498,105 @@ fn many_tasks_at_once_get_distinct_addresses() {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         e.remove_sandboxes(&refs, false).await.unwrap();
         assert!(e.check().await.unwrap().is_empty());
+    });
+}
+
+/// A driver like a Wasm plugin (long calls): its first create-network waits until told.
+struct Gated {
+    gate: Arc<tokio::sync::Notify>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait]
+impl crate::drivers::NetworkDriver for Gated {
+    fn name(&self) -> &str {
+        "gated"
+    }
+    fn capabilities(&self) -> DriverCapabilities {
+        DriverCapabilities {
+            scope: Scope::Local,
+            needs_ipam: true,
+            attachment: crate::drivers::Attachment::Endpoints,
+            external_connectivity: false,
+            long_calls: true,
+        }
+    }
+    async fn create_network(&self, _: &mut Ctx<'_>, _: &mut Network) -> Result<()> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            self.gate.notified().await;
+        }
+        Ok(())
+    }
+    async fn join(
+        &self,
+        _: &mut Ctx<'_>,
+        _: &Network,
+        _: &EndpointInfo,
+        _: &JoinTarget,
+    ) -> Result<JoinInfo> {
+        Err(Error::invalid("gated networks take no sandboxes"))
+    }
+}
+
+/// A create through a long-call driver lets go of the lock on names and pools while the
+/// driver works, so another create goes first; the name or pool it took is then found by the
+/// commit's check, and the slow create runs again and is refused as if it had waited.
+#[test]
+fn a_create_that_let_go_of_the_networks_lock_is_refused_for_what_was_taken_meanwhile() {
+    rt().block_on(async {
+        for clash in ["name", "subnet"] {
+            let f = fixture().await;
+            let e = f.engine.clone();
+            let gate = Arc::new(tokio::sync::Notify::new());
+            let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            e.register_driver(Arc::new(Gated {
+                gate: gate.clone(),
+                calls: calls.clone(),
+            }));
+            e.register_driver(Arc::new(Slow {
+                gate: Arc::new(tokio::sync::Notify::new()),
+            }));
+            let subnet = |s: &str| IpamConfigRequest {
+                subnet: Some(s.parse().unwrap()),
+                ..Default::default()
+            };
+            let mut slow = net("x");
+            slow.driver = Some("gated".into());
+            slow.ipam_config = vec![subnet("10.50.0.0/24")];
+            let e2 = e.clone();
+            let task = tokio::spawn(async move { e2.create_network(slow).await });
+            while calls.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // The slow create is in its driver: another goes through meanwhile.
+            let mut fast = net(if clash == "name" { "x" } else { "y" });
+            fast.driver = Some("slow".into());
+            fast.ipam_config = vec![subnet(if clash == "name" {
+                "10.51.0.0/24"
+            } else {
+                "10.50.0.0/24"
+            })];
+            tokio::time::timeout(Duration::from_secs(5), e.create_network(fast))
+                .await
+                .expect("the other create waited for the slow driver")
+                .unwrap();
+            gate.notify_waiters();
+            let err = task.await.unwrap().unwrap_err();
+            match clash {
+                "name" => assert!(matches!(err, Error::NetworkNameExists(_)), "{err:?}"),
+                _ => assert!(err.to_string().contains("overlap"), "{err}"),
+            }
+            // Refused before its driver on the second run.
+            assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+            let names: Vec<String> = e
+                .networks(&Default::default())
+                .unwrap()
+                .into_iter()
+                .filter(|n| !n.predefined)
+                .map(|n| n.name)
+                .collect();
+            assert_eq!(names.len(), 1, "{names:?}");
+            assert!(e.check().await.unwrap().is_empty());
+        }
     });
 }

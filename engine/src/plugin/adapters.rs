@@ -866,6 +866,7 @@ impl NetworkDriver for PluginDriver {
             needs_ipam: true,
             attachment: Attachment::Endpoints,
             external_connectivity: self.loaded.rec.external_connectivity,
+            long_calls: true,
         }
     }
 

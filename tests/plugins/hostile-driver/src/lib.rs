@@ -208,6 +208,8 @@ fn create(n: &Network, m: &str) -> Result<(), Error> {
         ))),
         // ---- the clock: a WASI sleep the epoch deadline cannot interrupt
         "wasi-sleep" => {
+            // A link first, so a test sees the call is under way (undone with the call).
+            net::create_veth("hxs0", "hxs1", None)?;
             std::thread::sleep(std::time::Duration::from_secs(3600));
             Err(sdk::internal("LEAK: slept an hour"))
         }
