@@ -159,9 +159,16 @@ fn traffic_within_a_network_but_not_between_networks() {
     sandbox(&h, "a1", "a");
     sandbox(&h, "a2", "a");
     sandbox(&h, "b1", "b");
-    let (a1, a2, b1) = (key(&h, "a1"), key(&h, "a2"), key(&h, "b1"));
+    sandbox(&h, "b2", "b");
+    let (a1, a2, b1, b2) = (key(&h, "a1"), key(&h, "a2"), key(&h, "b1"), key(&h, "b2"));
     let ip_a2 = sandbox_ip(&h, "a2");
     let ip_b1 = sandbox_ip(&h, "b1");
+    // Positive control: b1 answers its own network (so a failure below is the isolation).
+    assert!(ping(&b2, ip_b1), "b2 → b1 ping");
+    assert!(tcp_exchange(&b2, &b1, SocketAddr::new(ip_b1, 8082)).is_some());
+    let to_b1 = SocketAddr::new(ip_b1, 8083);
+    let bind = SocketAddr::new("0.0.0.0".parse().unwrap(), 8083);
+    assert!(udp_lands(&b1, bind, &b2, to_b1), "b2 → b1 datagram");
     // Same network: ICMP and TCP.
     assert!(ping(&a1, ip_a2), "a1 → a2 ping");
     let peer = tcp_exchange(&a1, &a2, SocketAddr::new(ip_a2, 8080)).expect("a1 → a2 TCP");
@@ -172,6 +179,11 @@ fn traffic_within_a_network_but_not_between_networks() {
     assert!(
         tcp_exchange(&a1, &b1, SocketAddr::new(ip_b1, 8081)).is_none(),
         "a1 → b1 TCP must be blocked"
+    );
+    // One way, with no answer needed: a1's datagram never reaches b1.
+    assert!(
+        !udp_lands(&b1, bind, &a1, to_b1),
+        "a1 → b1 datagram must be dropped"
     );
 }
 
@@ -371,6 +383,21 @@ fn internal_network_cannot_leave_and_normal_network_is_masqueraded() {
         "internal → outside must be dropped"
     );
     assert!(tcp_exchange(&key(&h, "i1"), &outside, SocketAddr::new(target, 7001)).is_none());
+    // The outside has no route back to the sandboxes, so the two probes above would fail even
+    // if weft forwarded the internal network's packets: a one-way datagram proves the drop,
+    // and the same datagram from the public network (masqueraded) is its positive control.
+    let (bind, to) = (
+        SocketAddr::new("0.0.0.0".parse().unwrap(), 7002),
+        SocketAddr::new(target, 7002),
+    );
+    assert!(
+        udp_lands(&outside, bind, &key(&h, "p1"), to),
+        "pub → outside datagram"
+    );
+    assert!(
+        !udp_lands(&outside, bind, &key(&h, "i1"), to),
+        "internal → outside datagram must be dropped"
+    );
     // No masquerade rule for the internal network.
     let rules = h.nft_ruleset();
     let priv_id = &h.engine().network("priv").unwrap().id[..12];
