@@ -636,8 +636,9 @@ fn the_daemon_restores_what_others_break_in_the_kernel() {
     let t_nft = until("the nftables ruleset", || {
         blocks(&h.nft_ruleset()) == blocks(&rules)
     });
-    // Someone deletes the bridge.
-    h.ip(&h.host_ns, &["link", "del", &br]);
+    // Someone deletes the bridge (and it was there to delete: else the wait below proves
+    // nothing).
+    run_ok(&h.host_ns, "ip", &["link", "del", &br]);
     let t_br = until("the bridge", || {
         String::from_utf8_lossy(
             &h.ip(&h.host_ns, &["-o", "-4", "addr", "show", "dev", &br])
@@ -651,7 +652,7 @@ fn the_daemon_restores_what_others_break_in_the_kernel() {
     let ep = h.engine().sandbox_endpoints(&s2_id).unwrap().remove(0);
     let veth = format!("veth{}", &ep.id[..11]);
     assert!(h.host_links().contains(&veth), "{:?}", h.host_links());
-    h.ip(&h.host_ns, &["link", "del", &veth]);
+    run_ok(&h.host_ns, "ip", &["link", "del", &veth]);
     let t_veth = until("s2's veth", || ping(&k1, ip2));
     // s3's namespace goes away (its pin unmounted, no process in it): its endpoint goes.
     let k3 = key(&h, "s3");
@@ -672,7 +673,7 @@ fn the_daemon_restores_what_others_break_in_the_kernel() {
 
     // Control: with the daemon stopped, the same break stays broken.
     assert!(d.stop().success());
-    h.ip(&h.host_ns, &["link", "del", &br]);
+    run_ok(&h.host_ns, "ip", &["link", "del", &br]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(
         !h.host_links().contains(&br),

@@ -1059,20 +1059,41 @@ mod tests {
 
     #[test]
     fn base_chains_read_back_whole_or_not() {
-        // A listing holds the rules batch() adds, as {"rule": …} items.
-        let listed: Vec<Value> = batch(&[])["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|c| Some(json!({"rule": c.get("add")?.get("rule")?.clone()})))
-            .collect();
-        assert!(base_intact(&listed));
+        // What `nft -j list table inet weft` (nftables 1.0.6) printed on a real kernel after
+        // `weft network create x`: the listing's own form (handles, "tcp dport"-style
+        // expressions nft chose), not what weft sent.
+        let doc: Value = serde_json::from_str(include_str!("testdata/inet-listing.json")).unwrap();
+        let listed: Vec<Value> = doc["nftables"].as_array().unwrap().clone();
+        assert!(base_intact(&listed), "the real listing reads as intact");
         let flushed: Vec<Value> = listed
             .iter()
             .filter(|r| r["rule"]["chain"] != "guard")
             .cloned()
             .collect();
-        assert!(!base_intact(&flushed));
+        assert!(flushed.len() < listed.len());
+        assert!(!base_intact(&flushed), "a flushed guard chain is missed");
+        // A drop rewritten to accept, in place.
+        let text = serde_json::to_string(&listed).unwrap();
+        let guard_drop = listed
+            .iter()
+            .position(|r| r["rule"]["chain"] == "guard" && r.to_string().contains("\"drop\""))
+            .expect("the guard chain drops");
+        let mut rewritten = listed.clone();
+        let r = serde_json::to_string(&rewritten[guard_drop])
+            .unwrap()
+            .replace("\"drop\"", "\"accept\"");
+        rewritten[guard_drop] = serde_json::from_str(&r).unwrap();
+        assert_ne!(serde_json::to_string(&rewritten).unwrap(), text);
+        assert!(
+            !base_intact(&rewritten),
+            "a rule rewritten to accept is missed"
+        );
+        // A rule added at the end of a base chain.
+        let mut added = listed.clone();
+        let mut extra = listed[guard_drop].clone();
+        extra["rule"]["handle"] = json!(999);
+        added.push(extra);
+        assert!(!base_intact(&added), "an added rule is missed");
     }
 
     #[test]
