@@ -191,3 +191,109 @@ fn changed_rules_are_found_by_content_and_put_back() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+fn heal_checks(h: &TestHost) -> u64 {
+    let info: serde_json::Value = serde_json::from_str(&h.weft_ok(&["system", "info"])).unwrap();
+    info["HealerChecks"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no HealerChecks in {info}"))
+}
+
+/// On a host where others change nftables and links all the time (Docker, firewalld,
+/// Kubernetes), the daemon's healer checks only when weft's own objects change: others' tables,
+/// links, addresses and routes cost no check (no engine-wide lock, no waiting CLIs).
+#[test]
+fn the_healer_ignores_other_tables_and_links_and_mends_its_own() {
+    let h = TestHost::new("healquiet");
+    h.weft_ok(&["network", "create", "--subnet", "10.75.0.0/24", "q1"]);
+    h.weft_ok(&["sandbox", "create", "--network", "q1", "a"]);
+    let d = h.daemon();
+    // The check at start is done.
+    let t = std::time::Instant::now();
+    while heal_checks(&h) < 1 {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let c0 = heal_checks(&h);
+    // Others' churn: a table with chains, rules and a set made and removed, a veth pair with
+    // an address and a route, set down and deleted.
+    for i in 0..10 {
+        nft(&h, &["add", "table", "inet", "other"]);
+        nft(&h, &["add", "chain", "inet", "other", "c"]);
+        nft(&h, &["add", "rule", "inet", "other", "c", "accept"]);
+        nft(
+            &h,
+            &["add", "set", "inet", "other", "s", "{ type ipv4_addr; }"],
+        );
+        nft(
+            &h,
+            &[
+                "add",
+                "element",
+                "inet",
+                "other",
+                "s",
+                &format!("{{ 10.9.9.{i} }}"),
+            ],
+        );
+        nft(&h, &["delete", "table", "inet", "other"]);
+    }
+    for (args, _) in [
+        (
+            &["link", "add", "fx0", "type", "veth", "peer", "name", "fx1"][..],
+            0,
+        ),
+        (&["addr", "add", "10.76.0.1/24", "dev", "fx0"], 0),
+        (&["link", "set", "fx0", "up"], 0),
+        (&["route", "add", "10.77.0.0/24", "dev", "fx0"], 0),
+        (&["route", "del", "10.77.0.0/24", "dev", "fx0"], 0),
+        (&["addr", "del", "10.76.0.1/24", "dev", "fx0"], 0),
+        (&["link", "set", "fx0", "down"], 0),
+        (&["link", "del", "fx0"], 0),
+    ] {
+        run_ok(&h.host_ns, "ip", args);
+    }
+    // The daemon is idle: a change it heard would be checked within ~250 ms (SETTLE + grace).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        heal_checks(&h),
+        c0,
+        "others' changes made the healer check: {}",
+        d.log_text()
+    );
+    // Control: a change to weft's own table is heard, checked and mended.
+    let guard = handle(&h, "inet", "guard", "drop");
+    nft(
+        &h,
+        &["delete", "rule", "inet", "weft", "guard", "handle", &guard],
+    );
+    let t = std::time::Instant::now();
+    while heal_checks(&h) == c0 || !check(&h).0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the healer missed weft's own rule deleted: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let c1 = heal_checks(&h);
+    // And an address removed from weft's bridge (a link weft marked).
+    let br = format!("br-{}", &h.engine().network("q1").unwrap().id[..12]);
+    run_ok(
+        &h.host_ns,
+        "ip",
+        &["addr", "del", "10.75.0.1/24", "dev", &br],
+    );
+    let t = std::time::Instant::now();
+    while heal_checks(&h) == c1
+        || !String::from_utf8_lossy(&h.ip(&h.host_ns, &["-4", "addr", "show", "dev", &br]).stdout)
+            .contains("10.75.0.1/24")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the healer missed the bridge's address: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -87,6 +87,7 @@ pub async fn run(engine: &Engine, cmd: SystemCmd) -> Result<Exit, Error> {
                 "HostNetns": engine.kernel().host_path().display().to_string(),
                 "Cluster": engine.cluster().map(|c| serde_json::to_value(c.status()).unwrap_or_default()),
                 "TaskRestarts": engine.restarts(),
+                "HealerChecks": engine.heal_checks(),
             });
             outln!("{}", pretty(&info));
             Ok(0)

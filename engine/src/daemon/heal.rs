@@ -1,7 +1,8 @@
 //! The daemon's healer: kernel changes others make — `nft flush ruleset`, a deleted bridge,
 //! a sandbox's veth gone — are mended from the records, usually within a few hundred
-//! milliseconds. The kernel watch ([`crate::net::watch`]) only says "something changed";
-//! [`Engine::repair`] decides what, by comparing records and kernel.
+//! milliseconds. The kernel watch ([`crate::net::watch`]) reports only changes to weft's own
+//! objects (its marked links, what is on them, its nftables table), so others' churn costs no
+//! check; [`Engine::repair`] decides what changed, by comparing records and kernel.
 //!
 //! weft's own operations change the kernel too. A change that arrives while this process has
 //! an operation in flight (or just finished one) may be its own: it is checked once the
@@ -55,6 +56,7 @@ pub async fn heal(engine: Engine, mut rx: Receiver<Change>) {
                     continue;
                 }
                 pending = None;
+                engine.note_heal_check();
                 let t = Instant::now();
                 match engine.repair().await {
                     Ok(fixed) => {

@@ -180,6 +180,8 @@ pub(crate) struct Inner {
     cluster: Option<Arc<crate::cluster::Cluster>>,
     /// How many times each supervised task of this process was restarted.
     restarts: Mutex<BTreeMap<String, u64>>,
+    /// Checks the daemon's healer ran after kernel changes (`system info`'s HealerChecks).
+    heal_checks: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -212,6 +214,20 @@ impl Engine {
             .unwrap()
             .entry(task.to_string())
             .or_default() += 1;
+    }
+
+    /// The healer checks the kernel against the records after a change to weft's objects.
+    pub fn note_heal_check(&self) {
+        self.inner
+            .heal_checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Checks the healer ran so far (`system info`).
+    pub fn heal_checks(&self) -> u64 {
+        self.inner
+            .heal_checks
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Restarts per supervised task so far (`system info`).
@@ -304,6 +320,7 @@ impl Engine {
                 plugins,
                 cluster,
                 restarts: Default::default(),
+                heal_checks: Default::default(),
             }),
         };
         for rec in

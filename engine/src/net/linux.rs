@@ -75,7 +75,7 @@ impl Kernel for LinuxKernel {
         ns::port_in_use(&self.inner.host_ns, proto, ip, port)
     }
     fn watch(&self) -> Result<Option<tokio::sync::mpsc::Receiver<super::watch::Change>>, NetError> {
-        super::watch::watch(&self.inner.host_ns).map(Some)
+        super::watch::watch(&self.inner.host_ns, crate::firewall::render::TABLE).map(Some)
     }
     fn time_in_kernel(&self) -> Duration {
         Duration::from_nanos(self.inner.busy_ns.load(Ordering::Relaxed))

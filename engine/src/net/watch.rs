@@ -1,74 +1,171 @@
-//! Watching the host's kernel for changes: link, address and route deletions (and links set
-//! down) from rtnetlink's multicast groups, and every nftables change (NFNLGRP_NFTABLES).
+//! Watching the host's kernel for changes to weft's own objects: deletions of (and links set
+//! down among) the links weft made — known by their group mark, [`super::kernel::WEFT_GROUP`],
+//! not by name — addresses and routes deleted on those links, from rtnetlink's multicast
+//! groups; and changes to weft's nftables table (NFNLGRP_NFTABLES, by the table named in each
+//! message). Changes to other links, other routes and other tables (Docker's, firewalld's,
+//! Kubernetes') are not reported, so a host where others churn does not keep weft checking.
 //! Each is reported as a bare [`Change`]; the daemon answers with a check, which compares the
-//! kernel with the records — the watch itself decides nothing.
+//! kernel with the records — the watch decides only whether the change touched weft.
+//! Messages are decoded with netlink-packet-route (rtnetlink) and netlink-packet-core's
+//! attribute iterator (nf_tables: no maintained crate decodes its notifications); a message
+//! that does not decode is reported, as a change that may be weft's.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload, NlasIterator};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::RouteAttribute;
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols, Socket, SocketAddr};
 
+use super::kernel::is_weft_group;
 use super::{ns, NetError};
 
 /// What kind of change the kernel announced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    /// A link was deleted or set down.
+    /// One of weft's links was deleted or set down.
     Link,
-    /// An address was deleted.
+    /// An address on one of weft's links was deleted.
     Address,
-    /// A route was deleted.
+    /// A route through one of weft's links was deleted.
     Route,
-    /// Something in nftables changed (a table, chain, rule or set).
+    /// Something in weft's nftables table changed (the table, a chain, rule, set or element).
     Firewall,
     /// The watch itself broke (an error its socket should never give): nothing more will be
     /// reported. Whoever follows it starts another.
     Lost,
 }
 
-// rtnetlink multicast groups (legacy bitmask form) and message types.
+// rtnetlink multicast groups (legacy bitmask form).
 const RTMGRP_LINK: u32 = 0x1;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 const RTMGRP_IPV6_ROUTE: u32 = 0x400;
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-const RTM_DELADDR: u16 = 21;
-const RTM_DELROUTE: u16 = 25;
-const IFF_UP: u32 = 0x1;
 /// NFNLGRP_NFTABLES = 7, as a bitmask.
 const NFT_GROUP: u32 = 1 << (7 - 1);
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWGEN: u16 = 15;
+/// The table's name is attribute 1 of every nf_tables object message (NFTA_TABLE_NAME,
+/// NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE, NFTA_SET_ELEM_LIST_TABLE, …).
+const NFTA_TABLE: u16 = 1;
 
-/// What one rtnetlink datagram announces (several messages may share one).
-fn classify_route(buf: &[u8]) -> Vec<Change> {
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off + 16 <= buf.len() {
-        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-        let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-        if len < 16 || off + len > buf.len() {
-            break;
+/// Which links are weft's (by index), kept from the link messages the watch sees and a dump
+/// at its start: an address or route message names only its link's index.
+#[derive(Default)]
+struct Links {
+    ours: HashSet<u32>,
+}
+
+/// Does the kernel's description of a link carry weft's mark?
+fn marked(m: &LinkMessage) -> bool {
+    m.attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::Group(g) if is_weft_group(*g)))
+}
+
+impl Links {
+    /// A link as the kernel describes it (a dump's answer or a notification): is it weft's?
+    fn learn(&mut self, m: &LinkMessage) -> bool {
+        if marked(m) {
+            self.ours.insert(m.header.index);
+            true
+        } else {
+            self.ours.remove(&m.header.index);
+            false
         }
-        let body = &buf[off + 16..off + len];
-        match ty {
-            RTM_DELLINK => out.push(Change::Link),
-            // ifinfomsg: family u8, pad u8, type u16, index i32, flags u32, change u32.
-            RTM_NEWLINK if body.len() >= 16 => {
-                let flags = u32::from_ne_bytes(body[8..12].try_into().unwrap());
-                let change = u32::from_ne_bytes(body[12..16].try_into().unwrap());
-                if flags & IFF_UP == 0 && change & IFF_UP != 0 {
-                    out.push(Change::Link);
-                }
-            }
-            RTM_DELADDR => out.push(Change::Address),
-            RTM_DELROUTE => out.push(Change::Route),
-            _ => {}
-        }
-        off += (len + 3) & !3;
     }
-    out
+
+    /// What one rtnetlink datagram announces about weft's objects (several messages may
+    /// share one).
+    fn classify(&mut self, buf: &[u8]) -> Vec<Change> {
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off < buf.len() {
+            let Ok(nb) = NetlinkBuffer::new_checked(&buf[off..]) else {
+                out.push(Change::Link);
+                break;
+            };
+            let len = nb.length() as usize;
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..off + len]);
+            off += (len + 3) & !3;
+            let inner = match msg.map(|m| m.payload) {
+                Ok(NetlinkPayload::InnerMessage(m)) => m,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!("an rtnetlink message did not decode ({e}): checking");
+                    out.push(Change::Link);
+                    continue;
+                }
+            };
+            match inner {
+                RouteNetlinkMessage::DelLink(m) => {
+                    if self.ours.remove(&m.header.index) | marked(&m) {
+                        out.push(Change::Link);
+                    }
+                }
+                RouteNetlinkMessage::NewLink(m) => {
+                    // A link just made comes with every bit "changed": not one going down.
+                    let known = self.ours.contains(&m.header.index);
+                    let going_down = !m.header.flags.contains(LinkFlags::Up)
+                        && m.header.change_mask.contains(LinkFlags::Up);
+                    if self.learn(&m) && known && going_down {
+                        out.push(Change::Link);
+                    }
+                }
+                RouteNetlinkMessage::DelAddress(m) if self.ours.contains(&m.header.index) => {
+                    out.push(Change::Address)
+                }
+                RouteNetlinkMessage::DelRoute(m)
+                    if m.attributes
+                        .iter()
+                        .any(|a| matches!(a, RouteAttribute::Oif(i) if self.ours.contains(i))) =>
+                {
+                    out.push(Change::Route)
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// Does one nf_tables datagram touch the table `table` (any family: weft has an inet and a
+/// bridge table of that name)?
+fn touches_table(buf: &[u8], table: &str) -> bool {
+    let mut off = 0;
+    while off < buf.len() {
+        let Ok(nb) = NetlinkBuffer::new_checked(&buf[off..]) else {
+            return true;
+        };
+        let len = nb.length() as usize;
+        let ty = nb.message_type();
+        let body = &buf[off + 16..off + len];
+        off += (len + 3) & !3;
+        if ty >> 8 != NFNL_SUBSYS_NFTABLES || ty & 0xff == NFT_MSG_NEWGEN {
+            continue;
+        }
+        // nfgenmsg (family, version, resource id), then the attributes.
+        let Some(attrs) = body.get(4..) else {
+            return true;
+        };
+        for nla in NlasIterator::new(attrs) {
+            let Ok(nla) = nla else { return true };
+            if nla.kind() & 0x3fff == NFTA_TABLE {
+                let v = nla.value();
+                let name = v.split(|b| *b == 0).next().unwrap_or(v);
+                if name == table.as_bytes() {
+                    return true;
+                }
+                break;
+            }
+        }
+    }
+    false
 }
 
 fn set_timeout(s: &Socket, d: Duration) {
@@ -100,10 +197,51 @@ fn open(host: &File, proto: isize, groups: u32) -> Result<Socket, NetError> {
     })?
 }
 
-/// Watch the namespace `host`: changes arrive on the returned channel until it is dropped.
-/// Overruns (ENOBUFS) are reported as a change of every kind: something was missed.
-pub fn watch(host: &File) -> Result<tokio::sync::mpsc::Receiver<Change>, NetError> {
+/// The links of the namespace the socket lives in, as weft's or not (a dump).
+fn dump_links(s: &Socket, links: &mut Links) -> Result<(), NetError> {
+    use netlink_packet_core::{NetlinkHeader, NLM_F_DUMP, NLM_F_REQUEST};
+    let mut req = NetlinkMessage::new(
+        NetlinkHeader::default(),
+        NetlinkPayload::from(RouteNetlinkMessage::GetLink(LinkMessage::default())),
+    );
+    req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.header.sequence_number = 1;
+    req.finalize();
+    let mut out = vec![0u8; req.buffer_len()];
+    req.serialize(&mut out);
+    s.send(&out, 0)
+        .map_err(|e| NetError::io("ask for the host's links", e))?;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = s
+            .recv(&mut &mut buf[..], 0)
+            .map_err(|e| NetError::io("read the host's links", e))?;
+        let mut off = 0;
+        while off < n {
+            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..n])
+                .map_err(|e| NetError::other("read the host's links", format!("{e}")))?;
+            off += (m.header.length as usize + 3) & !3;
+            match m.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                    links.learn(&l);
+                }
+                NetlinkPayload::Done(_) => return Ok(()),
+                NetlinkPayload::Error(e) => {
+                    return Err(NetError::other("read the host's links", format!("{e}")))
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Watch the namespace `host` for changes to weft's links and to its nftables table named
+/// `table`: changes arrive on the returned channel until it is dropped. Overruns (ENOBUFS)
+/// are reported as a change of every kind: something was missed (and the links are dumped
+/// again).
+pub fn watch(host: &File, table: &str) -> Result<tokio::sync::mpsc::Receiver<Change>, NetError> {
     let (tx, rx) = tokio::sync::mpsc::channel(256);
+    // Joined before the dump, so no link made meanwhile goes unseen.
     let route = open(
         host,
         protocols::NETLINK_ROUTE,
@@ -113,95 +251,231 @@ pub fn watch(host: &File) -> Result<tokio::sync::mpsc::Receiver<Change>, NetErro
             | RTMGRP_IPV6_IFADDR
             | RTMGRP_IPV6_ROUTE,
     )?;
+    let dumper = open(host, protocols::NETLINK_ROUTE, 0)?;
+    let mut links = Links::default();
+    dump_links(&dumper, &mut links)?;
     let nft = open(host, protocols::NETLINK_NETFILTER, NFT_GROUP)?;
-    for (sock, is_nft) in [(route, false), (nft, true)] {
-        let tx = tx.clone();
-        std::thread::Builder::new()
-            .name(
-                if is_nft {
-                    "weft-watch-nft"
-                } else {
-                    "weft-watch-rt"
+    let table = table.to_string();
+    // An overrun is read as `None`: something was missed.
+    reader("weft-watch-rt", route, tx.clone(), move |buf| match buf {
+        Some(b) => links.classify(b),
+        None => {
+            if let Err(e) = dump_links(&dumper, &mut links) {
+                tracing::warn!("after an overrun: {e}");
+            }
+            vec![Change::Link]
+        }
+    })?;
+    reader("weft-watch-nft", nft, tx, move |buf| match buf {
+        Some(b) if !touches_table(b, &table) => vec![],
+        _ => vec![Change::Firewall],
+    })?;
+    Ok(rx)
+}
+
+/// A thread reading datagrams from `sock` and sending what `f` makes of them.
+fn reader(
+    name: &str,
+    sock: Socket,
+    tx: tokio::sync::mpsc::Sender<Change>,
+    mut f: impl FnMut(Option<&[u8]>) -> Vec<Change> + Send + 'static,
+) -> Result<(), NetError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                if tx.is_closed() {
+                    return;
                 }
-                .into(),
-            )
-            .spawn(move || {
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    if tx.is_closed() {
-                        return;
-                    }
-                    // SAFETY: reading into our own buffer.
-                    let n = unsafe {
-                        libc::recv(
-                            sock.as_raw_fd(),
-                            buf.as_mut_ptr() as *mut libc::c_void,
-                            buf.len(),
-                            0,
-                        )
-                    };
-                    let changes = if n < 0 {
-                        let e = std::io::Error::last_os_error();
-                        match e.raw_os_error() {
-                            Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
-                            Some(libc::ENOBUFS) => vec![Change::Link, Change::Firewall],
-                            _ => {
-                                tracing::error!("the kernel watch broke: {e}");
-                                let _ = tx.blocking_send(Change::Lost);
-                                return;
-                            }
-                        }
-                    } else if is_nft {
-                        vec![Change::Firewall]
-                    } else {
-                        classify_route(&buf[..n as usize])
-                    };
-                    for c in changes {
-                        if tx.try_send(c).is_err() && tx.is_closed() {
+                // SAFETY: reading into our own buffer.
+                let n = unsafe {
+                    libc::recv(
+                        sock.as_raw_fd(),
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        buf.len(),
+                        0,
+                    )
+                };
+                let changes = if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
+                        Some(libc::ENOBUFS) => f(None),
+                        _ => {
+                            tracing::error!("the kernel watch broke: {e}");
+                            let _ = tx.blocking_send(Change::Lost);
                             return;
                         }
                     }
+                } else {
+                    f(Some(&buf[..n as usize]))
+                };
+                for c in changes {
+                    if tx.try_send(c).is_err() && tx.is_closed() {
+                        return;
+                    }
                 }
-            })
-            .map_err(|e| NetError::io("start a watch thread", e))?;
-    }
-    Ok(rx)
+            }
+        })
+        .map_err(|e| NetError::io("start a watch thread", e))?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_core::{DefaultNla, Emitable, NetlinkHeader};
+    use netlink_packet_route::address::AddressMessage;
+    use netlink_packet_route::route::RouteMessage;
 
-    fn msg(ty: u16, body: &[u8]) -> Vec<u8> {
-        let mut m = Vec::new();
-        m.extend(((16 + body.len()) as u32).to_ne_bytes());
-        m.extend(ty.to_ne_bytes());
-        m.extend([0u8; 10]);
-        m.extend(body);
-        while m.len() % 4 != 0 {
-            m.push(0);
+    /// Messages as the kernel sends them, made by netlink-packet-route's own encoder (not
+    /// this module's idea of the layout).
+    fn dgram(msgs: Vec<RouteNetlinkMessage>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in msgs {
+            let mut nm = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(m));
+            nm.finalize();
+            let mut b = vec![0u8; nm.buffer_len()];
+            nm.serialize(&mut b);
+            out.extend(b);
         }
+        out
+    }
+
+    fn link(index: u32, group: u32, flags: LinkFlags, change: LinkFlags) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.flags = flags;
+        m.header.change_mask = change;
+        m.attributes = vec![
+            LinkAttribute::IfName(format!("if{index}")),
+            LinkAttribute::Group(group),
+        ];
         m
     }
 
+    fn addr(index: u32) -> AddressMessage {
+        let mut m = AddressMessage::default();
+        m.header.index = index;
+        m
+    }
+
+    fn route(oif: u32) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        m.attributes = vec![RouteAttribute::Oif(oif)];
+        m
+    }
+
+    const WEFT: u32 = super::super::kernel::WEFT_GROUP;
+
     #[test]
-    fn deletions_and_links_going_down_are_changes() {
-        let mut ifi = vec![0u8; 16];
-        ifi[12..16].copy_from_slice(&IFF_UP.to_ne_bytes()); // change: UP, flags: down
-        let mut dg = msg(RTM_DELLINK, &[0; 16]);
-        dg.extend(msg(RTM_NEWLINK, &ifi));
-        dg.extend(msg(RTM_DELADDR, &[0; 8]));
-        dg.extend(msg(RTM_DELROUTE, &[0; 12]));
+    fn only_weft_links_and_what_is_on_them_are_changes() {
+        use RouteNetlinkMessage::*;
+        let mut l = Links::default();
+        let up = LinkFlags::Up;
+        let none = LinkFlags::empty();
+        // Learned: 5 is weft's (a dump's answer or a new link), 6 is someone else's.
+        let learned = l.classify(&dgram(vec![
+            NewLink(link(5, WEFT, none, LinkFlags::all())),
+            NewLink(link(6, 0, up, none)),
+        ]));
+        assert!(learned.is_empty(), "{learned:?}");
+        // Someone else's link going down or away, its addresses and routes: nothing.
+        let foreign = l.classify(&dgram(vec![
+            NewLink(link(6, 0, none, up)),
+            DelAddress(addr(6)),
+            DelRoute(route(6)),
+            DelRoute(RouteMessage::default()),
+            DelLink(link(6, 0, none, none)),
+        ]));
+        assert!(foreign.is_empty(), "{foreign:?}");
+        // weft's: an address, a route, set down, deleted (several in one datagram).
         assert_eq!(
-            classify_route(&dg),
-            [Change::Link, Change::Link, Change::Address, Change::Route]
+            l.classify(&dgram(vec![
+                DelAddress(addr(5)),
+                DelRoute(route(5)),
+                NewLink(link(5, WEFT, none, up)),
+                DelLink(link(5, WEFT, none, none)),
+            ])),
+            [Change::Address, Change::Route, Change::Link, Change::Link]
         );
-        // A link coming up, or a new address, is no change to mend.
-        let mut up = vec![0u8; 16];
-        up[8..12].copy_from_slice(&IFF_UP.to_ne_bytes());
-        up[12..16].copy_from_slice(&IFF_UP.to_ne_bytes());
-        let mut dg = msg(RTM_NEWLINK, &up);
-        dg.extend(msg(20, &[0; 8]));
-        assert!(classify_route(&dg).is_empty());
+        // Gone: a later address message on index 5 is someone else's link by then.
+        assert!(l.classify(&dgram(vec![DelAddress(addr(5))])).is_empty());
+        // A weft link coming up, or a new address on it, is no change to mend.
+        let mut n = AddressMessage::default();
+        n.header.index = 7;
+        assert!(l
+            .classify(&dgram(vec![
+                NewLink(link(7, WEFT | 3, up, up)),
+                NewAddress(n)
+            ]))
+            .is_empty());
+        assert!(l.ours.contains(&7), "a batch-deletion group is weft's too");
+        // A deletion of a weft link never learned (made before a dump missed it) still is.
+        assert_eq!(
+            l.classify(&dgram(vec![DelLink(link(9, WEFT, none, none))])),
+            [Change::Link]
+        );
+        // What does not decode may be weft's.
+        let mut bad = dgram(vec![DelAddress(addr(6))]);
+        bad.truncate(bad.len() - 2);
+        let n = bad.len() as u32;
+        bad[0..4].copy_from_slice(&n.to_ne_bytes());
+        assert_eq!(l.classify(&bad), [Change::Link]);
+    }
+
+    /// An nf_tables notification: nlmsghdr, nfgenmsg, then attributes.
+    fn nft_msg(msg: u16, attrs: &[DefaultNla]) -> Vec<u8> {
+        let mut body = vec![1u8, 0, 0, 0]; // NFPROTO_INET, version 0, resource 0
+        let len: usize = attrs.iter().map(|a| a.buffer_len()).sum();
+        let mut a = vec![0u8; len];
+        attrs.emit(&mut a);
+        body.extend(a);
+        let mut h = NetlinkHeader::default();
+        h.length = (16 + body.len()) as u32;
+        h.message_type = (NFNL_SUBSYS_NFTABLES << 8) | msg;
+        let mut out = vec![0u8; 16];
+        h.emit(&mut out);
+        out.extend(body);
+        out
+    }
+
+    fn name(kind: u16, s: &str) -> DefaultNla {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        DefaultNla::new(kind, v)
+    }
+
+    #[test]
+    fn only_weft_tables_are_changes() {
+        const NEWRULE: u16 = 6;
+        const DELTABLE: u16 = 2;
+        let gen = nft_msg(
+            NFT_MSG_NEWGEN,
+            &[DefaultNla::new(1, 7u32.to_be_bytes().to_vec())],
+        );
+        // firewalld's or Docker's rule, then the generation message every batch ends with.
+        let mut d = nft_msg(NEWRULE, &[name(1, "firewalld"), name(2, "filter_INPUT")]);
+        d.extend(&gen);
+        assert!(!touches_table(&d, "weft"));
+        // A rule in weft's table, and `nft flush ruleset` deleting it among others.
+        assert!(touches_table(
+            &nft_msg(NEWRULE, &[name(1, "weft"), name(2, "forward")]),
+            "weft"
+        ));
+        let mut flush = nft_msg(DELTABLE, &[name(1, "docker")]);
+        flush.extend(nft_msg(DELTABLE, &[name(1, "weft")]));
+        flush.extend(&gen);
+        assert!(touches_table(&flush, "weft"));
+        // A table whose name only starts with weft's is someone else's.
+        assert!(!touches_table(
+            &nft_msg(DELTABLE, &[name(1, "weft2")]),
+            "weft"
+        ));
+        // What does not decode may be weft's.
+        let mut bad = nft_msg(NEWRULE, &[name(1, "other")]);
+        bad[0..4].copy_from_slice(&4000u32.to_ne_bytes());
+        assert!(touches_table(&bad, "weft"));
     }
 }
