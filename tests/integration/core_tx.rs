@@ -115,7 +115,10 @@ fn failure_while_creating_a_network_or_sandbox_leaves_nothing() {
         .unwrap_err();
     assert!(err.to_string().contains("injected failure"), "{err}");
     assert_eq!(h.host_links(), links_before, "the bridge was removed again");
-    assert!(e.network("n").is_err());
+    assert!(matches!(
+        e.network("n"),
+        Err(weft::Error::NetworkNotFound(_))
+    ));
     e.set_failpoint(None);
     // The pool was released: the retry gets the same subnet.
     let id = h
@@ -130,19 +133,23 @@ fn failure_while_creating_a_network_or_sandbox_leaves_nothing() {
         "172.18.0.0/16"
     );
     e.set_failpoint(Some("address"));
-    assert!(h
+    let err = h
         .block_on(e.create_sandbox(SandboxCreate {
             name: "s".into(),
             network: Some("n".into()),
             ..Default::default()
         }))
-        .is_err());
+        .unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
     e.set_failpoint(None);
     assert!(
         !h.dir.join("run/netns/s").exists(),
         "the sandbox namespace was removed"
     );
-    assert!(e.sandbox("s").is_err());
+    assert!(matches!(
+        e.sandbox("s"),
+        Err(weft::Error::SandboxNotFound(_))
+    ));
     assert_eq!(
         h.host_links()
             .iter()
@@ -194,7 +201,10 @@ fn a_crash_mid_connect_is_cleaned_up_on_the_next_start() {
         0
     );
     let e = h.engine();
-    assert!(e.sandbox("victim").is_err(), "nothing was committed");
+    assert!(
+        matches!(e.sandbox("victim"), Err(weft::Error::SandboxNotFound(_))),
+        "nothing was committed"
+    );
     assert_eq!(
         e.network_endpoints(&e.network("n").unwrap().id)
             .unwrap()
@@ -245,7 +255,10 @@ fn a_journal_that_cannot_be_written_stops_the_operation() {
         "nothing made without its undo on disk"
     );
     assert!(!h.dir.join("run/netns/s").exists());
-    assert!(e.sandbox("s").is_err());
+    assert!(matches!(
+        e.sandbox("s"),
+        Err(weft::Error::SandboxNotFound(_))
+    ));
     assert!(h.block_on(e.check()).unwrap().is_empty());
 }
 
@@ -269,7 +282,10 @@ fn a_firewall_change_that_fails_after_it_applied_is_undone() {
         nft_before,
         "the rules that were added are gone again"
     );
-    assert!(e.network("n").is_err());
+    assert!(matches!(
+        e.network("n"),
+        Err(weft::Error::NetworkNotFound(_))
+    ));
     assert!(h.block_on(e.check()).unwrap().is_empty());
     // Positive control: the same create, not failed, does add rules.
     h.block_on(e.create_network(NetworkCreate {
@@ -346,7 +362,7 @@ fn after_a_reboot_dead_sandboxes_go_and_networks_come_back() {
     assert!(h.nft_ruleset().contains(&format!("nw-{}-in", &id[..12])));
     let e = h.engine();
     assert!(
-        e.sandbox("api").is_err(),
+        matches!(e.sandbox("api"), Err(weft::Error::SandboxNotFound(_))),
         "api's namespace died with the machine"
     );
     assert!(e.sandbox("hostish").is_ok(), "a host-mode sandbox lives on");
