@@ -249,6 +249,28 @@ fn sandboxes_find_each_other_by_name_and_other_names_are_forwarded() {
         ask(&ka, gw, "outside.test", true).1,
         vec![IpAddr::V4(OUTSIDE_ADDR)]
     );
+    // The host's resolv.conf is followed when it changes (read again by the resolver task,
+    // not on every query): a server with nothing on port 53 (the host's own end of the
+    // outside link) makes the same query fail, and the old file makes it work again.
+    let restored = std::fs::read_to_string(&resolv).unwrap();
+    std::fs::write(&resolv, "nameserver 10.72.9.1\n").unwrap();
+    let t = Instant::now();
+    while ask(&ka, gw, "outside.test", false).0 != ResponseCode::ServFail {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the changed resolv.conf was not followed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&resolv, restored).unwrap();
+    let t = Instant::now();
+    while ask(&ka, gw, "outside.test", false).1 != vec![IpAddr::V4(OUTSIDE_ADDR)] {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the restored resolv.conf was not followed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Only the network's own sandboxes are answered (the query above is the control): a
     // sandbox on another network and a machine on the LAN asking this resolver are refused,
     // so it is no open resolver.

@@ -12,8 +12,11 @@
 //! all their addresses, rotated per query (round robin). Everything else is forwarded, as
 //! received, to the asking sandbox's `--dns` servers or the host's (its resolv.conf without
 //! loopback servers), over the transport it came on. The records come from a snapshot of the
-//! store that is taken again after every commit this process makes (and at least every
-//! 250 ms, for changes other processes make), so a removed sandbox stops resolving at once.
+//! store that the resolver task builds again after every change this process makes (and every
+//! 250 ms while queries come, for changes other processes make), off the query path; a query
+//! that arrives between a commit and that rebuild builds it itself, one build at a time, so a
+//! removed sandbox stops resolving at once. The host's resolv.conf is read again only when
+//! the file changed (looked at by the same task).
 //! The protocol is hickory-proto's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -69,6 +72,28 @@ pub struct Resolver {
     /// Queries being forwarded at once (each holds a socket until its answer or timeout):
     /// beyond [`MAX_FORWARDS`] a query gets SERVFAIL at once, as dockerd's resolver caps them.
     forwards: Arc<tokio::sync::Semaphore>,
+    /// Held while a snapshot is built: one build at a time, the others wait for its result.
+    building: std::sync::Mutex<()>,
+    /// The host's nameservers, as last read, and what the file was then.
+    hosts: std::sync::Mutex<HostResolv>,
+    /// Snapshots built so far (by the refresher, or by a query that found it stale).
+    pub builds: AtomicUsize,
+    /// A query took the snapshot since the refresher last looked.
+    asked: std::sync::atomic::AtomicBool,
+}
+
+/// The host's resolv.conf as last read: nameservers, the file's (inode, mtime, length), when.
+#[derive(Default)]
+struct HostResolv {
+    stamp: Option<(u64, i64, i64, u64)>,
+    read_at: Option<std::time::Instant>,
+    ups: Vec<IpAddr>,
+}
+
+fn stamp(path: &Path) -> Option<(u64, i64, i64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
 }
 
 /// The most queries forwarded at once, all networks together.
@@ -107,21 +132,70 @@ impl Resolver {
             turn: AtomicUsize::new(0),
             snap: Default::default(),
             forwards: Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS)),
+            building: Default::default(),
+            hosts: Default::default(),
+            builds: AtomicUsize::new(0),
+            asked: Default::default(),
         }
     }
 
-    fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        // A local commit, or a change in the cluster store, makes it stale.
-        let commits = self.engine.store().commit_counts().0
+    /// What makes a snapshot stale: a local commit, or a change in the cluster store.
+    fn commits(&self) -> u64 {
+        self.engine.store().commit_counts().0
             + self
                 .engine
                 .cluster()
-                .map_or(0, |c| c.mirror().rev.unsigned_abs() << 32);
-        if let Some(s) = self.snap.lock().unwrap().as_ref() {
-            if s.commits == commits && s.at.elapsed() < SNAPSHOT_AGE {
-                return Some(s.clone());
-            }
+                .map_or(0, |c| c.mirror().rev.unsigned_abs() << 32)
+    }
+
+    fn fresh(&self, commits: u64, age: Duration) -> Option<Arc<Snapshot>> {
+        let s = self.snap.lock().unwrap();
+        s.as_ref()
+            .filter(|s| s.commits == commits && s.at.elapsed() < age)
+            .cloned()
+    }
+
+    /// The snapshot a query answers from. The refresher ([`Resolver::refresh`]) builds it
+    /// after each change and every [`SNAPSHOT_AGE`], so a query normally only takes it; one
+    /// that finds it stale (a commit the refresher has not caught up with yet) builds it, one
+    /// build at a time: the other queries wait for that build instead of each making one.
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        // Another process's change shows within SNAPSHOT_AGE through the refresher; a query
+        // rebuilds for age only if the refresher is late by far.
+        self.asked.store(true, Ordering::Relaxed);
+        let commits = self.commits();
+        if let Some(s) = self.fresh(commits, SNAPSHOT_AGE * 4) {
+            return Some(s);
         }
+        self.build(SNAPSHOT_AGE * 4)
+    }
+
+    /// Build the snapshot again if it is older than `age` or a commit came since (off the
+    /// query path: the daemon's resolver task calls it after each change and every tick), and
+    /// look at the host's resolv.conf again.
+    pub fn refresh(&self) {
+        let commits = self.commits();
+        let changed = self
+            .snap
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_none_or(|s| s.commits != commits);
+        // For age (another process's change) only while queries come: an idle daemon does
+        // not decode its tables four times a second for no one.
+        if changed || self.asked.swap(false, Ordering::Relaxed) {
+            self.build(SNAPSHOT_AGE);
+        }
+        self.reload_host_resolv();
+    }
+
+    fn build(&self, age: Duration) -> Option<Arc<Snapshot>> {
+        let _one = self.building.lock().unwrap();
+        let commits = self.commits();
+        if let Some(s) = self.fresh(commits, age) {
+            return Some(s);
+        }
+        self.builds.fetch_add(1, Ordering::Relaxed);
         let r = self.engine.store().read().ok()?;
         let nets: Vec<Network> =
             crate::store::list_json(&*r, crate::store::Table::Networks).ok()?;
@@ -162,10 +236,32 @@ impl Resolver {
         Some(s)
     }
 
-    /// The host's nameservers now (read each time: the host may change them), or Docker's
-    /// fallback.
+    /// Read the host's resolv.conf again if the file changed (another inode, time or length).
+    fn reload_host_resolv(&self) {
+        let now = stamp(&self.host_resolv);
+        let mut h = self.hosts.lock().unwrap();
+        if h.read_at.is_some() && h.stamp == now {
+            h.read_at = Some(std::time::Instant::now());
+            return;
+        }
+        h.ups = upstreams_of(&std::fs::read_to_string(&self.host_resolv).unwrap_or_default());
+        h.stamp = now;
+        h.read_at = Some(std::time::Instant::now());
+    }
+
+    /// The host's nameservers (its resolv.conf as the refresher last saw it: the host may
+    /// change them, and a change shows within a tick), or Docker's fallback.
     pub fn host_upstreams(&self) -> Vec<IpAddr> {
-        let ups = upstreams_of(&std::fs::read_to_string(&self.host_resolv).unwrap_or_default());
+        let stale = self
+            .hosts
+            .lock()
+            .unwrap()
+            .read_at
+            .is_none_or(|t| t.elapsed() > SNAPSHOT_AGE * 4);
+        if stale {
+            self.reload_host_resolv();
+        }
+        let ups = self.hosts.lock().unwrap().ups.clone();
         if ups.is_empty() {
             FALLBACK.to_vec()
         } else {
@@ -619,9 +715,13 @@ pub async fn run(engine: Engine, host_resolv: PathBuf) {
         }
     };
     sync(&mut running);
+    r.refresh();
     let mut cluster = engine.cluster().map(|c| c.subscribe());
     // Also every few seconds: a resolver that died is noticed without waiting for a change.
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    // The snapshot and the host's resolv.conf are kept current here, off the query path.
+    let mut fresh = tokio::time::interval(SNAPSHOT_AGE / 2);
+    fresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let changed = async {
             match cluster.as_mut() {
@@ -631,19 +731,24 @@ pub async fn run(engine: Engine, host_resolv: PathBuf) {
         };
         tokio::select! {
             ev = events.recv() => match ev {
-                Ok(ev) if matches!(ev.action, "create" | "destroy" | "prune" | "connect" | "disconnect") => sync(&mut running),
-                Ok(_) => {}
+                Ok(ev) if matches!(ev.action, "create" | "destroy" | "prune" | "connect" | "disconnect") => {
+                    sync(&mut running);
+                    r.refresh();
+                }
+                Ok(_) => r.refresh(),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => sync(&mut running),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
             ok = changed => {
                 if ok {
                     sync(&mut running);
+                    r.refresh();
                 } else {
                     cluster = None;
                 }
             }
             _ = tick.tick() => sync(&mut running),
+            _ = fresh.tick() => r.refresh(),
         }
     }
 }
