@@ -17,6 +17,7 @@ mod dns;
 mod docker_api;
 mod drift;
 mod escapes;
+mod load;
 mod macvlan;
 mod modes;
 mod plugin_http;

@@ -23,6 +23,9 @@ enum Target {
     Container(Sandbox),
 }
 
+/// The lock every host-port allocation holds (see [`Engine::publish_in`]).
+pub(crate) const PORTS: &str = "ports";
+
 impl Engine {
     fn target(&self, r: &dyn crate::store::ReadTxn, mode_req: &str) -> Result<Target> {
         if let Some(other) = mode_req.strip_prefix("container:") {
@@ -80,6 +83,9 @@ impl Engine {
             .retrying(|| async {
                 let target = self.target(&*self.inner.store.read()?, &mode_req)?;
                 let mut keys = vec![format!("sbname:{}", req.name)];
+                if !req.ports.is_empty() {
+                    keys.push(PORTS.into());
+                }
                 match &target {
                     Target::Network(n) => {
                         keys.push(net_lock(&n.id));
@@ -215,15 +221,18 @@ impl Engine {
         Ok(sb)
     }
 
-    /// Publish `ports` on the sandbox's default-route address: host ports allocated (never
+    /// Publish `ports` (under the `ports` key) on the sandbox's default-route address: host ports allocated (never
     /// one another sandbox holds, `0` → a free one from the ephemeral range), DNAT rules
     /// added, and their removal recorded with the sandbox's.
     async fn publish_in(&self, op: &mut Op, sb: &mut Sandbox, ports: &[PortMapping]) -> Result<()> {
         let (addr, addr6, net_id) = publish_target(op, &sb.id)?.ok_or_else(|| {
             Error::invalid("published ports need the sandbox on a network with IPv4: connect it to one, or leave out -p")
         })?;
+        // Read unchecked: every allocation holds the `ports` key (taken before the op's
+        // snapshot), so no other can commit between this read and this op's commit, and a
+        // checked read of the whole table would conflict with every other sandbox's change.
         let mut taken: Vec<PortMapping> =
-            crate::store::list_json::<Sandbox>(op.r(), crate::store::Table::Sandboxes)?
+            crate::store::list_json::<Sandbox>(op.r().unchecked(), crate::store::Table::Sandboxes)?
                 .into_iter()
                 .flat_map(|s| s.ports)
                 .collect();

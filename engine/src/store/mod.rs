@@ -253,6 +253,14 @@ impl Txn {
         self.writes.is_empty()
     }
 
+    /// The committed state the operation started from, read without being checked at commit
+    /// (and without the operation's own writes). Only for what a lock the operation holds
+    /// keeps every other writer from changing (the host ports, under the `ports` key): a
+    /// checked read of a whole table conflicts with every write to it.
+    pub fn unchecked(&self) -> &dyn ReadTxn {
+        &*self.snap
+    }
+
     /// What the operation read and writes.
     pub fn into_changes(self) -> Changes {
         let reads = self.reads.into_inner().unwrap();

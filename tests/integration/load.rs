@@ -1,0 +1,320 @@
+//! Many writers at once through the daemon (issue 16): weft CLI processes and Docker API
+//! clients, mixed operations on several networks (a Wasm driver's among them), published
+//! ports, ICC off, and networks removed while others connect to them. Afterwards: no address
+//! held twice on a network, no host port published twice, no failure but Docker's own
+//! refusals, and `system check` finds records and kernel agreeing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// What a writer may be refused with: Docker's own answers to a race it lost.
+const REFUSALS: &[&str] = &[
+    "port is already allocated",
+    "already exists",
+    "is not connected",
+    "not found",
+    "No such",
+    "has active endpoints",
+    "already attached",
+    "endpoint with name",
+];
+
+fn refusal(err: &str) -> bool {
+    REFUSALS.iter().any(|r| err.contains(r))
+}
+
+fn post(path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn delete(path: &str) -> Vec<u8> {
+    format!("DELETE {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
+}
+
+/// A small deterministic generator (each writer its own stream: a failure reruns the same).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn many_cli_and_api_writers_leave_no_duplicate_and_nothing_half_done() {
+    let h = Arc::new(TestHost::new("load"));
+    let routed = guest("routed");
+    let hl = guest("host-local");
+    for (f, n) in [(&routed, "routed"), (&hl, "host-local")] {
+        h.weft_ok(&[
+            "plugin",
+            "install",
+            f.to_str().unwrap(),
+            "--name",
+            n,
+            "--grant-requested",
+        ]);
+    }
+    let d = Arc::new(h.daemon());
+    let nets = ["l1", "l2", "l3", "lq", "lw"];
+    h.weft_ok(&["network", "create", "--subnet", "10.81.0.0/24", "l1"]);
+    h.weft_ok(&["network", "create", "--subnet", "10.81.1.0/24", "l2"]);
+    h.weft_ok(&["network", "create", "--subnet", "10.81.2.0/24", "l3"]);
+    h.weft_ok(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "--subnet",
+        "10.81.3.0/24",
+        "lq",
+    ]);
+    h.weft_ok(&[
+        "network",
+        "create",
+        "-d",
+        "routed",
+        "--ipam-driver",
+        "host-local",
+        "--subnet",
+        "10.81.4.0/24",
+        "lw",
+    ]);
+    // The API clients' sandboxes (the Docker API connects containers that exist).
+    const API: usize = 50;
+    const CLI: usize = 10;
+    const OPS: usize = 50;
+    h.weft_ok(&["network", "create", "--subnet", "10.81.8.0/22", "home"]);
+    for c in 0..API {
+        h.weft_ok(&["sandbox", "create", "--network", "home", &format!("api{c}")]);
+    }
+    let failures: Arc<Mutex<Vec<String>>> = Default::default();
+    let refused: Arc<Mutex<BTreeMap<String, usize>>> = Default::default();
+    let note = {
+        let failures = failures.clone();
+        let refused = refused.clone();
+        move |what: String, err: String| {
+            if refusal(&err) {
+                let key = REFUSALS.iter().find(|r| err.contains(*r)).unwrap();
+                *refused.lock().unwrap().entry(key.to_string()).or_default() += 1;
+            } else {
+                failures.lock().unwrap().push(format!("{what}: {err}"));
+            }
+        }
+    };
+    // Who held which host port when: from the create's return to the removal's start.
+    let held: Arc<Mutex<Vec<(u16, Instant, Instant, String)>>> = Default::default();
+    // While the writers run, the records are read every few milliseconds: no address may be
+    // held twice on a network at any moment.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (h, done) = (h.clone(), done.clone());
+        std::thread::spawn(move || {
+            let e = h.engine();
+            let mut samples = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for n in e.networks(&Default::default()).unwrap() {
+                    let mut seen = BTreeSet::new();
+                    for ep in e.network_endpoints(&n.id).unwrap_or_default() {
+                        for ip in [ep.ipv4.map(|a| a.ip()), ep.ipv6.map(|a| a.ip())]
+                            .into_iter()
+                            .flatten()
+                        {
+                            assert!(seen.insert(ip), "{ip} held twice on {}", n.name);
+                        }
+                    }
+                }
+                samples += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            samples
+        })
+    };
+    let t = Instant::now();
+    let mut threads = Vec::new();
+    // CLI writers: sandboxes made on a network, some publishing ports from a small shared
+    // range (so they collide), connected to a second network, disconnected, removed.
+    for w in 0..CLI {
+        let (h, note, held) = (h.clone(), note.clone(), held.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1));
+            for k in 0..OPS / 5 {
+                let name = format!("c{w}x{k}");
+                let net = nets[rng.next(nets.len() as u64) as usize];
+                let mut args = vec!["sandbox", "create", "--network", net];
+                let port = (net != "lw" && rng.next(2) == 0).then(|| 18000 + rng.next(20) as u16);
+                let publish = port.map(|p| format!("{p}:80"));
+                if let Some(p) = &publish {
+                    args.extend(["-p", p]);
+                }
+                args.push(&name);
+                let o = h.weft(&args);
+                if !o.status.success() {
+                    note(
+                        format!("{args:?}"),
+                        String::from_utf8_lossy(&o.stderr).into(),
+                    );
+                    continue;
+                }
+                let since = Instant::now();
+                let other = nets[rng.next(nets.len() as u64) as usize];
+                for args in [
+                    vec!["network", "connect", other, &name],
+                    vec!["network", "disconnect", other, &name],
+                    vec!["network", "connect", other, &name],
+                    vec!["sandbox", "rm", &name],
+                ] {
+                    if args[0] == "sandbox" {
+                        if let Some(p) = port {
+                            held.lock()
+                                .unwrap()
+                                .push((p, since, Instant::now(), name.clone()));
+                        }
+                    }
+                    let o = h.weft(&args);
+                    if !o.status.success() {
+                        note(
+                            format!("{args:?}"),
+                            String::from_utf8_lossy(&o.stderr).into(),
+                        );
+                    }
+                }
+            }
+        }));
+    }
+    // API clients: connect and disconnect their sandbox on the bridge networks.
+    for c in 0..API {
+        let (d, note) = (d.clone(), note.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (c as u64 + 1));
+            let sb = format!("api{c}");
+            for _ in 0..OPS / 2 {
+                let net = ["l1", "l2", "l3", "lq"][rng.next(4) as usize];
+                for verb in ["connect", "disconnect"] {
+                    let (code, _, body) = d.http(&post(
+                        &format!("/v1.50/networks/{net}/{verb}"),
+                        &format!(r#"{{"Container":"{sb}"}}"#),
+                    ));
+                    if code != 200 {
+                        note(format!("API {verb} {sb} {net} ({code})"), body);
+                    }
+                }
+            }
+        }));
+    }
+    // A network removed while others connect to it: either the removal wins (the connects
+    // are refused: no such network) or it is refused (active endpoints) — never half.
+    {
+        let (h, d, note) = (h.clone(), d.clone(), note.clone());
+        threads.push(std::thread::spawn(move || {
+            for k in 0..10 {
+                let net = format!("tmp{k}");
+                h.weft_ok(&[
+                    "network",
+                    "create",
+                    "--subnet",
+                    &format!("10.82.{k}.0/24"),
+                    &net,
+                ]);
+                let racer = {
+                    let (d, net, note) = (d.clone(), net.clone(), note.clone());
+                    std::thread::spawn(move || {
+                        for i in 0..5 {
+                            let sb = format!("api{}", (k * 5 + i) % API);
+                            let (code, _, body) = d.http(&post(
+                                &format!("/v1.50/networks/{net}/connect"),
+                                &format!(r#"{{"Container":"{sb}"}}"#),
+                            ));
+                            if code == 200 {
+                                let (code, _, body) = d.http(&post(
+                                    &format!("/v1.50/networks/{net}/disconnect"),
+                                    &format!(r#"{{"Container":"{sb}"}}"#),
+                                ));
+                                if code != 200 {
+                                    note(format!("API disconnect {sb} {net} ({code})"), body);
+                                }
+                            } else {
+                                note(format!("API connect {sb} {net} ({code})"), body);
+                            }
+                        }
+                    })
+                };
+                loop {
+                    let (code, _, body) = d.http(&delete(&format!("/v1.50/networks/{net}")));
+                    match code {
+                        204 => break,
+                        _ if refusal(&body) => {
+                            note(format!("API rm {net}"), body);
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        _ => {
+                            note(format!("API rm {net} ({code})"), body);
+                            break;
+                        }
+                    }
+                }
+                racer.join().unwrap();
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let took = t.elapsed();
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} failures other than Docker's refusals:\n{}\n--- daemon log ---\n{}",
+        failures.len(),
+        failures.join("\n"),
+        d.log_text()
+    );
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let samples = sampler
+        .join()
+        .expect("an address was held twice (see above)");
+    // No host port held by two sandboxes at once.
+    let held = held.lock().unwrap().clone();
+    for (i, a) in held.iter().enumerate() {
+        for b in &held[i + 1..] {
+            assert!(
+                a.0 != b.0 || a.2 <= b.1 || b.2 <= a.1,
+                "host port {} published by {} and {} at once",
+                a.0,
+                a.3,
+                b.3
+            );
+        }
+    }
+    assert!(
+        !held.is_empty(),
+        "no sandbox published a port: the check above saw nothing"
+    );
+    let e = h.engine();
+    h.weft_ok(&["system", "check"]);
+    let cli_left: Vec<String> = e
+        .sandboxes()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|n| n.starts_with('c'))
+        .collect();
+    assert!(cli_left.is_empty(), "{cli_left:?}");
+    eprintln!(
+        "{} CLI ops, {} API ops and 10 racing removals in {took:?} ({samples} samples, {} \
+         ports held); refused: {:?}",
+        CLI * OPS,
+        API * OPS,
+        held.len(),
+        refused.lock().unwrap()
+    );
+}
