@@ -81,6 +81,7 @@ impl NetworkDriver for NativeRouted {
             needs_ipam: true,
             attachment: weft::drivers::Attachment::Endpoints,
             external_connectivity: false,
+            long_calls: false,
         }
     }
     async fn create_network(&self, ctx: &mut Ctx<'_>, net: &mut Network) -> weft::Result<()> {

@@ -112,7 +112,8 @@ fn many_cli_and_api_writers_leave_no_duplicate_and_nothing_half_done() {
         }
     };
     // Who held which host port when: from the create's return to the removal's start.
-    let held: Arc<Mutex<Vec<(u16, Instant, Instant, String)>>> = Default::default();
+    type Held = Vec<(u16, Instant, Instant, String)>;
+    let held: Arc<Mutex<Held>> = Default::default();
     // While the writers run, the records are read every few milliseconds: no address may be
     // held twice on a network at any moment.
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -284,7 +284,12 @@ impl Resolver {
 
     /// The answer to `query` from `src` on `net`'s listener, or `None`: forward it to these
     /// servers.
-    fn answer(&self, net_id: &str, src: IpAddr, query: &[u8]) -> Result<Vec<u8>, Vec<IpAddr>> {
+    pub(crate) fn answer(
+        &self,
+        net_id: &str,
+        src: IpAddr,
+        query: &[u8],
+    ) -> Result<Vec<u8>, Vec<IpAddr>> {
         let Ok(req) = Message::from_vec(query) else {
             return Ok(Vec::new()); // not DNS: no answer at all
         };

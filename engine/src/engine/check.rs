@@ -351,7 +351,7 @@ impl Engine {
         // Endpoints: dangling records (another host's endpoints on a global network are that
         // host's to check).
         for (k, v) in op.r().scan(Table::Endpoints, b"")? {
-            let ep: Endpoint = decode(&v)?;
+            let ep: Endpoint = crate::store::decode_record(Table::Endpoints, &k, &v)?;
             if self.is_remote(&ep) {
                 continue;
             }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::{Endpoint, Network, NsMode, Sandbox};
 use crate::net::Step;
-use crate::store::{decode, get_json, get_str, put_json, ReadTxn, Table, WriteTxn};
+use crate::store::{get_json, get_str, put_json, ReadTxn, Table, WriteTxn};
 
 /// What weft made in the kernel for one object (its undo log), and which operation wrote it
 /// (recovery's evidence that the operation committed).
@@ -148,7 +148,7 @@ pub fn delete_endpoint(w: &mut (impl WriteTxn + ?Sized), e: &Endpoint) -> Result
 pub fn network_endpoints(r: &(impl ReadTxn + ?Sized), network_id: &str) -> Result<Vec<Endpoint>> {
     r.scan(Table::Endpoints, format!("{network_id}/").as_bytes())?
         .into_iter()
-        .map(|(_, v)| decode(&v))
+        .map(|(k, v)| crate::store::decode_record(Table::Endpoints, &k, &v))
         .collect()
 }
 
@@ -214,7 +214,7 @@ fn resolve<T: serde::de::DeserializeOwned>(
         let hits = r.scan(table, key.to_ascii_lowercase().as_bytes())?;
         match hits.len() {
             0 => {}
-            1 => return decode(&hits[0].1),
+            1 => return crate::store::decode_record(table, &hits[0].0, &hits[0].1),
             n => {
                 return Err(Error::Ambiguous {
                     kind,

@@ -600,3 +600,184 @@ fn a_create_that_let_go_of_the_networks_lock_is_refused_for_what_was_taken_meanw
         }
     });
 }
+
+fn proptest_cases(default: u32) -> u32 {
+    std::env::var("WEFT_PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default)
+}
+
+fn runner(cases: u32) -> proptest::test_runner::TestRunner {
+    proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..Default::default()
+    })
+}
+
+/// Bytes like `good` with some flipped, cut or inserted (or any bytes at all).
+fn mangled(good: Vec<u8>) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let n = good.len();
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..64),
+        (prop::collection::vec((0..n, any::<u8>()), 1..6), 0..=n).prop_map(move |(flips, cut)| {
+            let mut g = good.clone();
+            for (i, b) in flips {
+                g[i] = b;
+            }
+            g.truncate(cut.max(1));
+            g
+        }),
+    ]
+}
+
+/// A corrupted record (of a network, a sandbox, an endpoint) is an error naming its table and
+/// key from every read that meets it, and from `system check`; never a panic.
+#[test]
+fn a_corrupt_record_is_an_error_naming_it_never_a_panic() {
+    use proptest::prelude::*;
+    rt().block_on(async {
+        let f = fixture().await;
+        let e = f.engine.clone();
+        e.create_network(net("n")).await.unwrap();
+        let sb = e.create_sandbox(sandbox("a", "n")).await.unwrap();
+        let n = e.network("n").unwrap();
+        let ep = e.network_endpoints(&n.id).unwrap().remove(0);
+        let store = e.store().clone();
+        let rows = [
+            (
+                Table::Networks,
+                n.id.clone(),
+                serde_json::to_vec(&n).unwrap(),
+            ),
+            (
+                Table::Sandboxes,
+                sb.id.clone(),
+                serde_json::to_vec(&sb).unwrap(),
+            ),
+            (
+                Table::Endpoints,
+                format!("{}/{}", n.id, ep.id),
+                serde_json::to_vec(&ep).unwrap(),
+            ),
+        ];
+        let put = |t: Table, k: &str, v: &[u8]| {
+            let mut w = crate::store::Txn::new(store.clone()).unwrap();
+            w.put(t, k.as_bytes(), v).unwrap();
+            store.apply(&w.into_changes()).unwrap();
+        };
+        let tests = std::sync::atomic::AtomicUsize::new(0);
+        for (table, key, good) in rows {
+            let mut r = runner(proptest_cases(100));
+            r.run(&mangled(good.clone()), |bad| {
+                put(table, &key, &bad);
+                let outcomes: Vec<std::result::Result<(), String>> = vec![
+                    e.networks(&Default::default())
+                        .map(|_| ())
+                        .map_err(|x| x.to_string()),
+                    e.network("n").map(|_| ()).map_err(|x| x.to_string()),
+                    e.sandboxes().map(|_| ()).map_err(|x| x.to_string()),
+                    e.network_endpoints(&n.id)
+                        .map(|_| ())
+                        .map_err(|x| x.to_string()),
+                ];
+                let parses = serde_json::from_slice::<serde_json::Value>(&bad).is_ok();
+                for o in outcomes {
+                    if let Err(m) = o {
+                        prop_assert!(m.contains(&key) && m.contains(&format!("{table:?}")), "{m}");
+                    }
+                }
+                if !parses {
+                    prop_assert!(
+                        e.networks(&Default::default()).is_err()
+                            || e.sandboxes().is_err()
+                            || e.network_endpoints(&n.id).is_err(),
+                        "a record that is not JSON read as fine"
+                    );
+                }
+                tests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            })
+            .unwrap();
+            put(table, &key, &good);
+        }
+        assert!(tests.into_inner() > 0);
+        // With every record good again, all is as before.
+        assert!(e.check().await.unwrap().is_empty());
+    });
+}
+
+/// Any datagram sent to a network's resolver gets no answer or a DNS answer with the query's
+/// id; none makes it panic (the query a sandbox on the network sends, mangled, or any bytes).
+#[test]
+fn no_query_makes_the_resolver_panic() {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use proptest::prelude::*;
+    rt().block_on(async {
+        let f = fixture().await;
+        let e = f.engine.clone();
+        e.create_network(net("n")).await.unwrap();
+        let sb = e.create_sandbox(sandbox("a", "n")).await.unwrap();
+        e.create_sandbox(sandbox("b", "n")).await.unwrap();
+        let n = e.network("n").unwrap();
+        let me = e.sandbox_endpoints(&sb.id).unwrap()[0].ipv4.unwrap().ip();
+        let r = crate::dns::Resolver::new(e.clone(), &f.dir.join("resolv.conf"));
+        let mut m = Message::query();
+        m.add_query(Query::query(Name::from_ascii("b").unwrap(), RecordType::A));
+        let good = m.to_vec().unwrap();
+        // Control: the query as sent is answered, with b's address.
+        let ok = Message::from_vec(&r.answer(&n.id, me, &good).unwrap()).unwrap();
+        assert_eq!(ok.answers.len(), 1, "{ok:?}");
+        let mut runner = runner(proptest_cases(2000));
+        runner
+            .run(&mangled(good), |q| {
+                // A panic fails the run (proptest catches it and shrinks the input); an Err
+                // is a query to forward.
+                if let Ok(a) = r.answer(&n.id, me, &q) {
+                    if !a.is_empty() {
+                        let a = Message::from_vec(&a);
+                        prop_assert!(a.is_ok(), "an answer that does not parse");
+                        prop_assert_eq!(a.unwrap().metadata.id, u16::from_be_bytes([q[0], q[1]]));
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+    });
+}
+
+/// Any body sent to the Docker API's network create or connect is taken or refused, never a
+/// panic: the bodies the docker CLI sends, mangled.
+#[test]
+fn no_api_body_makes_it_panic() {
+    let create = br#"{"Name":"n","Driver":"bridge","Internal":false,"Attachable":true,"IPAM":{"Driver":"default","Config":[{"Subnet":"10.1.0.0/24","IPRange":"10.1.0.0/25","Gateway":"10.1.0.1","AuxiliaryAddresses":{"a":"10.1.0.5"}}],"Options":{"x":"y"}},"Options":{"com.docker.network.bridge.enable_icc":"false"},"Labels":{"l":"v"},"EnableIPv6":true}"#.to_vec();
+    let connect = br#"{"Container":"c","EndpointConfig":{"IPAMConfig":{"IPv4Address":"10.1.0.9","IPv6Address":"fd00::9"},"Aliases":["x"],"Links":["a:b"],"MacAddress":"02:42:0a:01:00:09","DriverOpts":{"k":"v"},"GwPriority":1}}"#.to_vec();
+    // Controls: the bodies as sent are taken.
+    serde_json::from_slice::<crate::api::body::CreateBody>(&create)
+        .unwrap()
+        .into_request()
+        .unwrap();
+    serde_json::from_slice::<crate::api::body::ConnectBody>(&connect)
+        .unwrap()
+        .endpoint_config
+        .unwrap()
+        .into_options()
+        .unwrap();
+    for good in [create, connect] {
+        runner(proptest_cases(3000))
+            .run(&mangled(good), |b| {
+                // A panic fails the run (proptest catches it and shrinks the input).
+                if let Ok(c) = serde_json::from_slice::<crate::api::body::CreateBody>(&b) {
+                    let _ = c.into_request();
+                }
+                if let Ok(c) = serde_json::from_slice::<crate::api::body::ConnectBody>(&b) {
+                    let _ = c.endpoint_config.map(|c| c.into_options());
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}

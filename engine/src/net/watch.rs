@@ -103,10 +103,10 @@ impl Links {
                 }
             };
             match inner {
-                RouteNetlinkMessage::DelLink(m) => {
-                    if self.ours.remove(&m.header.index) | marked(&m) {
-                        out.push(Change::Link);
-                    }
+                RouteNetlinkMessage::DelLink(m)
+                    if self.ours.remove(&m.header.index) | marked(&m) =>
+                {
+                    out.push(Change::Link)
                 }
                 RouteNetlinkMessage::NewLink(m) => {
                     // A link just made comes with every bit "changed": not one going down.

@@ -354,7 +354,7 @@ pub fn get_json<T: DeserializeOwned>(
 ) -> Result<Option<T>> {
     match txn.get(table, key.as_bytes())? {
         None => Ok(None),
-        Some(v) => Ok(Some(decode(&v)?)),
+        Some(v) => Ok(Some(decode_record(table, key.as_bytes(), &v)?)),
     }
 }
 
@@ -382,8 +382,16 @@ pub fn scan_json<T: DeserializeOwned>(
 ) -> Result<Vec<T>> {
     txn.scan(table, prefix.as_bytes())?
         .into_iter()
-        .map(|(_, v)| decode(&v))
+        .map(|(k, v)| decode_record(table, &k, &v))
         .collect()
+}
+
+/// A record of `table` under `key`; a record that does not parse is an error naming it (so
+/// `weft system check` and the user can find it), never a panic.
+pub fn decode_record<T: DeserializeOwned>(table: Table, key: &[u8], v: &[u8]) -> Result<T> {
+    serde_json::from_slice(v).map_err(|e| {
+        StoreError::Corrupt(format!("{table:?} {:?}: {e}", String::from_utf8_lossy(key))).into()
+    })
 }
 
 pub fn decode<T: DeserializeOwned>(v: &[u8]) -> Result<T> {
