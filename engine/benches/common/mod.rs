@@ -85,6 +85,11 @@ impl Daemon {
         }
         Daemon(child)
     }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
 }
 
 impl Drop for Daemon {
