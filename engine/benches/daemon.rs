@@ -12,15 +12,13 @@
 //!
 //! Run (root): `cargo bench --bench daemon -- [--total 256] [--clients 50] [--per 20]`
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 mod common;
 
-use common::{ms, num_arg, pct, Daemon, Scratch};
+use common::{http, ms, num_arg, pct, Daemon, Scratch};
 use weft::model::{NetworkCreate, SandboxCreate};
 use weft::Engine;
 
@@ -98,28 +96,6 @@ fn group_commit(clients: usize, total: usize, one_network: bool) {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         e.remove_sandboxes(&refs, false).await.unwrap();
     });
-}
-
-/// One HTTP/1.1 exchange on a unix socket: status and body.
-fn http(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut s = UnixStream::connect(sock).unwrap();
-    let req = match body {
-        Some(b) => format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
-            b.len()
-        ),
-        None => format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-    };
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_string())
 }
 
 /// A `weft sandbox …` command through weft's socket; its exit code and stdout/stderr.

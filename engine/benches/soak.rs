@@ -7,32 +7,12 @@
 //! Run (root): `cargo bench --bench soak -- [--cycles 100000] [--wasm-cycles 10000]`
 //! (defaults 2000 and 500: a short run).
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{ms, num_arg, pct, Daemon, Scratch};
-
-fn http(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = UnixStream::connect(sock).unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_string())
-}
+use common::{http, ms, num_arg, pct, Daemon, Scratch};
 
 struct Sample {
     cycles: usize,
@@ -114,7 +94,7 @@ fn soak(label: &str, network: &str, cycles: usize, s: &Scratch, d: &Daemon) {
                 &docker,
                 "POST",
                 &format!("/v1.50/networks/{network}/{verb}"),
-                body,
+                Some(body),
             );
             assert_eq!(st, 200, "{verb} on {network}, cycle {i}: {out}");
         }
@@ -209,7 +189,7 @@ fn main() {
         r#"{"Name":"home","IPAM":{"Config":[{"Subnet":"10.97.0.0/24"}]}}"#,
         r#"{"Name":"soak","IPAM":{"Config":[{"Subnet":"10.97.1.0/24"}]}}"#,
     ] {
-        let (st, out) = http(&docker, "POST", "/v1.50/networks/create", body);
+        let (st, out) = http(&docker, "POST", "/v1.50/networks/create", Some(body));
         assert_eq!(st, 201, "{out}");
     }
     if wasm {
@@ -217,7 +197,9 @@ fn main() {
             &docker,
             "POST",
             "/v1.50/networks/create",
-            r#"{"Name":"soakw","Driver":"routed","IPAM":{"Driver":"host-local","Config":[{"Subnet":"10.97.2.0/24"}]}}"#,
+            Some(
+                r#"{"Name":"soakw","Driver":"routed","IPAM":{"Driver":"host-local","Config":[{"Subnet":"10.97.2.0/24"}]}}"#,
+            ),
         );
         assert_eq!(st, 201, "{out}");
     }
