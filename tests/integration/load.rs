@@ -319,3 +319,151 @@ fn many_cli_and_api_writers_leave_no_duplicate_and_nothing_half_done() {
         refused.lock().unwrap()
     );
 }
+
+/// The daemon killed with SIGKILL 20 times, at random moments while CLI writers run through
+/// it: after each restart the daemon serves again within a second and `system check` finds
+/// records and kernel agreeing (every operation completed or left no trace).
+#[test]
+fn the_daemon_killed_under_load_twenty_times_leaves_nothing_half_done() {
+    let h = Arc::new(TestHost::new("kill9"));
+    h.weft_ok(&["network", "create", "--subnet", "10.83.0.0/24", "k1"]);
+    h.weft_ok(&["network", "create", "--subnet", "10.83.1.0/24", "k2"]);
+    h.weft_ok(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "--subnet",
+        "10.83.2.0/24",
+        "k3",
+    ]);
+    for c in 0..6 {
+        h.weft_ok(&["sandbox", "create", "--network", "k1", &format!("api{c}")]);
+    }
+    let mut rng = Rng(0x51_7cc1_b727_220a);
+    let mut d = h.daemon();
+    let sock = d.sock.clone();
+    let mut worst = Duration::ZERO;
+    let mut ops = 0;
+    let mut interrupted = 0;
+    // Twenty kills, and more (up to 60) until one has landed inside an operation.
+    let mut round = 0;
+    while round < 20 || (interrupted == 0 && round < 60) {
+        round += 1;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (h, stop) = (h.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut rng = Rng(0x9e37_79b9 ^ ((round * 4 + w) as u64 + 1));
+                    let mut n = 0;
+                    let nets = ["k1", "k2", "k3"];
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let name = format!("r{round}w{w}x{n}");
+                        let net = nets[rng.next(3) as usize];
+                        let other = nets[rng.next(3) as usize];
+                        let port = format!("{}:80", 19000 + round * 100 + w * 20 + n);
+                        let mut create = vec!["sandbox", "create", "--network", net];
+                        if rng.next(2) == 0 {
+                            create.extend(["-p", &port]);
+                        }
+                        create.push(&name);
+                        // Each may fail while the daemon dies under it: what it leaves is
+                        // checked after the restart.
+                        for args in [
+                            create,
+                            vec!["network", "connect", other, &name],
+                            vec!["network", "disconnect", other, &name],
+                            vec!["sandbox", "rm", &name],
+                        ] {
+                            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                                break;
+                            }
+                            let _ = h.weft_env(&args, &[("WEFT_CLIENT_TIMEOUT", "10")]);
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        // And Docker API clients connecting and disconnecting: the daemon is rarely idle.
+        let api: Vec<_> = (0..6)
+            .map(|c| {
+                let (sock, stop) = (sock.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let body = format!(r#"{{"Container":"api{c}"}}"#);
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        for verb in ["connect", "disconnect"] {
+                            let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) else {
+                                return n;
+                            };
+                            let req = format!(
+                                "POST /v1.50/networks/k2/{verb} HTTP/1.1\r\nHost: x\r\n\
+                                 Content-Type: application/json\r\nConnection: close\r\n\
+                                 Content-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                            let _ = std::io::Write::write_all(&mut s, req.as_bytes());
+                            let mut out = Vec::new();
+                            let _ = std::io::Read::read_to_end(&mut s, &mut out);
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100 + rng.next(300)));
+        d.kill();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for w in writers.into_iter().chain(api) {
+            ops += w.join().unwrap();
+        }
+        let t = Instant::now();
+        d = h.daemon();
+        h.weft_ok(&["network", "ls"]);
+        let up = t.elapsed();
+        worst = worst.max(up);
+        assert!(
+            up < Duration::from_secs(1),
+            "round {round}: the daemon served again after {up:?}: {}",
+            d.log_text()
+        );
+        // Did the kill land inside an operation? (Its journal is settled at the restart.)
+        let log = d.log_text();
+        if log.contains("an operation a crash interrupted") {
+            interrupted += 1;
+        }
+        let o = h.weft(&["system", "check"]);
+        assert!(
+            o.status.success(),
+            "round {round}: {}{}\n--- daemon log ---\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            d.log_text()
+        );
+    }
+    // Everything left can be removed, and then nothing of the sandboxes is left.
+    for sb in h.engine().sandboxes().unwrap() {
+        h.weft_ok(&["sandbox", "rm", "-f", &sb.name]);
+    }
+    h.weft_ok(&["system", "check"]);
+    let left: Vec<String> = h
+        .host_links()
+        .into_iter()
+        .filter(|l| l.starts_with("veth"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Control: the kills did land inside operations (else this test proved nothing).
+    assert!(
+        interrupted > 0,
+        "no kill landed inside an operation in {round} rounds"
+    );
+    eprintln!(
+        "{round} SIGKILLs under {ops} operations, {interrupted} inside one; serving again \
+         within {worst:?} at worst"
+    );
+}
