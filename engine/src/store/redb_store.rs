@@ -4,6 +4,10 @@
 //! writes; every commit is durable before it returns. Concurrent commits of one process are
 //! grouped: one durable write transaction carries every change queued while the previous one
 //! was being written. redb's types stay in this file.
+//!
+//! After a failed write (a full disk, an I/O error) redb refuses every later transaction
+//! ("Previous I/O error occurred") until the database is opened again: a failed commit opens
+//! it again at once, so weft goes on by itself once there is room.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -25,7 +29,10 @@ fn io(e: impl std::fmt::Display) -> StoreError {
 
 /// The embedded (default) store.
 pub struct RedbStore {
-    db: Database,
+    /// The open database; replaced by a fresh open after a failed write.
+    db: std::sync::RwLock<Arc<Database>>,
+    /// Databases replaced after a failed write, kept while read transactions may use them.
+    retired: Mutex<Vec<Arc<Database>>>,
     path: PathBuf,
     commit_ns: std::sync::atomic::AtomicU64,
     commits: std::sync::atomic::AtomicU64,
@@ -37,10 +44,7 @@ pub struct RedbStore {
 impl RedbStore {
     /// Open or create the store file, creating every table.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::builder()
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .create(path)
-            .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+        let db = Self::open_db(path)?;
         // Create missing tables (first open only: a write here would cost every CLI call
         // a commit).
         let missing = {
@@ -55,7 +59,8 @@ impl RedbStore {
             txn.commit().map_err(io)?;
         }
         Ok(RedbStore {
-            db,
+            db: std::sync::RwLock::new(Arc::new(db)),
+            retired: Default::default(),
             path: path.to_owned(),
             commit_ns: Default::default(),
             commits: Default::default(),
@@ -63,6 +68,49 @@ impl RedbStore {
             queue: Default::default(),
             commit_lock: Default::default(),
         })
+    }
+}
+
+impl RedbStore {
+    fn open_db(path: &Path) -> std::result::Result<Database, StoreError> {
+        Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(path)
+            .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))
+    }
+
+    fn db(&self) -> Arc<Database> {
+        self.db.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// After a failed write: open the database again (redb refuses everything on a handle
+    /// that met an I/O error). If that fails too, the next failure tries again.
+    fn reopen(&self) {
+        match Self::open_db(&self.path) {
+            Ok(db) => {
+                let old = std::mem::replace(
+                    &mut *self.db.write().unwrap_or_else(|e| e.into_inner()),
+                    Arc::new(db),
+                );
+                self.retired
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(old);
+                tracing::warn!(path = %self.path.display(), "the store was opened again after a failed write");
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+
+    /// The error of a failed write, saying what to do when it is a full disk.
+    fn explain(&self, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Io(m) if m.contains("No space left on device") => StoreError::Io(format!(
+                "{}: the disk is full (No space left on device): free space on it, then try again",
+                self.path.display()
+            )),
+            e => e,
+        }
     }
 }
 
@@ -80,7 +128,8 @@ impl RedbStore {
         &self,
         batch: &[Arc<Slot>],
     ) -> std::result::Result<Vec<std::result::Result<(), StoreError>>, StoreError> {
-        let txn = self.db.begin_write().map_err(io)?;
+        let db = self.db();
+        let txn = db.begin_write().map_err(io)?;
         let mut out = Vec::with_capacity(batch.len());
         for slot in batch {
             let changes = &slot.changes;
@@ -154,7 +203,17 @@ impl ReadTxn for RedbRead {
 
 impl Store for RedbStore {
     fn read(&self) -> Result<Box<dyn ReadTxn>> {
-        Ok(Box::new(RedbRead(self.db.begin_read().map_err(io)?)))
+        let db = self.db();
+        match db.begin_read() {
+            Ok(r) => Ok(Box::new(RedbRead(r))),
+            Err(e) => {
+                // A handle that met an I/O error refuses reads too: open it again, once.
+                self.reopen();
+                Ok(Box::new(RedbRead(
+                    self.db().begin_read().map_err(|_| io(e))?,
+                )))
+            }
+        }
     }
 
     fn apply(&self, changes: &Changes) -> std::result::Result<(), StoreError> {
@@ -180,7 +239,11 @@ impl Store for RedbStore {
         let started = std::time::Instant::now();
         let results = match self.commit_batch(&batch) {
             Ok(each) => each,
-            Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => {
+                self.reopen();
+                let e = self.explain(e);
+                batch.iter().map(|_| Err(e.clone())).collect()
+            }
         };
         let took = started.elapsed();
         self.commit_ns
