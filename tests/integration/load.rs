@@ -467,3 +467,250 @@ fn the_daemon_killed_under_load_twenty_times_leaves_nothing_half_done() {
          within {worst:?} at worst"
     );
 }
+
+/// Kernel steps failing at random (5 %, half before the change, half after) while CLI and API
+/// writers work through the daemon: each operation fails whole or succeeds whole — after the
+/// run, with the faults off, `system check` finds records and kernel agreeing, no address is
+/// held twice, and everything can be removed leaving nothing behind.
+#[test]
+fn random_kernel_failures_under_load_leave_nothing_half_done() {
+    let h = Arc::new(TestHost::new("rndfail"));
+    h.weft_ok(&["network", "create", "--subnet", "10.84.0.0/24", "f1"]);
+    h.weft_ok(&["network", "create", "--subnet", "10.84.1.0/24", "f2"]);
+    h.weft_ok(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "--subnet",
+        "10.84.2.0/24",
+        "f3",
+    ]);
+    for c in 0..6 {
+        h.weft_ok(&["sandbox", "create", "--network", "f1", &format!("api{c}")]);
+    }
+    let d = Arc::new(h.daemon_env(&[("WEFT_FAILPOINT", "random:0.05")]));
+    let failures: Arc<Mutex<Vec<String>>> = Default::default();
+    let injected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let judge = {
+        let (failures, injected) = (failures.clone(), injected.clone());
+        move |what: String, err: String| {
+            if err.contains("injected random failure") {
+                injected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            } else if !refusal(&err) {
+                failures.lock().unwrap().push(format!("{what}: {err}"));
+            }
+        }
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for w in 0..4 {
+        let (h, stop, judge) = (h.clone(), stop.clone(), judge.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut rng = Rng(0x7f4a_7c15 ^ (w as u64 + 1));
+            let nets = ["f1", "f2", "f3"];
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let name = format!("w{w}x{n}");
+                n += 1;
+                let net = nets[rng.next(3) as usize];
+                let other = nets[rng.next(3) as usize];
+                let port = format!("{}:80", 20000 + w * 1000 + n);
+                let mut create = vec!["sandbox", "create", "--network", net];
+                if rng.next(2) == 0 {
+                    create.extend(["-p", &port]);
+                }
+                create.push(&name);
+                for args in [
+                    create,
+                    vec!["network", "connect", other, &name],
+                    vec!["network", "disconnect", other, &name],
+                    vec!["sandbox", "rm", &name],
+                ] {
+                    let o = h.weft(&args);
+                    if !o.status.success() {
+                        judge(
+                            format!("{args:?}"),
+                            String::from_utf8_lossy(&o.stderr).into(),
+                        );
+                    }
+                }
+            }
+        }));
+    }
+    for c in 0..6 {
+        let (d, stop, judge) = (d.clone(), stop.clone(), judge.clone());
+        threads.push(std::thread::spawn(move || {
+            let body = format!(r#"{{"Container":"api{c}"}}"#);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for verb in ["connect", "disconnect"] {
+                    let (code, _, out) =
+                        d.http(&post(&format!("/v1.50/networks/f2/{verb}"), &body));
+                    if code != 200 {
+                        judge(format!("API {verb} api{c} ({code})"), out);
+                    }
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    let log = d.log_text();
+    drop(d);
+    assert!(
+        failures.is_empty(),
+        "{} failures other than the injected ones and Docker's refusals:\n{}\n--- daemon log ---\n{log}",
+        failures.len(),
+        failures.join("\n"),
+    );
+    let injected = injected.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        injected > 0,
+        "no failure was injected: the run proved nothing"
+    );
+    // With the faults off: records and kernel agree, and everything can go.
+    let d = h.daemon();
+    let o = h.weft(&["system", "check"]);
+    assert!(
+        o.status.success(),
+        "{}{}\n--- daemon log (faults on) ---\n{log}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    for sb in h.engine().sandboxes().unwrap() {
+        h.weft_ok(&["sandbox", "rm", "-f", &sb.name]);
+    }
+    h.weft_ok(&["system", "check"]);
+    let left: Vec<String> = h
+        .host_links()
+        .into_iter()
+        .filter(|l| l.starts_with("veth"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}: {}", d.log_text());
+    eprintln!("{injected} operations failed by an injected kernel fault; nothing half done");
+}
+
+/// The store's disk fills (its root on a 3 MiB tmpfs) while writers make sandboxes: the
+/// operation that cannot commit fails saying so and leaves nothing in the kernel; the others
+/// are whole; with room again everything works and `system check` is clean.
+#[test]
+fn a_full_store_disk_fails_operations_whole_and_weft_goes_on_when_there_is_room() {
+    let h = TestHost::new("diskfull");
+    // A host of its own (the test host's engine keeps its own state and nftables table).
+    let host = h.dir.join("host2.ns");
+    h.block_on(async { weft::net::ns::create_pinned(&host, || ()).unwrap() });
+    let small = h.dir.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &small,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=3m"),
+    )
+    .expect("mount a small tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    let cfg = weft::Config {
+        root: small.join("root"),
+        run_root: h.dir.join("run2"),
+        host_netns: Some(host.clone()),
+        ..Default::default()
+    };
+    let links = || -> Vec<String> {
+        let o = run_ok(&host, "ip", &["-o", "link", "show"]);
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap().to_string())
+            .filter(|n| n.starts_with("veth"))
+            .collect()
+    };
+    h.block_on(async {
+        let e = weft::Engine::open(cfg.clone()).await.expect("open on the small disk");
+        e.create_network(weft::model::NetworkCreate {
+            name: "n".into(),
+            ipam_config: vec![weft::model::IpamConfigRequest {
+                subnet: Some("10.85.0.0/16".parse().unwrap()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        // Four writers at once until the disk refuses a commit.
+        let full = Arc::new(Mutex::new(Vec::<String>::new()));
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let (e, full) = (e.clone(), full.clone());
+            tasks.push(tokio::spawn(async move {
+                for k in 0..2000 {
+                    let r = e
+                        .create_sandbox(weft::model::SandboxCreate {
+                            name: format!("w{w}x{k}"),
+                            network: Some("n".into()),
+                            ..Default::default()
+                        })
+                        .await;
+                    if let Err(err) = r {
+                        full.lock().unwrap().push(err.to_string());
+                        return k;
+                    }
+                }
+                2000
+            }));
+        }
+        let mut made = 0;
+        for t in tasks {
+            made += t.await.unwrap();
+        }
+        let errs = full.lock().unwrap().clone();
+        assert!(!errs.is_empty(), "the disk never filled ({made} sandboxes)");
+        for err in &errs {
+            assert!(
+                err.contains("No space left on device"),
+                "a full disk should say so: {err}"
+            );
+        }
+        // What failed left nothing: the kernel holds exactly the recorded sandboxes' links.
+        let recorded = e.sandboxes().unwrap().len();
+        assert_eq!(links().len(), recorded, "a failed create left a veth");
+        assert!(e.check().await.unwrap().is_empty());
+        // Room again: weft goes on, and everything can be removed.
+        nix::mount::mount(
+            Some("tmpfs"),
+            &small,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_REMOUNT,
+            Some("size=256m"),
+        )
+        .unwrap();
+        e.create_sandbox(weft::model::SandboxCreate {
+            name: "after".into(),
+            network: Some("n".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("a create with room again");
+        let names: Vec<String> = e.sandboxes().unwrap().into_iter().map(|s| s.name).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        e.remove_sandboxes(&refs, false).await.unwrap();
+        e.remove_network("n").await.unwrap();
+        assert!(e.check().await.unwrap().is_empty());
+        assert!(links().is_empty());
+        eprintln!(
+            "{made} sandboxes made before the 3 MiB disk filled; {} creates refused, none half done",
+            errs.len()
+        );
+        e.reset().await.ok();
+    });
+}

@@ -503,9 +503,12 @@ impl Engine {
         self.endpoint_hooks(op, &net, &ep, force).await?;
         self.release_endpoint(op, &net, &ep, force).await?;
         let log = records::owned(op.r(), &ep_key(&net.id, &ep.id))?;
-        for e in op.tx().teardown(&log, None).await {
-            tracing::warn!("disconnect {} from {}: {e}", ep.name, net.name);
-        }
+        let errors = op.tx().teardown(&log, None).await;
+        op.teardown_result(
+            errors,
+            force,
+            &format!("disconnect {} from {}", ep.name, net.name),
+        )?;
         records::delete_endpoint(op.w(), &ep)?;
         if ep.default_route {
             if let Some(sb) = records::load_sandbox(op.r(), sb_id)? {

@@ -419,9 +419,8 @@ impl Engine {
         }
         self.release_pools(op, net, force).await?;
         let log = records::owned(op.r(), &net_key(&net.id))?;
-        for e in op.tx().teardown(&log, None).await {
-            tracing::warn!(network = %net.name, "removing network: {e}");
-        }
+        let errors = op.tx().teardown(&log, None).await;
+        op.teardown_result(errors, force, &format!("removing network {}", net.name))?;
         records::delete_network(op.w(), net)
     }
 

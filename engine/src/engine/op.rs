@@ -327,6 +327,30 @@ impl Op {
         }
     }
 
+    /// What a removal's teardown could not remove, even tried again: without `force` the
+    /// removal fails (nothing is committed: the records keep describing what is still there,
+    /// and `system check` or the daemon's healer mends what did go), with `force` it is logged
+    /// and the removal goes on (`what` names it).
+    pub(crate) fn teardown_result(
+        &mut self,
+        errors: Vec<crate::net::NetError>,
+        force: bool,
+        what: &str,
+    ) -> Result<()> {
+        let mut errors = errors.into_iter();
+        let Some(first) = errors.next() else {
+            return Ok(());
+        };
+        if !force {
+            return Err(first.into());
+        }
+        for e in std::iter::once(first).chain(errors) {
+            tracing::warn!("{what}: {e}");
+            self.warn(format!("{what}: {e}"));
+        }
+        Ok(())
+    }
+
     /// The store transaction.
     pub fn w(&mut self) -> &mut Txn {
         &mut self.parts().w

@@ -515,14 +515,12 @@ impl Engine {
             .iter()
             .map(|(u, g)| (u.as_slice(), g.as_deref()))
             .collect();
-        for e in op.tx().teardown_many(&refs).await {
-            tracing::warn!("removing sandboxes: {e}");
-        }
+        let errors = op.tx().teardown_many(&refs).await;
+        op.teardown_result(errors, force, "removing sandboxes")?;
         for sb in &todo {
             let log = records::owned(op.r(), &sb_key(&sb.id))?;
-            for e in op.tx().teardown(&log, None).await {
-                tracing::warn!("removing sandbox {}: {e}", sb.name);
-            }
+            let errors = op.tx().teardown(&log, None).await;
+            op.teardown_result(errors, force, &format!("removing sandbox {}", sb.name))?;
             records::delete_sandbox(op.w(), sb)?;
             // Its /etc files, if someone asked for them (derived from the records: a failure
             // after this point only means they are written again when asked).

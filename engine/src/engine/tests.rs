@@ -781,3 +781,47 @@ fn no_api_body_makes_it_panic() {
             .unwrap();
     }
 }
+
+/// A removal whose kernel step fails once is tried again and succeeds; one that keeps failing
+/// fails the removal whole (the endpoint stays, recorded and in the kernel, as before), unless
+/// forced (then it goes, with a warning).
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_removal_that_the_kernel_refuses_is_tried_again_then_fails_whole() {
+    rt().block_on(async {
+        let f = fixture().await;
+        let e = f.engine.clone();
+        e.create_network(net("one")).await.unwrap();
+        e.create_network(net("two")).await.unwrap();
+        e.create_sandbox(sandbox("sa", "one")).await.unwrap();
+        e.connect("two", "sa", Default::default()).await.unwrap();
+        // Once: tried again, done.
+        f.kernel.with(|s| s.fail = Some("del-link".into()));
+        e.disconnect("two", "sa", false).await.unwrap();
+        assert!(f.kernel.with(|s| s.fail.is_none()), "the failure was met");
+        assert!(e.check().await.unwrap().is_empty());
+        // Always: the disconnect fails and changes nothing.
+        e.connect("two", "sa", Default::default()).await.unwrap();
+        let before = kernel_state(&f.kernel);
+        let sb = e.sandbox("sa").unwrap();
+        e.set_failpoint(Some("del-link"));
+        let err = e.disconnect("two", "sa", false).await.unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{err}");
+        assert_eq!(kernel_state(&f.kernel), before, "nothing was removed");
+        assert_eq!(
+            e.sandbox_endpoints(&sb.id).unwrap().len(),
+            2,
+            "still connected"
+        );
+        // Forced: it goes, and says what it could not remove.
+        e.disconnect("two", "sa", true).await.unwrap();
+        e.set_failpoint(None);
+        assert_eq!(e.sandbox_endpoints(&sb.id).unwrap().len(), 1);
+        assert!(e
+            .check()
+            .await
+            .unwrap()
+            .iter()
+            .any(|f| f.to_string().contains("veth")));
+    });
+}

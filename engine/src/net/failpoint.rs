@@ -8,6 +8,8 @@
 //! - `crash:KIND`: the process dies (SIGKILL) right before the first step of that kind;
 //! - `panic:NAME`: the first time the named point is reached it panics (a supervised task:
 //!   `healer`, `dns`, `resolver`);
+//! - `random:P` (0 < P ≤ 1): each kernel step fails with probability P, half of them before
+//!   touching the kernel and half right after (faults under load);
 //! - `crash-after:N`: the process dies right after its N-th crash point: every kernel step
 //!   applied or removed is one, and so are `commit` (before the store commit) and `committed`
 //!   (after it, before the journal goes). Walking N from 1 kills an operation at each of them.
@@ -28,6 +30,8 @@ enum Spec {
     CrashAfter(usize),
     /// Panic, the first time, at the point of this name (a supervised task dies).
     Panic(String),
+    /// Each step fails with this probability (in millionths).
+    Random(u64),
 }
 
 /// The failpoints of one engine.
@@ -37,6 +41,9 @@ pub struct Failpoints {
     spec: Mutex<Option<Spec>>,
     #[cfg(feature = "failpoints")]
     count: AtomicUsize,
+    /// xorshift state for `random:P`.
+    #[cfg(feature = "failpoints")]
+    rng: std::sync::atomic::AtomicU64,
 }
 
 #[cfg(feature = "failpoints")]
@@ -73,12 +80,35 @@ impl Failpoints {
                 Spec::Crash(k.into())
             } else if let Some(k) = s.strip_prefix("panic:") {
                 Spec::Panic(k.into())
+            } else if let Some(p) = s.strip_prefix("random:") {
+                let p: f64 = p.parse().expect("random:P takes a probability");
+                Spec::Random((p.clamp(0.0, 1.0) * 1e6) as u64)
             } else {
                 Spec::Fail(s.into())
             }
         });
         *self.spec.lock().unwrap() = parsed;
         self.count.store(0, Ordering::SeqCst);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            | 1;
+        self.rng.store(seed, Ordering::SeqCst);
+    }
+
+    /// With `random:P`, does this step fail (and before the kernel, or after)?
+    #[cfg(feature = "failpoints")]
+    fn roll(&self) -> Option<bool> {
+        let Some(Spec::Random(p)) = &*self.spec.lock().unwrap() else {
+            return None;
+        };
+        let mut x = self.rng.load(Ordering::SeqCst);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Ordering::SeqCst);
+        ((x >> 1) % 1_000_000 < *p).then_some(x & 1 == 0)
     }
 
     /// Before a step of `kind` touches the kernel.
@@ -93,7 +123,15 @@ impl Failpoints {
                 ))
             }
             Some(Spec::Crash(k)) if k == _kind => die(&format!("before a {_kind} step")),
-            _ => {}
+            Some(Spec::Random(_)) => {}
+            _ => return Ok(()),
+        }
+        #[cfg(feature = "failpoints")]
+        if self.roll() == Some(true) {
+            return Err(NetError::other(
+                format!("{_kind} step"),
+                "injected random failure (WEFT_FAILPOINT)",
+            ));
         }
         Ok(())
     }
@@ -111,6 +149,12 @@ impl Failpoints {
                         "injected failure after the change (WEFT_FAILPOINT)",
                     ));
                 }
+            }
+            if self.roll() == Some(false) {
+                return Err(NetError::other(
+                    format!("{_kind} step"),
+                    "injected random failure after the change (WEFT_FAILPOINT)",
+                ));
             }
         }
         Ok(())

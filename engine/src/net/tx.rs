@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::failpoint::Failpoints;
 use super::journal::Journal;
@@ -43,6 +44,13 @@ pub struct Tx {
     /// could not be written before the process died; that link is not weft's to delete.
     verify_owner: bool,
 }
+
+/// The waits before a failed removal is tried again (then its error is returned).
+const REMOVE_RETRIES: [Duration; 3] = [
+    Duration::from_millis(2),
+    Duration::from_millis(8),
+    Duration::from_millis(32),
+];
 
 impl Tx {
     pub fn new(
@@ -450,13 +458,31 @@ impl Tx {
                 _ => None,
             })
             .collect();
-        let started = std::time::Instant::now();
-        errors.extend(self.s.delete_host_links(&names).await);
-        self.kernel.add_busy("del-link", started.elapsed());
-        self.removed.extend(links);
-        if let Err(e) = self.fp.after("del-link") {
-            errors.push(e);
+        // Tried again while some fail (a link already gone is fine the second time).
+        let mut last = Vec::new();
+        for (i, wait) in std::iter::once(Duration::ZERO)
+            .chain(REMOVE_RETRIES)
+            .enumerate()
+        {
+            if i > 0 {
+                tokio::time::sleep(wait).await;
+                if let Err(e) = self.fp.before("del-link") {
+                    last = vec![e];
+                    continue;
+                }
+            }
+            let started = std::time::Instant::now();
+            last = self.s.delete_host_links(&names).await;
+            self.kernel.add_busy("del-link", started.elapsed());
+            if let Err(e) = self.fp.after("del-link") {
+                last.push(e);
+            }
+            if last.is_empty() {
+                break;
+            }
         }
+        self.removed.extend(links);
+        errors.extend(last);
         errors
     }
 
@@ -522,7 +548,17 @@ impl Tx {
                 }
             }
             let r = if counted {
-                self.remove(step.clone()).await
+                // A removal that fails for a reason other than "gone" is tried again (netlink
+                // can refuse for a moment: ENOBUFS, EBUSY); what still fails is returned.
+                let mut r = self.remove(step.clone()).await;
+                for wait in REMOVE_RETRIES {
+                    if r.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                    r = self.remove(step.clone()).await;
+                }
+                r
             } else {
                 match self.s.exec(step).await {
                     Err(e) if e.is_not_found() => Ok(()),
