@@ -430,6 +430,120 @@ mod tests {
         );
     }
 
+    /// Subnets, ranges, gateways, aux addresses, options and port specs as a user may type
+    /// them: each is parsed and checked, or refused with an error — none makes weft panic (a
+    /// bounded run here; `WEFT_PROPTEST_CASES` for a long one).
+    #[test]
+    fn no_address_option_or_port_spec_makes_it_panic() {
+        use proptest::prelude::*;
+        let cases = std::env::var("WEFT_PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(3000);
+        let piece = prop_oneof![
+            prop::sample::select(vec![
+                "10.1.0.0/16",
+                "10.1.0.0/24",
+                "10.1.1.0/24",
+                "10.1.0.1",
+                "10.1.0.255",
+                "0.0.0.0/0",
+                "::/0",
+                "fd00::/64",
+                "fd00::1",
+                "fd00::/128",
+                "10.1.0.0/33",
+                "10.1.0.0/-1",
+                "256.1.1.1/8",
+                "10.1.0.0/",
+                "/24",
+                "a=10.1.0.5",
+                "b=fd00::5",
+                "=",
+                "==",
+                "k=",
+                "=v",
+                "x",
+                "",
+                " ",
+                "10.1.0.0/16\n",
+                "1.2.3.4/32",
+                "255.255.255.255/32",
+                "com.docker.network.driver.mtu=0",
+                "com.docker.network.driver.mtu=99999999999",
+                "com.docker.network.bridge.name=",
+                "com.docker.network.bridge.enable_icc=maybe",
+                "parent=eth0.99999",
+                "macvlan_mode=nope",
+                "80",
+                "8080:80",
+                "127.0.0.1:80:80/udp",
+                "::1:80:80",
+                "[::1]:80:80",
+                "1-65535:1-65535",
+                "65536:1",
+                "0:0",
+                "80/sctp",
+                ":",
+                "::",
+                "-1:80",
+                "1.2.3.4::80",
+                "70000-70010:80",
+                "80-70:80-70",
+            ])
+            .prop_map(str::to_string),
+            "[0-9a-f.:/=\\[\\]-]{0,24}",
+            ".{0,12}",
+        ];
+        let many = prop::collection::vec(piece.clone(), 0..4);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(
+                &(
+                    many.clone(),
+                    many.clone(),
+                    many.clone(),
+                    many.clone(),
+                    many,
+                    piece,
+                ),
+                |(subnet, ip_range, gateway, aux, opt, port)| {
+                    let mut args = vec!["x".to_string()];
+                    for (flag, vals) in [
+                        ("--subnet", &subnet),
+                        ("--ip-range", &ip_range),
+                        ("--gateway", &gateway),
+                        ("--aux-address", &aux),
+                        ("-o", &opt),
+                        ("--ipam-opt", &opt),
+                    ] {
+                        for v in vals {
+                            args.push(format!("{flag}={v}"));
+                        }
+                    }
+                    #[derive(Parser)]
+                    struct W {
+                        #[command(flatten)]
+                        a: NetCreateArgs,
+                    }
+                    if let Ok(w) = W::try_parse_from(&args) {
+                        if let Ok(req) = create_request(&w.a) {
+                            let _ = crate::engine::filters::validate_ipam_config(&req.ipam_config);
+                        }
+                    }
+                    let _ = crate::model::PortMapping::parse(&port);
+                    let _ = crate::model::parse_mac(&port);
+                    let _ = crate::model::NetworkFilters::parse([port.as_str()]);
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+
     impl NetCreateArgs {
         fn parse_from_for_test(args: &[&str]) -> NetCreateArgs {
             #[derive(Parser)]
