@@ -10,6 +10,7 @@
 //! namespace only, and the JSON written here with `serde_json::json!` is shorter to read next
 //! to the nft documentation. So the JSON is built here and handed to `nft -j`.
 
+mod nl;
 pub mod render;
 
 use std::fs::File;
@@ -176,19 +177,22 @@ impl Listing {
     }
 }
 
-/// Runs nft in one namespace.
+/// Runs nft in one namespace (and, for an endpoint's ICC elements, nf_tables netlink).
 pub struct Firewall {
     netns: Option<RawFd>,
     nft: String,
+    nl: nl::Nl,
 }
 
 impl Firewall {
     /// `netns`: the host namespace (kept open by the caller for the firewall's lifetime).
     pub fn new(netns: Option<&File>) -> Firewall {
         let nft = std::env::var("WEFT_NFT").unwrap_or_else(|_| "nft".to_string());
+        let netns = netns.map(|f| f.as_raw_fd());
         Firewall {
-            netns: netns.map(|f| f.as_raw_fd()),
+            netns,
             nft,
+            nl: nl::Nl::new(netns),
         }
     }
 
@@ -200,6 +204,26 @@ impl Firewall {
     /// flushed ruleset), the whole batch follows. A network's changes always re-assert the
     /// base.
     pub async fn apply(&self, changes: &[FwChange]) -> Result<(), NetError> {
+        // An endpoint's ICC elements alone (no legacy links): one netlink batch, no process.
+        // A missing table (its first use) goes the nft way, which makes it.
+        let icc: Vec<(bool, &IccRules)> = changes
+            .iter()
+            .filter_map(|c| match c {
+                FwChange::AddIcc(i) if i.links.is_empty() => Some((true, i)),
+                FwChange::RemoveIcc(i) if i.links.is_empty() => Some((false, i)),
+                _ => None,
+            })
+            .collect();
+        if !icc.is_empty() && icc.len() == changes.len() && icc.iter().all(|(a, _)| *a == icc[0].0)
+        {
+            let add = icc[0].0;
+            let ports: Vec<&IccRules> = icc.iter().map(|(_, i)| *i).collect();
+            match self.nl.icc(add, render::TABLE, &ports) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_not_found() && !add => return Err(e),
+                Err(e) => tracing::debug!("ICC elements over netlink: {e}; through nft instead"),
+            }
+        }
         if let Some(doc) = render::sandbox_batch(changes) {
             match self.run(&["-j", "-f", "-"], Some(doc.to_string())).await {
                 Err(e) if e.is_not_found() && changes.iter().all(FwChange::is_addition) => {}
