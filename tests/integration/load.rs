@@ -714,3 +714,163 @@ fn a_full_store_disk_fails_operations_whole_and_weft_goes_on_when_there_is_room(
         e.reset().await.ok();
     });
 }
+
+/// A plugin that hangs (a driver spinning in join until its deadline) while writers work on
+/// other networks through the daemon: the hung calls are cut at the deadline and leave
+/// nothing, the writers' operations all complete, the daemon answers within a second
+/// throughout, and `system check` is clean.
+#[test]
+fn a_hanging_plugin_under_load_is_cut_and_holds_up_no_one() {
+    let h = Arc::new(TestHost::new("hangload"));
+    let hostile = guest("hostile-driver");
+    h.weft_ok(&[
+        "plugin",
+        "install",
+        hostile.to_str().unwrap(),
+        "--name",
+        "hostile",
+        "--grant",
+        "link-prefix=hx",
+        "--grant",
+        "deadline=600ms",
+        "--grant",
+        "memory=32M",
+    ]);
+    let d = Arc::new(h.daemon());
+    h.weft_ok(&[
+        "network",
+        "create",
+        "-d",
+        "hostile",
+        "--subnet",
+        "10.86.9.0/24",
+        "-o",
+        "hostile=loop-join",
+        "stuck",
+    ]);
+    h.weft_ok(&["network", "create", "--subnet", "10.86.0.0/24", "h1"]);
+    h.weft_ok(&["network", "create", "--subnet", "10.86.1.0/24", "h2"]);
+    for c in 0..4 {
+        h.weft_ok(&["sandbox", "create", "--network", "h1", &format!("api{c}")]);
+    }
+    let before = h.host_links();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failures: Arc<Mutex<Vec<String>>> = Default::default();
+    let mut threads = Vec::new();
+    // The hung calls: sandboxes on the plugin's network, three at a time, again and again.
+    let cut = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for k in 0..3 {
+        let (h, stop, cut, failures) = (h.clone(), stop.clone(), cut.clone(), failures.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let o = h.weft(&[
+                    "sandbox",
+                    "create",
+                    "--network",
+                    "stuck",
+                    &format!("s{k}x{n}"),
+                ]);
+                n += 1;
+                let err = String::from_utf8_lossy(&o.stderr).into_owned();
+                if !o.status.success() && err.contains("ran past its deadline") {
+                    cut.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                } else {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("the hung create: {err}"));
+                }
+            }
+        }));
+    }
+    // Writers on the other networks.
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for w in 0..3 {
+        let (h, stop, done, failures) = (h.clone(), stop.clone(), done.clone(), failures.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let name = format!("w{w}x{n}");
+                n += 1;
+                for args in [
+                    vec!["sandbox", "create", "--network", "h1", &name],
+                    vec!["network", "connect", "h2", &name],
+                    vec!["sandbox", "rm", &name],
+                ] {
+                    let o = h.weft(&args);
+                    if o.status.success() {
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    } else {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{args:?}: {}", String::from_utf8_lossy(&o.stderr)));
+                    }
+                }
+            }
+        }));
+    }
+    for c in 0..4 {
+        let (d, stop, done, failures) = (d.clone(), stop.clone(), done.clone(), failures.clone());
+        threads.push(std::thread::spawn(move || {
+            let body = format!(r#"{{"Container":"api{c}"}}"#);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for verb in ["connect", "disconnect"] {
+                    let (code, _, out) =
+                        d.http(&post(&format!("/v1.50/networks/h2/{verb}"), &body));
+                    if code == 200 {
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    } else {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("API {verb} api{c}: {out}"));
+                    }
+                }
+            }
+        }));
+    }
+    // The daemon answers within a second all along.
+    let mut slowest = Duration::ZERO;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        let q = Instant::now();
+        h.weft_ok(&["network", "ls"]);
+        slowest = slowest.max(q.elapsed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{}\n--- daemon log ---\n{}",
+        failures.join("\n"),
+        d.log_text()
+    );
+    let (cut, done) = (
+        cut.load(std::sync::atomic::Ordering::SeqCst),
+        done.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    assert!(
+        cut >= 3,
+        "only {cut} hung calls were cut: the plugin did not hang"
+    );
+    assert!(
+        done >= 30,
+        "only {done} operations of the writers completed during the hang"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "the daemon answered after {slowest:?}"
+    );
+    h.weft_ok(&["system", "check"]);
+    assert_eq!(h.host_links(), before, "the hung calls left links");
+    eprintln!(
+        "{cut} hung plugin calls cut while {done} other operations completed; the daemon \
+         answered within {slowest:?}"
+    );
+}
