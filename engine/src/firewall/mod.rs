@@ -10,6 +10,7 @@
 //! namespace only, and the JSON written here with `serde_json::json!` is shorter to read next
 //! to the nft documentation. So the JSON is built here and handed to `nft -j`.
 
+pub mod listing;
 mod nl;
 pub mod render;
 
@@ -135,19 +136,19 @@ impl Listing {
             FwChange::Remove(r) | FwChange::Add(r) => self
                 .inet
                 .as_ref()
-                .is_some_and(|i| render::has_network(i, r)),
+                .is_some_and(|i| listing::has_network(i, r)),
             FwChange::RemovePorts(p) | FwChange::AddPorts(p) => {
-                self.inet.as_ref().is_some_and(|i| render::has_ports(i, p))
+                self.inet.as_ref().is_some_and(|i| listing::has_ports(i, p))
             }
             FwChange::RemoveIcc(c) | FwChange::AddIcc(c) => {
-                self.bridge.as_ref().is_some_and(|b| render::has_icc(b, c))
+                self.bridge.as_ref().is_some_and(|b| listing::has_icc(b, c))
             }
         }
     }
 
     /// The network ids (12 hex digits) with chains in the inet table; `None` without one.
     pub fn networks(&self) -> Option<Vec<String>> {
-        self.inet.as_deref().map(render::chain_ids)
+        self.inet.as_deref().map(listing::chain_ids)
     }
 
     /// What the tables hold for sandboxes: published-port chains (sandbox ids) and the
@@ -156,11 +157,11 @@ impl Listing {
         (
             self.inet
                 .as_deref()
-                .map(render::port_chain_ids)
+                .map(listing::port_chain_ids)
                 .unwrap_or_default(),
             self.bridge
                 .as_deref()
-                .map(render::icc_ports)
+                .map(listing::icc_ports)
                 .unwrap_or_default(),
         )
     }
@@ -170,10 +171,10 @@ impl Listing {
         let bridge = self
             .bridge
             .as_deref()
-            .is_none_or(render::bridge_base_intact);
+            .is_none_or(listing::bridge_base_intact);
         self.inet
             .as_deref()
-            .map(|i| render::base_intact(i) && bridge)
+            .map(|i| listing::base_intact(i) && bridge)
     }
 }
 
@@ -275,14 +276,14 @@ impl Firewall {
     /// Does weft's table exist and hold no network's and no sandbox's rules?
     pub async fn unused(&self) -> Result<bool, NetError> {
         Ok(self.list().await?.is_some_and(|items| {
-            render::chain_ids(&items).is_empty() && !render::has_port_chains(&items)
+            listing::chain_ids(&items).is_empty() && !listing::has_port_chains(&items)
         }))
     }
 
     /// Remove whatever weft's table holds for network `id12`, whatever state it is in.
     pub async fn purge(&self, id12: &str) -> Result<(), NetError> {
         let items = self.list().await?.unwrap_or_default();
-        self.run_nonempty(render::purge(&items, id12)).await
+        self.run_nonempty(listing::purge(&items, id12)).await
     }
 
     /// Remove an endpoint's ICC elements one by one, skipping those already gone.
@@ -315,13 +316,13 @@ impl Firewall {
     /// Remove a sandbox's published ports, whatever state they are in.
     pub async fn purge_ports(&self, id12: &str) -> Result<(), NetError> {
         let items = self.list_table("inet").await?.unwrap_or_default();
-        self.run_nonempty(render::purge_ports(&items, id12)).await
+        self.run_nonempty(listing::purge_ports(&items, id12)).await
     }
 
     /// Remove every ICC element naming `port`.
     pub async fn purge_icc(&self, port: &str) -> Result<(), NetError> {
         let items = self.list_table("bridge").await?.unwrap_or_default();
-        self.run_nonempty(render::purge_icc(&items, port)).await
+        self.run_nonempty(listing::purge_icc(&items, port)).await
     }
 
     async fn run_nonempty(&self, doc: Value) -> Result<(), NetError> {

@@ -1,4 +1,5 @@
-//! Pure rendering of weft's nftables changes as nft JSON. The base table is re-asserted in
+//! Pure rendering of weft's nftables changes as nft JSON (reading a listing back against it
+//! is [`super::listing`]). The base table is re-asserted in
 //! every batch (add is idempotent; the fixed base-chain rules are flushed and re-added), so
 //! any batch works on a host with or without weft's table.
 //!
@@ -61,14 +62,14 @@ use serde_json::{json, Value};
 use super::{FwChange, NetRules};
 
 pub const TABLE: &str = "weft";
-const FAM: &str = "inet";
-const BFAM: &str = "bridge";
+pub(super) const FAM: &str = "inet";
+pub(super) const BFAM: &str = "bridge";
 
-fn chain_name(r: &NetRules, part: &str) -> String {
+pub(super) fn chain_name(r: &NetRules, part: &str) -> String {
     format!("nw-{}-{}", r.id, part)
 }
 
-fn base() -> Vec<Value> {
+pub(super) fn base() -> Vec<Value> {
     let mut v = Vec::new();
     let maps = [
         ("fwd_in", "ifname", "verdict", false),
@@ -244,7 +245,7 @@ fn prefix(n: &IpNetwork) -> Value {
     json!({"prefix": {"addr": n.network().to_string(), "len": n.prefix()}})
 }
 
-fn elem(map: &str, key: Value, jump: Option<String>) -> Value {
+pub(super) fn elem(map: &str, key: Value, jump: Option<String>) -> Value {
     let e = match jump {
         Some(target) => json!([[key, {"jump": {"target": target}}]]),
         None => json!([key]),
@@ -259,7 +260,7 @@ fn network_chains(r: &NetRules) -> Vec<Value> {
         .collect()
 }
 
-fn add_network(r: &NetRules) -> Vec<Value> {
+pub(super) fn add_network(r: &NetRules) -> Vec<Value> {
     let mut v = Vec::new();
     let (cin, cout, cnat) = (
         chain_name(r, "in"),
@@ -403,7 +404,7 @@ pub fn sandbox_batch(changes: &[FwChange]) -> Option<Value> {
 }
 
 /// The bridge-family table (ICC off and links), re-asserted like the inet one.
-fn bridge_base() -> Vec<Value> {
+pub(super) fn bridge_base() -> Vec<Value> {
     let obj = |name: &str| json!({"family": BFAM, "table": TABLE, "name": name});
     let mut v = vec![json!({"add": {"table": {"family": BFAM, "name": TABLE}}})];
     v.push(json!({"add": {"set": {"family": BFAM, "table": TABLE, "name": "noicc", "type": "ifname"}}}));
@@ -494,32 +495,14 @@ fn icc_elements(verb: &str, i: &super::IccRules) -> Vec<Value> {
     v
 }
 
-/// Is an endpoint's ICC state in a listed bridge table: its port in `noicc`, each link in
-/// both sets?
-pub fn has_icc(items: &[Value], i: &super::IccRules) -> bool {
-    let elems = |set: &str| -> Vec<Value> {
-        maps(items)
-            .filter(|(n, _)| *n == set)
-            .flat_map(|(_, e)| e.iter().cloned())
-            .collect()
-    };
-    let key = |a: &str, b: &str, l: &super::IccLink| json!({"concat": [a, b, l.proto, l.port]});
-    let (links, replies) = (elems("links"), elems("replies"));
-    elems("noicc").contains(&json!(i.port))
-        && elems("selves").contains(&json!({"concat": [i.port, i.port]}))
-        && i.links.iter().all(|l| {
-            links.contains(&key(&i.port, &l.peer, l)) && replies.contains(&key(&l.peer, &i.port, l))
-        })
-}
-
-fn port_chain(p: &super::PortRules) -> String {
+pub(super) fn port_chain(p: &super::PortRules) -> String {
     format!("pt-{}", p.id)
 }
 
 /// Where a mapping's map element goes: on one host address, `ports4`/`ports6` keyed by
 /// address . proto . port; on every address, `ports` keyed by proto . port. (Hash maps both:
 /// an interval map could hold both kinds in one, but its updates grow with its size.)
-fn port_key(m: &crate::model::PortMapping) -> (&'static str, Value) {
+pub(super) fn port_key(m: &crate::model::PortMapping) -> (&'static str, Value) {
     match m.host_ip.filter(|h| !h.is_unspecified()) {
         Some(h) => (
             if h.is_ipv4() { "ports4" } else { "ports6" },
@@ -529,7 +512,7 @@ fn port_key(m: &crate::model::PortMapping) -> (&'static str, Value) {
     }
 }
 
-fn add_ports(p: &super::PortRules) -> Vec<Value> {
+pub(super) fn add_ports(p: &super::PortRules) -> Vec<Value> {
     let chain = port_chain(p);
     // Flushed first: applying the same ports again (a repair) leaves one rule each.
     let mut v = vec![
@@ -598,197 +581,6 @@ pub fn delete_tables() -> Value {
     json!({"nftables": v})
 }
 
-/// The jump target of a map element `[key, {"jump": {"target": T}}]`, and its key.
-fn jump_elem(e: &Value) -> Option<(&Value, &str)> {
-    let pair = e.as_array()?;
-    let target = pair.get(1)?.get("jump")?.get("target")?.as_str()?;
-    Some((pair.first()?, target))
-}
-
-fn maps(items: &[Value]) -> impl Iterator<Item = (&str, &[Value])> {
-    items.iter().filter_map(|i| {
-        let m = i.get("map").or_else(|| i.get("set"))?;
-        let name = m.get("name")?.as_str()?;
-        let elems = m
-            .get("elem")
-            .and_then(|e| e.as_array())
-            .map(|v| v.as_slice());
-        Some((name, elems.unwrap_or(&[])))
-    })
-}
-
-fn chains(items: &[Value]) -> impl Iterator<Item = &str> {
-    items
-        .iter()
-        .filter_map(|i| i.get("chain")?.get("name")?.as_str())
-}
-
-/// Network ids (12 hex digits) that have chains in a listed table.
-pub fn chain_ids(items: &[Value]) -> Vec<String> {
-    let mut ids: Vec<String> = chains(items)
-        .filter_map(|c| c.strip_prefix("nw-")?.strip_suffix("-in"))
-        .map(str::to_string)
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
-}
-
-/// Does a listed table hold a network's rules (its chains and its dispatch element)?
-/// The expressions of the rules `batch` adds to `chain` of `family`, in order.
-fn added_rules<'a>(batch: &'a [Value], family: &str, chain: &str) -> Vec<&'a Value> {
-    batch
-        .iter()
-        .filter_map(|c| {
-            let r = c.get("add")?.get("rule")?;
-            (r.get("family")?.as_str()? == family && r.get("chain")?.as_str()? == chain)
-                .then(|| r.get("expr"))
-                .flatten()
-        })
-        .collect()
-}
-
-/// The expressions of the rules of `chain` in a listing of a `family` table, in order.
-fn listed_rules<'a>(items: &'a [Value], family: &str, chain: &str) -> Vec<&'a Value> {
-    items
-        .iter()
-        .filter_map(|i| {
-            let r = i.get("rule")?;
-            (r.get("family")?.as_str()? == family && r.get("chain")?.as_str()? == chain)
-                .then(|| r.get("expr"))
-                .flatten()
-        })
-        .collect()
-}
-
-/// Does `chain` hold exactly the rules `batch` puts there — the same expressions in the same
-/// order, nothing missing, changed or added? (nft lists a rule's expressions in the form weft
-/// writes them.) A flushed chain, a `drop` rewritten to `accept`, an `accept` inserted before
-/// the rest: each is a difference.
-fn chain_as_made(items: &[Value], batch: &[Value], family: &str, chain: &str) -> bool {
-    let norm = |v: Vec<&Value>| v.into_iter().map(canonical).collect::<Vec<_>>();
-    norm(listed_rules(items, family, chain)) == norm(added_rules(batch, family, chain))
-}
-
-/// An expression in the one form nft lists it: an anonymous set's members come back in the
-/// order of their values (`{udp, tcp}` is listed `{tcp, udp}`), so members are sorted.
-fn canonical(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, x)| {
-                    let x = match (k.as_str(), x) {
-                        ("set", Value::Array(a)) => {
-                            let mut a: Vec<Value> = a.iter().map(canonical).collect();
-                            a.sort_by_key(|e| e.to_string());
-                            Value::Array(a)
-                        }
-                        _ => canonical(x),
-                    };
-                    (k.clone(), x)
-                })
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
-        other => other.clone(),
-    }
-}
-
-pub fn has_network(items: &[Value], r: &NetRules) -> bool {
-    let names: Vec<&str> = chains(items).collect();
-    let made = add_network(r);
-    let have_chains = ["in", "out", "nat"].iter().all(|p| {
-        let c = chain_name(r, p);
-        names.contains(&c.as_str()) && chain_as_made(items, &made, FAM, &c)
-    });
-    let cin = chain_name(r, "in");
-    let dispatched = maps(items)
-        .filter(|(n, _)| *n == "fwd_in")
-        .flat_map(|(_, e)| e.iter())
-        .filter_map(jump_elem)
-        .any(|(k, t)| t == cin && k.as_str() == Some(r.iface.as_str()));
-    have_chains && dispatched
-}
-
-/// One batch deleting whatever a listed table holds for network `id12`: the map elements that
-/// jump to its chains, its interface in `nets`, then the chains.
-pub fn purge(items: &[Value], id12: &str) -> Value {
-    let prefix = format!("nw-{id12}-");
-    let mut v = Vec::new();
-    let mut ifaces = Vec::new();
-    for (name, elems) in maps(items) {
-        for e in elems {
-            if let Some((key, target)) = jump_elem(e) {
-                if target.starts_with(&prefix) {
-                    if name == "fwd_in" {
-                        ifaces.push(key.clone());
-                    }
-                    v.push(json!({"delete": {"element": elem(name, key.clone(), None)}}));
-                }
-            }
-        }
-    }
-    for (name, elems) in maps(items) {
-        if name == "nets" {
-            for e in elems {
-                if ifaces.contains(e) {
-                    v.push(json!({"delete": {"element": elem("nets", e.clone(), None)}}));
-                }
-            }
-        }
-    }
-    for c in chains(items).filter(|c| c.starts_with(&prefix)) {
-        let c = json!({"family": FAM, "table": TABLE, "name": c});
-        v.push(json!({"flush": {"chain": c.clone()}}));
-        v.push(json!({"delete": {"chain": c}}));
-    }
-    json!({"nftables": v})
-}
-
-/// Are `p`'s chain and every one of its map elements in the listed table?
-pub fn has_ports(items: &[Value], p: &super::PortRules) -> bool {
-    let chain = port_chain(p);
-    let has_chain = items.iter().any(|i| {
-        i.get("chain")
-            .and_then(|c| c.get("name"))
-            .and_then(Value::as_str)
-            == Some(&chain)
-    });
-    let elems: Vec<(&str, &Value)> = maps(items)
-        .filter(|(name, _)| ["ports", "ports4", "ports6"].contains(name))
-        .flat_map(|(name, elems)| elems.iter().map(move |e| (name, e)))
-        .filter_map(|(name, e)| {
-            let (key, target) = jump_elem(e)?;
-            (target == chain).then_some((name, key))
-        })
-        .collect();
-    has_chain
-        && chain_as_made(items, &add_ports(p), FAM, &chain)
-        && p.maps.iter().all(|m| {
-            let (map, key) = port_key(m);
-            elems.contains(&(map, &key))
-        })
-}
-
-/// Do the base chains of a listed inet table hold exactly the rules [`batch`] puts there? A
-/// flushed `guard` or `forward` chain leaves the table and the maps in place; a rule rewritten
-/// or added is as much a change.
-pub fn base_intact(items: &[Value]) -> bool {
-    let base = base();
-    ["guard", "prerouting", "output", "forward", "postrouting"]
-        .iter()
-        .all(|c| chain_as_made(items, &base, FAM, c))
-}
-
-/// The same for the bridge table's chains (ICC off: a flushed `noicc` chain lets every frame
-/// between the ports through).
-pub fn bridge_base_intact(items: &[Value]) -> bool {
-    let base = bridge_base();
-    ["forward", "noicc"]
-        .iter()
-        .all(|c| chain_as_made(items, &base, BFAM, c))
-}
-
 /// The base objects again: the inet table's, and the bridge table's when there is one.
 pub fn base_batch(bridge: bool) -> Value {
     let mut v = vec![json!({"add": {"table": {"family": FAM, "name": TABLE}}})];
@@ -799,81 +591,9 @@ pub fn base_batch(bridge: bool) -> Value {
     json!({"nftables": v})
 }
 
-/// The sandbox ids (12 hex digits) with a published-port chain in a listed inet table.
-pub fn port_chain_ids(items: &[Value]) -> Vec<String> {
-    chains(items)
-        .filter_map(|c| c.strip_prefix("pt-"))
-        .map(str::to_string)
-        .collect()
-}
-
-/// One batch deleting a sandbox's published ports from a listed table, whatever state they
-/// are in: the map elements that jump to its chain, then the chain.
-pub fn purge_ports(items: &[Value], id12: &str) -> Value {
-    let chain = format!("pt-{id12}");
-    let mut v = Vec::new();
-    for (name, elems) in maps(items) {
-        for e in elems {
-            if let Some((key, target)) = jump_elem(e) {
-                if target == chain {
-                    v.push(json!({"delete": {"element": elem(name, key.clone(), None)}}));
-                }
-            }
-        }
-    }
-    if chains(items).any(|c| c == chain) {
-        let c = json!({"family": FAM, "table": TABLE, "name": chain});
-        v.push(json!({"flush": {"chain": c.clone()}}));
-        v.push(json!({"delete": {"chain": c}}));
-    }
-    json!({"nftables": v})
-}
-
-/// The bridge ports an ICC element names: itself (`noicc`), or the first two parts of a
-/// concatenation (`selves`, `links`, `replies`).
-fn elem_ports(e: &Value) -> Vec<&str> {
-    match e.get("concat").and_then(Value::as_array) {
-        Some(parts) => parts.iter().take(2).filter_map(Value::as_str).collect(),
-        None => e.as_str().into_iter().collect(),
-    }
-}
-
-/// The bridge ports in a listed bridge table's sets (`noicc`, and either end of a link).
-pub fn icc_ports(items: &[Value]) -> Vec<String> {
-    let mut ports: Vec<String> = maps(items)
-        .filter(|(n, _)| ["noicc", "selves", "links", "replies"].contains(n))
-        .flat_map(|(_, elems)| elems.iter())
-        .flat_map(elem_ports)
-        .map(str::to_string)
-        .collect();
-    ports.sort();
-    ports.dedup();
-    ports
-}
-
-/// One batch deleting every element of a listed bridge table that names `port`.
-pub fn purge_icc(items: &[Value], port: &str) -> Value {
-    let mut v = Vec::new();
-    for (name, elems) in maps(items) {
-        for e in elems {
-            if elem_ports(e).contains(&port) {
-                v.push(
-                    json!({"delete": {"element": {"family": BFAM, "table": TABLE,
-                    "name": name, "elem": [e]}}}),
-                );
-            }
-        }
-    }
-    json!({"nftables": v})
-}
-
-/// Does the listed table hold any sandbox's published-port chain?
-pub fn has_port_chains(items: &[Value]) -> bool {
-    chains(items).any(|c| c.starts_with("pt-"))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::listing::*;
     use super::*;
 
     fn net(internal: bool) -> NetRules {
