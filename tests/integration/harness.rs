@@ -281,6 +281,15 @@ impl TestHost {
         cmd
     }
 
+    /// `weft plugin install` of the guest `guest_name` as `name`, with `extra` arguments
+    /// (grants); its output.
+    pub fn install_plugin(&self, name: &str, guest_name: &str, extra: &[&str]) -> String {
+        let file = guest(guest_name);
+        let mut args = vec!["plugin", "install", file.to_str().unwrap(), "--name", name];
+        args.extend_from_slice(extra);
+        self.weft_ok(&args)
+    }
+
     /// Run the CLI and require success; returns stdout.
     pub fn weft_ok(&self, args: &[&str]) -> String {
         let o = self.weft(args);
@@ -764,28 +773,7 @@ impl Daemon {
     /// One raw HTTP/1.1 exchange on the socket (the request is sent as given, with
     /// `Connection: close` added before the blank line); status, headers, body.
     pub fn http(&self, raw: &[u8]) -> (u16, String, String) {
-        let mut s = std::os::unix::net::UnixStream::connect(&self.sock).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let text = raw;
-        let split = text
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a request with headers");
-        // A server may answer (and close) before a large body is all sent: keep what it said.
-        let _ = s
-            .write_all(&text[..split])
-            .and_then(|_| s.write_all(b"\r\nConnection: close"))
-            .and_then(|_| s.write_all(&text[split..]));
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        let out = String::from_utf8_lossy(&out).into_owned();
-        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (status, head.to_string(), body.to_string())
+        http_on(&self.sock, raw).expect("connect to the daemon's socket")
     }
 
     /// SIGTERM, and the daemon's exit status.
@@ -833,4 +821,31 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+/// [`Daemon::http`] on a socket that may not answer (a daemon being killed): `None` when
+/// nothing listens.
+pub fn http_on(sock: &Path, raw: &[u8]) -> Option<(u16, String, String)> {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let text = raw;
+    let split = text
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a request with headers");
+    // A server may answer (and close) before a large body is all sent: keep what it said.
+    let _ = s
+        .write_all(&text[..split])
+        .and_then(|_| s.write_all(b"\r\nConnection: close"))
+        .and_then(|_| s.write_all(&text[split..]));
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Some((status, head.to_string(), body.to_string()))
 }

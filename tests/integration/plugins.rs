@@ -7,10 +7,7 @@ use std::net::SocketAddr;
 use crate::harness::*;
 
 fn install(h: &TestHost, name: &str, guest_name: &str, extra: &[&str]) -> String {
-    let file = guest(guest_name);
-    let mut args = vec!["plugin", "install", file.to_str().unwrap(), "--name", name];
-    args.extend_from_slice(extra);
-    h.weft_ok(&args)
+    h.install_plugin(name, guest_name, extra)
 }
 
 fn reopen(h: &mut TestHost) {

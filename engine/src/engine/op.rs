@@ -345,7 +345,6 @@ impl Op {
             return Err(first.into());
         }
         for e in std::iter::once(first).chain(errors) {
-            tracing::warn!("{what}: {e}");
             self.warn(format!("{what}: {e}"));
         }
         Ok(())
