@@ -423,32 +423,19 @@ impl Tx {
             links.extend(host_links);
             firewall.extend(fw);
         }
-        if !firewall.is_empty() {
-            let ready = match self.journal() {
-                Ok(_) => self.fp.before("firewall"),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = ready {
+        // The journal exists before anything is removed: a crash from here on is finished by
+        // recovery.
+        if !(firewall.is_empty() && links.is_empty()) {
+            if let Err(e) = self.journal() {
                 errors.push(e);
                 return errors;
             }
-            let started = std::time::Instant::now();
-            errors.extend(self.s.firewall_removals(&firewall).await);
-            self.kernel.add_busy("firewall", started.elapsed());
+        }
+        if !firewall.is_empty() {
+            errors.extend(self.remove_batch("firewall", &firewall, &[]).await);
             self.removed.extend(firewall);
-            if let Err(e) = self.fp.after("firewall") {
-                errors.push(e);
-            }
         }
         if links.is_empty() {
-            return errors;
-        }
-        if let Err(e) = self.journal() {
-            errors.push(e);
-            return errors;
-        }
-        if let Err(e) = self.fp.before("del-link") {
-            errors.push(e);
             return errors;
         }
         let names: Vec<String> = links
@@ -458,7 +445,20 @@ impl Tx {
                 _ => None,
             })
             .collect();
-        // Tried again while some fail (a link already gone is fine the second time).
+        errors.extend(self.remove_batch("del-link", &[], &names).await);
+        self.removed.extend(links);
+        errors
+    }
+
+    /// One batched removal — firewall steps, or host links by name — tried again while it
+    /// fails, as single removals are (what is gone already is fine the second time); the
+    /// errors of the last try.
+    async fn remove_batch(
+        &mut self,
+        kind: &'static str,
+        firewall: &[Step],
+        links: &[String],
+    ) -> Vec<NetError> {
         let mut last = Vec::new();
         for (i, wait) in std::iter::once(Duration::ZERO)
             .chain(REMOVE_RETRIES)
@@ -466,24 +466,26 @@ impl Tx {
         {
             if i > 0 {
                 tokio::time::sleep(wait).await;
-                if let Err(e) = self.fp.before("del-link") {
-                    last = vec![e];
-                    continue;
-                }
+            }
+            if let Err(e) = self.fp.before(kind) {
+                last = vec![e];
+                continue;
             }
             let started = std::time::Instant::now();
-            last = self.s.delete_host_links(&names).await;
-            self.kernel.add_busy("del-link", started.elapsed());
-            if let Err(e) = self.fp.after("del-link") {
+            last = if links.is_empty() {
+                self.s.firewall_removals(firewall).await
+            } else {
+                self.s.delete_host_links(links).await
+            };
+            self.kernel.add_busy(kind, started.elapsed());
+            if let Err(e) = self.fp.after(kind) {
                 last.push(e);
             }
             if last.is_empty() {
                 break;
             }
         }
-        self.removed.extend(links);
-        errors.extend(last);
-        errors
+        last
     }
 
     /// `also_deleted`: link deletions that happen elsewhere (batched) and subsume steps here.
