@@ -195,6 +195,18 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     #[cfg(not(feature = "wasm"))]
     tracing::info!("open-files limit {nofile}");
     let engine = Engine::open(cfg.clone()).await?;
+    // IPAMs that keep their state far away (NetBox) hear again of what weft holds, and
+    // reconcile; meanwhile the daemon serves (each network is locked while it is replayed).
+    {
+        let e = engine.clone();
+        tokio::spawn(async move {
+            match e.replay_ipam().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("IPAM replay: {n} network(s) requested again"),
+                Err(e) => tracing::warn!("IPAM replay: {e}"),
+            }
+        });
+    }
     if let Some(c) = engine.cluster() {
         // Global state before the first request, if etcd answers soon; local work does not
         // wait longer than that for it.

@@ -10,7 +10,7 @@ use ipnetwork::IpNetwork;
 
 use super::gateway;
 use super::network::{net_lock, NETWORKS};
-use super::op::{Intent, Locking, Op, Replay};
+use super::op::{Compensation, Intent, Locking, Op, Replay};
 use super::records::{self, ep_key};
 use super::Engine;
 use crate::drivers::{Attachment, EndpointInfo, JoinLink, JoinTarget};
@@ -233,6 +233,13 @@ impl Engine {
                 let who = endpoint_context(&ep);
                 let (addr, pool) =
                     allocate(&*ipam, op.w(), &pools, want, opts.mac.as_deref(), &who).await?;
+                if ipam.name() != "default" {
+                    op.on_abort(Compensation::Address {
+                        ipam: ipam.clone(),
+                        pool_id: pool.clone(),
+                        addr: addr.ip(),
+                    });
+                }
                 if ipam.name() != "default" {
                     check_address(&*ipam, op.r(), net, &pool, addr)?;
                 }

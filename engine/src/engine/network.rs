@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use super::op::{Intent, Locking, Op, Replay};
+use super::op::{Compensation, Intent, Locking, Op, Replay};
 use super::records::{self, net_key};
 use super::{filters, Created, Engine};
 use crate::drivers::Attachment;
@@ -272,6 +272,13 @@ impl Engine {
                 avoid: avoid.clone(),
             };
             let grant = ipam.request_pool(op.w(), &preq).await?;
+            let external = ipam.name() != "default";
+            if external {
+                op.on_abort(Compensation::Pool {
+                    ipam: ipam.clone(),
+                    pool_id: grant.pool_id.clone(),
+                });
+            }
             check_pool(&grant.pool, &*ipam, cfg.is_none(), &avoid, op.r(), &net.id)?;
             let gw = cfg
                 .and_then(|c| c.gateway)
@@ -293,6 +300,13 @@ impl Engine {
                     ),
                     e => e,
                 })?;
+            if external {
+                op.on_abort(Compensation::Address {
+                    ipam: ipam.clone(),
+                    pool_id: grant.pool_id.clone(),
+                    addr: gw_addr.ip(),
+                });
+            }
             let mut aux = BTreeMap::new();
             if let Some(c) = cfg {
                 for (k, ip) in &c.aux_addresses {
@@ -306,6 +320,13 @@ impl Engine {
                     )
                     .await
                     .map_err(|e| Error::invalid(format!("aux address {k}={ip}: {e}")))?;
+                    if external {
+                        op.on_abort(Compensation::Address {
+                            ipam: ipam.clone(),
+                            pool_id: grant.pool_id.clone(),
+                            addr: *ip,
+                        });
+                    }
                     aux.insert(k.clone(), *ip);
                 }
             }

@@ -104,7 +104,25 @@ pub struct Op {
     engine: Engine,
     /// What a forced removal went past (a plugin's refusal): reported to the caller.
     pub warnings: Vec<String>,
+    /// What giving up must take back outside weft (see [`Compensation`]), in order made.
+    compensations: Vec<Compensation>,
     _active: Active,
+}
+
+/// An allocation an IPAM made in a system of its own (a NetBox): the store's rollback
+/// takes back the IPAM's records in weft, not the allocation there, so an op that gives up
+/// releases it through the IPAM. (A crash skips this; such an IPAM asks for a replay at the
+/// next start and reconciles then.)
+pub(crate) enum Compensation {
+    Pool {
+        ipam: std::sync::Arc<dyn crate::ipam::Ipam>,
+        pool_id: String,
+    },
+    Address {
+        ipam: std::sync::Arc<dyn crate::ipam::Ipam>,
+        pool_id: String,
+        addr: IpAddr,
+    },
 }
 
 /// Counts ops in flight in this process and when the last one ended, so that a watcher can
@@ -164,6 +182,7 @@ pub(crate) struct Orphan {
 }
 
 /// Locks for [`Engine::begin`].
+#[derive(Clone, Copy)]
 pub enum Locking {
     /// Take the engine-wide lock shared and the intent's keys.
     Keys,
@@ -211,6 +230,7 @@ impl Engine {
             held,
             engine: self.clone(),
             warnings: vec![],
+            compensations: vec![],
             _active: Active::new(&self.inner.activity),
         })
     }
@@ -237,6 +257,7 @@ impl Engine {
             held,
             engine: self.clone(),
             warnings: vec![],
+            compensations: vec![],
             _active: Active::new(&self.inner.activity),
         })
     }
@@ -405,6 +426,12 @@ impl Op {
         let Parts { w, tx } = self.parts.take().expect("op ended twice");
         let fp = tx.failpoints().clone();
         fp.point("commit");
+        // Kept for the compensations, should the commit fail.
+        let view = if self.compensations.is_empty() {
+            None
+        } else {
+            w.fork().ok()
+        };
         let changes = w.into_changes();
         let r = if changes.is_empty() {
             Ok(())
@@ -424,15 +451,55 @@ impl Op {
                 Ok(())
             }
             Err(e) => {
+                if let Some(mut w) = view {
+                    self.compensate(&mut w).await;
+                }
                 self.end_unfinished(tx).await;
                 Err(e.into())
             }
         }
     }
 
+    /// Take back, outside weft, what this op must if it gives up.
+    pub(crate) fn on_abort(&mut self, c: Compensation) {
+        self.compensations.push(c);
+    }
+
+    /// Release what IPAMs allocated outside weft in this op, last first, within the op's
+    /// own view of the store (which holds the IPAM's records of them); failures are logged.
+    async fn compensate(&mut self, w: &mut Txn) {
+        while let Some(c) = self.compensations.pop() {
+            let (what, r) = match c {
+                Compensation::Address {
+                    ipam,
+                    pool_id,
+                    addr,
+                } => (
+                    format!("{addr} from {}", ipam.name()),
+                    ipam.release_address(w, &pool_id, addr).await,
+                ),
+                Compensation::Pool { ipam, pool_id } => (
+                    format!("pool {pool_id} of {}", ipam.name()),
+                    ipam.release_pool(w, &pool_id).await,
+                ),
+            };
+            match r {
+                Ok(()) => {
+                    tracing::debug!(op = %self.intent.what, "released {what}: the operation failed")
+                }
+                Err(e) => {
+                    tracing::warn!(op = %self.intent.what, "cannot release {what} after the operation failed: {e}")
+                }
+            }
+        }
+    }
+
     /// Give up: undo a creation; finish a removal that has begun.
     pub async fn abort(mut self) {
-        if let Some(Parts { tx, .. }) = self.parts.take() {
+        if let Some(Parts { mut w, tx }) = self.parts.take() {
+            if !self.compensations.is_empty() {
+                self.compensate(&mut w).await;
+            }
             self.end_unfinished(tx).await;
         }
     }

@@ -260,6 +260,39 @@ impl Engine {
         // IPAM plugins that keep their state elsewhere (in memory, far away) hear again of
         // every pool and address the networks hold.
         let nets: Vec<Network> = list_json(&*self.inner.store.read()?, Table::Networks)?;
+        self.replay_ipam_with(Locking::Inherited).await?;
+        // Networks are made again one by one: one that cannot be (a parent interface that
+        // has not come back) stays unmade, and is made on its first connect.
+        for net in nets.into_iter().filter(|n| !n.predefined) {
+            let mut op = self
+                .begin(
+                    Intent::new(format!("make network {} again", net.name), vec![])
+                        .owned(net_key(&net.id)),
+                    Locking::Inherited,
+                )
+                .await?;
+            let mut n = net.clone();
+            let r = self.realize_network(&mut op, &mut n).await;
+            if let Err(e) = op.settle(r).await {
+                tracing::warn!(network = %net.name, "cannot make the network again after the reboot: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Ask every IPAM whose capabilities want it (`requires-request-replay`: it keeps its
+    /// state in memory or far away, as NetBox does) for every pool and address weft holds
+    /// again: the pools, the gateways and aux addresses, and each endpoint's addresses with
+    /// who holds them. Done after a reboot and when the daemon starts; a network whose replay
+    /// fails is logged and left as it is (its IPAM may be unreachable now). Returns how many
+    /// networks were replayed.
+    pub async fn replay_ipam(&self) -> Result<usize> {
+        self.replay_ipam_with(Locking::Keys).await
+    }
+
+    async fn replay_ipam_with(&self, locking: Locking) -> Result<usize> {
+        let nets: Vec<Network> = list_json(&*self.inner.store.read()?, Table::Networks)?;
+        let mut replayed = 0;
         for net in &nets {
             let Ok(ipam) = self.ipam(&net.ipam_driver) else {
                 continue;
@@ -269,10 +302,18 @@ impl Engine {
             }
             let mut op = self
                 .begin(
-                    Intent::new(format!("replay the pools of {}", net.name), vec![]),
-                    Locking::Inherited,
+                    Intent::new(
+                        format!("replay the pools of {}", net.name),
+                        vec![super::network::net_lock(&net.id)],
+                    ),
+                    locking,
                 )
                 .await?;
+            // The network as it is now, under its lock (it may have changed or gone).
+            let Some(net) = records::load_network(op.r(), &net.id)? else {
+                op.settle(Ok(())).await?;
+                continue;
+            };
             let r = async {
                 for p in &net.pools {
                     let req = PoolRequest {
@@ -296,30 +337,33 @@ impl Engine {
                         .await?;
                     }
                 }
+                let eps = records::network_endpoints(op.r(), &net.id)?;
+                for ep in &eps {
+                    for (addr, pool) in [(ep.ipv4, &ep.pool_v4), (ep.ipv6, &ep.pool_v6)] {
+                        let (Some(a), Some(pool)) = (addr, pool) else {
+                            continue;
+                        };
+                        ipam.request_address(
+                            op.w(),
+                            &AddressRequest {
+                                pool_id: pool.clone(),
+                                preferred: Some(a.ip()),
+                                context: Some(super::endpoint::endpoint_context(ep)),
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
+                    }
+                }
                 Ok::<_, Error>(())
             }
             .await;
-            if let Err(e) = op.settle(r).await {
-                tracing::warn!(network = %net.name, "IPAM replay after the reboot: {e}");
+            match op.settle(r).await {
+                Ok(()) => replayed += 1,
+                Err(e) => tracing::warn!(network = %net.name, "IPAM replay: {e}"),
             }
         }
-        // Networks are made again one by one: one that cannot be (a parent interface that
-        // has not come back) stays unmade, and is made on its first connect.
-        for net in nets.into_iter().filter(|n| !n.predefined) {
-            let mut op = self
-                .begin(
-                    Intent::new(format!("make network {} again", net.name), vec![])
-                        .owned(net_key(&net.id)),
-                    Locking::Inherited,
-                )
-                .await?;
-            let mut n = net.clone();
-            let r = self.realize_network(&mut op, &mut n).await;
-            if let Err(e) = op.settle(r).await {
-                tracing::warn!(network = %net.name, "cannot make the network again after the reboot: {e}");
-            }
-        }
-        Ok(())
+        Ok(replayed)
     }
 
     /// bridge, host and none exist from the first start on.

@@ -202,7 +202,9 @@ impl ResourceLimiter for Limits {
         self.grow(desired.saturating_sub(current) * std::mem::size_of::<usize>())
     }
     fn instances(&self) -> usize {
-        16
+        // A component from componentize-py (CPython on WASI, linked as many modules) needs
+        // ~20 core instances; a Rust plugin needs a handful.
+        64
     }
     fn memories(&self) -> usize {
         16

@@ -106,9 +106,9 @@ impl Runtime {
         // costs microseconds and reuses warm memory instead of mapping new memory each time.
         let mut pool = wasmtime::PoolingAllocationConfig::new();
         pool.total_component_instances(32)
-            .total_core_instances(64)
+            .total_core_instances(512)
             .total_memories(32)
-            .total_tables(64)
+            .total_tables(256)
             .total_stacks(32)
             .max_memory_size(4 << 30)
             // Reset a slot's first pages with memset rather than madvise: a fresh instance

@@ -248,6 +248,13 @@ impl Txn {
         &self.store
     }
 
+    /// This view's writes on a fresh snapshot: what the clean-up after a failed commit reads.
+    pub fn fork(&self) -> Result<Txn> {
+        let mut t = Txn::new(self.store.clone())?;
+        t.writes = self.writes.clone();
+        Ok(t)
+    }
+
     /// Nothing was written.
     pub fn is_clean(&self) -> bool {
         self.writes.is_empty()

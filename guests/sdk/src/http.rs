@@ -28,6 +28,11 @@ fn method(m: &str) -> Method {
 fn code(e: ErrorCode) -> String {
     match e {
         ErrorCode::InternalError(Some(m)) => m,
+        ErrorCode::ConnectionRefused => "connection refused".into(),
+        ErrorCode::ConnectionTimeout => "connection timed out".into(),
+        ErrorCode::ConnectionReadTimeout => "timed out reading the answer".into(),
+        ErrorCode::ConnectionTerminated => "the connection was closed".into(),
+        ErrorCode::DnsError(_) => "the host name does not resolve".into(),
         other => format!("{other:?}"),
     }
 }
@@ -43,6 +48,13 @@ pub fn request(
     body: Option<&[u8]>,
 ) -> Result<Response, String> {
     let fields = Fields::new();
+    // A body's length, given: without it the body goes chunked, which WSGI servers (NetBox's
+    // gunicorn and Django) read as empty.
+    if let Some(b) = body {
+        fields
+            .append("content-length", b.len().to_string().as_bytes())
+            .map_err(|e| format!("header content-length: {e:?}"))?;
+    }
     for (k, v) in headers {
         fields
             .append(k, v.as_bytes())

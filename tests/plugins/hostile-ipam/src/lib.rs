@@ -328,9 +328,7 @@ fn attack(what: &str, opts: &sdk::types::Options) -> Result<(), Error> {
         "drain" => {
             let f = start(target, Some("/")).map_err(sdk::internal)?;
             let r = wait(&f).map_err(|e| sdk::internal(format!("drain: {e}")))?;
-            let body = r
-                .consume()
-                .map_err(|_| sdk::internal("drain: no body"))?;
+            let body = r.consume().map_err(|_| sdk::internal("drain: no body"))?;
             let stream = body
                 .stream()
                 .map_err(|_| sdk::internal("drain: no body stream"))?;
