@@ -26,6 +26,11 @@ fi
 if ! command -v python3 >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
 fi
+# venvs: componentize-py (the Python plugin's build) and NetBox (its tests) live in their own.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+fi
+command -v curl >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
 if ! python3 -c 'import docker' >/dev/null 2>&1; then
   echo "installing docker-py (PyPI docker==7.1.0)" >&2
   if ! python3 -m pip --version >/dev/null 2>&1; then

@@ -37,6 +37,7 @@ install_packages() {
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   dpkg -s libpq-dev >/dev/null 2>&1 || missing+=(libpq-dev)
   command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
   if ((${#missing[@]})); then
     log "installing: ${missing[*]}"
     apt-get update -qq

@@ -34,9 +34,18 @@ fn allocations_are_what_netbox_lists() {
         nb.prefix(&cidr).is_some(),
         "weft created the prefix in NetBox"
     );
-    for s in ["a", "b", "c"] {
+    for s in ["a", "b"] {
         h.weft_ok(&["sandbox", "create", "--network", "nb1", s]);
     }
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "nb1",
+        "--hostname",
+        "web-c",
+        "c",
+    ]);
     let weft: Vec<(String, String)> = members(&h, "nb1");
     assert_eq!(weft.len(), 3);
     let listed = nb.addresses(&cidr);
@@ -54,6 +63,16 @@ fn allocations_are_what_netbox_lists() {
             desc.starts_with("[weft@test-host] sandbox ") && desc.contains(&format!(" {name} (")),
             "NetBox says who holds {addr}: {desc}"
         );
+    }
+    // The sandbox's host name is NetBox's dns_name (its name when it has none).
+    for (name, dns) in [("a", "a"), ("c", "web-c")] {
+        let addr = &weft.iter().find(|(n, _)| n == name).unwrap().1;
+        let v = nb.ok(
+            "GET",
+            &format!("/api/ipam/ip-addresses/?address={addr}"),
+            None,
+        );
+        assert_eq!(v["results"][0]["dns_name"], dns, "{name}: {v}");
     }
     let (_, gdesc, _) = listed.iter().find(|(a, _, _)| *a == gw).unwrap();
     assert!(gdesc.contains("network address"), "{gdesc}");

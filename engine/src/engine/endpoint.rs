@@ -230,7 +230,10 @@ impl Engine {
                     continue;
                 }
                 let want = if v6 { opts.ipv6 } else { opts.ipv4 };
-                let who = endpoint_context(&ep);
+                let who = crate::drivers::EndpointContext {
+                    hostname: sb.hostname.clone(),
+                    ..endpoint_context(&ep)
+                };
                 let (addr, pool) =
                     allocate(&*ipam, op.w(), &pools, want, opts.mac.as_deref(), &who).await?;
                 if ipam.name() != "default" {

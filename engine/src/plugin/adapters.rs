@@ -493,9 +493,9 @@ impl<P: Clone> Loaded<P> {
         }
     }
 
-    /// The runtime and the pre-linked component, loading it on first use: the component file
-    /// must still be the one installed (its hash), and the compile cache is used only if its
-    /// file still has the hash recorded at install.
+    /// The runtime and the pre-linked component, loading it on first use: from the compile
+    /// cache if its file still has the hash recorded at install; else compiled again from the
+    /// component file, which must still be the one installed (its hash).
     async fn get(
         &self,
         link: impl FnOnce(&Runtime, &Component) -> Result<P>,
@@ -508,6 +508,9 @@ impl<P: Clone> Loaded<P> {
         let c = {
             let rt = rt.clone();
             tokio::task::spawn_blocking(move || -> Result<Component> {
+                if let Some(c) = rt.load_cached(&rec.sha256, rec.compiled.as_ref()) {
+                    return Ok(c);
+                }
                 let bytes = std::fs::read(&rec.file).map_err(|e| {
                     plugin_err(
                         &rec.name,
@@ -526,7 +529,7 @@ impl<P: Clone> Loaded<P> {
                         ),
                     ));
                 }
-                rt.load(&bytes, &rec.sha256, rec.compiled.as_ref())
+                rt.compile(&bytes, &rec.sha256).map(|(c, _)| c)
             })
             .await
             .map_err(|e| Error::internal(format!("load plugin: {e}")))??

@@ -194,23 +194,31 @@ impl Runtime {
         sha256: &str,
         recorded: Option<&(String, String)>,
     ) -> Result<Component> {
-        if let Some((hash, fp)) = recorded.filter(|(_, fp)| *fp == self.fingerprint) {
-            let _ = fp;
-            if let Ok(compiled) = std::fs::read(self.cache_path(sha256)) {
-                if hex::encode(Sha256::digest(&compiled)) == *hash {
-                    // SAFETY: these are the exact bytes this engine configuration produced
-                    // at install (their hash is in weft's store, which only root writes).
-                    if let Ok(c) = unsafe { Component::deserialize(&self.engine, &compiled) } {
-                        return Ok(c);
-                    }
-                } else {
-                    tracing::warn!(
-                        "the compiled plugin in the cache does not match what was installed: compiling it again"
-                    );
-                }
-            }
+        if let Some(c) = self.load_cached(sha256, recorded) {
+            return Ok(c);
         }
         Ok(self.compile(bytes, sha256)?.0)
+    }
+
+    /// An installed component from the cache, if the compiled file there still has the hash
+    /// recorded at install for this engine build (the component itself is not read: a large
+    /// one, CPython's 18 MB, would cost a read and a hash for nothing).
+    pub fn load_cached(
+        &self,
+        sha256: &str,
+        recorded: Option<&(String, String)>,
+    ) -> Option<Component> {
+        let (hash, _) = recorded.filter(|(_, fp)| *fp == self.fingerprint)?;
+        let compiled = std::fs::read(self.cache_path(sha256)).ok()?;
+        if hex::encode(Sha256::digest(&compiled)) != *hash {
+            tracing::warn!(
+                "the compiled plugin in the cache does not match what was installed: compiling it again"
+            );
+            return None;
+        }
+        // SAFETY: these are the exact bytes this engine configuration produced at install
+        // (their hash is in weft's store, which only root writes).
+        unsafe { Component::deserialize(&self.engine, &compiled) }.ok()
     }
 
     /// Remove a component's compiled forms from the cache.
