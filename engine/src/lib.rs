@@ -26,6 +26,7 @@
 pub mod api;
 pub mod cli;
 pub mod cluster;
+pub mod cni;
 pub mod daemon;
 pub mod dns;
 pub mod drivers;

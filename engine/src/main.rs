@@ -3,6 +3,20 @@
 use clap::Parser;
 
 fn main() {
+    // A CNI runtime runs this binary as a plugin (type "weft"): CNI_COMMAND says so.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+            .add_directive("wasmtime_wasi_http=off".parse().expect("a valid directive"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(false)
+            .init();
+        weft::daemon::raise_nofile_limit();
+        std::process::exit(weft::cni::main());
+    }
     let cli = weft::cli::Cli::parse();
     let (level, json) = match &cli.cmd {
         // A daemon says what it does (info) unless told otherwise.

@@ -242,6 +242,9 @@ pub struct Sandbox {
     /// `--expose`d ports (host port 0): what legacy links tell linking sandboxes about.
     #[serde(default)]
     pub exposed: Vec<PortMapping>,
+    /// Who made it and for what, recorded (a CNI runtime's container id).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What `network create` asks for (the Docker API's NetworkCreateRequest, typed).
@@ -283,6 +286,9 @@ pub struct ConnectOptions {
     pub mac: Option<String>,
     pub driver_opts: BTreeMap<String, String>,
     pub gw_priority: i64,
+    /// The interface's name in the sandbox (a CNI runtime's `CNI_IFNAME`); none: the next
+    /// free `ethN`.
+    pub ifname: Option<String>,
 }
 
 /// One published port (`-p HOSTIP:HOSTPORT:CPORT/PROTO`).
@@ -315,6 +321,8 @@ pub struct SandboxCreate {
     pub ports: Vec<PortMapping>,
     /// `--expose`: ports the sandbox serves.
     pub exposed: Vec<PortMapping>,
+    /// Recorded with the sandbox.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Filters for `network ls` / `network prune` (Docker's `--filter k=v`, already split).

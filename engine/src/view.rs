@@ -291,6 +291,7 @@ mod tests {
             hostname: None,
             ports: vec![],
             exposed: vec![],
+            labels: Default::default(),
         };
         let mut other = net();
         other.name = "back".into();

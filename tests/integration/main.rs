@@ -7,6 +7,7 @@ compile_error!("the integration tests need weft's `failpoints` feature: run them
 mod harness;
 
 mod cluster;
+mod cni;
 mod contract;
 mod core_bridge;
 mod core_errors;

@@ -238,6 +238,7 @@ impl EndpointConfig {
             mac: nonempty(&self.mac_address).map(str::to_string),
             driver_opts: self.driver_opts.unwrap_or_default(),
             gw_priority: self.gw_priority.unwrap_or(0),
+            ifname: None,
         })
     }
 }

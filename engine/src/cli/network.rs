@@ -368,6 +368,7 @@ pub async fn run(engine: &Engine, cmd: NetworkCmd) -> Result<Exit, Error> {
                 mac: None,
                 driver_opts: kv_list(&a.driver_opt, "driver-opt")?,
                 gw_priority: a.gw_priority,
+                ifname: None,
             };
             engine.connect(&a.network, &a.sandbox, opts).await?;
             Ok(0)

@@ -282,6 +282,7 @@ pub async fn run(engine: &Engine, cmd: SandboxCmd) -> Result<Exit, Error> {
                 hostname,
                 ports,
                 exposed,
+                labels: Default::default(),
             };
             if req.network.as_deref() == Some("host") && !req.ports.is_empty() {
                 errln!("WARNING: Published ports are discarded when using host network mode");

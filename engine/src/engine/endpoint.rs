@@ -268,7 +268,9 @@ impl Engine {
             _ => random_mac(),
         };
         let siblings = records::sandbox_endpoints(op.r(), &sb.id)?;
-        ep.ifname = self.next_ifname(op, sb, &siblings).await?;
+        ep.ifname = self
+            .next_ifname(op, sb, &siblings, opts.ifname.as_deref())
+            .await?;
         self.realize_endpoint(op, net, sb, &mut ep, &siblings, DefaultRoute::Decide)
             .await?;
         sb.next_order += 1;
@@ -406,12 +408,26 @@ impl Engine {
         op: &mut Op,
         sb: &Sandbox,
         siblings: &[Endpoint],
+        want: Option<&str>,
     ) -> Result<String> {
         let mut used: HashSet<String> = siblings.iter().map(|e| e.ifname.clone()).collect();
         if sb.mode == NsMode::External {
             // Someone else's namespace may have links of its own.
             let ns = NsRef::Path(sb.key.clone());
             used.extend(op.tx().links(&ns).await?.into_iter().map(|l| l.name));
+        }
+        if let Some(want) = want {
+            if !crate::net::link::valid_ifname(want) {
+                return Err(Error::InvalidEndpointSettings(format!(
+                    "invalid interface name {want:?}: 1 to 15 letters, digits, '-', '_' or '.'"
+                )));
+            }
+            if used.contains(want) {
+                return Err(Error::InvalidEndpointSettings(format!(
+                    "the sandbox already has an interface named {want}"
+                )));
+            }
+            return Ok(want.to_string());
         }
         Ok((0..)
             .map(|i| format!("eth{i}"))

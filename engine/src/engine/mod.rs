@@ -478,6 +478,11 @@ impl Engine {
     // ------------------------------------------------------------------- reads
 
     /// A network by full id, exact name or unique id prefix.
+    /// Whether an IPAM of this name (weft's own, or an installed plugin) can serve.
+    pub fn has_ipam(&self, name: &str) -> bool {
+        self.ipam(name).is_ok()
+    }
+
     pub fn network(&self, name_or_id: &str) -> Result<Network> {
         records::resolve_network(&*self.inner.store.read()?, name_or_id)
     }

@@ -161,6 +161,7 @@ impl Engine {
             hostname: req.hostname.clone(),
             ports: vec![],
             exposed: req.exposed.clone(),
+            labels: req.labels.clone(),
         };
         match &target {
             Target::HostMode(_) => {
