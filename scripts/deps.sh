@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what weft's tests and demo need on a fresh Debian machine: nftables (weft's
+# Install what weft's tests and demo need on a fresh Debian machine: podman, runc and
+# busybox-static (the Podman backend's tests), nftables (weft's
 # firewall), iproute2, iputils-ping and procps's sysctl (the demo's and tests' own eyes and
 # hands), protoc (the etcd client compiles etcd's protocol at build time), etcd (the cluster
 # store the multi-host tests start, each its own, inside their namespaces), the Rust target
@@ -13,6 +14,11 @@ command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
 command -v sysctl >/dev/null 2>&1 || missing+=(procps)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+# The Podman backend's tests drive the real podman (runc: crun 1.8 refuses these VMs'
+# cgroup layout), with a busybox image made from busybox-static.
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+[[ -x /bin/busybox ]] || missing+=(busybox-static)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2
   apt-get update -qq

@@ -37,6 +37,7 @@ pub mod ipam;
 pub mod model;
 pub mod net;
 pub mod plugin;
+pub mod podman;
 pub mod store;
 pub mod view;
 

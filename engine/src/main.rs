@@ -3,8 +3,10 @@
 use clap::Parser;
 
 fn main() {
-    // A CNI runtime runs this binary as a plugin (type "weft"): CNI_COMMAND says so.
-    if std::env::var_os("CNI_COMMAND").is_some() {
+    // Podman runs this binary as its network backend under the name `netavark`; a CNI
+    // runtime runs it as a plugin (type "weft"), CNI_COMMAND says so.
+    let podman = weft::podman::invoked_as_netavark();
+    if podman || std::env::var_os("CNI_COMMAND").is_some() {
         let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
             .add_directive("wasmtime_wasi_http=off".parse().expect("a valid directive"));
@@ -15,7 +17,11 @@ fn main() {
             .with_ansi(false)
             .init();
         weft::daemon::raise_nofile_limit();
-        std::process::exit(weft::cni::main());
+        std::process::exit(if podman {
+            weft::podman::main()
+        } else {
+            weft::cni::main()
+        });
     }
     let cli = weft::cli::Cli::parse();
     let (level, json) = match &cli.cmd {

@@ -23,4 +23,5 @@ mod macvlan;
 mod modes;
 mod plugin_http;
 mod plugins;
+mod podman;
 mod ports;
