@@ -360,7 +360,9 @@ fn malformed_inputs_get_the_specs_codes_and_change_nothing() {
     range["ipam"]["ranges"][0][0]["rangeStart"] = json!("10.70.0.10");
     let mut other_subnet = conf.clone();
     other_subnet["ipam"]["ranges"][0][0]["subnet"] = json!("10.71.0.0/24");
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u64, &str)> = vec![
+    // (what, environment, stdin, the code, what the message says)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u64, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "bad JSON",
             vec![

@@ -427,7 +427,7 @@ async fn check(env: &Env, conf: &NetConf) -> R<()> {
             format!("container {} is not attached by weft", env.container_id),
         )
     })?;
-    if sb.key != PathBuf::from(&env.netns) {
+    if sb.key.as_path() != std::path::Path::new(&env.netns) {
         return Err(CniError::new(
             code::INVALID_CONFIG,
             format!(
