@@ -127,17 +127,21 @@ database() {
   rm -f "$STATE/token"
 }
 
+# gunicorn is known by its command line (setsid may fork, so $! is not always its pid).
+gunicorn_pids() { pgrep -f "$STATE/venv/bin/gunicorn --bind 127.0.0.1:$HTTP_PORT " || true; }
+
 gunicorn_up() {
-  if [[ -f $RUN/gunicorn.pid ]] && kill -0 "$(cat "$RUN/gunicorn.pid")" 2>/dev/null; then return; fi
+  if [[ -n $(gunicorn_pids) ]]; then return; fi
   port_open "$HTTP_PORT" && { log "port $HTTP_PORT is taken (set WEFT_NETBOX_PORT)"; exit 1; }
   log "starting NetBox on 127.0.0.1:$HTTP_PORT"
   (cd "$STATE" && NETBOX_ROOT=$STATE/root setsid nohup "$STATE/venv/bin/gunicorn" --bind "127.0.0.1:$HTTP_PORT" \
     --workers "${WEFT_NETBOX_WORKERS:-3}" --threads 4 --preload --no-control-socket --timeout 120 \
-    netbox.wsgi >"$RUN/gunicorn.log" 2>&1 </dev/null &
-    echo $! >"$RUN/gunicorn.pid")
+    netbox.wsgi >"$RUN/gunicorn.log" 2>&1 </dev/null &)
   for _ in $(seq 600); do
-    if curl -s -o /dev/null -m 2 "http://127.0.0.1:$HTTP_PORT/api/status/" 2>/dev/null; then return; fi
-    kill -0 "$(cat "$RUN/gunicorn.pid")" 2>/dev/null || { log "gunicorn exited: $RUN/gunicorn.log"; tail -20 "$RUN/gunicorn.log" >&2; exit 1; }
+    # Up when it answers (403 without a token: the workers are serving).
+    code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/api/status/" 2>/dev/null) || true
+    if [[ $code == 403 || $code == 200 ]]; then return; fi
+    [[ -n $(gunicorn_pids) ]] || { log "gunicorn exited: $RUN/gunicorn.log"; tail -20 "$RUN/gunicorn.log" >&2; exit 1; }
     sleep 0.2
   done
   log "NetBox did not answer in 120 s: $RUN/gunicorn.log"; exit 1
@@ -176,19 +180,15 @@ up() {
 NETBOX_URL=http://127.0.0.1:$HTTP_PORT
 NETBOX_AUTHORITY=127.0.0.1:$HTTP_PORT
 NETBOX_TOKEN_FILE=$STATE/token
-NETBOX_PID=$(cat "$RUN/gunicorn.pid")
+NETBOX_PID=$(gunicorn_pids | head -1)
 NETBOX_PG="$PG_BIN/psql -h $RUN -p $PG_PORT"
 EOF
   log "up: http://127.0.0.1:$HTTP_PORT (token in $STATE/token)"
 }
 
 down() {
-  if [[ -f $RUN/gunicorn.pid ]]; then
-    local pid; pid=$(cat "$RUN/gunicorn.pid")
-    kill -- -"$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    rm -f "$RUN/gunicorn.pid"
-  fi
+  pkill -f "$STATE/venv/bin/gunicorn --bind 127.0.0.1:$HTTP_PORT " 2>/dev/null || true
+  for _ in $(seq 100); do [[ -n $(gunicorn_pids) ]] || break; sleep 0.1; done
   [[ -f $RUN/redis.pid ]] && { kill "$(cat "$RUN/redis.pid")" 2>/dev/null || true; rm -f "$RUN/redis.pid"; }
   [[ -f $STATE/pgdata/PG_VERSION ]] && pg "$PG_BIN/pg_ctl" -D "$STATE/pgdata" -m fast stop >/dev/null 2>&1 || true
   rm -f "$STATE/env"
@@ -197,6 +197,15 @@ down() {
 case ${1:-up} in
   up) up ;;
   down) down ;;
-  status) [[ -f $STATE/env ]] && curl -sf -o /dev/null "http://127.0.0.1:$HTTP_PORT/api/status/" && cat "$STATE/env" ;;
+  status)
+    [[ -f $STATE/env && -s $STATE/token && -n $(gunicorn_pids) ]] || exit 1
+    for _ in 1 2 3 4 5; do
+      code=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(cat "$STATE/token")" \
+        "http://127.0.0.1:$HTTP_PORT/api/status/") || true
+      [[ $code == 200 ]] && { cat "$STATE/env"; exit 0; }
+      sleep 1
+    done
+    exit 1
+    ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac

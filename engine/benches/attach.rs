@@ -16,10 +16,16 @@
 //!   --locked netavark --version 2.1.0`, with its nftables firewall and `isolate`, and with
 //!   no firewall at all), where installed;
 //! - CNI bridge + host-local with ipMasq, chained to the firewall plugin (Debian's
-//!   containernetworking-plugins), where installed.
+//!   containernetworking-plugins), where installed;
+//! - weft through the other runtimes' doors, given the same input as the peer at that door:
+//!   weft run as `netavark` (Podman's backend protocol, the same JSON netavark gets) and weft
+//!   as a CNI plugin (the bridge plugin's config with `"type": "weft"`; weft's own firewall
+//!   does what the chained firewall plugin does);
+//! - with `--podman N`: `podman run --rm … true` end to end (Podman 4.3, its own state in a
+//!   throwaway host namespace), N times with Debian's netavark 1.4 and with weft as netavark.
 //!
 //! Run (root): `cargo bench --bench attach -- [--n 200,1000] [--peers-n 200] [--no-peers]
-//! [--netavark21 /opt/netavark21/bin/netavark]`
+//! [--netavark21 /opt/netavark21/bin/netavark] [--podman 20]`
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -250,16 +256,35 @@ fn netavark_opts(i: usize, bridge: &str) -> String {
     )
 }
 
-/// netavark `bin` with firewall driver `fw` (None: its default).
-fn bench_netavark(n: usize, bin: &str, fw: Option<&str>) -> Stats {
+/// The weft binary under another name (`netavark`), in the scratch directory.
+fn weft_as(s: &Scratch, name: &str) -> String {
+    let dir = s.dir.join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_weft"), &p).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// netavark `bin` with firewall driver `fw` (None: its default); `bin` None: weft run as
+/// netavark, its state in the scratch directory.
+fn bench_netavark(n: usize, bin: Option<&str>, fw: Option<&str>) -> Stats {
     let s = Scratch::new("netavark");
     let host = s.ns("host");
     let sbs: Vec<PathBuf> = (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect();
     let conf = s.dir.join("conf");
+    let weft = bin.is_none();
+    let bin = bin
+        .map(str::to_string)
+        .unwrap_or_else(|| weft_as(&s, "netavark"));
     let nv = |cmd: &str, i: usize| {
-        let mut c = in_ns_cmd(&host, bin);
+        let mut c = in_ns_cmd(&host, &bin);
         if let Some(fw) = fw {
             c.env("NETAVARK_FW", fw);
+        }
+        if weft {
+            c.env("WEFT_ROOT", s.dir.join("root"))
+                .env("WEFT_RUN_ROOT", s.dir.join("run"));
         }
         c.arg("--config").arg(&conf).arg(cmd).arg(&sbs[i]);
         run_stdin(c, &netavark_opts(i, "nvbr0"));
@@ -284,9 +309,11 @@ fn bench_netavark(n: usize, bin: &str, fw: Option<&str>) -> Stats {
 }
 
 /// CNI bridge (ipMasq) + host-local, chained to the firewall plugin, as a runtime runs a
-/// conflist: each plugin a process, the firewall plugin given the bridge's result.
-fn bench_cni(n: usize) -> Stats {
-    let s = Scratch::new("cni");
+/// conflist: each plugin a process, the firewall plugin given the bridge's result. `weft`:
+/// the same bridge config with `"type": "weft"`, weft the only plugin (its firewall does the
+/// firewall plugin's work).
+fn bench_cni(n: usize, weft: bool) -> Stats {
+    let s = Scratch::new(if weft { "cni-weft" } else { "cni" });
     let host = s.ns("host");
     let sbs: Vec<PathBuf> = (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect();
     let bridge_conf = format!(
@@ -294,7 +321,14 @@ fn bench_cni(n: usize) -> Stats {
         s.dir.join("cnidata").display()
     );
     let plugin = |prog: &str, cmd: &str, i: usize, conf: &str| -> String {
-        let mut c = in_ns_cmd(&host, &format!("/usr/lib/cni/{prog}"));
+        let path = if weft {
+            env!("CARGO_BIN_EXE_weft").to_string()
+        } else {
+            format!("/usr/lib/cni/{prog}")
+        };
+        let mut c = in_ns_cmd(&host, &path);
+        c.env("WEFT_ROOT", s.dir.join("root"))
+            .env("WEFT_RUN_ROOT", s.dir.join("run"));
         c.env("CNI_COMMAND", cmd)
             .env("CNI_CONTAINERID", format!("c{i}"))
             .env("CNI_NETNS", &sbs[i])
@@ -308,12 +342,21 @@ fn bench_cni(n: usize) -> Stats {
         )
     };
     let mut results = vec![String::new(); n + WARMUP];
+    let weft_conf = bridge_conf.replace(r#""type":"bridge""#, r#""type":"weft""#);
     let add = |i: usize, results: &mut Vec<String>| {
+        if weft {
+            results[i] = plugin("weft", "ADD", i, &weft_conf);
+            return;
+        }
         let r = plugin("bridge", "ADD", i, &bridge_conf);
         plugin("firewall", "ADD", i, &fw_conf(r.trim()));
         results[i] = r;
     };
     let del = |i: usize, results: &Vec<String>| {
+        if weft {
+            plugin("weft", "DEL", i, &weft_conf);
+            return;
+        }
         plugin("firewall", "DEL", i, &fw_conf(results[i].trim()));
         plugin("bridge", "DEL", i, &bridge_conf);
     };
@@ -386,6 +429,8 @@ enum Tool {
     Netavark21Nft,
     Netavark21NoFw,
     Cni,
+    WeftNetavark,
+    WeftCni,
 }
 
 fn main() {
@@ -438,6 +483,8 @@ fn main() {
         if peers_n.contains(&n) {
             tools.push(Tool::Cli);
             tools.push(Tool::CliDaemon);
+            tools.push(Tool::WeftNetavark);
+            tools.push(Tool::WeftCni);
             if peers {
                 if have(nv14) {
                     tools.push(Tool::Netavark14);
@@ -484,17 +531,22 @@ fn main() {
                 ),
                 Tool::Netavark14 => (
                     "netavark 1.4 (iptables, isolate)",
-                    bench_netavark(n, nv14, None),
+                    bench_netavark(n, Some(nv14), None),
                 ),
                 Tool::Netavark21Nft => (
                     "netavark 2.1 (nftables, isolate)",
-                    bench_netavark(n, &nv21, Some("nftables")),
+                    bench_netavark(n, Some(&nv21), Some("nftables")),
                 ),
                 Tool::Netavark21NoFw => (
                     "netavark 2.1 (no firewall)",
-                    bench_netavark(n, &nv21, Some("none")),
+                    bench_netavark(n, Some(&nv21), Some("none")),
                 ),
-                Tool::Cni => ("CNI bridge+firewall (ipMasq)", bench_cni(n)),
+                Tool::Cni => ("CNI bridge+firewall (ipMasq)", bench_cni(n, false)),
+                Tool::WeftNetavark => (
+                    "weft as netavark (Podman's door)",
+                    bench_netavark(n, None, None),
+                ),
+                Tool::WeftCni => ("weft as a CNI plugin", bench_cni(n, true)),
             };
             rows.push(row);
         }
@@ -526,5 +578,134 @@ fn main() {
             };
             print_row(name, st, vs);
         }
+        // Each door against the peer that serves it, the same input given to both.
+        let p50 = |name: &str| {
+            rows.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, s)| pct(&s.attach, 0.5))
+        };
+        for (door, peers) in [
+            (
+                "weft as netavark (Podman's door)",
+                &[
+                    "netavark 1.4 (iptables, isolate)",
+                    "netavark 2.1 (nftables, isolate)",
+                    "netavark 2.1 (no firewall)",
+                ][..],
+            ),
+            (
+                "weft as a CNI plugin",
+                &["CNI bridge+firewall (ipMasq)"][..],
+            ),
+        ] {
+            let Some(w) = p50(door) else { continue };
+            for peer in peers {
+                if let Some(p) = p50(peer) {
+                    println!(
+                        "  {door}: {} vs {peer} {}: {:.2}× faster",
+                        ms(w),
+                        ms(p),
+                        p.as_secs_f64() / w.as_secs_f64()
+                    );
+                }
+            }
+        }
     }
+    if let Some(k) = arg("--podman").and_then(|v| v.parse::<usize>().ok()) {
+        let nv = bench_podman(k, false);
+        let wf = bench_podman(k, true);
+        println!(
+            "podman run --rm … true, {k} runs: netavark 1.4 {} (p90 {}), weft as netavark {} (p90 {}): {:.2}×",
+            ms(pct(&nv, 0.5)),
+            ms(pct(&nv, 0.9)),
+            ms(pct(&wf, 0.5)),
+            ms(pct(&wf, 0.9)),
+            pct(&nv, 0.5).as_secs_f64() / pct(&wf, 0.5).as_secs_f64()
+        );
+    }
+}
+
+/// `podman run --rm --network pnet localhost/bb true`, `k` times (after 2 untimed), with
+/// Debian's netavark 1.4 or with weft as netavark: Podman's own state and a busybox image in
+/// a scratch directory, inside a throwaway host namespace.
+fn bench_podman(k: usize, weft: bool) -> Vec<Duration> {
+    let s = Scratch::new(if weft { "podman-weft" } else { "podman-nv" });
+    let host = s.ns("host");
+    let d = &s.dir;
+    for sub in [
+        "root",
+        "runroot",
+        "tmp",
+        "networks",
+        "rootfs/bin",
+        "rootfs/etc",
+    ] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let helpers = if weft {
+        weft_as(&s, "netavark");
+        weft_as(&s, "aardvark-dns");
+        d.join("bin").display().to_string()
+    } else {
+        "/usr/lib/podman".to_string()
+    };
+    std::fs::write(
+        d.join("containers.conf"),
+        format!(
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n[engine]\nruntime = \"runc\"\nhelper_binaries_dir = [\"{helpers}\"]\nenv = [\"WEFT_ROOT={}\", \"WEFT_RUN_ROOT={}\"]\n[network]\nnetwork_backend = \"netavark\"\nnetwork_config_dir = \"{}\"\n",
+            d.join("wroot").display(),
+            d.join("wrun").display(),
+            d.join("networks").display()
+        ),
+    )
+    .unwrap();
+    std::fs::copy("/bin/busybox", d.join("rootfs/bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", d.join("rootfs/bin/true")).unwrap();
+    std::fs::write(
+        d.join("rootfs/etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\n",
+    )
+    .unwrap();
+    let podman = |args: &[&str]| {
+        let mut c = in_ns_cmd(&host, "podman");
+        c.arg("--root")
+            .arg(d.join("root"))
+            .arg("--runroot")
+            .arg(d.join("runroot"))
+            .arg("--tmpdir")
+            .arg(d.join("tmp"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .env("CONTAINERS_CONF", d.join("containers.conf"));
+        c
+    };
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(d.join("rootfs"))
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    let mut imp = podman(&["import", "-", "localhost/bb"]);
+    imp.stdin(Stdio::piped()).stdout(Stdio::null());
+    let mut child = imp.spawn().expect("podman (apt-get install podman runc)");
+    child.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+    assert!(child.wait().unwrap().success());
+    let ok = |args: &[&str]| {
+        let o = podman(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    ok(&["network", "create", "--subnet", "10.97.0.0/24", "pnet"]);
+    let mut t = vec![];
+    for i in 0..k + 2 {
+        let start = Instant::now();
+        ok(&["run", "--rm", "--network", "pnet", "localhost/bb", "true"]);
+        if i >= 2 {
+            t.push(start.elapsed());
+        }
+    }
+    t
 }
