@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install what weft's tests and demo need on a fresh Debian machine: podman, runc and
-# busybox-static (the Podman backend's tests), nftables (weft's
+# Install what weft's tests and demo need on a fresh Debian machine: podman, runc,
+# busybox-static and containerd (the Podman and CNI runtime tests), nftables (weft's
 # firewall), iproute2, iputils-ping and procps's sysctl (the demo's and tests' own eyes and
 # hands), protoc (the etcd client compiles etcd's protocol at build time), etcd (the cluster
 # store the multi-host tests start, each its own, inside their namespaces), the Rust target
@@ -19,6 +19,8 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 [[ -x /bin/busybox ]] || missing+=(busybox-static)
+# containerd 1.6's `ctr run --cni` drives weft as a CNI plugin in a test.
+command -v containerd >/dev/null 2>&1 || missing+=(containerd)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2
   apt-get update -qq

@@ -8,6 +8,7 @@ mod harness;
 
 mod cluster;
 mod cni;
+mod containerd;
 mod contract;
 mod core_bridge;
 mod core_errors;

@@ -13,17 +13,25 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-struct Podman {
+pub(crate) struct Podman {
     dir: PathBuf,
     ns: PathBuf,
+    /// Podman refuses a runroot over 50 characters: a short one under /tmp, removed with it.
+    runroot: PathBuf,
 }
 
 impl Podman {
     /// Podman for this test host: its state under the host's directory, weft as its
     /// netavark (a symlink to the weft binary), the busybox image imported.
-    fn new(h: &TestHost) -> Podman {
+    pub(crate) fn new(h: &TestHost) -> Podman {
+        Podman::with_backend(h, false)
+    }
+
+    /// `cni`: Podman's CNI backend instead, its plugin directory holding weft as `weft`.
+    fn with_backend(h: &TestHost, cni: bool) -> Podman {
         let dir = h.dir.join("podman");
         for d in [
+            "cnibin",
             "root",
             "runroot",
             "tmp",
@@ -38,6 +46,15 @@ impl Podman {
         // Podman looks for both; weft answers DNS itself, so aardvark-dns is never run.
         std::os::unix::fs::symlink(weft, dir.join("bin/netavark")).unwrap();
         std::os::unix::fs::symlink(weft, dir.join("bin/aardvark-dns")).unwrap();
+        std::os::unix::fs::symlink(weft, dir.join("cnibin/weft")).unwrap();
+        let network = if cni {
+            format!(
+                "network_backend = \"cni\"\ncni_plugin_dirs = [\"{}\"]\n",
+                dir.join("cnibin").display()
+            )
+        } else {
+            "network_backend = \"netavark\"\n".to_string()
+        };
         // The one containers.conf that makes weft Podman's backend (helper_binaries_dir), and
         // weft's state for this test (engine.env reaches every podman process, the cleanup
         // ones conmon starts too).
@@ -47,7 +64,7 @@ impl Podman {
                 "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
                  [engine]\nruntime = \"runc\"\nhelper_binaries_dir = [\"{}\"]\n\
                  env = [\"WEFT_ROOT={}\", \"WEFT_RUN_ROOT={}\"]\n\
-                 [network]\nnetwork_backend = \"netavark\"\nnetwork_config_dir = \"{}\"\n",
+                 [network]\n{network}network_config_dir = \"{}\"\n",
                 dir.join("bin").display(),
                 h.dir.join("root").display(),
                 h.dir.join("run").display(),
@@ -70,30 +87,32 @@ impl Podman {
             "root:x:0:0:root:/root:/bin/sh\n",
         )
         .unwrap();
+        let runroot = std::env::temp_dir().join(format!(
+            "wp{}-{}",
+            std::process::id(),
+            h.dir.file_name().unwrap().to_string_lossy().rsplit('-').next().unwrap()
+        ));
+        std::fs::create_dir_all(&runroot).unwrap();
         let p = Podman {
             dir,
             ns: h.host_ns.clone(),
+            runroot,
         };
-        let tar = Command::new("tar")
+        let tar = p.dir.join("rootfs.tar");
+        let o = Command::new("tar")
             .arg("-C")
             .arg(p.dir.join("rootfs"))
-            .args(["-cf", "-", "."])
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
             .output()
             .unwrap();
-        let mut import = p.cmd(&["import", "-", "localhost/bb"]);
-        import
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped());
-        let mut child = import
-            .spawn()
-            .expect("run podman (scripts/deps.sh installs it)");
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &tar.stdout).unwrap();
-        let o = child.wait_with_output().unwrap();
         assert!(
             o.status.success(),
-            "podman import: {}",
+            "tar: {}",
             String::from_utf8_lossy(&o.stderr)
         );
+        p.ok(&["import", tar.to_str().unwrap(), "localhost/bb"]);
         p
     }
 
@@ -102,7 +121,7 @@ impl Podman {
         c.arg("--root")
             .arg(self.dir.join("root"))
             .arg("--runroot")
-            .arg(self.dir.join("runroot"))
+            .arg(&self.runroot)
             .arg("--tmpdir")
             .arg(self.dir.join("tmp"))
             .args(["--storage-driver", "vfs"])
@@ -124,7 +143,7 @@ impl Podman {
         self.cmd(args).output().unwrap()
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
         assert!(
             o.status.success(),
@@ -140,6 +159,7 @@ impl Drop for Podman {
     fn drop(&mut self) {
         // Containers (and the namespaces Podman made for them) go with the test.
         let _ = self.run(&["rm", "-f", "-a", "-t", "0"]);
+        let _ = std::fs::remove_dir_all(&self.runroot);
     }
 }
 
@@ -348,4 +368,76 @@ fn podman_internal_and_ipv6_networks() {
     );
     p.ok(&["rm", "-f", "-t", "0", "i"]);
     assert!(h.weft_ok(&["sandbox", "ls", "-q"]).trim().is_empty());
+}
+
+/// Podman's CNI backend runs weft as a CNI plugin: a conflist written for the bridge plugin
+/// with `"type": "weft"`, containers on it talk, a static address is honoured, `podman rm -f`
+/// leaves nothing behind.
+#[test]
+fn podman_with_the_cni_backend_runs_weft_as_its_plugin() {
+    let h = TestHost::new("podmancni");
+    let p = Podman::with_backend(&h, true);
+    std::fs::write(
+        p.dir.join("networks/wnet.conflist"),
+        r#"{"cniVersion": "0.4.0", "name": "wnet", "plugins": [{"type": "weft", "bridge": "wnet0",
+            "isGateway": true, "ipMasq": true, "hairpinMode": true,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.96.0.0/24", "gateway": "10.96.0.1"}]],
+                     "routes": [{"dst": "0.0.0.0/0"}]},
+            "capabilities": {"ips": true, "portMappings": true}}]}"#,
+    )
+    .unwrap();
+    assert!(p
+        .ok(&["info", "--format", "{{.Host.NetworkBackend}}"])
+        .contains("cni"));
+    p.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--network",
+        "wnet",
+        "--ip",
+        "10.96.0.50",
+        "localhost/bb",
+        "sleep",
+        "1000",
+    ]);
+    p.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "b",
+        "--network",
+        "wnet",
+        "localhost/bb",
+        "sleep",
+        "1000",
+    ]);
+    let a = p.ok(&["exec", "a", "ip", "-4", "-o", "addr", "show", "eth0"]);
+    assert!(a.contains("10.96.0.50/24"), "the static address: {a}");
+    let b = p.ok(&["exec", "b", "ip", "-4", "-o", "addr", "show", "eth0"]);
+    let ip_b = b
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(ip_b.starts_with("10.96.0."), "{b}");
+    p.ok(&["exec", "a", "ping", "-c", "1", "-W", "2", &ip_b]);
+    let sbs = h.weft_ok(&["sandbox", "ls"]);
+    assert_eq!(sbs.matches("cni-").count(), 2, "two CNI sandboxes: {sbs}");
+    p.ok(&["rm", "-f", "-t", "0", "a", "b"]);
+    assert!(
+        !h.weft_ok(&["sandbox", "ls"]).contains("cni-"),
+        "DEL removed them"
+    );
+    let check = h.weft(&["system", "check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
 }
