@@ -342,9 +342,12 @@ fn the_daemon_killed_under_load_twenty_times_leaves_nothing_half_done() {
     while round < 20 || (interrupted == 0 && round < 60) {
         round += 1;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Operations answered in this round: the kill waits for the daemon to be busy (on a
+        // loaded machine a fixed wait can end before the first operation arrives).
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let writers: Vec<_> = (0..4)
             .map(|w| {
-                let (h, stop) = (h.clone(), stop.clone());
+                let (h, stop, done) = (h.clone(), stop.clone(), done.clone());
                 std::thread::spawn(move || {
                     let mut rng = Rng(0x9e37_79b9 ^ ((round * 4 + w) as u64 + 1));
                     let mut n = 0;
@@ -371,6 +374,7 @@ fn the_daemon_killed_under_load_twenty_times_leaves_nothing_half_done() {
                                 break;
                             }
                             let _ = h.weft_env(&args, &[("WEFT_CLIENT_TIMEOUT", "10")]);
+                            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             n += 1;
                         }
                     }
@@ -399,7 +403,13 @@ fn the_daemon_killed_under_load_twenty_times_leaves_nothing_half_done() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(100 + rng.next(300)));
+        let t = Instant::now();
+        while done.load(std::sync::atomic::Ordering::SeqCst) < 4
+            && t.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(rng.next(150)));
         d.kill();
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         for w in writers.into_iter().chain(api) {

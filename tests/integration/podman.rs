@@ -90,7 +90,13 @@ impl Podman {
         let runroot = std::env::temp_dir().join(format!(
             "wp{}-{}",
             std::process::id(),
-            h.dir.file_name().unwrap().to_string_lossy().rsplit('-').next().unwrap()
+            h.dir
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .rsplit('-')
+                .next()
+                .unwrap()
         ));
         std::fs::create_dir_all(&runroot).unwrap();
         let p = Podman {
