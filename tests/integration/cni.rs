@@ -214,6 +214,21 @@ fn add_check_del_wire_the_runtimes_namespace() {
         !h.weft_ok(&["sandbox", "ls"]).contains("ctr"),
         "no CNI sandbox left"
     );
+    // A config name that is a prefix of another network's id names a network of its own
+    // (names are exact at this door, not Docker's id-prefix lookup).
+    let id = h.weft_ok(&["network", "create", "--subnet", "10.65.0.0/24", "other"]);
+    let prefix = &id.trim()[..6];
+    let c = h.make_ns("cnic");
+    let conf_c = bridge_conf("1.1.0", prefix, "10.64.0.0/24");
+    let r = ok(&cni(&h, "ADD", "ctrc", &c, "eth0", &conf_c));
+    assert!(
+        r["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.64.0."),
+        "{r}"
+    );
+    ok(&cni(&h, "DEL", "ctrc", &c, "eth0", &conf_c));
     let check = h.weft(&["system", "check"]);
     assert!(
         check.status.success(),

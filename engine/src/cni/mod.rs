@@ -220,7 +220,7 @@ fn sandbox_name(container_id: &str) -> R<String> {
 /// The network for this config: found (its subnets must be the config's), or created from it.
 async fn network(e: &Engine, conf: &NetConf) -> R<Network> {
     for _ in 0..3 {
-        match e.network(&conf.name) {
+        match e.network_named(&conf.name) {
             Ok(n) => {
                 conf.matches(&n)?;
                 return Ok(n);
@@ -236,7 +236,7 @@ async fn network(e: &Engine, conf: &NetConf) -> R<Network> {
             Err(x) => return Err(from_weft(x)),
         }
     }
-    e.network(&conf.name).map_err(from_weft)
+    e.network_named(&conf.name).map_err(from_weft)
 }
 
 fn endpoint_on(e: &Engine, sandbox_id: &str, net: &Network) -> R<Option<Endpoint>> {
@@ -264,7 +264,7 @@ async fn add(env: &Env, conf: &NetConf) -> R<Value> {
         ipv6: conf.args_ip.filter(|a| a.is_ipv6()),
         ..Default::default()
     };
-    let sb = match e.sandbox(&name) {
+    let sb = match e.sandbox_named(&name) {
         Ok(sb) => {
             if sb.key != netns {
                 return Err(CniError::new(
@@ -290,7 +290,7 @@ async fn add(env: &Env, conf: &NetConf) -> R<Value> {
                     ),
                 ));
             }
-            e.connect(&net.name, &name, connect)
+            e.connect(&net.id, &sb.id, connect)
                 .await
                 .map_err(from_weft)?;
             sb
@@ -369,10 +369,10 @@ async fn del(env: &Env, conf: &NetConf) -> R<()> {
     let name = sandbox_name(&env.container_id)?;
     let e = open().await?;
     // Idempotent: whatever is gone already is fine.
-    let Ok(net) = e.network(&conf.name) else {
+    let Ok(net) = e.network_named(&conf.name) else {
         return Ok(());
     };
-    let Ok(sb) = e.sandbox(&name) else {
+    let Ok(sb) = e.sandbox_named(&name) else {
         return Ok(());
     };
     let Some(ep) = endpoint_on(&e, &sb.id, &net)? else {
@@ -383,14 +383,11 @@ async fn del(env: &Env, conf: &NetConf) -> R<()> {
     }
     let eps = e.sandbox_endpoints(&sb.id).map_err(from_weft)?;
     if eps.len() <= 1 {
-        remove_sandbox(&e, &name).await
+        remove_sandbox(&e, &sb.id).await
     } else {
-        match e.disconnect(&net.name, &name, false).await {
+        match e.disconnect(&net.id, &sb.id, false).await {
             Ok(()) => Ok(()),
-            Err(_) => e
-                .disconnect(&net.name, &name, true)
-                .await
-                .map_err(from_weft),
+            Err(_) => e.disconnect(&net.id, &sb.id, true).await.map_err(from_weft),
         }
     }
 }
@@ -419,9 +416,9 @@ async fn check(env: &Env, conf: &NetConf) -> R<()> {
     })?;
     let name = sandbox_name(&env.container_id)?;
     let e = open().await?;
-    let net = e.network(&conf.name).map_err(from_weft)?;
+    let net = e.network_named(&conf.name).map_err(from_weft)?;
     conf.matches(&net)?;
-    let sb = e.sandbox(&name).map_err(|_| {
+    let sb = e.sandbox_named(&name).map_err(|_| {
         CniError::new(
             code::UNKNOWN_CONTAINER,
             format!("container {} is not attached by weft", env.container_id),
@@ -511,7 +508,7 @@ async fn gc(conf: &NetConf) -> R<()> {
         .clone()
         .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "GC needs cni.dev/valid-attachments"))?;
     let e = open().await?;
-    let Ok(net) = e.network(&conf.name) else {
+    let Ok(net) = e.network_named(&conf.name) else {
         return Ok(());
     };
     let mut stale = vec![];
@@ -525,7 +522,7 @@ async fn gc(conf: &NetConf) -> R<()> {
         };
         if !valid.iter().any(|(c, i)| c == cid && *i == ep.ifname) {
             stale.push((
-                sb.name.clone(),
+                sb.id.clone(),
                 e.sandbox_endpoints(&sb.id).map_err(from_weft)?.len(),
             ));
         }
@@ -534,7 +531,7 @@ async fn gc(conf: &NetConf) -> R<()> {
         if count <= 1 {
             remove_sandbox(&e, &name).await?;
         } else {
-            e.disconnect(&net.name, &name, true)
+            e.disconnect(&net.id, &name, true)
                 .await
                 .map_err(from_weft)?;
         }

@@ -478,6 +478,25 @@ impl Engine {
     // ------------------------------------------------------------------- reads
 
     /// A network by full id, exact name or unique id prefix.
+    /// The network with exactly this name (not an id prefix that happens to match: the
+    /// doors for other runtimes name networks as those runtimes do).
+    pub fn network_named(&self, name: &str) -> Result<Network> {
+        match self.network(name) {
+            Ok(n) if n.name == name => Ok(n),
+            Ok(_) => Err(Error::NetworkNotFound(name.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The sandbox with exactly this name (see [`Engine::network_named`]).
+    pub fn sandbox_named(&self, name: &str) -> Result<Sandbox> {
+        match self.sandbox(name) {
+            Ok(s) if s.name == name => Ok(s),
+            Ok(_) => Err(Error::SandboxNotFound(name.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether an IPAM of this name (weft's own, or an installed plugin) can serve.
     pub fn has_ipam(&self, name: &str) -> bool {
         self.ipam(name).is_ok()

@@ -184,13 +184,13 @@ fn weft_err(e: Error) -> String {
 /// or made from what Podman sent.
 async fn network(e: &Engine, p: &PodmanNetwork) -> Result<Network, String> {
     for _ in 0..3 {
-        match e.network(&p.name) {
+        match e.network_named(&p.name) {
             Ok(n) => {
                 return match n.labels.get(NETWORK_LABEL) {
                     Some(id) if *id == p.id => Ok(n),
                     Some(_) if e.network_endpoints(&n.id).map_err(weft_err)?.is_empty() => {
                         // Podman's network of that name was made again (a new id): so is ours.
-                        e.remove_network(&n.name).await.map_err(weft_err)?;
+                        e.remove_network(&n.id).await.map_err(weft_err)?;
                         continue;
                     }
                     _ => Err(format!(
@@ -207,7 +207,7 @@ async fn network(e: &Engine, p: &PodmanNetwork) -> Result<Network, String> {
             Err(x) => return Err(weft_err(x)),
         }
     }
-    e.network(&p.name).map_err(weft_err)
+    e.network_named(&p.name).map_err(weft_err)
 }
 
 fn create_request(p: &PodmanNetwork) -> Result<NetworkCreate, String> {
@@ -301,11 +301,11 @@ async fn setup(e: &Engine, netns: &str, opts: &NetworkOptions) -> Result<Value, 
     let mut sandbox_id: Option<String> = None;
     // A sandbox of that name left by a container Podman no longer has (its teardown never
     // came): it goes, if its namespace is gone too.
-    if let Ok(old) = e.sandbox(&name) {
+    if let Ok(old) = e.sandbox_named(&name) {
         if old.labels.get(CONTAINER_LABEL) == Some(&opts.container_id) {
             sandbox_id = Some(old.id.clone());
         } else if old.labels.contains_key(CONTAINER_LABEL) && !old.key.exists() {
-            e.remove_sandboxes_with(&[&name], true)
+            e.remove_sandboxes_with(&[&old.id], true)
                 .await
                 .map_err(weft_err)?;
         } else {
@@ -355,7 +355,10 @@ async fn setup(e: &Engine, netns: &str, opts: &NetworkOptions) -> Result<Value, 
                 .await
                 .map(|sb| sandbox_id = Some(sb.id))
             }
-            _ => e.connect(&net.name, &name, connect).await.map(|_| ()),
+            _ => {
+                let sb = sandbox_id.clone().unwrap_or_else(|| name.clone());
+                e.connect(&net.id, &sb, connect).await.map(|_| ())
+            }
         };
         if let Err(x) = r {
             // What this setup did goes, as netavark's does on failure.
@@ -403,7 +406,7 @@ fn status_block(net: &Network, ep: &Endpoint, dns: bool) -> Value {
 
 async fn teardown(e: &Engine, opts: &NetworkOptions) -> Result<(), String> {
     let name = &opts.container_name;
-    let Ok(sb) = e.sandbox(name) else {
+    let Ok(sb) = e.sandbox_named(name) else {
         return cleanup(e, opts).await;
     };
     if sb.labels.get(CONTAINER_LABEL) != Some(&opts.container_id) {
@@ -414,23 +417,23 @@ async fn teardown(e: &Engine, opts: &NetworkOptions) -> Result<(), String> {
         .iter()
         .filter(|ep| {
             opts.networks.keys().any(|n| {
-                e.network(n)
+                e.network_named(n)
                     .map(|net| net.id == ep.network_id)
                     .unwrap_or(false)
             })
         })
         .collect();
     if leaving.len() == eps.len() {
-        if let Err(x) = e.remove_sandboxes(&[name], false).await {
+        if let Err(x) = e.remove_sandboxes(&[&sb.id], false).await {
             tracing::warn!("removing {name}: {x}: forcing it");
-            e.remove_sandboxes_with(&[name], true)
+            e.remove_sandboxes_with(&[&sb.id], true)
                 .await
                 .map_err(weft_err)?;
         }
     } else {
         for ep in leaving {
             let net = e.network(&ep.network_id).map_err(weft_err)?;
-            e.disconnect(&net.name, name, true)
+            e.disconnect(&net.id, &sb.id, true)
                 .await
                 .map_err(weft_err)?;
         }
@@ -442,12 +445,14 @@ async fn teardown(e: &Engine, opts: &NetworkOptions) -> Result<(), String> {
 /// again, from its own config, at the next setup).
 async fn cleanup(e: &Engine, opts: &NetworkOptions) -> Result<(), String> {
     for n in opts.networks.keys() {
-        let Ok(net) = e.network(n) else { continue };
+        let Ok(net) = e.network_named(n) else {
+            continue;
+        };
         if !net.labels.contains_key(NETWORK_LABEL) {
             continue;
         }
         if e.network_endpoints(&net.id).map_err(weft_err)?.is_empty() {
-            match e.remove_network(&net.name).await {
+            match e.remove_network(&net.id).await {
                 Ok(()) | Err(Error::NetworkNotFound(_)) => {}
                 // Another container joined meanwhile.
                 Err(Error::Conflict(_)) => {}
