@@ -602,7 +602,7 @@ fn main() {
             for peer in peers {
                 if let Some(p) = p50(peer) {
                     println!(
-                        "  {door}: {} vs {peer} {}: {:.2}× faster",
+                        "  {door}: {} vs {peer} {}: peer/weft {:.2}",
                         ms(w),
                         ms(p),
                         p.as_secs_f64() / w.as_secs_f64()
@@ -686,7 +686,9 @@ fn bench_podman(k: usize, weft: bool) -> Vec<Duration> {
         .output()
         .unwrap();
     let mut imp = podman(&["import", "-", "localhost/bb"]);
-    imp.stdin(Stdio::piped()).stdout(Stdio::null());
+    imp.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut child = imp.spawn().expect("podman (apt-get install podman runc)");
     child.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
     assert!(child.wait().unwrap().success());
