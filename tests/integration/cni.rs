@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -30,35 +30,16 @@ fn cni(h: &TestHost, command: &str, id: &str, netns: &Path, ifname: &str, conf: 
 }
 
 fn cni_env(h: &TestHost, env: &[(&str, &str)], stdin: &[u8]) -> Output {
-    let mut c: Command = h.weft_cmd(&[]);
-    // The CNI door takes its state from the environment, as a runtime passes it on.
-    c.env_clear()
+    // A plugin is run without arguments; its state comes from the environment, as a runtime
+    // passes it on.
+    let mut plain = cmd_in_ns(&h.host_ns, env!("CARGO_BIN_EXE_weft"));
+    plain
+        .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("WEFT_ROOT", h.dir.join("root"))
         .env("WEFT_RUN_ROOT", h.dir.join("run"))
         .env("CNI_PATH", "/opt/cni/bin")
         .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // weft_cmd put --root/--run-root arguments first: a plugin is called without arguments.
-    let mut plain = Command::new(c.get_program());
-    plain.env_clear();
-    for (k, v) in c.get_envs() {
-        if let Some(v) = v {
-            plain.env(k, v);
-        }
-    }
-    let ns = std::fs::File::open(&h.host_ns).unwrap();
-    unsafe {
-        use std::os::fd::AsFd;
-        use std::os::unix::process::CommandExt;
-        plain.pre_exec(move || {
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-        });
-    }
-    plain
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

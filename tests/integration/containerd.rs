@@ -4,10 +4,8 @@
 //! /opt/cni/bin, fixed paths) runs in a mount namespace of its own where tmpfs mounts put the
 //! test's conflist and weft there, so the machine's own directories are never touched.
 
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -33,18 +31,11 @@ impl Containerd {
             ),
         )
         .unwrap();
-        let mut c = Command::new("containerd");
+        let mut c = cmd_in_ns(&h.host_ns, "containerd");
         c.arg("--config")
             .arg(dir.join("config.toml"))
             .stdout(std::fs::File::create(dir.join("containerd.log")).unwrap())
             .stderr(std::fs::File::create(dir.join("containerd.err")).unwrap());
-        let ns = std::fs::File::open(&h.host_ns).unwrap();
-        unsafe {
-            c.pre_exec(move || {
-                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-            });
-        }
         let mut child = c
             .spawn()
             .expect("start containerd (scripts/deps.sh installs it)");
@@ -90,7 +81,7 @@ impl Containerd {
             conf = self.dir.join("cni/net.d").display(),
             sock = self.dir.join("containerd.sock").display(),
         );
-        let mut c = Command::new("unshare");
+        let mut c = cmd_in_ns(&self.ns, "unshare");
         c.args([
             "--mount",
             "--propagation",
@@ -103,13 +94,6 @@ impl Containerd {
         .args(args)
         .env("WEFT_ROOT", h.dir.join("root"))
         .env("WEFT_RUN_ROOT", h.dir.join("run"));
-        let ns = std::fs::File::open(&self.ns).unwrap();
-        unsafe {
-            c.pre_exec(move || {
-                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-            });
-        }
         c.output().unwrap()
     }
 

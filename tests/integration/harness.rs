@@ -344,18 +344,25 @@ impl Drop for TestHost {
     }
 }
 
-/// Run a program inside a namespace (setns in the child before exec).
-pub fn run_in_ns(ns: &Path, prog: &str, args: &[&str]) -> Output {
+/// A program that will run inside a network namespace (setns in the child before exec).
+pub fn cmd_in_ns(ns: &Path, prog: impl AsRef<std::ffi::OsStr>) -> Command {
     let f = File::open(ns).unwrap_or_else(|e| panic!("open {}: {e}", ns.display()));
     let mut cmd = Command::new(prog);
-    cmd.args(args);
     unsafe {
         cmd.pre_exec(move || {
             nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
         });
     }
-    cmd.output().unwrap_or_else(|e| panic!("run {prog}: {e}"))
+    cmd
+}
+
+/// Run a program inside a namespace.
+pub fn run_in_ns(ns: &Path, prog: &str, args: &[&str]) -> Output {
+    cmd_in_ns(ns, prog)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {prog}: {e}"))
 }
 
 /// Like [`run_in_ns`], and the program must succeed (a check whose tool failed checks nothing).

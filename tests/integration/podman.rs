@@ -5,8 +5,6 @@
 //! (the daemon's), publish ports reached from outside the host, join and leave networks; an
 //! address taken is refused with Podman's own error; `podman rm -f` leaves nothing behind.
 
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -123,7 +121,7 @@ impl Podman {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("podman");
+        let mut c = cmd_in_ns(&self.ns, "podman");
         c.arg("--root")
             .arg(self.dir.join("root"))
             .arg("--runroot")
@@ -135,13 +133,6 @@ impl Podman {
             .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
             .env_remove("WEFT_ROOT")
             .env_remove("WEFT_RUN_ROOT");
-        let ns = std::fs::File::open(&self.ns).unwrap();
-        unsafe {
-            c.pre_exec(move || {
-                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
-            });
-        }
         c
     }
 
