@@ -341,6 +341,9 @@ fn malformed_inputs_get_the_specs_codes_and_change_nothing() {
     let conf = bridge_conf("1.1.0", "bnet", "10.70.0.0/24");
     let ns = h.make_ns("bad");
     ok(&cni(&h, "ADD", "present", &ns, "eth0", &conf));
+    // A sandbox the CLI made, named as a CNI container's would be: records, not names, say
+    // whose it is.
+    h.weft_ok(&["sandbox", "create", "--network", "bnet", "cni-squat"]);
     let ns2 = h.make_ns("bad2");
     let state = |h: &TestHost| {
         (
@@ -487,6 +490,15 @@ fn malformed_inputs_get_the_specs_codes_and_change_nothing() {
         assert!(msg.contains(says), "{what}: {msg:?} should say {says:?}");
         assert_eq!(state(&h), before, "{what} changed nothing");
     }
+    ok(&cni(&h, "DEL", "squat", &ns2, "eth0", &conf));
+    assert_eq!(
+        state(&h),
+        before,
+        "DEL leaves the CLI's sandbox named cni-squat alone"
+    );
+    let (c, msg) = err(&cni(&h, "ADD", "squat", &ns2, "eth0", &conf));
+    assert!(c == 7 && msg.contains("not container squat's"), "{c} {msg}");
+    assert_eq!(state(&h), before);
     // DEL of a container weft never attached (a wrong id): success, and nothing changes.
     ok(&cni(&h, "DEL", "never-added", &ns, "eth0", &conf));
     ok(&cni(&h, "DEL", "present", &ns, "eth1", &conf));

@@ -217,6 +217,11 @@ fn sandbox_name(container_id: &str) -> R<String> {
     Ok(format!("cni-{container_id}"))
 }
 
+/// Whether the records say this sandbox was made for this CNI container.
+fn is_for(sb: &crate::model::Sandbox, container_id: &str) -> bool {
+    sb.labels.get(CONTAINER_LABEL).map(String::as_str) == Some(container_id)
+}
+
 /// The network for this config: found (its subnets must be the config's), or created from it.
 async fn network(e: &Engine, conf: &NetConf) -> R<Network> {
     for _ in 0..3 {
@@ -266,6 +271,12 @@ async fn add(env: &Env, conf: &NetConf) -> R<Value> {
     };
     let sb = match e.sandbox_named(&name) {
         Ok(sb) => {
+            if !is_for(&sb, &env.container_id) {
+                return Err(CniError::new(
+                    code::INVALID_CONFIG,
+                    format!("a weft sandbox named {name} exists that is not container {}'s: remove or rename it", env.container_id),
+                ));
+            }
             if sb.key != netns {
                 return Err(CniError::new(
                     code::INVALID_CONFIG,
@@ -372,7 +383,12 @@ async fn del(env: &Env, conf: &NetConf) -> R<()> {
     let Ok(net) = e.network_named(&conf.name) else {
         return Ok(());
     };
-    let Ok(sb) = e.sandbox_named(&name) else {
+    // Only a sandbox whose record says it is this container's (not one that has its name).
+    let Some(sb) = e
+        .sandbox_named(&name)
+        .ok()
+        .filter(|sb| is_for(sb, &env.container_id))
+    else {
         return Ok(());
     };
     let Some(ep) = endpoint_on(&e, &sb.id, &net)? else {
@@ -418,12 +434,16 @@ async fn check(env: &Env, conf: &NetConf) -> R<()> {
     let e = open().await?;
     let net = e.network_named(&conf.name).map_err(from_weft)?;
     conf.matches(&net)?;
-    let sb = e.sandbox_named(&name).map_err(|_| {
-        CniError::new(
-            code::UNKNOWN_CONTAINER,
-            format!("container {} is not attached by weft", env.container_id),
-        )
-    })?;
+    let sb = e
+        .sandbox_named(&name)
+        .ok()
+        .filter(|sb| is_for(sb, &env.container_id))
+        .ok_or_else(|| {
+            CniError::new(
+                code::UNKNOWN_CONTAINER,
+                format!("container {} is not attached by weft", env.container_id),
+            )
+        })?;
     if sb.key.as_path() != std::path::Path::new(&env.netns) {
         return Err(CniError::new(
             code::INVALID_CONFIG,
