@@ -102,12 +102,9 @@ fn bridge_conf(version: &str, name: &str, subnet: &str) -> Value {
 
 fn addr_in(ns: &Path, ifname: &str) -> Vec<String> {
     let o = run_in_ns(ns, "ip", &["-o", "-4", "addr", "show", "dev", ifname]);
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .map(|a| vec![a.to_string()])
-        .unwrap_or_default()
+    inet4(&String::from_utf8_lossy(&o.stdout))
+        .into_iter()
+        .collect()
 }
 
 #[test]

@@ -197,20 +197,10 @@ fn ctr_run_cni_attaches_containers_through_weft() {
                 )
             });
             std::thread::sleep(Duration::from_millis(1500));
-            let v = json(&h.weft_ok(&["network", "inspect", "ctrnet"]));
-            let v = if v.is_array() { v[0].clone() } else { v };
-            let ip = v["Containers"]
-                .as_object()
-                .and_then(|m| m.values().next().cloned())
-                .map(|c| {
-                    c["IPv4Address"]
-                        .as_str()
-                        .unwrap()
-                        .split('/')
-                        .next()
-                        .unwrap()
-                        .to_string()
-                });
+            let ip = network_members(h, "ctrnet")
+                .into_iter()
+                .next()
+                .map(|(_, a)| a);
             let client = ip.as_ref().map(|ip| {
                 c.ctr(
                     h,

@@ -612,6 +612,46 @@ pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
+/// `weft network inspect NET`, the network's object.
+pub fn network_json(h: &TestHost, net: &str) -> serde_json::Value {
+    let v = json(&h.weft_ok(&["network", "inspect", net]));
+    if v.is_array() {
+        v[0].clone()
+    } else {
+        v
+    }
+}
+
+/// name → IPv4 address (no prefix length) of every sandbox on network `net`, sorted.
+pub fn network_members(h: &TestHost, net: &str) -> Vec<(String, String)> {
+    let v = network_json(h, net);
+    let mut out: Vec<(String, String)> = v["Containers"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .map(|c| {
+                    let a = c["IPv4Address"].as_str().unwrap();
+                    (
+                        c["Name"].as_str().unwrap().to_string(),
+                        a.split('/').next().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The first IPv4 address with its prefix length in `ip -o -4 addr` output.
+pub fn inet4(ip_o_addr: &str) -> Option<String> {
+    ip_o_addr
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .map(str::to_string)
+}
+
 /// The freshly built Wasm guests (drivers/, ipam-plugins/, tests/plugins/): built once per
 /// test process (incrementally, a second or so when nothing changed), into a target dir of
 /// their own so the nested cargo never waits on the outer one's lock.

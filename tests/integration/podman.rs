@@ -161,19 +161,10 @@ impl Drop for Podman {
 }
 
 fn sandbox_addr(h: &TestHost, name: &str, net: &str) -> Option<String> {
-    let v = json(&h.weft_ok(&["network", "inspect", net]));
-    let v = if v.is_array() { v[0].clone() } else { v };
-    v["Containers"].as_object().and_then(|m| {
-        m.values().find(|c| c["Name"] == name).map(|c| {
-            c["IPv4Address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-    })
+    network_members(h, net)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, a)| a)
 }
 
 #[test]
@@ -337,22 +328,13 @@ fn podman_internal_and_ipv6_networks() {
         "sleep",
         "1000",
     ]);
-    let v = json(&h.weft_ok(&["network", "inspect", "pint"]));
-    let v = if v.is_array() { v[0].clone() } else { v };
+    let v = network_json(&h, "pint");
     assert_eq!(v["Internal"], true);
     assert_eq!(v["EnableIPv6"], true);
     let a6 = p.ok(&["exec", "i", "ip", "-6", "-o", "addr", "show", "eth0"]);
     assert!(a6.contains("fd00:94::"), "{a6}");
     let a4 = p.ok(&["exec", "i", "ip", "-4", "-o", "addr", "show", "eth0"]);
-    let ip4 = a4
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip4 = inet4(&a4).unwrap().split('/').next().unwrap().to_string();
     assert_eq!(
         sandbox_addr(&h, "i", "pint").as_deref(),
         Some(ip4.as_str()),
@@ -413,15 +395,7 @@ fn podman_with_the_cni_backend_runs_weft_as_its_plugin() {
     let a = p.ok(&["exec", "a", "ip", "-4", "-o", "addr", "show", "eth0"]);
     assert!(a.contains("10.96.0.50/24"), "the static address: {a}");
     let b = p.ok(&["exec", "b", "ip", "-4", "-o", "addr", "show", "eth0"]);
-    let ip_b = b
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip_b = inet4(&b).unwrap().split('/').next().unwrap().to_string();
     assert!(ip_b.starts_with("10.96.0."), "{b}");
     p.ok(&["exec", "a", "ping", "-c", "1", "-W", "2", &ip_b]);
     let sbs = h.weft_ok(&["sandbox", "ls"]);

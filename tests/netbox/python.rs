@@ -44,7 +44,7 @@ fn predicted(name: &str) -> u8 {
 }
 
 fn addr_of(h: &TestHost, net: &str, name: &str) -> String {
-    crate::support::members(h, net)
+    network_members(h, net)
         .into_iter()
         .find(|(n, _)| n == name)
         .unwrap_or_else(|| panic!("{name} is not on {net}"))

@@ -314,33 +314,6 @@ pub fn install(h: &TestHost, proxy: &Proxy, name: &str, extra: &[&str]) -> Strin
     h.install_plugin(name, "netbox", &args)
 }
 
-/// name → IPv4 address of every sandbox on network `net`, from `weft network inspect`.
-pub fn members(h: &TestHost, net: &str) -> Vec<(String, String)> {
-    let v = harness::json(&h.weft_ok(&["network", "inspect", net]));
-    let v = if v.is_array() { v[0].clone() } else { v };
-    let mut out: Vec<(String, String)> = v["Containers"]
-        .as_object()
-        .map(|m| {
-            m.values()
-                .map(|c| {
-                    (
-                        c["Name"].as_str().unwrap().to_string(),
-                        c["IPv4Address"]
-                            .as_str()
-                            .unwrap()
-                            .split('/')
-                            .next()
-                            .unwrap()
-                            .to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
 /// Wait (up to `secs`) for a condition.
 pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let t = std::time::Instant::now();

@@ -46,7 +46,7 @@ fn allocations_are_what_netbox_lists() {
         "web-c",
         "c",
     ]);
-    let weft: Vec<(String, String)> = members(&h, "nb1");
+    let weft: Vec<(String, String)> = network_members(&h, "nb1");
     assert_eq!(weft.len(), 3);
     let listed = nb.addresses(&cidr);
     let gw = host(&cidr, 1);
@@ -120,7 +120,7 @@ fn allocations_are_what_netbox_lists() {
         "nb2",
     ]);
     h.weft_ok(&["sandbox", "create", "--network", "nb2", "r"]);
-    let r = members(&h, "nb2");
+    let r = network_members(&h, "nb2");
     let last: u8 = r[0].1.rsplit('.').next().unwrap().parse().unwrap();
     assert!(
         last >= 192,
@@ -189,9 +189,7 @@ fn subnet_carved_from_a_parent_prefix() {
     h.weft_ok(&["network", "create", "--ipam-driver", "netbox", "c1"]);
     h.weft_ok(&["network", "create", "--ipam-driver", "netbox", "c2"]);
     let sub = |n: &str| {
-        let v = json(&h.weft_ok(&["network", "inspect", n]));
-        let v = if v.is_array() { v[0].clone() } else { v };
-        v["IPAM"]["Config"][0]["Subnet"]
+        network_json(&h, n)["IPAM"]["Config"][0]["Subnet"]
             .as_str()
             .unwrap()
             .to_string()
@@ -252,7 +250,10 @@ fn twenty_concurrent_creates_get_distinct_addresses() {
         }
     });
     eprintln!("20 concurrent creates with NetBox IPAM: {:?}", t.elapsed());
-    let weft: BTreeSet<String> = members(&h, "cn").into_iter().map(|(_, a)| a).collect();
+    let weft: BTreeSet<String> = network_members(&h, "cn")
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
     assert_eq!(weft.len(), 20, "20 distinct addresses");
     let mut listed: BTreeSet<String> = nb.addresses(&cidr).into_iter().map(|(a, _, _)| a).collect();
     assert!(listed.remove(&host(&cidr, 1)), "the gateway is listed");
@@ -319,7 +320,7 @@ fn netbox_stopped_fails_cleanly() {
     );
     assert!(h.weft_err(&["network", "inspect", "dn2"]).contains("dn2"));
     assert_eq!(h.host_links(), links_before, "no links left");
-    assert_eq!(members(&h, "dn").len(), 1);
+    assert_eq!(network_members(&h, "dn").len(), 1);
     let check = h.weft(&["system", "check"]);
     assert!(
         check.status.success(),
@@ -523,7 +524,7 @@ fn restart_reconciles_with_netbox() {
     assert_eq!(want.len(), 3);
     d.stop();
     // NetBox loses b's address; a stray one marked as weft's appears.
-    let b = members(&h, "rn")
+    let b = network_members(&h, "rn")
         .into_iter()
         .find(|(n, _)| n == "b")
         .unwrap()
