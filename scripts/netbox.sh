@@ -134,9 +134,11 @@ gunicorn_up() {
   if [[ -n $(gunicorn_pids) ]]; then return; fi
   port_open "$HTTP_PORT" && { log "port $HTTP_PORT is taken (set WEFT_NETBOX_PORT)"; exit 1; }
   log "starting NetBox on 127.0.0.1:$HTTP_PORT"
-  (cd "$STATE" && NETBOX_ROOT=$STATE/root setsid nohup "$STATE/venv/bin/gunicorn" --bind "127.0.0.1:$HTTP_PORT" \
+  # The whole background subshell's output goes to the log: a caller reading this script's
+  # output (a test's Command::output) must see it end when the script does.
+  (cd "$STATE" && NETBOX_ROOT=$STATE/root exec setsid "$STATE/venv/bin/gunicorn" --bind "127.0.0.1:$HTTP_PORT" \
     --workers "${WEFT_NETBOX_WORKERS:-3}" --threads 4 --preload --no-control-socket --timeout 120 \
-    netbox.wsgi >"$RUN/gunicorn.log" 2>&1 </dev/null &)
+    netbox.wsgi) >"$RUN/gunicorn.log" 2>&1 </dev/null &
   for _ in $(seq 600); do
     # Up when it answers (403 without a token: the workers are serving).
     code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$HTTP_PORT/api/status/" 2>/dev/null) || true
