@@ -26,3 +26,4 @@ mod plugin_http;
 mod plugins;
 mod podman;
 mod ports;
+mod teardown;

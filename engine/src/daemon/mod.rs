@@ -245,13 +245,15 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
                 }
             })
         });
+    // Host links of removed sandboxes are deleted in batches, off the removals' path.
+    let reaper = supervise(engine.clone(), "reaper", |e| e.run_reaper());
     let follower = engine.cluster().is_some().then(|| {
         supervise(engine.clone(), "cluster", |e| async move {
             e.follow_cluster().await
         })
     });
     let docker_api = Arc::new(Api::new(engine.clone()));
-    let weft_api = Arc::new(Api::with_weft_door(engine));
+    let weft_api = Arc::new(Api::with_weft_door(engine.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for (p, api) in paths.iter().zip([docker_api, weft_api]) {
@@ -274,6 +276,12 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
         f.abort();
     }
     dns.abort();
+    // What the reaper had not deleted yet (the records would also let the next start do it).
+    reaper.abort();
+    engine.stop_reaper();
+    if let Err(e) = engine.reap_links().await {
+        tracing::warn!("deleting removed sandboxes' links: {e} (left for the next start)");
+    }
     for p in &paths {
         let _ = std::fs::remove_file(p);
     }

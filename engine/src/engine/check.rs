@@ -114,6 +114,8 @@ enum Fix {
     /// A global network's remote-endpoint entries (FDB, neighbours) on this host are not all
     /// there: forget the record, and the cluster follower programs them all again.
     Reprogram(String),
+    /// Host links a removal left for later are still there: delete them.
+    Reap,
 }
 
 /// A step of an undo log, in words: what it would remove.
@@ -151,6 +153,9 @@ fn describe(s: &Step) -> String {
 impl Engine {
     /// Every disagreement between the records and the kernel (empty: all is well).
     pub async fn check(&self) -> Result<Vec<Finding>> {
+        // Deletions removals left for later are finished first: they are settled work, not
+        // drift (what still cannot be deleted is reported below).
+        self.reap_before_check().await;
         let _held = self.inner.locks.acquire(&[], true).await?;
         let mut op = self
             .begin(Intent::new("system check", vec![]), Locking::Inherited)
@@ -163,6 +168,7 @@ impl Engine {
     /// Mend what [`Engine::check`] finds; returns what was mended. What cannot be mended is
     /// left (and a new check shows it).
     pub async fn repair(&self) -> Result<Vec<Finding>> {
+        self.reap_before_check().await;
         let _held = self.inner.locks.acquire(&[], true).await?;
         let mut op = self
             .begin(Intent::new("system check", vec![]), Locking::Inherited)
@@ -193,7 +199,17 @@ impl Engine {
                 Err(e) => tracing::warn!("cannot repair {f}: {e}"),
             }
         }
+        // Sandboxes removed above leave their host links for later.
+        if let Err(e) = self.reap_links_with(Locking::Inherited).await {
+            tracing::warn!("deleting removed sandboxes' links: {e}");
+        }
         Ok(fixed)
+    }
+
+    async fn reap_before_check(&self) {
+        if let Err(e) = self.reap_links().await {
+            tracing::debug!("deleting removed sandboxes' links before a check: {e}");
+        }
     }
 
     async fn check_in(&self, op: &mut Op) -> Result<Vec<Finding>> {
@@ -305,6 +321,22 @@ impl Engine {
                     None => continue,
                 },
                 ["peer", ip] => (format!("peer {ip}"), Fix::SettleJournals),
+                ["gone", _] => {
+                    // Deferred deletions the reap before this check could not do.
+                    for s in steps {
+                        if let Step::DelLink { name, .. } = s {
+                            if op.tx().present(s).await? {
+                                add(
+                                    FindingKind::Interrupted,
+                                    format!("host link {name}"),
+                                    "its sandbox was removed, the link's deletion failed".into(),
+                                    Fix::Reap,
+                                );
+                            }
+                        }
+                    }
+                    continue;
+                }
                 ["peers", id] => match nets_by_id.get(id) {
                     Some(n) => (
                         format!("remote endpoints of network {}", n.name),
@@ -570,6 +602,10 @@ impl Engine {
         match fix {
             Fix::SettleJournals => {
                 self.replay_journals().await?;
+                Ok(())
+            }
+            Fix::Reap => {
+                self.reap_links_with(Locking::Inherited).await?;
                 Ok(())
             }
             Fix::Reprogram(id) => {

@@ -22,6 +22,7 @@ mod locks;
 pub(crate) mod network;
 mod op;
 mod plugins;
+mod reap;
 pub mod records;
 mod recover;
 mod sandbox;
@@ -182,6 +183,8 @@ pub(crate) struct Inner {
     restarts: Mutex<BTreeMap<String, u64>>,
     /// Checks the daemon's healer ran after kernel changes (`system info`'s HealerChecks).
     heal_checks: std::sync::atomic::AtomicU64,
+    /// Deferred link deletions: who does them.
+    reaper: reap::Reaper,
 }
 
 impl Engine {
@@ -321,6 +324,7 @@ impl Engine {
                 cluster,
                 restarts: Default::default(),
                 heal_checks: Default::default(),
+                reaper: Default::default(),
             }),
         };
         for rec in
@@ -329,6 +333,12 @@ impl Engine {
             engine.register_plugin(rec);
         }
         engine.recover().await?;
+        // Links a removal interrupted by a crash (or the daemon's stop) left for later.
+        if !engine.pending_reaps()?.is_empty() {
+            if let Err(e) = engine.reap_links().await {
+                tracing::warn!("deleting removed sandboxes' links: {e} (tried again later)");
+            }
+        }
         Ok(engine)
     }
 

@@ -495,6 +495,7 @@ impl Engine {
             };
             op.settle(r).await?;
         }
+        self.reap_links_with(Locking::Inherited).await?;
         Ok(())
     }
 

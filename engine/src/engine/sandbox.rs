@@ -400,6 +400,8 @@ impl Engine {
                 self.emit("disconnect", Some(net), Some(sb));
             }
         }
+        // The links it left for later, now that its locks are free (or by the reaper).
+        self.reap_soon().await;
         r
     }
 
@@ -516,8 +518,14 @@ impl Engine {
             .iter()
             .map(|(u, g)| (u.as_slice(), g.as_deref()))
             .collect();
-        let errors = op.tx().teardown_many(&refs).await;
+        // Host ends of veths into namespaces that go are taken down now and deleted later
+        // (see `reap_links`): the records say so in this commit.
+        let (errors, later) = op.tx().teardown_deferring(&refs).await;
         op.teardown_result(errors, force, "removing sandboxes")?;
+        if !later.is_empty() {
+            let key = super::reap::gone_key(&op.id);
+            op.own(&key, later)?;
+        }
         for sb in &todo {
             let log = records::owned(op.r(), &sb_key(&sb.id))?;
             let errors = op.tx().teardown(&log, None).await;

@@ -652,41 +652,37 @@ impl Session for LinuxSession {
     }
 
     async fn delete_host_links(&mut self, names: &[String]) -> Vec<NetError> {
-        let host = self.k.host_nl.clone();
-        let mut errors = Vec::new();
         for n in names {
             self.forget(&NsRef::Host, n);
         }
-        if names.len() == 1 {
-            if let Err(e) = host.delete_link(&names[0]).await {
-                if !e.is_not_found() {
-                    errors.push(e);
-                }
-            }
-            return errors;
-        }
         if names.is_empty() {
-            return errors;
+            return Vec::new();
         }
-        let mut g = [0u8; 2];
-        getrandom::fill(&mut g).ok();
-        let group = WEFT_GROUP | (u16::from_le_bytes(g) as u32).max(1);
-        let mut grouped = 0;
-        for l in names {
-            match host.set_group_by_name(l, group).await {
-                Ok(()) => grouped += 1,
-                Err(e) if e.is_not_found() => {}
-                Err(e) => errors.push(e),
-            }
+        // The kernel waits for an RCU grace period inside a link deletion (~20 ms here), in
+        // the sending thread: on a thread and a netlink connection of their own, so neither
+        // this process's shared connection (every other operation's requests) nor an async
+        // thread waits with it.
+        let host = match self.k.host_ns.try_clone() {
+            Ok(f) => f,
+            Err(e) => return vec![NetError::io("open the host namespace", e)],
+        };
+        let names = names.to_vec();
+        let r = tokio::task::spawn_blocking(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| NetError::io("start a runtime to delete links", e))?;
+            rt.block_on(async {
+                let nl = Netlink::open(Some(&host))?;
+                Ok::<_, NetError>(delete_links(&nl, &names).await)
+            })
+        })
+        .await;
+        match r {
+            Ok(Ok(errors)) => errors,
+            Ok(Err(e)) => vec![e],
+            Err(e) => vec![NetError::other("delete links", e.to_string())],
         }
-        if grouped > 0 {
-            if let Err(e) = host.delete_group(group).await {
-                if !e.is_not_found() {
-                    errors.push(e);
-                }
-            }
-        }
-        errors
     }
 
     async fn present(&mut self, step: &Step) -> Result<bool, NetError> {
@@ -836,4 +832,37 @@ fn create_netns(pin: &Path) -> Result<(), NetError> {
     .inspect_err(|_| {
         let _ = ns::remove_pinned(pin);
     })
+}
+
+/// Delete host links by name: one request for one link, else one for all of them (they are
+/// put in a link group of their own first, and the group is deleted: one grace period).
+async fn delete_links(host: &Netlink, names: &[String]) -> Vec<NetError> {
+    let mut errors = Vec::new();
+    if names.len() == 1 {
+        if let Err(e) = host.delete_link(&names[0]).await {
+            if !e.is_not_found() {
+                errors.push(e);
+            }
+        }
+        return errors;
+    }
+    let mut g = [0u8; 2];
+    getrandom::fill(&mut g).ok();
+    let group = WEFT_GROUP | (u16::from_le_bytes(g) as u32).max(1);
+    let mut grouped = 0;
+    for l in names {
+        match host.set_group_by_name(l, group).await {
+            Ok(()) => grouped += 1,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    if grouped > 0 {
+        if let Err(e) = host.delete_group(group).await {
+            if !e.is_not_found() {
+                errors.push(e);
+            }
+        }
+    }
+    errors
 }

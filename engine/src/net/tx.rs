@@ -396,9 +396,30 @@ impl Tx {
     /// period for all of them instead of one per link, which is what makes tearing down many
     /// sandboxes cheap.
     pub async fn teardown_many(&mut self, logs: &[(&[Step], Option<&Path>)]) -> Vec<NetError> {
+        self.teardown_batch(logs, false).await.0
+    }
+
+    /// Like [`Tx::teardown_many`], but the host end of a veth whose other end is inside a
+    /// namespace being destroyed (`gone`) is only taken down — at once, so it forwards
+    /// nothing from here on — and its deletion is returned instead of done: the kernel's wait
+    /// for an RCU grace period (~20 ms a link) is then paid later, in one batch, off the
+    /// caller's path (see `Engine::reap_links`). The caller records what is returned as owned.
+    pub async fn teardown_deferring(
+        &mut self,
+        logs: &[(&[Step], Option<&Path>)],
+    ) -> (Vec<NetError>, Vec<Step>) {
+        self.teardown_batch(logs, true).await
+    }
+
+    async fn teardown_batch(
+        &mut self,
+        logs: &[(&[Step], Option<&Path>)],
+        defer: bool,
+    ) -> (Vec<NetError>, Vec<Step>) {
         let mut errors = Vec::new();
         let mut links = Vec::new();
         let mut firewall = Vec::new();
+        let mut deferred = Vec::new();
         for (undo, gone) in logs {
             let (host_links, rest): (Vec<Step>, Vec<Step>) = undo.iter().cloned().partition(|s| {
                 matches!(
@@ -409,6 +430,31 @@ impl Tx {
                     }
                 )
             });
+            let (later, now): (Vec<Step>, Vec<Step>) =
+                host_links.iter().cloned().partition(|s| match (s, gone) {
+                    (
+                        Step::DelLink {
+                            peer: Some((NsRef::Path(p), _)),
+                            ..
+                        },
+                        Some(g),
+                    ) => defer && p == g,
+                    _ => false,
+                });
+            for step in later {
+                let Step::DelLink { name, .. } = &step else {
+                    continue;
+                };
+                let down = Step::LinkDown {
+                    ns: NsRef::Host,
+                    name: name.clone(),
+                };
+                // The step is a removal's: journaled like one, gone already is fine.
+                if let Err(e) = self.remove(down).await {
+                    errors.push(e);
+                }
+                deferred.push(step);
+            }
             // An endpoint's ICC elements: one nftables transaction for the batch.
             let (fw, rest): (Vec<Step>, Vec<Step>) = rest.into_iter().partition(|s| {
                 matches!(
@@ -418,9 +464,9 @@ impl Tx {
                     }
                 )
             });
-            // Steps on links that go with the batch are subsumed as usual.
+            // Steps on links that go with the batch (or later) are subsumed as usual.
             errors.extend(self.run_teardown(&rest, *gone, &host_links, true).await);
-            links.extend(host_links);
+            links.extend(now);
             firewall.extend(fw);
         }
         // The journal exists before anything is removed: a crash from here on is finished by
@@ -428,7 +474,7 @@ impl Tx {
         if !(firewall.is_empty() && links.is_empty()) {
             if let Err(e) = self.journal() {
                 errors.push(e);
-                return errors;
+                return (errors, deferred);
             }
         }
         if !firewall.is_empty() {
@@ -436,7 +482,7 @@ impl Tx {
             self.removed.extend(firewall);
         }
         if links.is_empty() {
-            return errors;
+            return (errors, deferred);
         }
         let names: Vec<String> = links
             .iter()
@@ -447,7 +493,7 @@ impl Tx {
             .collect();
         errors.extend(self.remove_batch("del-link", &[], &names).await);
         self.removed.extend(links);
-        errors
+        (errors, deferred)
     }
 
     /// One batched removal — firewall steps, or host links by name — tried again while it

@@ -1,0 +1,144 @@
+//! Deferred teardown: the host links that removals leave for later, deleted in batches off
+//! the caller's path.
+//!
+//! Deleting a veth makes the kernel wait for an RCU grace period (~20 ms here) before the
+//! call returns; a removal holding its network's lock through that wait serializes every
+//! removal on the network behind it. So a sandbox removal whose namespace weft destroys
+//! takes its veth's host end down (it forwards nothing from then on: its address can be
+//! given again at once), unpins the namespace, and commits, with the host end's deletion
+//! recorded as owned under `gone/<op id>` in the same commit. The kernel usually deletes the
+//! pair itself when it dismantles the namespace; [`Engine::reap_links`] deletes what is left, many
+//! links in one netlink message (one grace period for all), and drops the records. The
+//! records survive `kill -9`: a reap after the restart finishes the job. In the daemon a
+//! supervised task reaps ([`Engine::run_reaper`]); elsewhere the removal reaps itself once
+//! it has committed and let go of its locks.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::op::{Intent, Locking};
+use super::records::Owned;
+use super::Engine;
+use crate::error::Result;
+use crate::net::Step;
+use crate::store::{decode, ReadTxn, Table, WriteTxn};
+
+/// Owner keys of deferred deletions in [`Table::Owned`].
+pub(crate) const GONE: &str = "gone/";
+
+pub(crate) fn gone_key(op: &str) -> String {
+    format!("{GONE}{op}")
+}
+
+/// How long the background reaper lets removals accumulate before a batch.
+const GATHER: Duration = Duration::from_millis(5);
+
+/// The background reaper's state.
+#[derive(Default)]
+pub(crate) struct Reaper {
+    /// A background task reaps (the daemon's); otherwise removals reap themselves.
+    background: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Engine {
+    /// A removal committed deferred deletions: reap them now, or wake the reaper.
+    pub(crate) async fn reap_soon(&self) {
+        if self.inner.reaper.background.load(Ordering::SeqCst) {
+            self.inner.reaper.wake.notify_one();
+        } else if let Err(e) = self.reap_links().await {
+            tracing::warn!("deleting removed sandboxes' links: {e} (tried again later)");
+        }
+    }
+
+    /// Delete every host link a removal left for later, in one batch, and drop their
+    /// records; how many records were settled. What cannot be deleted stays recorded (and
+    /// `system check` shows it).
+    pub async fn reap_links(&self) -> Result<usize> {
+        self.reap_links_with(Locking::Keys).await
+    }
+
+    pub(crate) async fn reap_links_with(&self, locking: Locking) -> Result<usize> {
+        if self.pending_reaps()?.is_empty() {
+            return Ok(0);
+        }
+        self.retrying(|| async {
+            let mut op = self
+                .begin(Intent::new("delete removed links", vec![]), locking)
+                .await?;
+            // The records seen now, read again one by one in the op: removals recording
+            // more meanwhile do not make it conflict (a scan would), another reaper taking
+            // the same ones does.
+            let mut pending: Vec<(Vec<u8>, Vec<Step>)> = Vec::new();
+            for (k, _) in self.pending_reaps()? {
+                if let Some(v) = op.r().get(Table::Owned, k.as_bytes())? {
+                    pending.push((k.into_bytes(), decode::<Owned>(&v)?.steps));
+                }
+            }
+            if pending.is_empty() {
+                op.abort().await;
+                return Ok(0);
+            }
+            let logs: Vec<(&[Step], Option<&std::path::Path>)> =
+                pending.iter().map(|(_, s)| (s.as_slice(), None)).collect();
+            let errors = op.tx().teardown_many(&logs).await;
+            if let Some(e) = errors.into_iter().next() {
+                op.abort().await;
+                return Err(e.into());
+            }
+            for (k, _) in &pending {
+                op.w().delete(Table::Owned, k)?;
+            }
+            op.commit().await?;
+            Ok(pending.len())
+        })
+        .await
+    }
+
+    /// The deferred deletions recorded and not yet done.
+    pub(crate) fn pending_reaps(&self) -> Result<Vec<(String, Vec<Step>)>> {
+        self.inner
+            .store
+            .read()?
+            .scan(Table::Owned, GONE.as_bytes())?
+            .into_iter()
+            .map(|(k, v)| {
+                decode::<Owned>(&v).map(|o| (String::from_utf8_lossy(&k).into_owned(), o.steps))
+            })
+            .collect()
+    }
+
+    /// The daemon's reaper: from now on removals leave their deferred deletions to it. It
+    /// reaps what is pending at once, then a batch each time removals wake it (gathering
+    /// for a few milliseconds first). Runs until aborted; meant to be supervised.
+    pub async fn run_reaper(self) {
+        self.inner.reaper.background.store(true, Ordering::SeqCst);
+        self.failpoint_panic("reaper");
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match self.reap_links().await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::debug!(records = n, "deleted removed sandboxes' links");
+                    }
+                    backoff = Duration::from_millis(250);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "deleting removed sandboxes' links: {e} (tried again in {backoff:?})"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            }
+            self.inner.reaper.wake.notified().await;
+            tokio::time::sleep(GATHER).await;
+        }
+    }
+
+    /// Removals reap for themselves again (the daemon is stopping; its reaper is gone).
+    pub fn stop_reaper(&self) {
+        self.inner.reaper.background.store(false, Ordering::SeqCst);
+    }
+}

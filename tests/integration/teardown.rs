@@ -1,0 +1,153 @@
+//! Deferred teardown: a sandbox removal takes its veth's host end down at once and commits;
+//! the link itself is deleted afterwards, in a batch, by the daemon's reaper — also when a
+//! process keeps the sandbox's namespace alive (so the kernel does not delete the pair), and
+//! after the daemon was killed with the deletion still to do.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// A process that keeps a namespace alive (as a container's process would).
+struct Holder(Child);
+
+impl Holder {
+    fn new(ns: &std::path::Path) -> Holder {
+        Holder(
+            cmd_in_ns(ns, "sleep")
+                .arg("300")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start sleep in the namespace"),
+        )
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The host links that appear while `f` runs.
+fn new_host_links(h: &TestHost, f: impl FnOnce()) -> Vec<String> {
+    let before = h.host_links();
+    f();
+    h.host_links()
+        .into_iter()
+        .filter(|l| !before.contains(l))
+        .collect()
+}
+
+/// `ip -o link show NAME` in the host: `None` when the link is gone.
+fn host_link(h: &TestHost, name: &str) -> Option<String> {
+    let o = run_in_ns(&h.host_ns, "ip", &["-o", "link", "show", "dev", name]);
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Wait until the link is gone (panics after `limit`).
+fn wait_gone(h: &TestHost, name: &str, limit: Duration) -> Duration {
+    let t = Instant::now();
+    while host_link(h, name).is_some() {
+        assert!(
+            t.elapsed() < limit,
+            "host link {name} still there after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.elapsed()
+}
+
+fn check_clean(h: &TestHost) {
+    let o = h.weft(&["system", "check"]);
+    assert!(
+        o.status.success(),
+        "system check: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn a_removed_sandboxs_veth_forwards_nothing_at_once_and_is_deleted_by_the_reaper() {
+    let h = TestHost::new("reap");
+    let d = h.daemon();
+    h.weft_ok(&["network", "create", "--subnet", "10.61.0.0/24", "n"]);
+    h.weft_ok(&["sandbox", "create", "--network", "n", "a"]);
+    let veth = new_host_links(&h, || {
+        h.weft_ok(&["sandbox", "create", "--network", "n", "b"]);
+    });
+    assert_eq!(veth.len(), 1, "one host link for b: {veth:?}");
+    let veth = &veth[0];
+    let (a_ns, b_ns, b_ip) = (key(&h, "a"), key(&h, "b"), sandbox_ip(&h, "b"));
+    // Keep b's namespace alive after weft unpins it: the kernel then does not delete the
+    // pair itself, so only weft's reaper can.
+    let _holder = Holder::new(&b_ns);
+    assert!(ping(&a_ns, b_ip), "control: a reaches b before the removal");
+
+    h.weft_ok(&["sandbox", "rm", "b"]);
+    // Right away: the host end is down or gone, and b's address (still on b's eth0, in the
+    // namespace the sleep holds) is not reachable.
+    if let Some(l) = host_link(&h, veth) {
+        assert!(
+            !l.contains(",UP") && !l.contains("<UP"),
+            "{veth} still up after sandbox rm returned: {l}"
+        );
+    }
+    assert!(!ping(&a_ns, b_ip), "a still reaches the removed b");
+    // Its address can be given again at once, and works.
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "n",
+        "--ip",
+        &b_ip.to_string(),
+        "c",
+    ]);
+    assert!(ping(&a_ns, b_ip), "a reaches c, which has b's old address");
+    // The reaper deletes the host end although the namespace lives on.
+    let took = wait_gone(&h, veth, Duration::from_secs(5));
+    eprintln!("{veth} deleted {took:?} after sandbox rm returned");
+    check_clean(&h);
+    drop(d);
+}
+
+#[test]
+fn a_deletion_left_for_later_survives_kill_9_of_the_daemon() {
+    let h = TestHost::new("reapk9");
+    // Every link deletion fails in this daemon: the removal commits (it deletes no link
+    // itself), the reaper cannot do its part.
+    let d = h.daemon_env(&[("WEFT_FAILPOINT", "fail:del-link")]);
+    h.weft_ok(&["network", "create", "--subnet", "10.62.0.0/24", "n"]);
+    let veth = new_host_links(&h, || {
+        h.weft_ok(&["sandbox", "create", "--network", "n", "b"]);
+    });
+    assert_eq!(veth.len(), 1, "one host link for b: {veth:?}");
+    let veth = &veth[0];
+    let _holder = Holder::new(&key(&h, "b"));
+    h.weft_ok(&["sandbox", "rm", "b"]);
+    h.weft_err(&["sandbox", "inspect", "b"]);
+    // The deletion is pending, and says so.
+    let o = h.weft(&["system", "check"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        !o.status.success() && out.contains(veth.as_str()),
+        "system check shows the pending deletion of {veth}: {out}"
+    );
+    assert!(host_link(&h, veth).is_some(), "{veth} is still there");
+    d.kill();
+    assert!(
+        host_link(&h, veth).is_some(),
+        "{veth} is still there after kill -9"
+    );
+    // A new daemon (no failpoint) deletes it: the record survived.
+    let d = h.daemon();
+    wait_gone(&h, veth, Duration::from_secs(5));
+    check_clean(&h);
+    drop(d);
+}
