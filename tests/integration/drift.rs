@@ -297,3 +297,64 @@ fn the_healer_ignores_other_tables_and_links_and_mends_its_own() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A link weft brought up and someone set down cuts a sandbox off as surely as a deleted veth:
+/// `system check` names it, `--repair` brings it up, and the daemon's healer does it alone.
+#[test]
+fn a_link_set_down_is_found_and_brought_up() {
+    let h = TestHost::new("linkdown");
+    h.weft_ok(&["network", "create", "--subnet", "10.78.0.0/24", "d1"]);
+    h.weft_ok(&["sandbox", "create", "--network", "d1", "a"]);
+    let before = h.host_links();
+    h.weft_ok(&["sandbox", "create", "--network", "d1", "b"]);
+    let veth: Vec<String> = h
+        .host_links()
+        .into_iter()
+        .filter(|l| !before.contains(l))
+        .collect();
+    assert_eq!(veth.len(), 1, "b's host link: {veth:?}");
+    let veth = veth[0].clone();
+    let (a_ns, b_ns, b_ip) = (key(&h, "a"), key(&h, "b"), sandbox_ip(&h, "b"));
+    let (ok, out) = check(&h);
+    assert!(ok, "control: clean before: {out}");
+    assert!(ping(&a_ns, b_ip), "control: a reaches b");
+
+    // The host end, by hand.
+    run_ok(&h.host_ns, "ip", &["link", "set", &veth, "down"]);
+    assert!(!ping(&a_ns, b_ip), "the link down cuts b off");
+    let (ok, out) = check(&h);
+    assert!(!ok && out.contains(&veth) && out.contains("down"), "{out}");
+    h.weft_ok(&["system", "check", "--repair"]);
+    let (ok, out) = check(&h);
+    assert!(ok, "{out}");
+    assert!(ping(&a_ns, b_ip), "a reaches b again after --repair");
+
+    // The sandbox's end, inside its namespace.
+    // (The kernel drops the routes through it too: its default route is made again.)
+    run_ok(&b_ns, "ip", &["link", "set", "eth0", "down"]);
+    let (ok, out) = check(&h);
+    assert!(!ok && out.contains("eth0") && out.contains("down"), "{out}");
+    h.weft_ok(&["system", "check", "--repair"]);
+    let (ok, out) = check(&h);
+    assert!(ok, "one repair mends it all: {out}");
+    assert!(
+        String::from_utf8_lossy(&run_ok(&b_ns, "ip", &["route", "show", "default"]).stdout)
+            .contains("10.78.0.1"),
+        "b's default route is back"
+    );
+    assert!(ping(&a_ns, b_ip), "a reaches b again after --repair");
+
+    // The daemon's healer, alone.
+    let d = h.daemon();
+    run_ok(&h.host_ns, "ip", &["link", "set", &veth, "down"]);
+    let t = std::time::Instant::now();
+    while !check(&h).0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the healer did not bring {veth} up: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ping(&a_ns, b_ip), "a reaches b again after the healer");
+}

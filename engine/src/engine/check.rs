@@ -2,8 +2,8 @@
 //! `--repair`, which mends them.
 //!
 //! Records to kernel: every object an ownership record lists (links, addresses, routes,
-//! neighbours, FDB entries, firewall rules, namespace pins) must exist, and every sandbox's
-//! namespace must be alive. Kernel to records: every host link the kernel marks as weft's
+//! neighbours, FDB entries, firewall rules, namespace pins) must exist, the links native
+//! drivers brought up must be up, and every sandbox's namespace must be alive. Kernel to records: every host link the kernel marks as weft's
 //! ([`crate::net::kernel::WEFT_GROUP`]), every link inside a namespace weft owns, every pin
 //! under the run dir, every network chain and published-port chain in weft's nftables tables
 //! and every bridge port with ICC elements must be owned by a record; every
@@ -77,6 +77,9 @@ impl fmt::Display for Finding {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Fix {
     SettleJournals,
+    /// A link weft brought up is down: bring it up (before anything is made again on it:
+    /// routes through a link that is down cannot be added).
+    LinkUp(NsRef, String),
     RemoveSandbox(String),
     RealizeNetwork(String),
     RealizeEndpoint {
@@ -376,6 +379,62 @@ impl Engine {
                         format!("{} is not there", describe(s)),
                         fix,
                     );
+                }
+            }
+        }
+
+        // Links weft brought up are up (someone's `ip link set X down` cuts a sandbox off as
+        // surely as deleting its veth). A link weft took down itself (a plugin's link-down:
+        // its undo brings it up) is left as it is.
+        // Native drivers' links only: a plugin may keep a link of its own down on purpose.
+        let native = |net: &str| {
+            nets_by_id.get(net).is_some_and(|n| {
+                matches!(
+                    n.driver.as_str(),
+                    "bridge" | "macvlan" | "overlay" | "host" | "null"
+                )
+            })
+        };
+        for (key, steps) in &owned {
+            let ours = match key.split('/').collect::<Vec<_>>().as_slice() {
+                ["net", id] | ["ep", id, _] => native(id),
+                _ => false,
+            };
+            if !ours {
+                continue;
+            }
+            for s in steps {
+                let Step::DelLink { ns, name, peer } = s else {
+                    continue;
+                };
+                for (ns, name) in
+                    std::iter::once((ns, name)).chain(peer.iter().map(|(n, l)| (n, l)))
+                {
+                    if let NsRef::Path(p) = ns {
+                        if dead_ns.contains(p) || !self.inner.kernel.is_netns(p) {
+                            continue;
+                        }
+                    }
+                    let taken_down = steps.iter().any(
+                        |u| matches!(u, Step::LinkUp { ns: n, name: l } if n == ns && l == name),
+                    );
+                    if taken_down {
+                        continue;
+                    }
+                    if let Some(l) = op.tx().link(ns, name).await? {
+                        if !l.up {
+                            let at = match ns {
+                                NsRef::Host => String::new(),
+                                NsRef::Path(p) => format!(" in {}", p.display()),
+                            };
+                            add(
+                                FindingKind::Missing,
+                                format!("link {name}{at}"),
+                                "is down (weft brought it up)".into(),
+                                Fix::LinkUp(ns.clone(), name.clone()),
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -719,6 +778,23 @@ impl Engine {
                         ns: ns.clone(),
                         name: name.clone(),
                         peer: None,
+                    })
+                    .await
+                    .map_err(Into::into);
+                op.settle(r).await
+            }
+            Fix::LinkUp(ns, name) => {
+                let mut op = self
+                    .begin(
+                        Intent::new(format!("repair: bring {name} up"), vec![]),
+                        Locking::Inherited,
+                    )
+                    .await?;
+                let r = op
+                    .tx()
+                    .apply(Step::LinkUp {
+                        ns: ns.clone(),
+                        name: name.clone(),
                     })
                     .await
                     .map_err(Into::into);
