@@ -875,3 +875,67 @@ fn outbound_http_reaches_granted_hosts_only_and_within_the_deadline() {
     h.weft_ok(&["network", "rm", "fromhttp"]);
     let _ = SocketAddr::from(([127, 0, 0, 1], good));
 }
+
+/// A network create whose IPAM plugin sleeps in request-pool (to its deadline, as a NetBox
+/// that does not answer would) holds neither the lock on every network's names and pools nor
+/// the engine: other networks are created and removed meanwhile.
+#[test]
+fn an_ipam_plugin_sleeping_in_request_pool_holds_up_no_other_network() {
+    let h = Arc::new(escape_host("escpoolsleep"));
+    h.weft_ok(&["plugin", "rm", "hostile-ipam"]);
+    h.install_plugin("hostile-ipam", "hostile-ipam", &["--grant", "deadline=3s"]);
+    let d = h.daemon();
+    let h2 = h.clone();
+    let slow = std::thread::spawn(move || {
+        let t = Instant::now();
+        let o = h2.weft(&[
+            "network",
+            "create",
+            "--ipam-driver",
+            "hostile-ipam",
+            "--ipam-opt",
+            "hostile=pool-sleep",
+            "--subnet",
+            "10.93.0.0/24",
+            "bad",
+        ]);
+        (o, t.elapsed())
+    });
+    // The plugin logs before it sleeps: what follows runs while the call is in the plugin.
+    let t = Instant::now();
+    while !d.log_text().contains("request-pool: sleeping") {
+        assert!(
+            !slow.is_finished() && t.elapsed() < Duration::from_secs(20),
+            "the sleeping request-pool never started: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t = Instant::now();
+    h.weft_ok(&["network", "create", "--subnet", "10.94.0.0/24", "other"]);
+    h.weft_ok(&["network", "rm", "other"]);
+    let other = t.elapsed();
+    // Had they waited for the sleeping create's locks, it would be over by now (it is cut at
+    // 3 s; they would take the rest of that).
+    let waited = slow.is_finished();
+    assert!(
+        !waited && other < Duration::from_millis(1500),
+        "another network's create and rm waited for the sleeping IPAM: {other:?}"
+    );
+    let (o, took) = slow.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("deadline"),
+        "the sleeping request-pool is cut at its deadline: {err}"
+    );
+    assert!(
+        took < Duration::from_secs(7),
+        "held its command for {took:?}"
+    );
+    assert!(
+        !h.weft_ok(&["network", "ls"]).contains("bad"),
+        "the cut create left its network"
+    );
+    eprintln!("request-pool cut after {took:?}; another network's create and rm took {other:?}");
+    h.weft_ok(&["system", "check"]);
+}

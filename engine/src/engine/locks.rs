@@ -2,8 +2,9 @@
 //!
 //! Every operation holds the engine-wide lock *shared* and the keys of the objects it changes
 //! (`net:<id>`, `sb:<id>`, `sbname:<name>`, `networks` for choices across networks such as
-//! pools and names, `ports` for host-port allocations, `plugins`, `peers`) *exclusively*. Recovery, reset and the consistency
-//! check hold the engine-wide lock exclusively. Keys are taken in sorted order, so two
+//! pools and names, `ipam:<plugin>` while a network create asks an IPAM plugin for pools,
+//! `ports` for host-port allocations, `plugins`, `peers`) *exclusively*. Recovery, reset and
+//! the consistency check hold the engine-wide lock exclusively. Keys are taken in sorted order, so two
 //! operations never wait on each other in a circle.
 //!
 //! Each lock is two locks: an async mutex for the tasks of this process, and an OFD byte-range

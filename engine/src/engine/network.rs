@@ -180,13 +180,18 @@ impl Engine {
                 net.id = new_id();
                 let cfgs = req.ipam_config.clone();
                 async move {
+                    // An IPAM plugin's pools are asked for one network at a time (its own
+                    // lock), without the lock on every network's names and pools (see
+                    // `create_network_in`).
+                    let mut keys = vec![NETWORKS.to_string()];
+                    if net.ipam_driver != "default" {
+                        keys.push(format!("ipam:{}", net.ipam_driver));
+                    }
+                    keys.sort();
                     let mut op = self
                         .begin(
-                            Intent::new(
-                                format!("network create {}", net.name),
-                                vec![NETWORKS.into()],
-                            )
-                            .owned(net_key(&net.id)),
+                            Intent::new(format!("network create {}", net.name), keys)
+                                .owned(net_key(&net.id)),
                             Locking::Keys,
                         )
                         .await?;
@@ -215,6 +220,14 @@ impl Engine {
         }
         let driver = self.driver(&net.driver)?;
         if driver.capabilities().needs_ipam {
+            if self.ipam(&net.ipam_driver)?.name() != "default" {
+                // An IPAM plugin may take its whole deadline (or wait on NetBox): other
+                // networks' creates and removals go on meanwhile (another create on the same
+                // IPAM waits: the op holds the IPAM's lock). The name read above, and the
+                // other networks' pools its pools are checked against, are checked again at
+                // commit (a clash makes this create run again).
+                op.release(NETWORKS);
+            }
             self.allocate_pools(op, net, cfgs).await?;
         }
         // With the pools known, the driver checks the network against the others (shared

@@ -1,7 +1,8 @@
 //! A hostile IPAM for weft's tests. The pool options (`--ipam-opt`) choose what it does:
 //! `hostile=<what>` makes dynamic address requests misbehave (memory bomb, endless loop, an
 //! address outside the pool, the wrong prefix length, one handed out twice, the gateway, the
-//! network or broadcast address, a huge answer) or the pool request return another subnet;
+//! network or broadcast address, a huge answer) or the pool request return another subnet
+//! (`wrong-pool`) or sleep (`pool-sleep`);
 //! without `--subnet`, `pool=<cidr>` is the pool it picks (0.0.0.0/0, loopback, another
 //! network's subnet…), and `http-pool=<host:port>` fetches the pool over wasi:http from
 //! `http://<host:port>/pool`, as an external IPAM asks NetBox. Static requests (the
@@ -106,6 +107,13 @@ impl Ipam for Hostile {
         let m = sdk::option(&req.options, "hostile")
             .unwrap_or("")
             .to_string();
+        if m == "pool-sleep" {
+            // A WASI sleep the epoch deadline cannot interrupt; the log line says the call
+            // is under way.
+            log::log(log::Level::Warn, "request-pool: sleeping");
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            return Err(sdk::internal("LEAK: slept an hour"));
+        }
         let pool = match (
             &req.pool,
             sdk::option(&req.options, "pool"),
