@@ -939,3 +939,80 @@ fn an_ipam_plugin_sleeping_in_request_pool_holds_up_no_other_network() {
     eprintln!("request-pool cut after {took:?}; another network's create and rm took {other:?}");
     h.weft_ok(&["system", "check"]);
 }
+
+/// The daemon's healer checks under the engine-wide lock held shared, as operations hold it:
+/// a check that finds nothing waits for no operation in flight (and holds none up). Here an
+/// IPAM plugin sleeps in request-pool for 10 s, holding its network create open; a weft link
+/// flapped meanwhile wakes the healer, which checks at its latest after 5 s under load — had
+/// it needed the lock exclusively, it would have waited for the create's end.
+#[test]
+fn the_healers_check_waits_for_no_operation_in_flight() {
+    let h = Arc::new(escape_host("eschealshared"));
+    h.weft_ok(&["plugin", "rm", "hostile-ipam"]);
+    h.install_plugin("hostile-ipam", "hostile-ipam", &["--grant", "deadline=10s"]);
+    h.weft_ok(&["network", "create", "--subnet", "10.96.0.0/24", "flap"]);
+    let before = h.host_links();
+    h.weft_ok(&["sandbox", "create", "--network", "flap", "f1"]);
+    let veth: Vec<String> = h
+        .host_links()
+        .into_iter()
+        .filter(|l| !before.contains(l))
+        .collect();
+    assert_eq!(veth.len(), 1, "{veth:?}");
+    let d = h.daemon();
+    let checks = || -> u64 {
+        let info: serde_json::Value =
+            serde_json::from_str(&h.weft_ok(&["system", "info"])).unwrap();
+        info["HealerChecks"].as_u64().expect("HealerChecks")
+    };
+    // The check at start is done.
+    let t = Instant::now();
+    while checks() < 1 {
+        assert!(t.elapsed() < Duration::from_secs(20), "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let h2 = h.clone();
+    let started = Instant::now();
+    let slow = std::thread::spawn(move || {
+        h2.weft(&[
+            "network",
+            "create",
+            "--ipam-driver",
+            "hostile-ipam",
+            "--ipam-opt",
+            "hostile=pool-sleep",
+            "--subnet",
+            "10.97.0.0/24",
+            "bad",
+        ])
+    });
+    while !d.log_text().contains("request-pool: sleeping") {
+        assert!(
+            !slow.is_finished() && started.elapsed() < Duration::from_secs(20),
+            "the sleeping request-pool never started: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let c0 = checks();
+    // Down and up again: a change to weft's link the healer hears, and no drift once up.
+    run_ok(&h.host_ns, "ip", &["link", "set", &veth[0], "down"]);
+    run_ok(&h.host_ns, "ip", &["link", "set", &veth[0], "up"]);
+    while checks() == c0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the healer never checked: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let at = started.elapsed();
+    assert!(
+        at < Duration::from_secs(8) && !slow.is_finished(),
+        "the healer's check waited for the sleeping create: done {at:?} after it began"
+    );
+    let o = slow.join().unwrap();
+    assert!(!o.status.success(), "the sleeping create is cut");
+    eprintln!("healer's check done {at:?} into a 10 s operation");
+    h.weft_ok(&["system", "check"]);
+}

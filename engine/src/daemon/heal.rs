@@ -2,7 +2,9 @@
 //! a sandbox's veth gone — are mended from the records, usually within a few hundred
 //! milliseconds. The kernel watch ([`crate::net::watch`]) reports only changes to weft's own
 //! objects (its marked links, what is on them, its nftables table), so others' churn costs no
-//! check; [`Engine::repair`] decides what changed, by comparing records and kernel.
+//! check; [`Engine::heal`] decides what changed, by comparing records and kernel — under the
+//! engine-wide lock held shared, as operations hold it, so a check that finds nothing holds
+//! none of them up; only drift found takes it exclusively, to check again and mend.
 //!
 //! weft's own operations change the kernel too. A change that arrives while this process has
 //! an operation in flight (or just finished one) may be its own: it is checked once the
@@ -56,9 +58,11 @@ pub async fn heal(engine: Engine, mut rx: Receiver<Change>) {
                     continue;
                 }
                 pending = None;
-                engine.note_heal_check();
                 let t = Instant::now();
-                match engine.repair().await {
+                let r = engine.heal().await;
+                // Counted once done (`system info`'s HealerChecks: checks the healer ran).
+                engine.note_heal_check();
+                match r {
                     Ok(fixed) => {
                         for f in &fixed {
                             tracing::warn!(
