@@ -4,7 +4,9 @@
 //! Rules are rendered as nft JSON ([`render`]) — pure functions, unit-tested against expected
 //! rulesets — and applied with one `nft -j -f -` per operation, run in the engine's host
 //! namespace. Per-network state lives in per-network chains reached through verdict maps, so
-//! adding or removing a network never touches another network's rules.
+//! adding or removing a network never touches another network's rules. A sandbox's own
+//! changes on the attach path — its published ports and its endpoints' ICC elements — go as
+//! one nfnetlink batch weft encodes itself ([`nl`]: the same rules, no `nft` process).
 //!
 //! The `nftables` crate's typed schema was considered; its helper spawns `nft` in the caller's
 //! namespace only, and the JSON written here with `serde_json::json!` is shorter to read next
@@ -205,24 +207,27 @@ impl Firewall {
     /// flushed ruleset), the whole batch follows. A network's changes always re-assert the
     /// base.
     pub async fn apply(&self, changes: &[FwChange]) -> Result<(), NetError> {
-        // An endpoint's ICC elements alone (no legacy links): one netlink batch, no process.
-        // A missing table (its first use) goes the nft way, which makes it.
-        let icc: Vec<(bool, &IccRules)> = changes
-            .iter()
-            .filter_map(|c| match c {
-                FwChange::AddIcc(i) if i.links.is_empty() => Some((true, i)),
-                FwChange::RemoveIcc(i) if i.links.is_empty() => Some((false, i)),
-                _ => None,
-            })
-            .collect();
-        if !icc.is_empty() && icc.len() == changes.len() && icc.iter().all(|(a, _)| *a == icc[0].0)
+        // A sandbox's own changes — its endpoints' ICC elements (no legacy links), its
+        // published ports — all adding or all removing: one netlink batch, no process. A
+        // missing table or map (its first use) goes the nft way, which makes it.
+        let mut icc: Vec<&IccRules> = Vec::new();
+        let mut ports: Vec<&PortRules> = Vec::new();
+        for c in changes {
+            match c {
+                FwChange::AddIcc(i) | FwChange::RemoveIcc(i) if i.links.is_empty() => icc.push(i),
+                FwChange::AddPorts(p) | FwChange::RemovePorts(p) => ports.push(p),
+                _ => {}
+            }
+        }
+        let add = changes.first().is_some_and(FwChange::is_addition);
+        if !changes.is_empty()
+            && icc.len() + ports.len() == changes.len()
+            && changes.iter().all(|c| c.is_addition() == add)
         {
-            let add = icc[0].0;
-            let ports: Vec<&IccRules> = icc.iter().map(|(_, i)| *i).collect();
-            match self.nl.icc(add, render::TABLE, &ports) {
+            match self.nl.sandbox(add, render::TABLE, &icc, &ports) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_not_found() && !add => return Err(e),
-                Err(e) => tracing::debug!("ICC elements over netlink: {e}; through nft instead"),
+                Err(e) => tracing::debug!("{e}: through nft instead"),
             }
         }
         if let Some(doc) = render::sandbox_batch(changes) {

@@ -1,12 +1,19 @@
-//! nf_tables over netlink for the attach path: an endpoint's ICC elements (its bridge port in
-//! the `noicc` and `selves` sets of weft's bridge table) added or deleted in one nfnetlink
-//! batch, without starting an `nft` process (~3 ms of an ICC-off attach). Everything else —
-//! tables, chains, rules, maps, legacy links' elements — still goes through `nft -j`, and so
-//! does this when the netlink path cannot serve (the table is not there yet: its first use).
+//! nf_tables over netlink for the attach path, without starting an `nft` process (~3 ms a
+//! time): an endpoint's ICC elements (its bridge port in the `noicc` and `selves` sets of
+//! weft's bridge table) and a sandbox's published ports (its `pt-<id>` chain of DNAT rules and
+//! the verdict-map elements that jump to it) are added or deleted in one nfnetlink batch, all
+//! or nothing. Tables, base chains, network chains and legacy links' elements still go through
+//! `nft -j`, and so does this when the netlink path cannot serve (a table or map missing: its
+//! first use, a flushed ruleset).
 //!
-//! Hand-encoded: the messages are small and fixed (NFT_MSG_NEWSETELEM/DELSETELEM between
-//! NFNL_MSG_BATCH_BEGIN and END), and no maintained Rust crate encodes nf_tables under a
-//! licence that fits (rustables is GPL-3.0; nftnl-rs binds libnftnl, GPL-2.0).
+//! The rules are the bytecode `nft` makes for the same rules (`nft --debug=netlink`), dependency
+//! matches included, so they list back exactly as the ones `nft` made and `system check`
+//! compares like with like.
+//!
+//! Hand-encoded: the messages are small and fixed (NFT_MSG_NEWCHAIN/NEWRULE/NEWSETELEM and
+//! their deletions between NFNL_MSG_BATCH_BEGIN and END), and no maintained Rust crate encodes
+//! nf_tables under a licence that fits (rustables is GPL-3.0; nftnl-rs binds libnftnl,
+//! GPL-2.0).
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,15 +22,62 @@ use std::time::Duration;
 
 use netlink_sys::{protocols, Socket, SocketAddr};
 
-use super::IccRules;
+use super::{IccRules, PortRules};
 use crate::net::NetError;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
+const NFPROTO_INET: u8 = 1;
+const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
 const NFPROTO_BRIDGE: u8 = 7;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_META_DREG: u16 = 1;
+const NFTA_META_KEY: u16 = 2;
+const NFT_META_NFPROTO: u32 = 15;
+const NFT_META_L4PROTO: u32 = 16;
+const NFTA_CMP_SREG: u16 = 1;
+const NFTA_CMP_OP: u16 = 2;
+const NFTA_CMP_DATA: u16 = 3;
+const NFT_CMP_EQ: u32 = 0;
+const NFTA_PAYLOAD_DREG: u16 = 1;
+const NFTA_PAYLOAD_BASE: u16 = 2;
+const NFTA_PAYLOAD_OFFSET: u16 = 3;
+const NFTA_PAYLOAD_LEN: u16 = 4;
+const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+const NFTA_IMMEDIATE_DREG: u16 = 1;
+const NFTA_IMMEDIATE_DATA: u16 = 2;
+const NFTA_NAT_TYPE: u16 = 1;
+const NFTA_NAT_FAMILY: u16 = 2;
+const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
+const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
+const NFTA_NAT_FLAGS: u16 = 7;
+const NFT_NAT_DNAT: u32 = 1;
+/// NF_NAT_RANGE_PROTO_SPECIFIED: the rule gives a port.
+const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFT_JUMP: i32 = -3;
+/// The 16-byte registers `nft` uses (NFT_REG_1, NFT_REG_2).
+const REG_1: u32 = 1;
+const REG_2: u32 = 2;
+const NLM_F_APPEND: u16 = 0x800;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -86,68 +140,276 @@ fn ifname(name: &str) -> Result<[u8; IFNAMSIZ], NetError> {
     Ok(k)
 }
 
-/// The batch that adds (or deletes) these ports' `selves` and `noicc` elements in weft's
-/// bridge table `table`, its messages numbered from `seq`; and how many want an answer.
-fn batch(
-    add: bool,
-    table: &str,
-    ports: &[&IccRules],
+/// A u32 attribute (nf_tables sends them big-endian).
+fn u32a(kind: u16, v: u32) -> Vec<u8> {
+    nla(kind, &v.to_be_bytes())
+}
+
+/// One nfnetlink transaction being built: BATCH_BEGIN, messages numbered from `seq`, END.
+struct Batch {
+    out: Vec<u8>,
     seq: u32,
-) -> Result<(Vec<u8>, u32), NetError> {
-    let mut out = msg(
-        NFNL_MSG_BATCH_BEGIN,
-        NLM_F_REQUEST,
-        seq,
-        0,
-        NFNL_SUBSYS_NFTABLES,
-        &[],
-    );
-    let mut n = 0;
-    let (ty, flags) = if add {
-        (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE)
-    } else {
-        (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK)
-    };
-    for p in ports {
-        let port = ifname(&p.port)?;
-        let mut selves = port.to_vec();
-        selves.extend(port);
-        // Added: `selves` before `noicc`; deleted: `noicc` first (nothing dropped mid-way).
-        let mut sets: Vec<(&str, Vec<u8>)> = vec![("selves", selves), ("noicc", port.to_vec())];
-        if !add {
-            sets.reverse();
-        }
-        for (set, key) in sets {
-            let elem = nla(
-                NFTA_LIST_ELEM | NLA_F_NESTED,
-                &nla(
-                    NFTA_SET_ELEM_KEY | NLA_F_NESTED,
-                    &nla(NFTA_DATA_VALUE, &key),
-                ),
-            );
-            let mut attrs = nla(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
-            attrs.extend(nla(NFTA_SET_ELEM_LIST_SET, &cstr(set)));
-            attrs.extend(nla(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &elem));
-            n += 1;
-            out.extend(msg(
-                (NFNL_SUBSYS_NFTABLES << 8) | ty,
-                flags,
-                seq + n,
-                NFPROTO_BRIDGE,
+    /// Messages that want an answer.
+    n: u32,
+}
+
+impl Batch {
+    fn new(seq: u32) -> Batch {
+        Batch {
+            out: msg(
+                NFNL_MSG_BATCH_BEGIN,
+                NLM_F_REQUEST,
+                seq,
                 0,
-                &attrs,
-            ));
+                NFNL_SUBSYS_NFTABLES,
+                &[],
+            ),
+            seq,
+            n: 0,
         }
     }
-    out.extend(msg(
-        NFNL_MSG_BATCH_END,
-        NLM_F_REQUEST,
-        seq + n + 1,
-        0,
-        NFNL_SUBSYS_NFTABLES,
-        &[],
+
+    fn push(&mut self, ty: u16, flags: u16, family: u8, attrs: &[u8]) {
+        self.n += 1;
+        self.out.extend(msg(
+            (NFNL_SUBSYS_NFTABLES << 8) | ty,
+            NLM_F_REQUEST | NLM_F_ACK | flags,
+            self.seq + self.n,
+            family,
+            0,
+            attrs,
+        ));
+    }
+
+    fn end(mut self) -> (Vec<u8>, u32) {
+        self.out.extend(msg(
+            NFNL_MSG_BATCH_END,
+            NLM_F_REQUEST,
+            self.seq + self.n + 1,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+            &[],
+        ));
+        (self.out, self.n)
+    }
+
+    /// Add (or delete) these ports' `selves` and `noicc` elements in weft's bridge table.
+    fn icc(&mut self, add: bool, table: &str, ports: &[&IccRules]) -> Result<(), NetError> {
+        let (ty, flags) = if add {
+            (NFT_MSG_NEWSETELEM, NLM_F_CREATE)
+        } else {
+            (NFT_MSG_DELSETELEM, 0)
+        };
+        for p in ports {
+            let port = ifname(&p.port)?;
+            let mut selves = port.to_vec();
+            selves.extend(port);
+            // Added: `selves` before `noicc`; deleted: `noicc` first (nothing dropped mid-way).
+            let mut sets: Vec<(&str, Vec<u8>)> = vec![("selves", selves), ("noicc", port.to_vec())];
+            if !add {
+                sets.reverse();
+            }
+            for (set, key) in sets {
+                self.push(ty, flags, NFPROTO_BRIDGE, &elements(table, set, &key, None));
+            }
+        }
+        Ok(())
+    }
+
+    /// Add a sandbox's published ports (its chain, flushed, its DNAT rules, the map elements
+    /// that jump to it), or delete them (elements first, then the chain).
+    fn ports(&mut self, add: bool, table: &str, p: &PortRules) -> Result<(), NetError> {
+        let chain = super::render::port_chain(p);
+        let mut named = nla(NFTA_CHAIN_TABLE, &cstr(table));
+        named.extend(nla(NFTA_CHAIN_NAME, &cstr(&chain)));
+        let mut of_chain = nla(NFTA_RULE_TABLE, &cstr(table));
+        of_chain.extend(nla(NFTA_RULE_CHAIN, &cstr(&chain)));
+        if add {
+            self.push(NFT_MSG_NEWCHAIN, NLM_F_CREATE, NFPROTO_INET, &named);
+            // Flushed first: applying the same ports again (a repair) leaves one rule each.
+            self.push(NFT_MSG_DELRULE, 0, NFPROTO_INET, &of_chain);
+            for m in &p.maps {
+                for expr in port_rules(p, m)? {
+                    let mut attrs = of_chain.clone();
+                    attrs.extend(nla(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, &expr));
+                    self.push(
+                        NFT_MSG_NEWRULE,
+                        NLM_F_CREATE | NLM_F_APPEND,
+                        NFPROTO_INET,
+                        &attrs,
+                    );
+                }
+                let (map, key) = port_key(m)?;
+                self.push(
+                    NFT_MSG_NEWSETELEM,
+                    NLM_F_CREATE,
+                    NFPROTO_INET,
+                    &elements(table, map, &key, Some(&chain)),
+                );
+            }
+        } else {
+            for m in &p.maps {
+                let (map, key) = port_key(m)?;
+                self.push(
+                    NFT_MSG_DELSETELEM,
+                    0,
+                    NFPROTO_INET,
+                    &elements(table, map, &key, None),
+                );
+            }
+            self.push(NFT_MSG_DELRULE, 0, NFPROTO_INET, &of_chain);
+            self.push(NFT_MSG_DELCHAIN, 0, NFPROTO_INET, &named);
+        }
+        Ok(())
+    }
+}
+
+/// A set-element list with one element: its key, and for a verdict map a jump to `jump`.
+fn elements(table: &str, set: &str, key: &[u8], jump: Option<&str>) -> Vec<u8> {
+    let mut e = nla(NFTA_SET_ELEM_KEY | NLA_F_NESTED, &nla(NFTA_DATA_VALUE, key));
+    if let Some(chain) = jump {
+        let mut v = nla(NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
+        v.extend(nla(NFTA_VERDICT_CHAIN, &cstr(chain)));
+        e.extend(nla(
+            NFTA_SET_ELEM_DATA | NLA_F_NESTED,
+            &nla(NFTA_DATA_VERDICT | NLA_F_NESTED, &v),
+        ));
+    }
+    let elem = nla(NFTA_LIST_ELEM | NLA_F_NESTED, &e);
+    let mut attrs = nla(NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
+    attrs.extend(nla(NFTA_SET_ELEM_LIST_SET, &cstr(set)));
+    attrs.extend(nla(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &elem));
+    attrs
+}
+
+/// One expression of a rule.
+fn expr(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut e = nla(NFTA_EXPR_NAME, &cstr(name));
+    e.extend(nla(NFTA_EXPR_DATA | NLA_F_NESTED, data));
+    nla(NFTA_LIST_ELEM | NLA_F_NESTED, &e)
+}
+
+fn meta(key: u32) -> Vec<u8> {
+    let mut d = u32a(NFTA_META_DREG, REG_1);
+    d.extend(u32a(NFTA_META_KEY, key));
+    expr("meta", &d)
+}
+
+fn cmp_eq(value: &[u8]) -> Vec<u8> {
+    let mut d = u32a(NFTA_CMP_SREG, REG_1);
+    d.extend(u32a(NFTA_CMP_OP, NFT_CMP_EQ));
+    d.extend(nla(
+        NFTA_CMP_DATA | NLA_F_NESTED,
+        &nla(NFTA_DATA_VALUE, value),
     ));
-    Ok((out, n))
+    expr("cmp", &d)
+}
+
+fn payload(base: u32, offset: u32, len: u32) -> Vec<u8> {
+    let mut d = u32a(NFTA_PAYLOAD_DREG, REG_1);
+    d.extend(u32a(NFTA_PAYLOAD_BASE, base));
+    d.extend(u32a(NFTA_PAYLOAD_OFFSET, offset));
+    d.extend(u32a(NFTA_PAYLOAD_LEN, len));
+    expr("payload", &d)
+}
+
+fn immediate(reg: u32, value: &[u8]) -> Vec<u8> {
+    let mut d = u32a(NFTA_IMMEDIATE_DREG, reg);
+    d.extend(nla(
+        NFTA_IMMEDIATE_DATA | NLA_F_NESTED,
+        &nla(NFTA_DATA_VALUE, value),
+    ));
+    expr("immediate", &d)
+}
+
+fn l4proto(proto: &str) -> Result<u8, NetError> {
+    match proto {
+        "tcp" => Ok(6),
+        "udp" => Ok(17),
+        "sctp" => Ok(132),
+        other => Err(NetError::other(
+            "nftables",
+            format!("{other:?} is not a protocol ports are published for"),
+        )),
+    }
+}
+
+/// The rules of one mapping, as [`super::render::add_ports`] writes them for `nft`: one per
+/// address family the sandbox has (only the host address's family when one is given).
+fn port_rules(p: &PortRules, m: &crate::model::PortMapping) -> Result<Vec<Vec<u8>>, NetError> {
+    use std::net::IpAddr;
+    let host = m.host_ip.filter(|h| !h.is_unspecified());
+    let proto = l4proto(&m.proto)?;
+    let mut rules = Vec::new();
+    let targets = [Some(IpAddr::V4(p.addr)), p.addr6.map(IpAddr::V6)];
+    for to in targets.into_iter().flatten() {
+        if host.is_some_and(|h| h.is_ipv4() != to.is_ipv4()) {
+            continue;
+        }
+        let nfproto = if to.is_ipv4() {
+            NFPROTO_IPV4
+        } else {
+            NFPROTO_IPV6
+        };
+        let mut r = Vec::new();
+        // What `nft` makes of `[meta nfproto X] P dport N [ip daddr H] dnat to A:C`, the
+        // dependencies it adds (l4proto before a port, nfproto before an address) included.
+        if host.is_none() {
+            r.extend(meta(NFT_META_NFPROTO));
+            r.extend(cmp_eq(&[nfproto]));
+        }
+        r.extend(meta(NFT_META_L4PROTO));
+        r.extend(cmp_eq(&[proto]));
+        r.extend(payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2));
+        r.extend(cmp_eq(&m.host_port.to_be_bytes()));
+        if let Some(h) = host {
+            r.extend(meta(NFT_META_NFPROTO));
+            r.extend(cmp_eq(&[nfproto]));
+            match h {
+                IpAddr::V4(a) => {
+                    r.extend(payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4));
+                    r.extend(cmp_eq(&a.octets()));
+                }
+                IpAddr::V6(a) => {
+                    r.extend(payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16));
+                    r.extend(cmp_eq(&a.octets()));
+                }
+            }
+        }
+        match to {
+            IpAddr::V4(a) => r.extend(immediate(REG_1, &a.octets())),
+            IpAddr::V6(a) => r.extend(immediate(REG_1, &a.octets())),
+        }
+        r.extend(immediate(REG_2, &m.container_port.to_be_bytes()));
+        let mut nat = u32a(NFTA_NAT_TYPE, NFT_NAT_DNAT);
+        nat.extend(u32a(NFTA_NAT_FAMILY, nfproto as u32));
+        nat.extend(u32a(NFTA_NAT_REG_ADDR_MIN, REG_1));
+        nat.extend(u32a(NFTA_NAT_REG_PROTO_MIN, REG_2));
+        nat.extend(u32a(NFTA_NAT_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED));
+        r.extend(expr("nat", &nat));
+        rules.push(r);
+    }
+    Ok(rules)
+}
+
+/// A mapping's map and key, as [`super::render::port_key`] has them: on one host address,
+/// `ports4`/`ports6` keyed by address . proto . port; else `ports` by proto . port (each
+/// part of a concatenation padded to 4 bytes).
+fn port_key(m: &crate::model::PortMapping) -> Result<(&'static str, Vec<u8>), NetError> {
+    let pad = |b: &[u8]| {
+        let mut v = b.to_vec();
+        while v.len() % 4 != 0 {
+            v.push(0);
+        }
+        v
+    };
+    let mut tail = pad(&[l4proto(&m.proto)?]);
+    tail.extend(pad(&m.host_port.to_be_bytes()));
+    Ok(match m.host_ip.filter(|h| !h.is_unspecified()) {
+        Some(std::net::IpAddr::V4(a)) => ("ports4", [a.octets().to_vec(), tail].concat()),
+        Some(std::net::IpAddr::V6(a)) => ("ports6", [a.octets().to_vec(), tail].concat()),
+        None => ("ports", tail),
+    })
 }
 
 /// A netlink socket for nf_tables in one namespace, opened on first use.
@@ -204,30 +466,58 @@ impl Nl {
         .map_err(|_| NetError::other("nftables", "the socket thread panicked"))?
     }
 
-    /// Add (or delete) the ports' ICC elements in one transaction: all or nothing. An error
-    /// carries the kernel's errno (ENOENT: the table or a set is missing; on delete, an
-    /// element already gone).
-    pub fn icc(&self, add: bool, table: &str, ports: &[&IccRules]) -> Result<(), NetError> {
+    /// Add (or delete) endpoints' ICC elements and sandboxes' published ports in one
+    /// transaction: all or nothing. An error carries the kernel's errno (ENOENT: a table, set
+    /// or map is missing; on delete, something is gone already).
+    pub fn sandbox(
+        &self,
+        add: bool,
+        table: &str,
+        icc: &[&IccRules],
+        ports: &[&PortRules],
+    ) -> Result<(), NetError> {
+        let what = match (add, icc.is_empty()) {
+            (true, true) => "publish ports",
+            (false, true) => "withdraw published ports",
+            (true, false) => "add ICC elements",
+            (false, false) => "delete ICC elements",
+        };
+        self.send(what, |b| {
+            if !icc.is_empty() {
+                b.icc(add, table, icc)?;
+            }
+            for p in ports {
+                b.ports(add, table, p)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn send(
+        &self,
+        what: &str,
+        build: impl FnOnce(&mut Batch) -> Result<(), NetError>,
+    ) -> Result<(), NetError> {
         let mut guard = self.sock.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             *guard = Some(self.open()?);
         }
         let sock = guard.as_ref().expect("opened above");
-        let seq = self.seq.fetch_add(64, Ordering::Relaxed);
-        let (req, want) = batch(add, table, ports, seq)?;
-        let what = if add {
-            "add ICC elements"
-        } else {
-            "delete ICC elements"
-        };
+        let seq = self.seq.fetch_add(4096, Ordering::Relaxed);
+        let mut b = Batch::new(seq);
+        build(&mut b)?;
+        let (req, want) = b.end();
+        if want >= 4096 {
+            return Err(NetError::other(what, "too many changes for one batch"));
+        }
         if let Err(e) = sock.send(&req, 0) {
             *guard = None;
             return Err(NetError::io(what, e));
         }
-        // One answer per element message (errors stop the batch); answers to an earlier,
-        // abandoned batch (other sequence numbers) are skipped.
+        // One answer per message (errors stop the batch); answers to an earlier, abandoned
+        // batch (other sequence numbers) are skipped.
         let mut acked = 0;
-        let mut buf = vec![0u8; 8192];
+        let mut buf = vec![0u8; 65536];
         let started = std::time::Instant::now();
         while acked < want {
             let n = match sock.recv(&mut &mut buf[..], 0) {
@@ -272,7 +562,9 @@ mod tests {
             port: "veth0123456789a".into(),
             links: vec![],
         };
-        let (b, n) = batch(true, "weft", &[&p], 100).unwrap();
+        let mut bt = Batch::new(100);
+        bt.icc(true, "weft", &[&p]).unwrap();
+        let (b, n) = bt.end();
         assert_eq!(n, 2);
         // begin (20 bytes), two element messages, end (20 bytes).
         assert_eq!(u16::from_ne_bytes([b[4], b[5]]), NFNL_MSG_BATCH_BEGIN);
@@ -289,5 +581,35 @@ mod tests {
         let end = &b[b.len() - 20..];
         assert_eq!(u16::from_ne_bytes([end[4], end[5]]), NFNL_MSG_BATCH_END);
         assert!(ifname("").is_err() && ifname("a-name-too-long-for-linux").is_err());
+    }
+
+    #[test]
+    fn port_keys_are_padded_concatenations_as_nft_lists_them() {
+        // `nft --debug=netlink`: `tcp . 8080` is 00000006 0000901f; `127.0.0.1 . udp . 9090`
+        // is 0100007f 00000011 00008223 (each part padded to 4 bytes, values in network order).
+        let m = |host: Option<&str>, proto: &str, port: u16| crate::model::PortMapping {
+            host_ip: host.map(|h| h.parse().unwrap()),
+            host_port: port,
+            container_port: 80,
+            proto: proto.into(),
+        };
+        assert_eq!(
+            port_key(&m(None, "tcp", 8080)).unwrap(),
+            ("ports", vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0])
+        );
+        assert_eq!(
+            port_key(&m(Some("0.0.0.0"), "tcp", 8080)).unwrap().0,
+            "ports"
+        );
+        assert_eq!(
+            port_key(&m(Some("127.0.0.1"), "udp", 9090)).unwrap(),
+            ("ports4", vec![127, 0, 0, 1, 17, 0, 0, 0, 0x23, 0x82, 0, 0])
+        );
+        let (map, key) = port_key(&m(Some("fd00::1"), "sctp", 1)).unwrap();
+        assert_eq!(
+            (map, key.len(), key[16], key[20..22].to_vec()),
+            ("ports6", 24, 132, vec![0, 1])
+        );
+        assert!(port_key(&m(None, "icmp", 1)).is_err());
     }
 }
