@@ -976,7 +976,7 @@ fn the_daemons_tasks_are_started_again_when_they_die_and_counted() {
         let v = json(&h.weft_ok(&["network", "inspect", "sv"]));
         format!("br-{}", &v[0]["Id"].as_str().unwrap()[..12])
     };
-    for task in ["healer", "dns", "resolver"] {
+    for task in ["healer", "dns", "resolver", "reaper"] {
         let d = h.daemon_env(&[("WEFT_FAILPOINT", &format!("panic:{task}"))]);
         until(&format!("{task} restarted"), || restarts(&h, task) >= 1);
         assert!(
@@ -996,6 +996,27 @@ fn the_daemons_tasks_are_started_again_when_they_die_and_counted() {
             &format!("the bridge is back after the {task} restart"),
             || links(&h.host_ns).contains(&br) && h.weft(&["system", "check"]).status.success(),
         );
+        // A removed sandbox's veth is deleted (its namespace kept alive by a process, so the
+        // kernel does not do it: the reaper must).
+        let before = links(&h.host_ns);
+        let c = format!("c-{task}");
+        h.weft_ok(&["sandbox", "create", "--network", "sv", &c]);
+        let veth: Vec<String> = links(&h.host_ns)
+            .into_iter()
+            .filter(|l| !before.contains(l))
+            .collect();
+        assert_eq!(veth.len(), 1, "{veth:?}");
+        let mut holder = cmd_in_ns(&key(&h, &c), "sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep in the namespace");
+        h.weft_ok(&["sandbox", "rm", &c]);
+        until(
+            &format!("the veth is deleted after the {task} restart"),
+            || !links(&h.host_ns).contains(&veth[0]),
+        );
+        let _ = holder.kill();
+        let _ = holder.wait();
         drop(d);
     }
 }
