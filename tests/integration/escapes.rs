@@ -1016,3 +1016,62 @@ fn the_healers_check_waits_for_no_operation_in_flight() {
     eprintln!("healer's check done {at:?} into a 10 s operation");
     h.weft_ok(&["system", "check"]);
 }
+
+/// Without a daemon each weft command opens the engine itself. Opening finds out under the
+/// engine-wide lock held shared whether anything is to recover (usually not), so it does not
+/// wait for another process's operation in flight — here a network create whose IPAM plugin
+/// sleeps in request-pool to its 3 s deadline.
+#[test]
+fn opening_the_engine_waits_for_no_other_process_s_operation() {
+    let h = Arc::new(escape_host("escopen"));
+    h.weft_ok(&["plugin", "rm", "hostile-ipam"]);
+    h.install_plugin("hostile-ipam", "hostile-ipam", &["--grant", "deadline=3s"]);
+    let log = h.dir.join("slow.log");
+    let h2 = h.clone();
+    let log2 = log.clone();
+    let slow = std::thread::spawn(move || {
+        let t = Instant::now();
+        let o = h2
+            .weft_cmd(&[
+                "network",
+                "create",
+                "--ipam-driver",
+                "hostile-ipam",
+                "--ipam-opt",
+                "hostile=pool-sleep",
+                "--subnet",
+                "10.98.0.0/24",
+                "bad",
+            ])
+            .env("WEFT_LOG", "warn")
+            .stderr(std::fs::File::create(&log2).unwrap())
+            .output()
+            .unwrap();
+        (o, t.elapsed())
+    });
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("request-pool: sleeping")
+    {
+        assert!(
+            !slow.is_finished() && t.elapsed() < Duration::from_secs(20),
+            "the sleeping request-pool never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t = Instant::now();
+    h.weft_ok(&["network", "ls"]);
+    h.weft_ok(&["network", "create", "--subnet", "10.99.0.0/24", "other"]);
+    let other = t.elapsed();
+    let waited = slow.is_finished();
+    assert!(
+        !waited && other < Duration::from_millis(1500),
+        "other weft processes waited for the sleeping create: {other:?}"
+    );
+    let (o, _) = slow.join().unwrap();
+    assert!(!o.status.success(), "the sleeping create is cut");
+    eprintln!("two weft processes took {other:?} beside a sleeping plugin call");
+    h.weft_ok(&["network", "rm", "other"]);
+    h.weft_ok(&["system", "check"]);
+}

@@ -23,12 +23,61 @@ const SCHEMA: &str = "2";
 
 impl Engine {
     pub(crate) async fn recover(&self) -> Result<()> {
+        // Usually there is nothing to do: that is found under the engine-wide lock held
+        // shared, so opening the engine (every CLI without a daemon, every Podman or CNI call)
+        // does not wait for other processes' operations in flight, as the exclusive lock
+        // would. Only when something is to do is it taken exclusively (and all looked at again).
+        {
+            let _shared = self.inner.locks.acquire(&[], false).await?;
+            if !self.recovery_needed()? {
+                return Ok(());
+            }
+        }
         let _held = self.inner.locks.acquire(&[], true).await?;
         self.upgrade_schema().await?;
         self.replay_journals().await?;
         self.catch_up_after_reboot().await?;
         self.ensure_predefined().await?;
         self.default_bridge_icc().await
+    }
+
+    /// Is there anything for [`Engine::recover`] to do: records of an older schema, a journal
+    /// no live process holds, a reboot since the records were written, a predefined network
+    /// missing, the default bridge's ICC to change?
+    fn recovery_needed(&self) -> Result<bool> {
+        let r = self.inner.store.read()?;
+        if get_str(&*r, Table::Meta, "schema")?.as_deref() != Some(SCHEMA)
+            || get_str(&*r, Table::Meta, "boot_id")?.as_deref() != Some(self.boot_id().as_str())
+        {
+            return Ok(true);
+        }
+        for n in PREDEFINED {
+            if get_str(&*r, Table::NetworkNames, n)?.is_none() {
+                return Ok(true);
+            }
+        }
+        if let Some(want) = self.inner.cfg.default_bridge_icc {
+            if let Ok(net) = records::resolve_network(&*r, "bridge") {
+                if net.predefined
+                    && net.bool_option(crate::drivers::bridge::OPT_ICC, true)? != want
+                    && records::network_endpoints(&*r, &net.id)?.is_empty()
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        drop(r);
+        let dir = self.inner.cfg.run_root.join("journal");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            // Held by a live process: its operation is in flight, not interrupted (and one
+            // gone meanwhile has ended).
+            match crate::net::Journal::claim(&e.path()) {
+                Ok(None) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Ok(Some(_)) | Err(_) => return Ok(true),
+            }
+        }
+        Ok(false)
     }
 
     /// Apply the configured ICC of the predefined bridge (dockerd's `--icc`). ICC is set per
