@@ -446,6 +446,39 @@ impl Nl {
                 .map_err(|e| NetError::io("open an nf_tables socket", e))?;
             s.bind(&SocketAddr::new(0, 0))
                 .map_err(|e| NetError::io("bind an nf_tables socket", e))?;
+            // One answer per message: without NETLINK_CAP_ACK each echoes its whole request,
+            // and a batch of a few hundred (a batched removal) overflowed the default receive
+            // buffer — answers lost (the batch itself applied), the wait ran into its timeout,
+            // and the fallback found everything gone and went one `nft` at a time (20 s for
+            // 400 sandboxes). Answers without payloads, and room for many of them.
+            let one: libc::c_int = 1;
+            let room: libc::c_int = 4 << 20;
+            // SAFETY: a valid socket and ints of the right size.
+            unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_NETLINK,
+                    libc::NETLINK_CAP_ACK,
+                    &one as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+                if libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    &room as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                ) != 0
+                {
+                    libc::setsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVBUF,
+                        &room as *const _ as *const libc::c_void,
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    );
+                }
+            }
             let tv = libc::timeval {
                 tv_sec: 2,
                 tv_usec: 0,
