@@ -168,25 +168,18 @@ impl Engine {
         r
     }
 
-    /// The daemon's healer: [`Engine::repair`], but first a check that holds the engine-wide
-    /// lock only shared, as every operation does — so a check that finds nothing (the usual
-    /// outcome, as weft's own changes wake the healer too) makes no operation wait. What it
-    /// finds may be an operation's work in progress: only then does the healer take the lock
-    /// exclusively, check again and mend.
-    pub async fn heal(&self) -> Result<Vec<Finding>> {
+    /// [`Engine::check`] under the engine-wide lock held only shared, as every operation
+    /// holds it: it waits for none and holds none up. What it finds may be an operation's
+    /// work in progress (a link made, its record not yet committed); the daemon's healer looks
+    /// again once the engine is quiet, and only then repairs under the exclusive lock.
+    pub async fn check_shared(&self) -> Result<Vec<Finding>> {
         self.reap_before_check().await;
-        let found = {
-            let mut op = self
-                .begin(Intent::new("system check (shared)", vec![]), Locking::Keys)
-                .await?;
-            let r = self.check_in(&mut op).await;
-            op.abort().await;
-            r?
-        };
-        if found.is_empty() {
-            return Ok(found);
-        }
-        self.repair().await
+        let mut op = self
+            .begin(Intent::new("system check (shared)", vec![]), Locking::Keys)
+            .await?;
+        let r = self.check_in(&mut op).await;
+        op.abort().await;
+        r
     }
 
     /// Mend what [`Engine::check`] finds; returns what was mended. What cannot be mended is

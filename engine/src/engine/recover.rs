@@ -57,10 +57,9 @@ impl Engine {
             }
         }
         if let Some(want) = self.inner.cfg.default_bridge_icc {
+            // (With sandboxes on the bridge it stays as it is, and recovery says so.)
             if let Ok(net) = records::resolve_network(&*r, "bridge") {
-                if net.predefined
-                    && net.bool_option(crate::drivers::bridge::OPT_ICC, true)? != want
-                    && records::network_endpoints(&*r, &net.id)?.is_empty()
+                if net.predefined && net.bool_option(crate::drivers::bridge::OPT_ICC, true)? != want
                 {
                     return Ok(true);
                 }
