@@ -88,7 +88,7 @@ async fn heal_once(engine: &Engine) -> crate::error::Result<Vec<crate::engine::F
         return Ok(found);
     }
     let t = Instant::now();
-    while !engine.quiet_for().is_some_and(|q| q >= OURS_GRACE) && t.elapsed() < MAX_DEFER {
+    while engine.quiet_for().is_none_or(|q| q < OURS_GRACE) && t.elapsed() < MAX_DEFER {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if engine.check_shared().await?.is_empty() {
