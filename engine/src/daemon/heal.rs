@@ -2,12 +2,7 @@
 //! a sandbox's veth gone — are mended from the records, usually within a few hundred
 //! milliseconds. The kernel watch ([`crate::net::watch`]) reports only changes to weft's own
 //! objects (its marked links, what is on them, its nftables table), so others' churn costs no
-//! check; [`Engine::check_shared`] decides what changed, by comparing records and kernel —
-//! under the engine-wide lock held shared, as operations hold it, so a check that finds
-//! nothing holds none of them up. What it finds while operations run may be their work in
-//! progress: it is looked at again once the engine is quiet (or after [`MAX_DEFER`]), and only
-//! what is still there is mended, under the exclusive lock ([`Engine::repair`]) — which, once
-//! asked for, makes new operations queue behind it, so it is not asked for lightly.
+//! check; [`Engine::repair`] decides what changed, by comparing records and kernel.
 //!
 //! weft's own operations change the kernel too. A change that arrives while this process has
 //! an operation in flight (or just finished one) may be its own: it is checked once the
@@ -62,7 +57,7 @@ pub async fn heal(engine: Engine, mut rx: Receiver<Change>) {
                 }
                 pending = None;
                 let t = Instant::now();
-                let r = heal_once(&engine).await;
+                let r = engine.repair().await;
                 // Counted once done (`system info`'s HealerChecks: checks the healer ran).
                 engine.note_heal_check();
                 match r {
@@ -79,20 +74,4 @@ pub async fn heal(engine: Engine, mut rx: Receiver<Change>) {
             }
         }
     }
-}
-
-/// One check, and the mending of what it finds (see the module's doc).
-async fn heal_once(engine: &Engine) -> crate::error::Result<Vec<crate::engine::Finding>> {
-    let found = engine.check_shared().await?;
-    if found.is_empty() {
-        return Ok(found);
-    }
-    let t = Instant::now();
-    while engine.quiet_for().is_none_or(|q| q < OURS_GRACE) && t.elapsed() < MAX_DEFER {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if engine.check_shared().await?.is_empty() {
-        return Ok(vec![]);
-    }
-    engine.repair().await
 }

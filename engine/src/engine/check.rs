@@ -168,20 +168,6 @@ impl Engine {
         r
     }
 
-    /// [`Engine::check`] under the engine-wide lock held only shared, as every operation
-    /// holds it: it waits for none and holds none up. What it finds may be an operation's
-    /// work in progress (a link made, its record not yet committed); the daemon's healer looks
-    /// again once the engine is quiet, and only then repairs under the exclusive lock.
-    pub async fn check_shared(&self) -> Result<Vec<Finding>> {
-        self.reap_before_check().await;
-        let mut op = self
-            .begin(Intent::new("system check (shared)", vec![]), Locking::Keys)
-            .await?;
-        let r = self.check_in(&mut op).await;
-        op.abort().await;
-        r
-    }
-
     /// Mend what [`Engine::check`] finds; returns what was mended. What cannot be mended is
     /// left (and a new check shows it).
     pub async fn repair(&self) -> Result<Vec<Finding>> {
