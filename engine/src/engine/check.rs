@@ -423,13 +423,14 @@ impl Engine {
                     }
                     if let Some(l) = op.tx().link(ns, name).await? {
                         if !l.up {
-                            let at = match ns {
-                                NsRef::Host => String::new(),
-                                NsRef::Path(p) => format!(" in {}", p.display()),
+                            let link = Step::DelLink {
+                                ns: ns.clone(),
+                                name: name.clone(),
+                                peer: None,
                             };
                             add(
                                 FindingKind::Missing,
-                                format!("link {name}{at}"),
+                                describe(&link),
                                 "is down (weft brought it up)".into(),
                                 Fix::LinkUp(ns.clone(), name.clone()),
                             );
