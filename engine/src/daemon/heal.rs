@@ -8,7 +8,10 @@
 //! an operation in flight (or just finished one) may be its own: it is checked once the
 //! engine has been quiet for a moment, or after [`MAX_DEFER`] under constant load, so a busy
 //! daemon is not checking after every request. A change while the engine is idle is someone
-//! else's and is checked at once.
+//! else's and is checked at once. Either way the check starts only when no operation holds
+//! the engine (this process's or another's): it needs the engine-wide lock exclusively, and
+//! waiting for it behind a long operation (a plugin call runs for seconds) would hold up every
+//! operation that comes after. Only a check overdue by [`MAX_DEFER`] waits for the lock.
 
 use std::time::{Duration, Instant};
 
@@ -51,13 +54,27 @@ pub async fn heal(engine: Engine, mut rx: Receiver<Change>) {
             }
             Some(None) => {
                 let (first, foreign) = pending.expect("pending");
-                let idle = engine.quiet_for().is_some_and(|q| q >= OURS_GRACE);
-                if !(foreign || idle || first.elapsed() >= MAX_DEFER) {
+                let quiet = engine.quiet_for();
+                let idle = quiet.is_some_and(|q| q >= OURS_GRACE);
+                let overdue = first.elapsed() >= MAX_DEFER;
+                // Someone else's change is checked at once — once no operation of this
+                // process runs: the check's engine-wide lock would wait for it and hold up
+                // every operation asked for meanwhile.
+                if !((foreign && quiet.is_some()) || idle || overdue) {
                     continue;
                 }
-                pending = None;
                 let t = Instant::now();
-                let r = engine.repair().await;
+                let r = if overdue {
+                    engine.repair().await
+                } else {
+                    // Another process's operation may hold the engine too: not now, then.
+                    match engine.repair_if_idle().await {
+                        Ok(None) => continue,
+                        Ok(Some(fixed)) => Ok(fixed),
+                        Err(e) => Err(e),
+                    }
+                };
+                pending = None;
                 // Counted once done (`system info`'s HealerChecks: checks the healer ran).
                 engine.note_heal_check();
                 match r {

@@ -172,7 +172,22 @@ impl Engine {
     /// left (and a new check shows it).
     pub async fn repair(&self) -> Result<Vec<Finding>> {
         self.reap_before_check().await;
-        let _held = self.inner.locks.acquire(&[], true).await?;
+        let held = self.inner.locks.acquire(&[], true).await?;
+        self.repair_holding(held).await
+    }
+
+    /// [`Engine::repair`] if it can start at once: `None` while an operation (of this process
+    /// or another) holds or waits for the engine — asking for the lock then would hold up
+    /// every operation after it until those in flight end (a plugin call can take seconds).
+    pub async fn repair_if_idle(&self) -> Result<Option<Vec<Finding>>> {
+        self.reap_before_check().await;
+        match self.inner.locks.try_exclusive()? {
+            Some(held) => self.repair_holding(held).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn repair_holding(&self, _held: super::locks::Held) -> Result<Vec<Finding>> {
         let mut op = self
             .begin(Intent::new("system check", vec![]), Locking::Inherited)
             .await?;

@@ -172,6 +172,26 @@ impl Locks {
     }
 }
 
+impl Locks {
+    /// The engine-wide lock exclusively, if no one (task or process) holds it or waits for it
+    /// now; `None` otherwise. For work that must not queue behind operations in flight (and
+    /// so, with a fair lock, hold up every operation that comes after it).
+    pub fn try_exclusive(&self) -> Result<Option<Held>> {
+        let Ok(g) = self.global.clone().try_write_owned() else {
+            return Ok(None);
+        };
+        match ofd(&self.file, 0, libc::F_WRLCK) {
+            Ok(true) => Ok(Some(Held {
+                file: self.file.clone(),
+                global: Some(Global::Exclusive(g)),
+                keys: Vec::new(),
+            })),
+            Ok(false) => Ok(None),
+            Err(e) => Err(Error::internal(format!("cannot lock weft's state: {e}"))),
+        }
+    }
+}
+
 impl Held {
     /// Let go of one key before the others (an operation past the part that needed it).
     pub fn release(&mut self, key: &str) {
