@@ -342,15 +342,18 @@ impl Engine {
                 ["gone", _] => {
                     // Deferred deletions the reap before this check could not do.
                     for s in steps {
-                        if let Step::DelLink { name, .. } = s {
-                            if op.tx().present(s).await? {
-                                add(
-                                    FindingKind::Interrupted,
-                                    format!("host link {name}"),
-                                    "its sandbox was removed, the link's deletion failed".into(),
-                                    Fix::Reap,
-                                );
-                            }
+                        let what = match s {
+                            Step::DelLink { name, .. } => format!("host link {name}"),
+                            Step::DelNetns { pin } => format!("namespace pin {}", pin.display()),
+                            _ => continue,
+                        };
+                        if op.tx().present(s).await? {
+                            add(
+                                FindingKind::Interrupted,
+                                what,
+                                "its sandbox was removed, the deletion failed".into(),
+                                Fix::Reap,
+                            );
                         }
                     }
                     continue;
@@ -517,7 +520,20 @@ impl Engine {
             }
         }
         // Pins under the run dir.
-        let keys: HashSet<&PathBuf> = sandboxes.iter().map(|s| &s.key).collect();
+        // (A removed sandbox's pin may wait for the reaper: its record owns it.)
+        let keys: HashSet<&PathBuf> = sandboxes
+            .iter()
+            .map(|s| &s.key)
+            .chain(
+                owned
+                    .iter()
+                    .flat_map(|(_, s)| s.iter())
+                    .filter_map(|s| match s {
+                        Step::DelNetns { pin } => Some(pin),
+                        _ => None,
+                    }),
+            )
+            .collect();
         for e in std::fs::read_dir(self.inner.cfg.run_root.join("netns"))
             .into_iter()
             .flatten()

@@ -185,6 +185,8 @@ pub(crate) struct Inner {
     heal_checks: std::sync::atomic::AtomicU64,
     /// Deferred link deletions: who does them.
     reaper: reap::Reaper,
+    /// Sandbox removals waiting to go together (see `sandbox::Combiner`).
+    combiner: sandbox::Combiner,
 }
 
 impl Engine {
@@ -325,6 +327,7 @@ impl Engine {
                 restarts: Default::default(),
                 heal_checks: Default::default(),
                 reaper: Default::default(),
+                combiner: Default::default(),
             }),
         };
         for rec in

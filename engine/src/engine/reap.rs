@@ -5,10 +5,11 @@
 //! call returns; a removal holding its network's lock through that wait serializes every
 //! removal on the network behind it. So a sandbox removal whose namespace weft destroys
 //! takes its veth's host end down (it forwards nothing from then on: its address can be
-//! given again at once), unpins the namespace, and commits, with the host end's deletion
-//! recorded as owned under `gone/<op id>` in the same commit. The kernel usually deletes the
-//! pair itself when it dismantles the namespace; [`Engine::reap_links`] deletes what is left, many
-//! links in one netlink message (one grace period for all), and drops the records. The
+//! given again at once) and commits, with the namespace's unpin (an unmount, which waits for
+//! an expedited grace period too) and the host end's deletion recorded as owned under
+//! `gone/<op id>` in the same commit. [`Engine::reap_links`] unpins the namespaces — the
+//! kernel then dismantles them, veth pairs included — and deletes what is left, many links in
+//! one netlink message (one grace period for all), and drops the records. The
 //! records survive `kill -9`: a reap after the restart finishes the job. In the daemon a
 //! supervised task reaps ([`Engine::run_reaper`]); elsewhere the removal reaps itself once
 //! it has committed and let go of its locks.
@@ -39,6 +40,8 @@ pub(crate) struct Reaper {
     /// A background task reaps (the daemon's); otherwise removals reap themselves.
     background: AtomicBool,
     wake: tokio::sync::Notify,
+    /// Held by the background reaper while it reaps.
+    busy: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -116,7 +119,10 @@ impl Engine {
         self.failpoint_panic("reaper");
         let mut backoff = Duration::from_millis(250);
         loop {
-            match self.reap_links().await {
+            let busy = self.inner.reaper.busy.lock().await;
+            let r = self.reap_links().await;
+            drop(busy);
+            match r {
                 Ok(n) => {
                     if n > 0 {
                         tracing::debug!(records = n, "deleted removed sandboxes' links");
@@ -135,6 +141,12 @@ impl Engine {
             self.inner.reaper.wake.notified().await;
             tokio::time::sleep(GATHER).await;
         }
+    }
+
+    /// Wait for the background reaper's reap in flight, if any, and keep it from starting
+    /// another while the guard lives (so it can be stopped between two).
+    pub async fn reaper_paused(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.reaper.busy.lock().await
     }
 
     /// Removals reap for themselves again (the daemon is stopping; its reaper is gone).

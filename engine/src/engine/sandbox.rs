@@ -394,7 +394,10 @@ impl Engine {
                 }
             }
         }
-        let r = self.remove_sandboxes_retrying(names, force).await;
+        let r = match names {
+            [name] if !force => self.remove_combined(name).await.map(|()| Vec::new()),
+            _ => self.remove_sandboxes_retrying(names, force).await,
+        };
         if r.is_ok() {
             for (net, sb) in &leaving {
                 self.emit("disconnect", Some(net), Some(sb));
@@ -403,6 +406,70 @@ impl Engine {
         // The links it left for later, now that its locks are free (or by the reaper).
         self.reap_soon().await;
         r
+    }
+
+    /// Remove one sandbox, together with the removals of others on the same networks that
+    /// are waiting meanwhile: they would queue on those networks' locks one after the other
+    /// (each holding them for its kernel steps and its commit); one operation removes them
+    /// all, with one commit. Should that operation fail, each is tried on its own, so every
+    /// caller gets the answer a removal of its sandbox alone gets.
+    async fn remove_combined(&self, name: &str) -> Result<()> {
+        let (id, group) = {
+            let r = self.inner.store.read()?;
+            let id = records::resolve_sandbox(&*r, name)?.id;
+            let nets: Vec<String> = self
+                .sandbox_locks(&*r, std::slice::from_ref(&id))?
+                .into_iter()
+                .filter(|k| *k != sb_lock(&id))
+                .collect();
+            (id, self.inner.combiner.group(&nets.join(" ")))
+        };
+        loop {
+            let (tx, mut rx) = tokio::sync::oneshot::channel();
+            group.queue.lock().unwrap().push((id.clone(), tx));
+            let _leader = group.leader.lock().await;
+            match rx.try_recv() {
+                Ok(r) => return r, // an earlier leader carried it
+                // That leader was cancelled before it answered: once more.
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => continue,
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            }
+            self.lead_removals(&group).await;
+            return rx
+                .try_recv()
+                .unwrap_or_else(|_| Err(Error::internal("a combined removal lost its answer")));
+        }
+    }
+
+    /// Run what is queued in `group`: all in one operation, else one by one.
+    async fn lead_removals(&self, group: &Group) {
+        let batch = std::mem::take(&mut *group.queue.lock().unwrap());
+        // The same sandbox asked twice, or removed since it was asked for: alone, after (to
+        // be told it is gone), not failing the others' operation.
+        let present: BTreeSet<String> = match self.inner.store.read() {
+            Ok(r) => batch
+                .iter()
+                .filter(|(id, _)| matches!(records::load_sandbox(&*r, id), Ok(Some(_))))
+                .map(|(id, _)| id.clone())
+                .collect(),
+            Err(_) => BTreeSet::new(),
+        };
+        let mut seen = BTreeSet::new();
+        let (first, again): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|(id, _)| present.contains(id) && seen.insert(id.clone()));
+        let ids: Vec<&str> = first.iter().map(|(id, _)| id.as_str()).collect();
+        let together = !ids.is_empty() && self.remove_sandboxes_retrying(&ids, false).await.is_ok();
+        for (id, tx) in first.into_iter().chain(again) {
+            let r = if together && seen.remove(&id) {
+                Ok(())
+            } else {
+                self.remove_sandboxes_retrying(&[id.as_str()], false)
+                    .await
+                    .map(|_| ())
+            };
+            let _ = tx.send(r);
+        }
     }
 
     async fn remove_sandboxes_retrying(&self, names: &[&str], force: bool) -> Result<Vec<String>> {
@@ -522,12 +589,17 @@ impl Engine {
         // (see `reap_links`): the records say so in this commit.
         let (errors, later) = op.tx().teardown_deferring(&refs).await;
         op.teardown_result(errors, force, "removing sandboxes")?;
-        if !later.is_empty() {
-            let key = super::reap::gone_key(&op.id);
-            op.own(&key, later)?;
-        }
+        let mut later = later;
         for sb in &todo {
-            let log = records::owned(op.r(), &sb_key(&sb.id))?;
+            let mut log = records::owned(op.r(), &sb_key(&sb.id))?;
+            // The namespace's unpin goes with its links' deletion (see `reap_links`): an
+            // unmount waits for the kernel (an expedited RCU grace period), and nothing
+            // reaches the namespace any more (its host ends are down).
+            let (unpin, rest): (Vec<Step>, Vec<Step>) = log
+                .into_iter()
+                .partition(|s| matches!(s, Step::DelNetns { .. }));
+            later.extend(unpin);
+            log = rest;
             let errors = op.tx().teardown(&log, None).await;
             op.teardown_result(errors, force, &format!("removing sandbox {}", sb.name))?;
             records::delete_sandbox(op.w(), sb)?;
@@ -536,7 +608,42 @@ impl Engine {
             let _ = std::fs::remove_dir_all(self.sandbox_files_dir(&sb.id));
             tracing::info!(sandbox = %sb.name, "sandbox removed");
         }
+        if !later.is_empty() {
+            let key = super::reap::gone_key(&op.id);
+            op.own(&key, later)?;
+        }
         Ok(())
+    }
+}
+
+/// Sandbox removals waiting to go together, grouped by the networks they lock (removals on
+/// other networks never wait for a group's leader).
+#[derive(Default)]
+pub(crate) struct Combiner {
+    groups: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<Group>>>,
+}
+
+pub(crate) struct Group {
+    /// Held by the removal that runs the queue.
+    leader: tokio::sync::Mutex<()>,
+    queue: std::sync::Mutex<Vec<(String, tokio::sync::oneshot::Sender<Result<()>>)>>,
+}
+
+impl Combiner {
+    fn group(&self, key: &str) -> std::sync::Arc<Group> {
+        let mut m = self.groups.lock().unwrap();
+        if let Some(g) = m.get(key).and_then(std::sync::Weak::upgrade) {
+            return g;
+        }
+        if m.len() > 1024 {
+            m.retain(|_, w| w.strong_count() > 0);
+        }
+        let g = std::sync::Arc::new(Group {
+            leader: tokio::sync::Mutex::new(()),
+            queue: std::sync::Mutex::new(Vec::new()),
+        });
+        m.insert(key.to_string(), std::sync::Arc::downgrade(&g));
+        g
     }
 }
 

@@ -825,3 +825,100 @@ fn a_removal_that_the_kernel_refuses_is_tried_again_then_fails_whole() {
             .any(|f| f.to_string().contains("veth")));
     });
 }
+
+/// A store that counts the change sets applied to it (one per operation that commits).
+struct Counting {
+    inner: MemStore,
+    applied: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::store::Store for Counting {
+    fn read(&self) -> Result<Box<dyn crate::store::ReadTxn>> {
+        self.inner.read()
+    }
+    fn apply(
+        &self,
+        c: &crate::store::Changes,
+    ) -> std::result::Result<(), crate::store::StoreError> {
+        self.applied
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.apply(c)
+    }
+    fn describe(&self) -> String {
+        "counting".into()
+    }
+}
+
+/// Removals of sandboxes on one network asked for at once go together, in fewer operations
+/// than removals, and each caller still gets its own answer: a name that does not exist,
+/// and the second removal of one sandbox, are "no such sandbox"; every other one is removed.
+#[test]
+fn removals_at_once_go_together_and_each_gets_its_own_answer() {
+    rt().block_on(async {
+        let dir = std::env::temp_dir().join(format!("weft-unit-{}", new_id()));
+        let kernel = Arc::new(FakeKernel::new(dir.join("host.ns")));
+        let store = Arc::new(Counting {
+            inner: MemStore::new(),
+            applied: Default::default(),
+        });
+        let cfg = Config {
+            root: dir.join("root"),
+            run_root: dir.join("run"),
+            host_netns: Some(dir.join("host.ns")),
+            boot_id: Some("boot-1".into()),
+            ..Default::default()
+        };
+        let e = Engine::open_with(cfg, store.clone(), kernel.clone())
+            .await
+            .unwrap();
+        e.create_network(net("comb")).await.unwrap();
+        let before = kernel_state(&kernel);
+        const N: usize = 24;
+        for i in 0..N {
+            e.create_sandbox(sandbox(&format!("c{i}"), "comb"))
+                .await
+                .unwrap();
+        }
+        let applied = || store.applied.load(std::sync::atomic::Ordering::SeqCst);
+        let start = applied();
+        // c0 twice, and one that never was.
+        let mut names: Vec<String> = (0..N).map(|i| format!("c{i}")).collect();
+        names.push("c0".into());
+        names.push("nosuch".into());
+        let barrier = Arc::new(tokio::sync::Barrier::new(names.len()));
+        let mut tasks = Vec::new();
+        for n in names.clone() {
+            let (e, b) = (e.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                b.wait().await;
+                e.remove_sandbox(&n, false).await
+            }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        let removals = applied() - start;
+        let not_found = |r: &Result<()>| matches!(r, Err(Error::SandboxNotFound(_)));
+        for (n, r) in names.iter().zip(&results).skip(1).take(N - 1) {
+            assert!(r.is_ok(), "{n}: {r:?}");
+        }
+        assert!(not_found(&results[N + 1]), "{:?}", results[N + 1]);
+        let c0: Vec<&Result<()>> = vec![&results[0], &results[N]];
+        assert_eq!(
+            c0.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "c0 removed once: {c0:?}"
+        );
+        assert_eq!(c0.iter().filter(|r| not_found(r)).count(), 1, "{c0:?}");
+        // Each removal alone commits once (and reaps once more): together, far fewer.
+        assert!(
+            removals < N,
+            "{N} removals made {removals} operations commit: they did not go together"
+        );
+        assert!(e.sandboxes().unwrap().is_empty());
+        assert!(e.check().await.unwrap().is_empty());
+        assert_eq!(kernel_state(&kernel), before, "nothing left");
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
