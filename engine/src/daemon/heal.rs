@@ -8,10 +8,14 @@
 //! an operation in flight (or just finished one) may be its own: it is checked once the
 //! engine has been quiet for a moment, or after [`MAX_DEFER`] under constant load, so a busy
 //! daemon is not checking after every request. A change while the engine is idle is someone
-//! else's and is checked at once. Either way the check starts only when no operation holds
-//! the engine (this process's or another's): it needs the engine-wide lock exclusively, and
-//! waiting for it behind a long operation (a plugin call runs for seconds) would hold up every
-//! operation that comes after. Only a check overdue by [`MAX_DEFER`] waits for the lock.
+//! else's and is checked at once.
+//! Either way the check starts only when no operation holds the engine (this process's or
+//! another's): it needs the engine-wide lock exclusively, and waiting for it behind a long
+//! operation (a plugin call runs for seconds) would hold up every operation that comes after.
+//! Only a check of someone else's change overdue by [`MAX_DEFER`] waits for the lock; one
+//! that may be of this process's own changes waits for a moment when the engine is free,
+//! however long the load lasts (a check holds the engine for seconds with a thousand
+//! sandboxes: made in the middle of the load, it would stop every client for as long).
 
 use std::time::{Duration, Instant};
 
@@ -24,14 +28,19 @@ use crate::Engine;
 pub const SETTLE: Duration = Duration::from_millis(100);
 /// An engine idle this long did not make the change.
 pub const OURS_GRACE: Duration = Duration::from_millis(150);
-/// The longest a possibly-own change waits for a quiet moment.
+/// The longest a change waits for the engine to be free before its check is tried anyway
+/// (for someone else's change: waiting for the engine's lock).
 pub const MAX_DEFER: Duration = Duration::from_secs(5);
 
-/// Mend drift until the watch ends. Starts with one check (drift while no daemon ran).
-pub async fn heal(engine: Engine, mut rx: Receiver<Change>) {
+/// Mend drift until the watch ends. With `start_check`, starts with one check (drift while
+/// no daemon ran, or while the healer was down).
+pub async fn heal(engine: Engine, mut rx: Receiver<Change>, start_check: bool) {
     engine.failpoint_panic("healer");
-    // (first change seen, some change was surely someone else's)
-    let mut pending: Option<(Instant, bool)> = Some((Instant::now(), true));
+    // (first change seen, some change was surely someone else's, a check of it may wait for
+    // the engine). The first check never waits: a daemon busy from its start would otherwise
+    // stop for it after MAX_DEFER.
+    let mut pending: Option<(Instant, bool, bool)> =
+        start_check.then(|| (Instant::now(), true, false));
     loop {
         let next = match pending {
             None => rx.recv().await.map(Some),
@@ -49,22 +58,32 @@ pub async fn heal(engine: Engine, mut rx: Receiver<Change>) {
             Some(Some(change)) => {
                 let foreign = engine.quiet_for().is_some_and(|q| q >= OURS_GRACE);
                 tracing::debug!(?change, foreign, "kernel change");
-                let p = pending.get_or_insert((Instant::now(), false));
+                let p = pending.get_or_insert((Instant::now(), false, false));
                 p.1 |= foreign;
+                p.2 |= foreign;
             }
             Some(None) => {
-                let (first, foreign) = pending.expect("pending");
+                let (first, foreign, may_wait) = pending.expect("pending");
                 let quiet = engine.quiet_for();
                 let idle = quiet.is_some_and(|q| q >= OURS_GRACE);
                 let overdue = first.elapsed() >= MAX_DEFER;
                 // Someone else's change is checked at once — once no operation of this
                 // process runs: the check's engine-wide lock would wait for it and hold up
-                // every operation asked for meanwhile.
-                if !((foreign && quiet.is_some()) || idle || overdue) {
+                // every operation asked for meanwhile. One that may be this process's own,
+                // once the engine has been quiet for a moment, or after MAX_DEFER.
+                let ready = if foreign {
+                    quiet.is_some() || overdue
+                } else {
+                    idle || overdue
+                };
+                if !ready {
                     continue;
                 }
                 let t = Instant::now();
-                let r = if overdue {
+                // Only someone else's change is worth making operations wait for: a check
+                // under load that may only find this process's own work would stall every
+                // client for as long as it takes (seconds, with a thousand sandboxes).
+                let r = if overdue && may_wait {
                     engine.repair().await
                 } else {
                     // Another process's operation may hold the engine too: not now, then.

@@ -227,9 +227,31 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     let dns = supervise(engine.clone(), "dns", move |e| {
         crate::dns::run(e, resolv.clone())
     });
+    let first_watch = engine.watch_kernel()?;
+    // What changed while no daemon ran is mended before the first request (and after the
+    // watch began, which sees what changes from here on): now the check costs what the state
+    // holds; made later, under load, it would stop every client for as long. If something
+    // holds the engine (another process), the healer checks when it is free.
+    let mut checked = false;
+    if first_watch.is_some() {
+        match engine.repair_if_idle().await {
+            Ok(Some(fixed)) => {
+                for f in &fixed {
+                    tracing::warn!("restored {f} (changed while no daemon ran)");
+                }
+                checked = true;
+                engine.note_heal_check();
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("check at start failed: {e}"),
+        }
+    }
     let healer =
-        engine.watch_kernel()?.map(|first| {
+        first_watch.map(|first| {
             let first = std::sync::Mutex::new(Some(first));
+            // The healer's first run starts with a check unless the one above was made; a
+            // run after one that died always does (what changed while it was down).
+            let start_check = std::sync::Mutex::new(Some(!checked));
             supervise(engine.clone(), "healer", move |e| {
                 // The first watch was made at start (an error there stops the daemon); a new one
                 // each time after.
@@ -237,9 +259,10 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
                     first.lock().unwrap().take().map(Ok).unwrap_or_else(|| {
                         e.watch_kernel().map(|r| r.expect("this kernel watches"))
                     });
+                let start_check = start_check.lock().unwrap().take().unwrap_or(true);
                 async move {
                     match rx {
-                        Ok(rx) => heal::heal(e, rx).await,
+                        Ok(rx) => heal::heal(e, rx, start_check).await,
                         Err(err) => tracing::error!("cannot watch the kernel: {err}"),
                     }
                 }
@@ -277,7 +300,10 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     }
     dns.abort();
     // What the reaper had not deleted yet (the records would also let the next start do it).
+    // Stopped between reaps, not in one (whose operation would be left to roll back).
+    let between = engine.reaper_paused().await;
     reaper.abort();
+    drop(between);
     engine.stop_reaper();
     if let Err(e) = engine.reap_links().await {
         tracing::warn!("deleting removed sandboxes' links: {e} (left for the next start)");
