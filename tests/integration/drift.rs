@@ -358,3 +358,39 @@ fn a_link_set_down_is_found_and_brought_up() {
     }
     assert!(ping(&a_ns, b_ip), "a reaches b again after the healer");
 }
+
+/// What changed while no daemon ran is mended before the daemon answers its first request:
+/// the first `system check` through it is clean (made later, under load, that check would
+/// stop every client for as long as it takes).
+#[test]
+fn drift_while_no_daemon_ran_is_mended_before_the_first_answer() {
+    let h = TestHost::new("startmend");
+    h.weft_ok(&["network", "create", "--subnet", "10.79.0.0/24", "m1"]);
+    let before = h.host_links();
+    h.weft_ok(&["sandbox", "create", "--network", "m1", "a"]);
+    let veth: Vec<String> = h
+        .host_links()
+        .into_iter()
+        .filter(|l| !before.contains(l))
+        .collect();
+    assert_eq!(veth.len(), 1, "a's host link: {veth:?}");
+    run_ok(&h.host_ns, "ip", &["link", "set", &veth[0], "down"]);
+    let (ok, out) = check(&h);
+    assert!(
+        !ok && out.contains(&veth[0]),
+        "control: the drift is seen: {out}"
+    );
+    let d = h.daemon();
+    // The daemon answers: its first answer already sees the link up.
+    let (ok, out) = check(&h);
+    assert!(
+        ok,
+        "the daemon served before it mended: {out}\n{}",
+        d.log_text()
+    );
+    assert_eq!(
+        heal_checks(&h),
+        1,
+        "the check at start counts as the healer's"
+    );
+}
