@@ -231,9 +231,12 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     // What changed while no daemon ran is mended before the first request (and after the
     // watch began, which sees what changes from here on): now the check costs what the state
     // holds; made later, under load, it would stop every client for as long. If something
-    // holds the engine (another process), the healer checks when it is free.
+    // holds the engine (another process), the healer checks when it is free. In a cluster
+    // the healer does it, once the cluster task has brought this host's view of the global
+    // records up to date (checked against a stale view, a removal another process finished
+    // in etcd would be made again here).
     let mut checked = false;
-    if first_watch.is_some() {
+    if first_watch.is_some() && engine.cluster().is_none() {
         match engine.repair_if_idle().await {
             Ok(Some(fixed)) => {
                 for f in &fixed {
