@@ -36,6 +36,10 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 async fn fixture() -> Fixture {
+    fixture_on(Arc::new(MemStore::new())).await
+}
+
+async fn fixture_on(store: Arc<dyn crate::store::Store>) -> Fixture {
     let dir = std::env::temp_dir().join(format!("weft-unit-{}", new_id()));
     let kernel = Arc::new(FakeKernel::new(dir.join("host.ns")));
     let cfg = Config {
@@ -45,9 +49,7 @@ async fn fixture() -> Fixture {
         boot_id: Some("boot-1".into()),
         ..Default::default()
     };
-    let engine = Engine::open_with(cfg, Arc::new(MemStore::new()), kernel.clone())
-        .await
-        .unwrap();
+    let engine = Engine::open_with(cfg, store, kernel.clone()).await.unwrap();
     Fixture {
         dir,
         kernel,
@@ -855,24 +857,14 @@ impl crate::store::Store for Counting {
 #[test]
 fn removals_at_once_go_together_and_each_gets_its_own_answer() {
     rt().block_on(async {
-        let dir = std::env::temp_dir().join(format!("weft-unit-{}", new_id()));
-        let kernel = Arc::new(FakeKernel::new(dir.join("host.ns")));
         let store = Arc::new(Counting {
             inner: MemStore::new(),
             applied: Default::default(),
         });
-        let cfg = Config {
-            root: dir.join("root"),
-            run_root: dir.join("run"),
-            host_netns: Some(dir.join("host.ns")),
-            boot_id: Some("boot-1".into()),
-            ..Default::default()
-        };
-        let e = Engine::open_with(cfg, store.clone(), kernel.clone())
-            .await
-            .unwrap();
+        let f = fixture_on(store.clone()).await;
+        let (e, kernel) = (&f.engine, &f.kernel);
         e.create_network(net("comb")).await.unwrap();
-        let before = kernel_state(&kernel);
+        let before = kernel_state(kernel);
         const N: usize = 24;
         for i in 0..N {
             e.create_sandbox(sandbox(&format!("c{i}"), "comb"))
@@ -918,7 +910,6 @@ fn removals_at_once_go_together_and_each_gets_its_own_answer() {
         );
         assert!(e.sandboxes().unwrap().is_empty());
         assert!(e.check().await.unwrap().is_empty());
-        assert_eq!(kernel_state(&kernel), before, "nothing left");
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(kernel_state(kernel), before, "nothing left");
     });
 }
