@@ -111,16 +111,7 @@ impl Locks {
     }
 
     fn key_mutex(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut m = self.keys.lock().unwrap();
-        if let Some(k) = m.get(key).and_then(Weak::upgrade) {
-            return k;
-        }
-        if m.len() > 1024 {
-            m.retain(|_, w| w.strong_count() > 0);
-        }
-        let k = Arc::new(tokio::sync::Mutex::new(()));
-        m.insert(key.to_string(), Arc::downgrade(&k));
-        k
+        shared(&self.keys, key)
     }
 
     /// Take the engine-wide lock (shared, or exclusive) and `keys`.
@@ -170,9 +161,7 @@ impl Locks {
         }
         Ok(held)
     }
-}
 
-impl Locks {
     /// The engine-wide lock exclusively, if no one (task or process) holds it or waits for it
     /// now; `None` otherwise. For work that must not queue behind operations in flight (and
     /// so, with a fair lock, hold up every operation that comes after it).
@@ -190,6 +179,21 @@ impl Locks {
             Err(e) => Err(Error::internal(format!("cannot lock weft's state: {e}"))),
         }
     }
+}
+
+/// The one `T` under `key` while anyone holds it: a map of weak references, whose dead
+/// entries are dropped now and then.
+pub(super) fn shared<T: Default>(map: &Mutex<HashMap<String, Weak<T>>>, key: &str) -> Arc<T> {
+    let mut m = map.lock().unwrap();
+    if let Some(k) = m.get(key).and_then(Weak::upgrade) {
+        return k;
+    }
+    if m.len() > 1024 {
+        m.retain(|_, w| w.strong_count() > 0);
+    }
+    let k = Arc::new(T::default());
+    m.insert(key.to_string(), Arc::downgrade(&k));
+    k
 }
 
 impl Held {

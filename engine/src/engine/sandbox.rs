@@ -444,6 +444,13 @@ impl Engine {
     /// Run what is queued in `group`: all in one operation, else one by one.
     async fn lead_removals(&self, group: &Group) {
         let batch = std::mem::take(&mut *group.queue.lock().unwrap());
+        if let [(id, _)] = batch.as_slice() {
+            // Alone (no one else was waiting): as if never queued.
+            let r = self.remove_sandboxes_retrying(&[id.as_str()], false).await;
+            let (_, tx) = batch.into_iter().next().expect("one");
+            let _ = tx.send(r.map(|_| ()));
+            return;
+        }
         // The same sandbox asked twice, or removed since it was asked for: alone, after (to
         // be told it is gone), not failing the others' operation.
         let present: BTreeSet<String> = match self.inner.store.read() {
@@ -587,19 +594,16 @@ impl Engine {
             .collect();
         // Host ends of veths into namespaces that go are taken down now and deleted later
         // (see `reap_links`): the records say so in this commit.
-        let (errors, later) = op.tx().teardown_deferring(&refs).await;
+        let (errors, mut later) = op.tx().teardown_deferring(&refs).await;
         op.teardown_result(errors, force, "removing sandboxes")?;
-        let mut later = later;
         for sb in &todo {
-            let mut log = records::owned(op.r(), &sb_key(&sb.id))?;
             // The namespace's unpin goes with its links' deletion (see `reap_links`): an
             // unmount waits for the kernel (an expedited RCU grace period), and nothing
             // reaches the namespace any more (its host ends are down).
-            let (unpin, rest): (Vec<Step>, Vec<Step>) = log
+            let (unpin, log): (Vec<Step>, Vec<Step>) = records::owned(op.r(), &sb_key(&sb.id))?
                 .into_iter()
                 .partition(|s| matches!(s, Step::DelNetns { .. }));
             later.extend(unpin);
-            log = rest;
             let errors = op.tx().teardown(&log, None).await;
             op.teardown_result(errors, force, &format!("removing sandbox {}", sb.name))?;
             records::delete_sandbox(op.w(), sb)?;
@@ -623,6 +627,7 @@ pub(crate) struct Combiner {
     groups: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<Group>>>,
 }
 
+#[derive(Default)]
 pub(crate) struct Group {
     /// Held by the removal that runs the queue.
     leader: tokio::sync::Mutex<()>,
@@ -631,19 +636,7 @@ pub(crate) struct Group {
 
 impl Combiner {
     fn group(&self, key: &str) -> std::sync::Arc<Group> {
-        let mut m = self.groups.lock().unwrap();
-        if let Some(g) = m.get(key).and_then(std::sync::Weak::upgrade) {
-            return g;
-        }
-        if m.len() > 1024 {
-            m.retain(|_, w| w.strong_count() > 0);
-        }
-        let g = std::sync::Arc::new(Group {
-            leader: tokio::sync::Mutex::new(()),
-            queue: std::sync::Mutex::new(Vec::new()),
-        });
-        m.insert(key.to_string(), std::sync::Arc::downgrade(&g));
-        g
+        super::locks::shared(&self.groups, key)
     }
 }
 
