@@ -9,8 +9,11 @@
 //!    create 20 sandboxes on one network, then all read their addresses back through the
 //!    Docker API, then remove them. Reported: failures, duplicate addresses, throughput and
 //!    p99 of create and of remove. dockerd 20.10 is run the same way where it is installed.
+//! 3. Between them, a `system check` of 1 000 sandboxes: what the daemon's healer holds the
+//!    engine for after a change to weft's objects.
 //!
-//! Run (root): `cargo bench --bench daemon -- [--total 256] [--clients 50] [--per 20]`
+//! Run (root): `cargo bench --bench daemon -- [--total 256] [--check 1000] [--clients 50] [--per 20]`
+//! (`--check-only`: section 3 alone)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -244,11 +247,75 @@ fn daemon_clients(clients: usize, per: usize) {
     );
 }
 
+/// What a `system check` of `n` sandboxes on one network costs: the healer holds the engine
+/// exclusively while it runs, so every operation asked for meanwhile waits this long.
+fn check_cost(n: usize) {
+    let s = Scratch::new("check");
+    let host = s.ns("host");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let e = Engine::open(s.config(&host)).await.unwrap();
+        e.create_network(NetworkCreate {
+            name: "n".into(),
+            ipam_config: vec![weft::model::IpamConfigRequest {
+                subnet: Some("10.98.0.0/16".parse().unwrap()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        // Made the way the daemon makes them: weft's own namespaces.
+        let mut tasks = Vec::new();
+        for k in 0..8 {
+            let e = e.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (k..n).step_by(8) {
+                    e.create_sandbox(SandboxCreate {
+                        name: format!("c{i}"),
+                        network: Some("n".into()),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut lat = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let found = e.check().await.unwrap();
+            lat.push(t.elapsed());
+            assert!(found.is_empty(), "{found:?}");
+        }
+        println!(
+            "  system check of {n} sandboxes on one network: {} median of 3 ({} min), {:.0} µs a sandbox",
+            ms(pct(&lat, 0.5)),
+            ms(pct(&lat, 0.0)),
+            pct(&lat, 0.5).as_secs_f64() * 1e6 / n as f64
+        );
+        let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        e.remove_sandboxes(&refs, false).await.unwrap();
+    });
+}
+
 fn main() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the benchmark makes namespaces and links: run it as root"
     );
+    if std::env::args().any(|a| a == "--check-only") {
+        check_cost(num_arg("--check", 1000));
+        return;
+    }
     let total: usize = num_arg("--total", 256);
     println!(
         "Group commit: {total} attaches (given netns) by 1, 8 and 32 concurrent clients ({} cores)",
@@ -262,6 +329,8 @@ fn main() {
     for clients in [8, 32] {
         group_commit(clients, total, true);
     }
+    println!("The healer's check (it holds the engine exclusively while it runs):");
+    check_cost(num_arg("--check", 1000));
     println!("Concurrent API clients:");
     daemon_clients(num_arg("--clients", 50), num_arg("--per", 20));
     if Path::new("/usr/sbin/dockerd").exists() || Path::new("/usr/bin/dockerd").exists() {

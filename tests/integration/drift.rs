@@ -394,3 +394,79 @@ fn drift_while_no_daemon_ran_is_mended_before_the_first_answer() {
         "the check at start counts as the healer's"
     );
 }
+
+/// Inside sandboxes' namespaces, object by object: an address, the default route, a link no
+/// record owns — each in one sandbox of several (the check lists every namespace once, all at
+/// once, instead of asking per object: the answer must still be about the right one), each
+/// found, named with its namespace, and mended by `--repair`.
+#[test]
+fn drift_inside_a_sandbox_is_found_object_by_object() {
+    let h = TestHost::new("sbdrift");
+    h.weft_ok(&["network", "create", "--subnet", "10.79.0.0/24", "d1"]);
+    for s in ["a", "b", "c"] {
+        h.weft_ok(&["sandbox", "create", "--network", "d1", s]);
+    }
+    let (a_ns, b_ns, c_ns) = (key(&h, "a"), key(&h, "b"), key(&h, "c"));
+    let (b_ip, c_ip) = (sandbox_ip(&h, "b"), sandbox_ip(&h, "c"));
+    let (ok, out) = check(&h);
+    assert!(ok, "control: clean before: {out}");
+    assert!(ping(&a_ns, b_ip), "control: a reaches b");
+
+    // b's address.
+    run_ok(
+        &b_ns,
+        "ip",
+        &["addr", "del", &format!("{b_ip}/24"), "dev", "eth0"],
+    );
+    assert!(!ping(&a_ns, b_ip), "without its address b is not reached");
+    let (ok, out) = check(&h);
+    let want = format!(
+        "address {b_ip}/24 on eth0 in {} is not there",
+        b_ns.display()
+    );
+    assert!(!ok && out.contains(&want), "{out}");
+    assert!(!out.contains(&c_ns.display().to_string()), "only b: {out}");
+    h.weft_ok(&["system", "check", "--repair"]);
+    let (ok, out) = check(&h);
+    assert!(ok, "{out}");
+    assert!(ping(&a_ns, b_ip), "a reaches b again after --repair");
+
+    // c's default route.
+    run_ok(&c_ns, "ip", &["route", "del", "default"]);
+    let (ok, out) = check(&h);
+    let want = format!(
+        "route 0.0.0.0/0 via 10.79.0.1 dev eth0 in {}",
+        c_ns.display()
+    );
+    assert!(!ok && out.contains(&want), "{out}");
+    assert!(!out.contains(&b_ns.display().to_string()), "only c: {out}");
+    h.weft_ok(&["system", "check", "--repair"]);
+    let (ok, out) = check(&h);
+    assert!(ok, "{out}");
+    assert!(
+        String::from_utf8_lossy(&run_ok(&c_ns, "ip", &["route", "show", "default"]).stdout)
+            .contains("10.79.0.1"),
+        "c's default route is back"
+    );
+    assert!(ping(&c_ns, b_ip), "c reaches b");
+    assert!(ping(&a_ns, c_ip), "a reaches c");
+
+    // A link in a's namespace no record owns.
+    run_ok(
+        &a_ns,
+        "ip",
+        &[
+            "link", "add", "stray0", "type", "veth", "peer", "name", "stray1",
+        ],
+    );
+    let (ok, out) = check(&h);
+    assert!(
+        !ok && out.contains("sandbox a: link stray0 in its namespace has no record"),
+        "{out}"
+    );
+    h.weft_ok(&["system", "check", "--repair"]);
+    let (ok, out) = check(&h);
+    assert!(ok, "{out}");
+    let links = String::from_utf8_lossy(&run_ok(&a_ns, "ip", &["-o", "link"]).stdout).into_owned();
+    assert!(!links.contains("stray"), "{links}");
+}

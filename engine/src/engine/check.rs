@@ -275,6 +275,18 @@ impl Engine {
             })
             .collect::<Result<_>>()?;
 
+        // Read-only from here: the host and each sandbox's namespace are listed once, all at
+        // once, not asked once per object.
+        let namespaces: Vec<NsRef> = std::iter::once(NsRef::Host)
+            .chain(
+                sandboxes
+                    .iter()
+                    .filter(|s| !matches!(s.mode, NsMode::Host | NsMode::Container { .. }))
+                    .map(|s| NsRef::Path(s.key.clone())),
+            )
+            .collect();
+        op.tx().survey(&namespaces).await;
+
         // Sandboxes: their namespaces.
         let mut dead_ns: HashSet<PathBuf> = HashSet::new();
         for sb in &sandboxes {
@@ -305,6 +317,7 @@ impl Engine {
         }
 
         // Records to kernel.
+        let mut ep_names: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for (key, steps) in &owned {
             let (object, fix) = match key.split('/').collect::<Vec<_>>().as_slice() {
                 ["net", id] => match nets_by_id.get(id) {
@@ -315,11 +328,16 @@ impl Engine {
                     None => continue,
                 },
                 ["ep", net, ep] => {
-                    let name = records::network_endpoints(op.r(), net)?
-                        .into_iter()
-                        .find(|e| e.id == *ep)
-                        .map(|e| e.name)
-                        .unwrap_or_default();
+                    // Each network's endpoints are read once, not once per endpoint (with a
+                    // thousand on one network that was a million record decodes).
+                    if !ep_names.contains_key(*net) {
+                        let names = records::network_endpoints(op.r(), net)?
+                            .into_iter()
+                            .map(|e| (e.id, e.name))
+                            .collect();
+                        ep_names.insert(net.to_string(), names);
+                    }
+                    let name = ep_names[*net].get(*ep).cloned().unwrap_or_default();
                     (
                         format!(
                             "endpoint of {name} on {}",

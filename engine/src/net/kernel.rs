@@ -78,6 +78,11 @@ pub trait Session: Send {
     }
     /// Does the object a removal step (`Del*`, a firewall removal) would remove exist now?
     async fn present(&mut self, step: &Step) -> Result<bool, NetError>;
+    /// From now on answer questions about links, addresses and routes from one listing of
+    /// each namespace (a check's read-only pass over a thousand sandboxes: three dumps a
+    /// namespace instead of a query per object). `namespaces` are listed at once, now; any
+    /// other when first asked about. A change this session makes drops the listings.
+    async fn survey(&mut self, _namespaces: &[NsRef]) {}
     /// The network ids (first 12 hex digits) that have chains in weft's nftables table;
     /// `None` when weft's table does not exist.
     async fn firewall_networks(&mut self) -> Result<Option<Vec<String>>, NetError>;

@@ -755,23 +755,32 @@ impl Netlink {
 
     /// The addresses of a link (with their prefix lengths).
     pub async fn addresses(&self, index: u32) -> Result<Vec<IpNetwork>, NetError> {
+        Ok(self
+            .all_addresses(index)
+            .await?
+            .into_iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, a)| a)
+            .collect())
+    }
+
+    /// Every address in the namespace with its link's index (`hint`: the link asked about,
+    /// which a kernel with strict dump checking lists alone; 0 for all).
+    pub async fn all_addresses(&self, hint: u32) -> Result<Vec<(u32, IpNetwork)>, NetError> {
         let mut out = Vec::new();
         let mut m = AddressMessage::default();
-        m.header.index = index;
+        m.header.index = hint;
         let msgs = self
             .send(
                 RouteNetlinkMessage::GetAddress(m),
                 NLM_F_REQUEST | NLM_F_DUMP,
-                || format!("list addresses of link #{index}"),
+                || format!("list addresses of link #{hint}"),
             )
             .await?;
         for m in msgs {
             let RouteNetlinkMessage::NewAddress(a) = m else {
                 continue;
             };
-            if a.header.index != index {
-                continue;
-            }
             let ip = a.attributes.iter().find_map(|x| match x {
                 AddressAttribute::Local(ip) => Some(*ip),
                 _ => None,
@@ -784,7 +793,7 @@ impl Netlink {
             });
             if let Some(ip) = ip {
                 if let Ok(n) = IpNetwork::new(ip, a.header.prefix_len) {
-                    out.push(n);
+                    out.push((a.header.index, n));
                 }
             }
         }

@@ -66,6 +66,7 @@ impl Kernel for LinuxKernel {
             conns: HashMap::new(),
             indexes: HashMap::new(),
             fw_listing: None,
+            survey: None,
         }))
     }
     fn is_netns(&self, path: &Path) -> bool {
@@ -107,6 +108,32 @@ pub struct LinuxSession {
     /// weft's nftables tables as last listed, for presence questions; dropped whenever this
     /// session changes the firewall.
     fw_listing: Option<crate::firewall::Listing>,
+    /// In a survey ([`Session::survey`]): each namespace's listing, once asked about.
+    survey: Option<HashMap<NsRef, Listed>>,
+}
+
+/// A namespace's links, addresses and main-table routes as listed once.
+struct Listed {
+    links: Vec<LinkState>,
+    addrs: Vec<(u32, ipnetwork::IpNetwork)>,
+    routes: Vec<RouteState>,
+}
+
+impl Listed {
+    /// (One dump at a time: a netlink socket runs one dump, the kernel refuses a second.)
+    async fn of(nl: &Netlink) -> Result<Listed, NetError> {
+        Ok(Listed {
+            links: nl.links().await?,
+            addrs: nl.all_addresses(0).await?,
+            routes: nl.routes().await?,
+        })
+    }
+
+    /// A sandbox's namespace, through a connection of its own that is closed at once.
+    async fn of_ns(p: &Path) -> Result<Listed, NetError> {
+        let nl = Netlink::open(Some(&ns::open(p)?))?;
+        Listed::of(&nl).await
+    }
 }
 
 fn mac_opt(mac: &Option<String>) -> Result<Option<[u8; 6]>, NetError> {
@@ -142,6 +169,38 @@ impl LinuxSession {
         }
     }
 
+    /// The namespace's listing in a survey (`None` outside one, or for a namespace that is
+    /// gone: asked the usual way, the answer is the same as before). A sandbox's namespace is
+    /// listed through a connection of its own that is closed at once: a survey of a thousand
+    /// sandboxes would otherwise hold two descriptors for each.
+    async fn listed(&mut self, ns: &NsRef) -> Result<Option<&Listed>, NetError> {
+        let Some(survey) = &self.survey else {
+            return Ok(None);
+        };
+        if !survey.contains_key(ns) {
+            let l = match ns {
+                NsRef::Host => Listed::of(&self.k.host_nl).await?,
+                NsRef::Path(p) if !ns::is_netns(p) => return Ok(None),
+                NsRef::Path(p) => match self.conns.get(p) {
+                    Some((_, nl)) => Listed::of(nl).await?,
+                    None => Listed::of_ns(p).await?,
+                },
+            };
+            self.survey
+                .as_mut()
+                .expect("in a survey")
+                .insert(ns.clone(), l);
+        }
+        Ok(self.survey.as_ref().and_then(|s| s.get(ns)))
+    }
+
+    /// Listings are of the kernel as it was: a change drops them.
+    fn changed(&mut self) {
+        if let Some(s) = &mut self.survey {
+            s.clear();
+        }
+    }
+
     fn nl(&mut self, ns: &NsRef) -> Result<&Netlink, NetError> {
         Ok(self.conn(ns)?.0)
     }
@@ -165,6 +224,23 @@ impl LinuxSession {
         self.nl(ns)?.set_link(idx, c).await
     }
 
+    /// A link's addresses (by index).
+    async fn addresses_of(
+        &mut self,
+        ns: &NsRef,
+        index: u32,
+    ) -> Result<Vec<ipnetwork::IpNetwork>, NetError> {
+        if let Some(l) = self.listed(ns).await? {
+            return Ok(l
+                .addrs
+                .iter()
+                .filter(|(i, _)| *i == index)
+                .map(|(_, a)| *a)
+                .collect());
+        }
+        self.nl(ns)?.addresses(index).await
+    }
+
     fn forget(&mut self, ns: &NsRef, name: &str) {
         self.indexes.remove(&(ns.clone(), name.to_string()));
     }
@@ -176,6 +252,9 @@ impl LinuxSession {
                 return Ok(None);
             }
         }
+        if let Some(l) = self.listed(ns).await? {
+            return Ok(l.links.iter().find(|l| l.name == name).map(|l| l.index));
+        }
         Ok(self.nl(ns)?.link(name).await?.map(|l| l.index))
     }
 }
@@ -183,6 +262,7 @@ impl LinuxSession {
 #[async_trait]
 impl Session for LinuxSession {
     async fn exec(&mut self, step: &Step) -> Result<(), NetError> {
+        self.changed();
         let host = self.k.host_nl.clone();
         if matches!(step, Step::Firewall { .. }) {
             self.fw_listing = None;
@@ -629,14 +709,23 @@ impl Session for LinuxSession {
     }
 
     async fn link(&mut self, ns: &NsRef, name: &str) -> Result<Option<LinkState>, NetError> {
+        if let Some(l) = self.listed(ns).await? {
+            return Ok(l.links.iter().find(|l| l.name == name).cloned());
+        }
         self.nl(ns)?.link(name).await
     }
 
     async fn links(&mut self, ns: &NsRef) -> Result<Vec<LinkState>, NetError> {
+        if let Some(l) = self.listed(ns).await? {
+            return Ok(l.links.clone());
+        }
         self.nl(ns)?.links().await
     }
 
     async fn routes(&mut self, ns: &NsRef) -> Result<Vec<RouteState>, NetError> {
+        if let Some(l) = self.listed(ns).await? {
+            return Ok(l.routes.clone());
+        }
         self.nl(ns)?.routes().await
     }
 
@@ -646,12 +735,13 @@ impl Session for LinuxSession {
         link: &str,
     ) -> Result<Vec<ipnetwork::IpNetwork>, NetError> {
         match self.find(ns, link).await? {
-            Some(i) => self.nl(ns)?.addresses(i).await,
+            Some(i) => self.addresses_of(ns, i).await,
             None => Ok(vec![]),
         }
     }
 
     async fn delete_host_links(&mut self, names: &[String]) -> Vec<NetError> {
+        self.changed();
         for n in names {
             self.forget(&NsRef::Host, n);
         }
@@ -685,13 +775,40 @@ impl Session for LinuxSession {
         }
     }
 
+    async fn survey(&mut self, namespaces: &[NsRef]) {
+        use futures::StreamExt;
+        let mut listed = HashMap::new();
+        // The namespaces at once (each listing is three round trips to the kernel, mostly
+        // waiting); one that cannot be listed now is asked about the usual way later.
+        let host = self.k.host_nl.clone();
+        let mut all = futures::stream::iter(namespaces.iter().cloned())
+            .map(|ns| {
+                let host = host.clone();
+                async move {
+                    let l = match &ns {
+                        NsRef::Host => Listed::of(&host).await,
+                        NsRef::Path(p) if ns::is_netns(p) => Listed::of_ns(p).await,
+                        NsRef::Path(_) => return None,
+                    };
+                    l.ok().map(|l| (ns, l))
+                }
+            })
+            .buffer_unordered(16);
+        while let Some(r) = all.next().await {
+            if let Some((ns, l)) = r {
+                listed.insert(ns, l);
+            }
+        }
+        self.survey = Some(listed);
+    }
+
     async fn present(&mut self, step: &Step) -> Result<bool, NetError> {
         match step {
             Step::DelLink { ns, name, .. } => Ok(self.find(ns, name).await?.is_some()),
             Step::DelNetns { pin } => Ok(ns::is_netns(pin)),
             Step::DelAddress { ns, link, addr } => match self.find(ns, link).await? {
                 None => Ok(false),
-                Some(i) => Ok(self.nl(ns)?.addresses(i).await?.contains(addr)),
+                Some(i) => Ok(self.addresses_of(ns, i).await?.contains(addr)),
             },
             Step::DelRoute {
                 ns,
@@ -705,7 +822,7 @@ impl Session for LinuxSession {
                 };
                 let dst = ipnetwork::IpNetwork::new(dst.network(), dst.prefix())
                     .map_err(|e| NetError::other("route", e.to_string()))?;
-                Ok(self.nl(ns)?.routes().await?.iter().any(|r| {
+                Ok(self.routes(ns).await?.iter().any(|r| {
                     r.dst == dst
                         && r.gateway == *via
                         && r.oif == Some(i)
@@ -731,7 +848,11 @@ impl Session for LinuxSession {
                 let t = table.unwrap_or(254);
                 let dst = ipnetwork::IpNetwork::new(dst.network(), dst.prefix())
                     .map_err(|e| NetError::other("route", e.to_string()))?;
-                Ok(self.nl(ns)?.routes_in(t).await?.iter().any(|r| {
+                let routes = match self.listed(ns).await? {
+                    Some(l) if t == 254 => l.routes.clone(),
+                    _ => self.nl(ns)?.routes_in(t).await?,
+                };
+                Ok(routes.iter().any(|r| {
                     r.dst == dst
                         && r.gateway == *via
                         && (oif.is_none() || r.oif == oif)

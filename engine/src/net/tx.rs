@@ -330,6 +330,11 @@ impl Tx {
         self.s.addresses(ns, link).await
     }
 
+    /// See [`Session::survey`].
+    pub async fn survey(&mut self, namespaces: &[NsRef]) {
+        self.s.survey(namespaces).await
+    }
+
     /// Does the object a removal step would remove exist?
     pub async fn present(&mut self, step: &Step) -> Result<bool, NetError> {
         self.s.present(step).await
