@@ -16,6 +16,10 @@
 //! that may be of this process's own changes waits for a moment when the engine is free,
 //! however long the load lasts (a check holds the engine for seconds with a thousand
 //! sandboxes: made in the middle of the load, it would stop every client for as long).
+//!
+//! In a cluster, global networks are checked only while this host's view of the global
+//! records is current ([`Engine::cluster_view_current`]); a check made before leaves them
+//! out, and they are checked again once it is.
 
 use std::time::{Duration, Instant};
 
@@ -33,7 +37,7 @@ pub const OURS_GRACE: Duration = Duration::from_millis(150);
 pub const MAX_DEFER: Duration = Duration::from_secs(5);
 
 /// Mend drift until the watch ends. With `start_check`, starts with one check (drift while
-/// no daemon ran, or while the healer was down).
+/// no daemon ran, or while the healer was down, or of global networks not checked yet).
 pub async fn heal(engine: Engine, mut rx: Receiver<Change>, start_check: bool) {
     engine.failpoint_panic("healer");
     // (first change seen, some change was surely someone else's, a check of it may wait for
@@ -41,6 +45,8 @@ pub async fn heal(engine: Engine, mut rx: Receiver<Change>, start_check: bool) {
     // stop for it after MAX_DEFER.
     let mut pending: Option<(Instant, bool, bool)> =
         start_check.then(|| (Instant::now(), true, false));
+    // A check left global networks out: check again once the cluster view is current.
+    let mut global_left = false;
     loop {
         let next = match pending {
             None => rx.recv().await.map(Some),
@@ -76,24 +82,23 @@ pub async fn heal(engine: Engine, mut rx: Receiver<Change>, start_check: bool) {
                 } else {
                     idle || overdue
                 };
-                if !ready {
+                if !ready || (global_left && !engine.cluster_view_current()) {
                     continue;
                 }
                 let t = Instant::now();
                 // Only someone else's change is worth making operations wait for: a check
                 // under load that may only find this process's own work would stall every
                 // client for as long as it takes (seconds, with a thousand sandboxes).
-                let r = if overdue && may_wait {
-                    engine.repair().await
-                } else {
-                    // Another process's operation may hold the engine too: not now, then.
-                    match engine.repair_if_idle().await {
-                        Ok(None) => continue,
-                        Ok(Some(fixed)) => Ok(fixed),
-                        Err(e) => Err(e),
+                // Another process's operation may hold the engine too: not now, then.
+                let r = match engine.heal(overdue && may_wait).await {
+                    Ok(None) => continue,
+                    Ok(Some(h)) => {
+                        global_left = h.global_left;
+                        Ok(h.fixed)
                     }
+                    Err(e) => Err(e),
                 };
-                pending = None;
+                pending = global_left.then(|| (Instant::now(), false, false));
                 // Counted once done (`system info`'s HealerChecks: checks the healer ran).
                 engine.note_heal_check();
                 match r {

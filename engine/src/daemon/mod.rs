@@ -231,18 +231,18 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     // What changed while no daemon ran is mended before the first request (and after the
     // watch began, which sees what changes from here on): now the check costs what the state
     // holds; made later, under load, it would stop every client for as long. If something
-    // holds the engine (another process), the healer checks when it is free. In a cluster
-    // the healer does it, once the cluster task has brought this host's view of the global
-    // records up to date (checked against a stale view, a removal another process finished
-    // in etcd would be made again here).
+    // holds the engine (another process), the healer checks when it is free. In a cluster,
+    // global networks are left to the healer, once the cluster task has brought this host's
+    // view of the global records up to date (checked against a stale view, a removal another
+    // process finished in etcd would be made again here).
     let mut checked = false;
-    if first_watch.is_some() && engine.cluster().is_none() {
-        match engine.repair_if_idle().await {
-            Ok(Some(fixed)) => {
-                for f in &fixed {
+    if first_watch.is_some() {
+        match engine.heal(false).await {
+            Ok(Some(h)) => {
+                for f in &h.fixed {
                     tracing::warn!("restored {f} (changed while no daemon ran)");
                 }
-                checked = true;
+                checked = !h.global_left;
                 engine.note_heal_check();
             }
             Ok(None) => {}

@@ -50,6 +50,15 @@ pub enum FindingKind {
     Interrupted,
 }
 
+/// What a check of the daemon's healer did ([`Engine::heal`]).
+#[derive(Debug)]
+pub struct Healed {
+    /// What was mended.
+    pub fixed: Vec<Finding>,
+    /// Global networks were left out: this host's view of the cluster was not current.
+    pub global_left: bool,
+}
+
 /// One disagreement.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
@@ -163,7 +172,7 @@ impl Engine {
         let mut op = self
             .begin(Intent::new("system check", vec![]), Locking::Inherited)
             .await?;
-        let r = self.check_in(&mut op).await;
+        let r = self.check_in(&mut op, true).await;
         op.abort().await;
         r
     }
@@ -173,25 +182,42 @@ impl Engine {
     pub async fn repair(&self) -> Result<Vec<Finding>> {
         self.reap_before_check().await;
         let held = self.inner.locks.acquire(&[], true).await?;
-        self.repair_holding(held).await
+        self.repair_holding(held, true).await
     }
 
-    /// [`Engine::repair`] if it can start at once: `None` while an operation (of this process
-    /// or another) holds or waits for the engine — asking for the lock then would hold up
-    /// every operation after it until those in flight end (a plugin call can take seconds).
-    pub async fn repair_if_idle(&self) -> Result<Option<Vec<Finding>>> {
+    /// The daemon's healer's [`Engine::repair`]. With `wait` false, only if it can start at
+    /// once: `None` while an operation (of this process or another) holds or waits for the
+    /// engine — asking for the lock then would hold up every operation after it until those
+    /// in flight end (a plugin call can take seconds). Global networks are left out while this
+    /// host's view of the cluster is not current ([`Engine::cluster_view_current`]): the
+    /// answer says so, and they are to be checked again once it is.
+    pub async fn heal(&self, wait: bool) -> Result<Option<Healed>> {
         self.reap_before_check().await;
-        match self.inner.locks.try_exclusive()? {
-            Some(held) => self.repair_holding(held).await.map(Some),
-            None => Ok(None),
-        }
+        let held = if wait {
+            self.inner.locks.acquire(&[], true).await?
+        } else {
+            match self.inner.locks.try_exclusive()? {
+                Some(held) => held,
+                None => return Ok(None),
+            }
+        };
+        let global = self.cluster_view_current();
+        Ok(Some(Healed {
+            fixed: self.repair_holding(held, global).await?,
+            global_left: !global,
+        }))
     }
 
-    async fn repair_holding(&self, _held: super::locks::Held) -> Result<Vec<Finding>> {
+    /// `global`: global networks too (else only what is this host's alone).
+    async fn repair_holding(
+        &self,
+        _held: super::locks::Held,
+        global: bool,
+    ) -> Result<Vec<Finding>> {
         let mut op = self
             .begin(Intent::new("system check", vec![]), Locking::Inherited)
             .await?;
-        let found = self.check_in(&mut op).await;
+        let found = self.check_in(&mut op, global).await;
         op.abort().await;
         let mut found = found?;
         found.sort_by(|a, b| a.fix.cmp(&b.fix));
@@ -230,7 +256,9 @@ impl Engine {
         }
     }
 
-    async fn check_in(&self, op: &mut Op) -> Result<Vec<Finding>> {
+    /// `global` false: global networks (and their endpoints, addresses and remote entries)
+    /// are left out.
+    async fn check_in(&self, op: &mut Op, global: bool) -> Result<Vec<Finding>> {
         let mut out = Vec::new();
         let mut add = |kind, object: String, detail: String, fix| {
             out.push(Finding {
@@ -265,6 +293,12 @@ impl Engine {
             sandboxes.iter().map(|s| (s.id.as_str(), s)).collect();
         let nets_by_id: BTreeMap<&str, &Network> =
             nets.iter().map(|n| (n.id.as_str(), n)).collect();
+        let left_out = |net: &str| {
+            !global
+                && nets_by_id
+                    .get(net)
+                    .is_some_and(|n| n.scope == Scope::Global)
+        };
         let owned: Vec<(String, Vec<Step>)> = op
             .r()
             .scan(Table::Owned, b"")?
@@ -319,6 +353,13 @@ impl Engine {
         // Records to kernel.
         let mut ep_names: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for (key, steps) in &owned {
+            if let ["net" | "peers", id] | ["ep", id, _] =
+                key.split('/').collect::<Vec<_>>().as_slice()
+            {
+                if left_out(id) {
+                    continue;
+                }
+            }
             let (object, fix) = match key.split('/').collect::<Vec<_>>().as_slice() {
                 ["net", id] => match nets_by_id.get(id) {
                     Some(n) => (
@@ -433,7 +474,7 @@ impl Engine {
         };
         for (key, steps) in &owned {
             let ours = match key.split('/').collect::<Vec<_>>().as_slice() {
-                ["net", id] | ["ep", id, _] => native(id),
+                ["net", id] | ["ep", id, _] => native(id) && !left_out(id),
                 _ => false,
             };
             if !ours {
@@ -480,7 +521,7 @@ impl Engine {
         // host's to check).
         for (k, v) in op.r().scan(Table::Endpoints, b"")? {
             let ep: Endpoint = crate::store::decode_record(Table::Endpoints, &k, &v)?;
-            if self.is_remote(&ep) {
+            if self.is_remote(&ep) || left_out(&ep.network_id) {
                 continue;
             }
             if !nets_by_id.contains_key(ep.network_id.as_str())
@@ -664,7 +705,15 @@ impl Engine {
                 }
             }
         }
+        let left_pools: HashSet<&str> = nets
+            .iter()
+            .filter(|n| left_out(&n.id))
+            .flat_map(|n| n.pools.iter().map(|p| p.pool_id.as_str()))
+            .collect();
         for (pool, subnet) in NativeIpam::pool_ids(op.r())? {
+            if left_pools.contains(pool.as_str()) {
+                continue;
+            }
             let Some(owner) = pool_owner.get(&pool) else {
                 add(
                     FindingKind::Address,

@@ -137,14 +137,20 @@ impl Engine {
                 let m = c.mirror();
                 // A new lease, the start, and once a minute (a process of this host killed
                 // between the halves of a commit while the daemon ran).
-                let whole = epoch != c.lease_epoch() || last_whole.elapsed() > WHOLE_EVERY;
+                let epoch_before = c.lease_epoch();
+                let whole = epoch != epoch_before || last_whole.elapsed() > WHOLE_EVERY;
                 match self.cluster_settle(&c, &m, prev.as_deref(), whole).await {
                     Ok(()) => {
-                        epoch = c.lease_epoch();
-                        prev = Some(m);
                         if whole {
                             last_whole = tokio::time::Instant::now();
+                            // (The epoch read before the settle: a lease renewed meanwhile
+                            // is settled again next round.)
+                            self.inner
+                                .settled_epoch
+                                .store(epoch_before, std::sync::atomic::Ordering::Release);
                         }
+                        epoch = epoch_before;
+                        prev = Some(m);
                     }
                     Err(e) => {
                         // Again soon, not at the next change: nothing may change for a while.

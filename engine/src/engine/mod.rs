@@ -41,7 +41,7 @@ use crate::net::failpoint::Failpoints;
 use crate::net::Kernel;
 use crate::store::{list_json, Store, Table};
 
-pub use check::{Finding, FindingKind};
+pub use check::{Finding, FindingKind, Healed};
 pub use filters::validate_ipam_config;
 pub use records::Owned;
 
@@ -187,6 +187,9 @@ pub(crate) struct Inner {
     reaper: reap::Reaper,
     /// Sandbox removals waiting to go together (see `sandbox::Combiner`).
     combiner: sandbox::Combiner,
+    /// The lease epoch under which the cluster task last settled this host against the
+    /// global records (`u64::MAX`: not yet): see [`Engine::cluster_view_current`].
+    settled_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -248,6 +251,26 @@ impl Engine {
     /// The cluster store of this engine, if it has one.
     pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
         self.inner.cluster.as_ref()
+    }
+
+    /// Is this host's view of the global records current: connected to the cluster store,
+    /// its mirror synced, and this host settled against it under the present lease (what
+    /// another process of this host finished in etcd alone is then reflected here)? Always,
+    /// without a cluster. The healer checks global networks only then: against a stale view
+    /// a removal finished elsewhere looks like drift, and "mending" it makes it again.
+    pub fn cluster_view_current(&self) -> bool {
+        match self.cluster() {
+            None => true,
+            Some(c) => {
+                c.connected()
+                    && c.synced()
+                    && self
+                        .inner
+                        .settled_epoch
+                        .load(std::sync::atomic::Ordering::Acquire)
+                        == c.lease_epoch()
+            }
+        }
     }
 
     /// Like [`Engine::open`], with a store and a kernel of the caller's choosing (an
@@ -328,6 +351,7 @@ impl Engine {
                 heal_checks: Default::default(),
                 reaper: Default::default(),
                 combiner: Default::default(),
+                settled_epoch: std::sync::atomic::AtomicU64::new(u64::MAX),
             }),
         };
         for rec in
