@@ -80,7 +80,8 @@ pub trait Session: Send {
     async fn present(&mut self, step: &Step) -> Result<bool, NetError>;
     /// From now on answer questions about links, addresses and routes from one listing of
     /// each namespace (a check's read-only pass over a thousand sandboxes: three dumps a
-    /// namespace instead of a query per object). `namespaces` are listed at once, now; any
+    /// namespace instead of a query per object; of the host, only its links: its routing
+    /// table may be a router's). `namespaces` are listed at once, now; any
     /// other when first asked about. A change this session makes drops the listings.
     async fn survey(&mut self, _namespaces: &[NsRef]) {}
     /// The network ids (first 12 hex digits) that have chains in weft's nftables table;

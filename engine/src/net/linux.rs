@@ -112,11 +112,13 @@ pub struct LinuxSession {
     survey: Option<HashMap<NsRef, Listed>>,
 }
 
-/// A namespace's links, addresses and main-table routes as listed once.
+/// A namespace's links, addresses and main-table routes as listed once. The host's links
+/// only: its addresses and routes are asked about the usual way (a router's host can hold a
+/// full routing table, which a check must not copy to answer a question about one route).
 struct Listed {
     links: Vec<LinkState>,
-    addrs: Vec<(u32, ipnetwork::IpNetwork)>,
-    routes: Vec<RouteState>,
+    addrs: Option<Vec<(u32, ipnetwork::IpNetwork)>>,
+    routes: Option<Vec<RouteState>>,
 }
 
 impl Listed {
@@ -124,8 +126,16 @@ impl Listed {
     async fn of(nl: &Netlink) -> Result<Listed, NetError> {
         Ok(Listed {
             links: nl.links().await?,
-            addrs: nl.all_addresses(0).await?,
-            routes: nl.routes().await?,
+            addrs: Some(nl.all_addresses(0).await?),
+            routes: Some(nl.routes().await?),
+        })
+    }
+
+    async fn of_host(nl: &Netlink) -> Result<Listed, NetError> {
+        Ok(Listed {
+            links: nl.links().await?,
+            addrs: None,
+            routes: None,
         })
     }
 
@@ -179,7 +189,7 @@ impl LinuxSession {
         };
         if !survey.contains_key(ns) {
             let l = match ns {
-                NsRef::Host => Listed::of(&self.k.host_nl).await?,
+                NsRef::Host => Listed::of_host(&self.k.host_nl).await?,
                 NsRef::Path(p) if !ns::is_netns(p) => return Ok(None),
                 NsRef::Path(p) => match self.conns.get(p) {
                     Some((_, nl)) => Listed::of(nl).await?,
@@ -230,9 +240,8 @@ impl LinuxSession {
         ns: &NsRef,
         index: u32,
     ) -> Result<Vec<ipnetwork::IpNetwork>, NetError> {
-        if let Some(l) = self.listed(ns).await? {
-            return Ok(l
-                .addrs
+        if let Some(addrs) = self.listed(ns).await?.and_then(|l| l.addrs.as_ref()) {
+            return Ok(addrs
                 .iter()
                 .filter(|(i, _)| *i == index)
                 .map(|(_, a)| *a)
@@ -723,8 +732,8 @@ impl Session for LinuxSession {
     }
 
     async fn routes(&mut self, ns: &NsRef) -> Result<Vec<RouteState>, NetError> {
-        if let Some(l) = self.listed(ns).await? {
-            return Ok(l.routes.clone());
+        if let Some(routes) = self.listed(ns).await?.and_then(|l| l.routes.as_ref()) {
+            return Ok(routes.clone());
         }
         self.nl(ns)?.routes().await
     }
@@ -786,7 +795,7 @@ impl Session for LinuxSession {
                 let host = host.clone();
                 async move {
                     let l = match &ns {
-                        NsRef::Host => Listed::of(&host).await,
+                        NsRef::Host => Listed::of_host(&host).await,
                         NsRef::Path(p) if ns::is_netns(p) => Listed::of_ns(p).await,
                         NsRef::Path(_) => return None,
                     };
@@ -848,8 +857,9 @@ impl Session for LinuxSession {
                 let t = table.unwrap_or(254);
                 let dst = ipnetwork::IpNetwork::new(dst.network(), dst.prefix())
                     .map_err(|e| NetError::other("route", e.to_string()))?;
-                let routes = match self.listed(ns).await? {
-                    Some(l) if t == 254 => l.routes.clone(),
+                let listed = self.listed(ns).await?.and_then(|l| l.routes.as_ref());
+                let routes = match listed {
+                    Some(r) if t == 254 => r.clone(),
                     _ => self.nl(ns)?.routes_in(t).await?,
                 };
                 Ok(routes.iter().any(|r| {
