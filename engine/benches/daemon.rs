@@ -25,6 +25,15 @@ use common::{http, ms, num_arg, pct, Daemon, Scratch};
 use weft::model::{NetworkCreate, SandboxCreate};
 use weft::Engine;
 
+/// A runtime with two workers (the cores of the machine the README's numbers are from).
+fn two_threads() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// `clients` tasks attach `total` namespaces; `one_network`: all on one network.
 fn group_commit(clients: usize, total: usize, one_network: bool) {
     let s = Scratch::new(&format!(
@@ -34,11 +43,7 @@ fn group_commit(clients: usize, total: usize, one_network: bool) {
     let host = s.ns("host");
     let per = total / clients;
     let sbs: Vec<PathBuf> = (0..per * clients).map(|i| s.ns(&format!("c{i}"))).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_threads();
     rt.block_on(async {
         let e = Engine::open(s.config(&host)).await.unwrap();
         let store = e.store().clone();
@@ -252,11 +257,7 @@ fn daemon_clients(clients: usize, per: usize) {
 fn check_cost(n: usize) {
     let s = Scratch::new("check");
     let host = s.ns("host");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = two_threads();
     rt.block_on(async {
         let e = Engine::open(s.config(&host)).await.unwrap();
         e.create_network(NetworkCreate {
