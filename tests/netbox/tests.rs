@@ -292,7 +292,9 @@ fn netbox_stopped_fails_cleanly() {
     let before = nb.addresses(&cidr);
     let links_before = h.host_links();
     px.stop();
-    let err = h.weft_err(&["sandbox", "create", "--network", "dn", "b"]);
+    // (Named so that it cannot be read as an id prefix: `inspect b` finds sandbox a when a's
+    // random id starts with b, as Docker's lookup does.)
+    let err = h.weft_err(&["sandbox", "create", "--network", "dn", "nb"]);
     assert!(
         err.contains("NetBox") && err.contains(&px.authority()),
         "the error names NetBox: {err}"
@@ -315,8 +317,8 @@ fn netbox_stopped_fails_cleanly() {
     assert!(err.contains("NetBox"), "{err}");
     assert!(nb.prefix(&other).is_none());
     assert!(
-        h.weft_err(&["sandbox", "inspect", "b"]).contains("b"),
-        "no sandbox b in weft"
+        h.weft_err(&["sandbox", "inspect", "nb"]).contains("nb"),
+        "no sandbox nb in weft"
     );
     assert!(h.weft_err(&["network", "inspect", "dn2"]).contains("dn2"));
     assert_eq!(h.host_links(), links_before, "no links left");
