@@ -640,3 +640,39 @@ fn router_advertisements_from_a_sandbox_reach_no_one() {
     assert!(poisoned(&h.host_ns), "control: the host");
     assert!(poisoned(&victim), "control: the neighbour");
 }
+
+/// A Linux bridge takes 1 023 ports: the connect that would be one more gets a message that
+/// says so and what to do (the kernel's own is "Exchange full"), and leaves nothing behind;
+/// with one port free again, the same create succeeds.
+#[test]
+fn a_full_bridge_is_refused_with_a_message_that_says_so() {
+    let h = TestHost::new("brfull");
+    h.weft_ok(&["network", "create", "--subnet", "10.80.0.0/21", "full"]);
+    h.weft_ok(&["sandbox", "create", "--network", "full", "s1"]);
+    let id = h.weft_ok(&["network", "inspect", "-f", "{{.Id}}", "full"]);
+    let br = format!("br-{}", &id.trim()[..12]);
+    // The other 1 022 ports, by hand, in one `ip` process.
+    let batch = h.dir.join("ports.batch");
+    let mut lines = String::new();
+    for i in 0..1022 {
+        lines.push_str(&format!("link add fa{i} type veth peer name fb{i}\n"));
+        lines.push_str(&format!("link set fa{i} master {br}\n"));
+    }
+    std::fs::write(&batch, lines).unwrap();
+    run_ok(&h.host_ns, "ip", &["-batch", batch.to_str().unwrap()]);
+    let links_before = h.host_links();
+    let err = h.weft_err(&["sandbox", "create", "--network", "full", "s2"]);
+    assert_eq!(
+        err,
+        format!(
+            "Error: network full is full: its bridge {br} has 1023 ports, the most a Linux \
+             bridge takes (connect to another network, or make one)"
+        )
+    );
+    assert_eq!(h.host_links(), links_before, "nothing left behind");
+    assert!(h.weft_err(&["sandbox", "inspect", "s2"]).contains("s2"));
+    h.weft_ok(&["system", "check"]);
+    // A port free again: the same create goes through.
+    run_ok(&h.host_ns, "ip", &["link", "del", "fa0"]);
+    h.weft_ok(&["sandbox", "create", "--network", "full", "s2"]);
+}

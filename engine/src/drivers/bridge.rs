@@ -214,7 +214,6 @@ pub(crate) async fn join_bridge(
     br: &str,
     mtu: Option<u32>,
 ) -> Result<JoinInfo> {
-    let br = br.to_string();
     let host = host_veth(&ep.id);
     {
         ctx.tx
@@ -222,13 +221,22 @@ pub(crate) async fn join_bridge(
                 name: host.clone(),
                 peer: target.ifname.clone(),
                 peer_ns: target.ns.clone(),
-                master: Some(br),
+                master: Some(br.to_string()),
                 mtu,
                 peer_mac: Some(ep.mac.clone()),
                 group: None,
                 peer_ipv6: ep.ipv6.is_some(),
             })
-            .await?;
+            .await
+            .map_err(|e| match e.errno {
+                // A bridge numbers its ports in 10 bits: 1 023 of them at most.
+                Some(libc::EXFULL) => Error::Unavailable(format!(
+                    "network {} is full: its bridge {br} has 1023 ports, the most a Linux \
+                     bridge takes (connect to another network, or make one)",
+                    net.name
+                )),
+                _ => e.into(),
+            })?;
         ctx.tx.apply(Step::Hairpin { name: host.clone() }).await?;
         if crate::net::sysctl::ipv6_available() {
             // Nor is a neighbour the sandbox's router: weft gives the routes (CVE-2020-13401).
