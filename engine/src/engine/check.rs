@@ -353,14 +353,13 @@ impl Engine {
         // Records to kernel.
         let mut ep_names: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for (key, steps) in &owned {
-            if let ["net" | "peers", id] | ["ep", id, _] =
-                key.split('/').collect::<Vec<_>>().as_slice()
-            {
+            let parts: Vec<&str> = key.split('/').collect();
+            if let ["net" | "peers", id] | ["ep", id, _] = parts.as_slice() {
                 if left_out(id) {
                     continue;
                 }
             }
-            let (object, fix) = match key.split('/').collect::<Vec<_>>().as_slice() {
+            let (object, fix) = match parts.as_slice() {
                 ["net", id] => match nets_by_id.get(id) {
                     Some(n) => (
                         format!("network {}", n.name),

@@ -139,10 +139,18 @@ impl Listed {
         })
     }
 
-    /// A sandbox's namespace, through a connection of its own that is closed at once.
-    async fn of_ns(p: &Path) -> Result<Listed, NetError> {
-        let nl = Netlink::open(Some(&ns::open(p)?))?;
-        Listed::of(&nl).await
+    /// `ns`'s listing (`None` for a namespace that is gone). A sandbox's namespace is listed
+    /// through a connection of its own that is closed at once: a survey of a thousand
+    /// sandboxes would otherwise hold two descriptors for each.
+    async fn list(host: &Netlink, ns: &NsRef) -> Result<Option<Listed>, NetError> {
+        match ns {
+            NsRef::Host => Listed::of_host(host).await.map(Some),
+            NsRef::Path(p) if !ns::is_netns(p) => Ok(None),
+            NsRef::Path(p) => {
+                let nl = Netlink::open(Some(&ns::open(p)?))?;
+                Listed::of(&nl).await.map(Some)
+            }
+        }
     }
 }
 
@@ -180,21 +188,14 @@ impl LinuxSession {
     }
 
     /// The namespace's listing in a survey (`None` outside one, or for a namespace that is
-    /// gone: asked the usual way, the answer is the same as before). A sandbox's namespace is
-    /// listed through a connection of its own that is closed at once: a survey of a thousand
-    /// sandboxes would otherwise hold two descriptors for each.
+    /// gone: asked the usual way, the answer is the same as before).
     async fn listed(&mut self, ns: &NsRef) -> Result<Option<&Listed>, NetError> {
         let Some(survey) = &self.survey else {
             return Ok(None);
         };
         if !survey.contains_key(ns) {
-            let l = match ns {
-                NsRef::Host => Listed::of_host(&self.k.host_nl).await?,
-                NsRef::Path(p) if !ns::is_netns(p) => return Ok(None),
-                NsRef::Path(p) => match self.conns.get(p) {
-                    Some((_, nl)) => Listed::of(nl).await?,
-                    None => Listed::of_ns(p).await?,
-                },
+            let Some(l) = Listed::list(&self.k.host_nl, ns).await? else {
+                return Ok(None);
             };
             self.survey
                 .as_mut()
@@ -793,14 +794,7 @@ impl Session for LinuxSession {
         let mut all = futures::stream::iter(namespaces.iter().cloned())
             .map(|ns| {
                 let host = host.clone();
-                async move {
-                    let l = match &ns {
-                        NsRef::Host => Listed::of_host(&host).await,
-                        NsRef::Path(p) if ns::is_netns(p) => Listed::of_ns(p).await,
-                        NsRef::Path(_) => return None,
-                    };
-                    l.ok().map(|l| (ns, l))
-                }
+                async move { Some((ns.clone(), Listed::list(&host, &ns).await.ok()??)) }
             })
             .buffer_unordered(16);
         while let Some(r) = all.next().await {
