@@ -62,6 +62,9 @@ pub async fn heal(engine: Engine, mut rx: Receiver<Change>, start_check: bool) {
                 return;
             }
             Some(Some(change)) => {
+                // A new change is checked now, whatever the cluster view (local networks at
+                // least): a check only of the global networks left out waits for the view.
+                global_left = false;
                 let foreign = engine.quiet_for().is_some_and(|q| q >= OURS_GRACE);
                 tracing::debug!(?change, foreign, "kernel change");
                 let p = pending.get_or_insert((Instant::now(), false, false));
