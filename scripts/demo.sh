@@ -13,7 +13,7 @@ BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/weft"
 if [ ! -x "$BIN" ]; then
   echo "Building weft. The first build compiles wasmtime (the Wasm plugin host): about 4–8 minutes on 2 cores; later builds take seconds." >&2
 fi
-cargo build --bin weft
+cargo build --bin weft --bin weft-engine
 echo "Building the example Wasm plugins (wasm32-wasip2)…" >&2
 GUESTS="$(./scripts/build-guests.sh)"
 

@@ -11,7 +11,8 @@
 //!   runtime made (also on a network with ICC off: one nftables transaction more per attach),
 //!   or making the namespace itself;
 //! - weft as a CLI: one process per attach — compare *this* with netavark and CNI, which also
-//!   run as a process per operation;
+//!   run as a process per operation; through a daemon, also run as `weft-engine` (the whole
+//!   engine binary) instead of the small `weft` front, to show what the front's start saves;
 //! - netavark 1.4 (Debian, iptables firewall, `isolate`), netavark 2.1 (`cargo install
 //!   --locked netavark --version 2.1.0`, with its nftables firewall and `isolate`, and with
 //!   no firewall at all), where installed;
@@ -25,7 +26,11 @@
 //!   throwaway host namespace), N times with Debian's netavark 1.4 and with weft as netavark.
 //!
 //! Run (root): `cargo bench --bench attach -- [--n 200,1000] [--peers-n 200] [--no-peers]
-//! [--netavark21 /opt/netavark21/bin/netavark] [--podman 20]`
+//! [--netavark21 /opt/netavark21/bin/netavark] [--podman 20] [--only WORD[,WORD…]]
+//! [--interleave]` (`--only`: just the rows whose name has one of the words, e.g. `--only
+//! daemon,firewall`; `--interleave`: the tools that run a process per operation take turns,
+//! attach by attach, instead of one after another — a drift of the machine's speed during the
+//! run then hits them alike).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -203,59 +208,147 @@ fn bench_weft_lib(n: usize, own_netns: bool, icc_off: bool) -> Stats {
     })
 }
 
+/// A tool that runs a process per operation, set up and warmed up, ready to attach
+/// namespace `i` (0..n) and detach it: these run one after another, or interleaved (each
+/// attach of one tool next to the same attach of the others, so a drift of the machine's
+/// speed during the run hits them alike).
+trait PerOp {
+    fn attach(&mut self, i: usize);
+    fn detach(&mut self, i: usize);
+    /// Reachability on a sample of the first `n` namespaces.
+    fn reached(&mut self, n: usize) -> (usize, usize);
+}
+
+/// Attach 0..n, sample, detach 0..n: one tool's stats.
+fn run_alone(t: &mut dyn PerOp, n: usize) -> Stats {
+    let mut st = Stats::default();
+    for i in 0..n {
+        let at = Instant::now();
+        t.attach(i);
+        st.attach.push(at.elapsed());
+    }
+    st.reached = t.reached(n);
+    for i in 0..n {
+        let at = Instant::now();
+        t.detach(i);
+        st.detach.push(at.elapsed());
+    }
+    st
+}
+
+/// Tools run interleaved: attach `i` by each tool (the order rotating with `i`), then detach
+/// the same way.
+fn run_interleaved(tools: &mut [Box<dyn PerOp>], n: usize) -> Vec<Stats> {
+    let k = tools.len();
+    let mut st: Vec<Stats> = (0..k).map(|_| Stats::default()).collect();
+    for i in 0..n {
+        for j in 0..k {
+            let t = (i + j) % k;
+            let at = Instant::now();
+            tools[t].attach(i);
+            st[t].attach.push(at.elapsed());
+        }
+    }
+    for (t, s) in tools.iter_mut().zip(st.iter_mut()) {
+        s.reached = t.reached(n);
+    }
+    for i in 0..n {
+        for j in 0..k {
+            let t = (i + j) % k;
+            let at = Instant::now();
+            tools[t].detach(i);
+            st[t].detach.push(at.elapsed());
+        }
+    }
+    st
+}
+
 /// weft's CLI, a process per attach: in-process (embedded store), or through a running
-/// daemon (`daemon`).
-fn bench_weft_cli(n: usize, daemon: bool) -> Stats {
-    let s = Scratch::new(if daemon { "clid" } else { "cli" });
-    let host = s.ns("host");
-    let sbs: Vec<PathBuf> = (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect();
-    let _daemon = daemon.then(|| Daemon::start(&s, &host));
-    let weft = |args: &[&str]| {
-        let mut c = s.weft(&host, args);
-        if !daemon {
+/// daemon (`daemon`); `engine`: the command run as `weft-engine` (the whole engine binary)
+/// rather than the small `weft` front, both through the daemon, to show what the front's
+/// start saves.
+struct WeftCli {
+    s: Scratch,
+    host: PathBuf,
+    sbs: Vec<PathBuf>,
+    _daemon: Option<Daemon>,
+    daemon: bool,
+    engine: bool,
+}
+
+impl WeftCli {
+    fn new(n: usize, daemon: bool, engine: bool) -> WeftCli {
+        let s = Scratch::new(match (daemon, engine) {
+            (false, _) => "cli",
+            (true, false) => "clid",
+            (true, true) => "clie",
+        });
+        let host = s.ns("host");
+        let sbs: Vec<PathBuf> = (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect();
+        let _daemon = daemon.then(|| Daemon::start(&s, &host));
+        let mut w = WeftCli {
+            s,
+            host,
+            sbs,
+            _daemon,
+            daemon,
+            engine,
+        };
+        w.weft(&["network", "create", "bench"]);
+        for i in n..n + WARMUP {
+            w.attach(i);
+            w.detach(i);
+        }
+        w
+    }
+
+    fn weft(&self, args: &[&str]) {
+        let mut c = if self.engine {
+            self.s
+                .weft_bin(&self.host, env!("CARGO_BIN_EXE_weft-engine"), args)
+        } else {
+            self.s.weft(&self.host, args)
+        };
+        if !self.daemon {
             c.env("WEFT_NO_DAEMON", "1");
         }
         c.stdout(Stdio::null());
         let st = c.status().unwrap();
         assert!(st.success());
-    };
-    weft(&["network", "create", "bench"]);
-    let attach = |i: usize| {
-        weft(&[
+    }
+}
+
+impl PerOp for WeftCli {
+    fn attach(&mut self, i: usize) {
+        let netns = self.sbs[i].to_str().unwrap().to_string();
+        self.weft(&[
             "sandbox",
             "create",
             "--network",
             "bench",
             "--netns",
-            sbs[i].to_str().unwrap(),
+            &netns,
             &format!("c{i}"),
         ])
-    };
-    for i in n..n + WARMUP {
-        attach(i);
-        weft(&["sandbox", "rm", &format!("c{i}")]);
     }
-    let mut st = Stats::default();
-    for i in 0..n {
-        let t = Instant::now();
-        attach(i);
-        st.attach.push(t.elapsed());
+
+    fn detach(&mut self, i: usize) {
+        self.weft(&["sandbox", "rm", &format!("c{i}")]);
     }
-    let gw = {
-        let rt = rt();
-        let e = rt.block_on(Engine::open(s.config(&host))).unwrap();
-        e.network("bench").unwrap().pools[0]
-            .gateway
-            .unwrap()
-            .to_string()
-    };
-    st.reached = sample(&sbs[..n], &gw);
-    for i in 0..n {
-        let t = Instant::now();
-        weft(&["sandbox", "rm", &format!("c{i}")]);
-        st.detach.push(t.elapsed());
+
+    fn reached(&mut self, n: usize) -> (usize, usize) {
+        let gw = {
+            let rt = rt();
+            let e = rt
+                .block_on(Engine::open(self.s.config(&self.host)))
+                .unwrap();
+            e.network("bench").unwrap().pools[0]
+                .gateway
+                .unwrap()
+                .to_string()
+        };
+        sample(&self.sbs[..n], &gw)
     }
-    st
 }
 
 fn netavark_opts(i: usize, bridge: &str) -> String {
@@ -268,56 +361,81 @@ fn netavark_opts(i: usize, bridge: &str) -> String {
     )
 }
 
-/// The weft binary under another name (`netavark`), in the scratch directory.
+/// The engine binary under another name (`netavark`), in the scratch directory — as the
+/// README links it for Podman.
 fn weft_as(s: &Scratch, name: &str) -> String {
     let dir = s.dir.join("bin");
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     let _ = std::fs::remove_file(&p);
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_weft"), &p).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_weft-engine"), &p).unwrap();
     p.to_string_lossy().into_owned()
 }
 
 /// netavark `bin` with firewall driver `fw` (None: its default); `bin` None: weft run as
 /// netavark, its state in the scratch directory.
-fn bench_netavark(n: usize, bin: Option<&str>, fw: Option<&str>) -> Stats {
-    let s = Scratch::new("netavark");
-    let host = s.ns("host");
-    let sbs: Vec<PathBuf> = (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect();
-    let conf = s.dir.join("conf");
-    let weft = bin.is_none();
-    let bin = bin
-        .map(str::to_string)
-        .unwrap_or_else(|| weft_as(&s, "netavark"));
-    let nv = |cmd: &str, i: usize| {
-        let mut c = in_ns_cmd(&host, &bin);
-        if let Some(fw) = fw {
+struct Netavark {
+    s: Scratch,
+    host: PathBuf,
+    sbs: Vec<PathBuf>,
+    bin: String,
+    fw: Option<String>,
+    weft: bool,
+}
+
+impl Netavark {
+    fn new(n: usize, bin: Option<&str>, fw: Option<&str>) -> Netavark {
+        let s = Scratch::new("netavark");
+        let host = s.ns("host");
+        let sbs: Vec<PathBuf> = (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect();
+        let weft = bin.is_none();
+        let bin = bin
+            .map(str::to_string)
+            .unwrap_or_else(|| weft_as(&s, "netavark"));
+        let mut nv = Netavark {
+            s,
+            host,
+            sbs,
+            bin,
+            fw: fw.map(str::to_string),
+            weft,
+        };
+        for i in n..n + WARMUP {
+            nv.attach(i);
+            nv.detach(i);
+        }
+        nv
+    }
+
+    fn run(&self, cmd: &str, i: usize) {
+        let mut c = in_ns_cmd(&self.host, &self.bin);
+        if let Some(fw) = &self.fw {
             c.env("NETAVARK_FW", fw);
         }
-        if weft {
-            c.env("WEFT_ROOT", s.dir.join("root"))
-                .env("WEFT_RUN_ROOT", s.dir.join("run"));
+        if self.weft {
+            c.env("WEFT_ROOT", self.s.dir.join("root"))
+                .env("WEFT_RUN_ROOT", self.s.dir.join("run"));
         }
-        c.arg("--config").arg(&conf).arg(cmd).arg(&sbs[i]);
+        c.arg("--config")
+            .arg(self.s.dir.join("conf"))
+            .arg(cmd)
+            .arg(&self.sbs[i]);
         run_stdin(c, &netavark_opts(i, "nvbr0"));
-    };
-    for i in n..n + WARMUP {
-        nv("setup", i);
-        nv("teardown", i);
     }
-    let mut st = Stats::default();
-    for i in 0..n {
-        let t = Instant::now();
-        nv("setup", i);
-        st.attach.push(t.elapsed());
+}
+
+impl PerOp for Netavark {
+    fn attach(&mut self, i: usize) {
+        self.run("setup", i);
     }
-    st.reached = sample(&sbs[..n], "10.89.0.1");
-    for i in 0..n {
-        let t = Instant::now();
-        nv("teardown", i);
-        st.detach.push(t.elapsed());
+
+    fn detach(&mut self, i: usize) {
+        self.run("teardown", i);
     }
-    st
+
+    fn reached(&mut self, n: usize) -> (usize, usize) {
+        sample(&self.sbs[..n], "10.89.0.1")
+    }
 }
 
 /// CNI bridge (ipMasq) + host-local, chained to the firewall plugin, as a runtime runs a
@@ -334,7 +452,7 @@ fn bench_cni(n: usize, weft: bool) -> Stats {
     );
     let plugin = |prog: &str, cmd: &str, i: usize, conf: &str| -> String {
         let path = if weft {
-            env!("CARGO_BIN_EXE_weft").to_string()
+            env!("CARGO_BIN_EXE_weft-engine").to_string()
         } else {
             format!("/usr/lib/cni/{prog}")
         };
@@ -440,12 +558,62 @@ enum Tool {
     LibOwnNetns,
     Cli,
     CliDaemon,
+    CliEngineDaemon,
     Netavark14,
     Netavark21Nft,
     Netavark21NoFw,
     Cni,
     WeftNetavark,
     WeftCni,
+}
+
+/// A process-per-op tool, set up for `n` attaches (with `n` = 0: whether `t` is one; nothing
+/// is set up).
+fn per_op(t: &Tool, n: usize, nv14: &str, nv21: &str) -> Option<Box<dyn PerOp>> {
+    let probe = n == 0;
+    Some(match t {
+        Tool::Cli | Tool::CliDaemon | Tool::CliEngineDaemon if probe => return Some(Box::new(())),
+        Tool::Netavark14 | Tool::Netavark21Nft | Tool::Netavark21NoFw | Tool::WeftNetavark
+            if probe =>
+        {
+            return Some(Box::new(()))
+        }
+        Tool::Cli => Box::new(WeftCli::new(n, false, false)),
+        Tool::CliDaemon => Box::new(WeftCli::new(n, true, false)),
+        Tool::CliEngineDaemon => Box::new(WeftCli::new(n, true, true)),
+        Tool::Netavark14 => Box::new(Netavark::new(n, Some(nv14), None)),
+        Tool::Netavark21Nft => Box::new(Netavark::new(n, Some(nv21), Some("nftables"))),
+        Tool::Netavark21NoFw => Box::new(Netavark::new(n, Some(nv21), Some("none"))),
+        Tool::WeftNetavark => Box::new(Netavark::new(n, None, None)),
+        _ => return None,
+    })
+}
+
+/// Nothing: what [`per_op`] answers "yes" with.
+impl PerOp for () {
+    fn attach(&mut self, _: usize) {}
+    fn detach(&mut self, _: usize) {}
+    fn reached(&mut self, _: usize) -> (usize, usize) {
+        (0, 0)
+    }
+}
+
+/// A tool's row name.
+fn tool_name(t: &Tool) -> &'static str {
+    match t {
+        Tool::Lib => "weft library (given netns)",
+        Tool::LibIccOff => "weft library (given netns, ICC off)",
+        Tool::LibOwnNetns => "weft library (makes the netns)",
+        Tool::Cli => "weft CLI (process per op)",
+        Tool::CliDaemon => "weft CLI via daemon (process per op)",
+        Tool::CliEngineDaemon => "weft-engine as CLI via daemon",
+        Tool::Netavark14 => "netavark 1.4 (iptables, isolate)",
+        Tool::Netavark21Nft => "netavark 2.1 (nftables, isolate)",
+        Tool::Netavark21NoFw => "netavark 2.1 (no firewall)",
+        Tool::Cni => "CNI bridge+firewall (ipMasq)",
+        Tool::WeftNetavark => "weft as netavark (Podman's door)",
+        Tool::WeftCni => "weft as a CNI plugin",
+    }
 }
 
 fn main() {
@@ -470,6 +638,7 @@ fn main() {
     let ns = list("--n", "200,1000");
     let peers_n = list("--peers-n", "200");
     let peers = !args.iter().any(|a| a == "--no-peers");
+    let interleave = args.iter().any(|a| a == "--interleave");
     let nv14 = "/usr/lib/podman/netavark";
     let nv21 = arg("--netavark21").unwrap_or_else(|| "/opt/netavark21/bin/netavark".into());
     let have = |p: &str| Path::new(p).exists();
@@ -494,10 +663,11 @@ fn main() {
         }
     }
     for n in ns {
-        let mut tools = vec![Tool::Lib, Tool::LibIccOff, Tool::LibOwnNetns];
+        let mut tools: Vec<Tool> = vec![Tool::Lib, Tool::LibIccOff, Tool::LibOwnNetns];
         if peers_n.contains(&n) {
             tools.push(Tool::Cli);
             tools.push(Tool::CliDaemon);
+            tools.push(Tool::CliEngineDaemon);
             tools.push(Tool::WeftNetavark);
             tools.push(Tool::WeftCni);
             if peers {
@@ -524,45 +694,41 @@ fn main() {
             seed ^= seed << 17;
             tools.swap(i, (seed % (i as u64 + 1)) as usize);
         }
+        if let Some(only) = arg("--only") {
+            tools.retain(|t| {
+                let name = tool_name(t);
+                only.split(',').any(|w| name.contains(w))
+            });
+        }
         let mut rows: Vec<(&str, Stats)> = Vec::new();
+        if interleave {
+            // The process-per-op tools together, interleaved; the rest alone below.
+            let (together, alone): (Vec<Tool>, Vec<Tool>) = tools
+                .into_iter()
+                .partition(|t| per_op(t, 0, nv14, &nv21).is_some());
+            let mut runners: Vec<Box<dyn PerOp>> = together
+                .iter()
+                .map(|t| per_op(t, n, nv14, &nv21).unwrap())
+                .collect();
+            for (t, st) in together.iter().zip(run_interleaved(&mut runners, n)) {
+                rows.push((tool_name(t), st));
+            }
+            drop(runners);
+            tools = alone;
+        }
         for t in &tools {
-            let row = match t {
-                Tool::Lib => (
-                    "weft library (given netns)",
-                    bench_weft_lib(n, false, false),
-                ),
-                Tool::LibIccOff => (
-                    "weft library (given netns, ICC off)",
-                    bench_weft_lib(n, false, true),
-                ),
-                Tool::LibOwnNetns => (
-                    "weft library (makes the netns)",
-                    bench_weft_lib(n, true, false),
-                ),
-                Tool::Cli => ("weft CLI (process per op)", bench_weft_cli(n, false)),
-                Tool::CliDaemon => (
-                    "weft CLI via daemon (process per op)",
-                    bench_weft_cli(n, true),
-                ),
-                Tool::Netavark14 => (
-                    "netavark 1.4 (iptables, isolate)",
-                    bench_netavark(n, Some(nv14), None),
-                ),
-                Tool::Netavark21Nft => (
-                    "netavark 2.1 (nftables, isolate)",
-                    bench_netavark(n, Some(&nv21), Some("nftables")),
-                ),
-                Tool::Netavark21NoFw => (
-                    "netavark 2.1 (no firewall)",
-                    bench_netavark(n, Some(&nv21), Some("none")),
-                ),
-                Tool::Cni => ("CNI bridge+firewall (ipMasq)", bench_cni(n, false)),
-                Tool::WeftNetavark => (
-                    "weft as netavark (Podman's door)",
-                    bench_netavark(n, None, None),
-                ),
-                Tool::WeftCni => ("weft as a CNI plugin", bench_cni(n, true)),
+            let stats = match t {
+                Tool::Lib => bench_weft_lib(n, false, false),
+                Tool::LibIccOff => bench_weft_lib(n, false, true),
+                Tool::LibOwnNetns => bench_weft_lib(n, true, false),
+                Tool::Cni => bench_cni(n, false),
+                Tool::WeftCni => bench_cni(n, true),
+                t => {
+                    let mut p = per_op(t, n, nv14, &nv21).expect("a process-per-op tool");
+                    run_alone(&mut *p, n)
+                }
             };
+            let row = (tool_name(t), stats);
             rows.push(row);
         }
         let order: Vec<&str> = rows.iter().map(|(n, _)| *n).collect();
@@ -574,6 +740,7 @@ fn main() {
                 "weft library (makes the netns)",
                 "weft CLI (process per op)",
                 "weft CLI via daemon (process per op)",
+                "weft-engine as CLI via daemon",
             ]
             .iter()
             .position(|x| *x == name)
@@ -586,7 +753,10 @@ fn main() {
             .or_else(|| rows.iter().find(|(n, _)| n.starts_with("weft CLI")))
             .map(|(_, s)| pct(&s.attach, 0.5));
         for (name, st) in &rows {
-            let vs = if name.starts_with("weft library") || name.starts_with("weft CLI") {
+            let vs = if name.starts_with("weft library")
+                || name.starts_with("weft CLI")
+                || name.starts_with("weft-engine")
+            {
                 None
             } else {
                 cli

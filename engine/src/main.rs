@@ -1,4 +1,7 @@
-//! The `weft` binary: parse the command line, set up logging, run the command.
+//! The `weft-engine` binary: parse the command line, set up logging, run the command —
+//! in-process, or as the daemon, Podman's `netavark` or a CNI plugin. The `weft` command
+//! users type is the small front (`src/bin/weft.rs`), which runs this one when a command
+//! does not go to a daemon.
 
 use clap::Parser;
 

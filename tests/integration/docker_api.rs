@@ -793,6 +793,68 @@ fn the_cli_prints_the_same_through_the_daemon_as_in_process() {
     assert_eq!(weft_run(&h, &["network", "ls"], "", false), embedded[0]);
 }
 
+/// `.data.rel.ro` + `.got` of an executable: what its loader relocates (writes) at every start.
+fn relocated_bytes(bin: &str) -> u64 {
+    let o = std::process::Command::new("readelf")
+        .args(["-S", "-W", bin])
+        .output()
+        .expect("readelf (binutils, which the Rust toolchain's linker needs)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let sum: u64 = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(']').nth(1)?.split_whitespace().collect();
+            (f.first() == Some(&".data.rel.ro") || f.first() == Some(&".got"))
+                .then(|| u64::from_str_radix(f[4], 16).unwrap())
+        })
+        .sum();
+    assert!(sum > 0, "no .data.rel.ro/.got in {bin}:\n{text}");
+    sum
+}
+
+#[test]
+fn the_weft_front_serves_through_the_daemon_alone_and_runs_the_engine_otherwise() {
+    let h = TestHost::new("front");
+    let nowhere = h.dir.join("no-such-engine");
+    let nowhere = nowhere.to_str().unwrap();
+    // No daemon: the front runs the engine binary — so a missing one is the error, said so.
+    let o = h.weft_env(&["network", "ls", "-q"], &[("WEFT_ENGINE", nowhere)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(127), "{err}");
+    assert!(
+        err.contains(&format!("cannot run weft's engine {nowhere}")) && err.contains("WEFT_ENGINE"),
+        "{err}"
+    );
+    // Control: the engine next to the front runs it.
+    assert_eq!(h.weft_ok(&["network", "ls", "-q"]).lines().count(), 3);
+    // With a daemon, the front alone carries a command there and back: no engine needed.
+    let d = h.daemon();
+    let o = h.weft_env(
+        &["network", "create", "viafront"],
+        &[("WEFT_ENGINE", nowhere)],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(h.weft_ok(&["network", "ls"]).contains("viafront"));
+    assert_eq!(d.log_text().matches("path=/weft/v1/run").count(), 2);
+    // What only the engine does still goes to it, daemon or not.
+    let o = h.weft_env(
+        &["sandbox", "exec", "nosuch", "true"],
+        &[("WEFT_ENGINE", nowhere)],
+    );
+    assert_eq!(o.status.code(), Some(127));
+    drop(d);
+    // What it is for: the front relocates a small part of what the engine binary does at start.
+    let (front, engine) = (
+        relocated_bytes(env!("CARGO_BIN_EXE_weft")),
+        relocated_bytes(env!("CARGO_BIN_EXE_weft-engine")),
+    );
+    assert!(
+        front * 8 < engine,
+        "the front relocates {front} bytes at start, the engine {engine}: the front links engine code it should not"
+    );
+}
+
 #[test]
 fn a_plugin_installed_through_either_door_is_seen_by_the_other() {
     let h = TestHost::new("dkplug");

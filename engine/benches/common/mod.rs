@@ -143,7 +143,12 @@ impl Scratch {
 
     /// The `weft` CLI on this scratch state, run inside `host` (not started).
     pub fn weft(&self, host: &Path, args: &[&str]) -> Command {
-        let mut c = in_ns_cmd(host, env!("CARGO_BIN_EXE_weft"));
+        self.weft_bin(host, env!("CARGO_BIN_EXE_weft"), args)
+    }
+
+    /// [`Self::weft`] run as binary `bin` (`weft` or `weft-engine`).
+    pub fn weft_bin(&self, host: &Path, bin: &str, args: &[&str]) -> Command {
+        let mut c = in_ns_cmd(host, bin);
         c.arg("--root")
             .arg(self.dir.join("root"))
             .arg("--run-root")

@@ -2,6 +2,8 @@
 //! with Docker's flags and output. Every command runs the same [`Engine`] in-process.
 //!
 //! - [`network`], [`sandbox`], [`plugin`], [`system`]: the subcommands;
+//! - [`front`]: the small `weft` binary (the daemon's door, else it runs `weft-engine`);
+//! - [`remote`]: a command sent to the daemon on weft's socket;
 //! - [`output`]: docker's tabwriter tables, `--format` rendering, inspect printing;
 //! - [`template`]: the Go-template subset `--format`/`-f` take.
 
@@ -19,6 +21,7 @@ macro_rules! errln {
     ($($t:tt)*) => { $crate::cli::output::write_err(&format!("{}\n", format_args!($($t)*))) };
 }
 
+pub mod front;
 pub mod network;
 pub mod output;
 pub mod plugin;
