@@ -184,22 +184,12 @@ fn a_crash_mid_connect_is_cleaned_up_on_the_next_start() {
         "the crash left a veth behind, as a real crash would"
     );
     assert!(h.dir.join("run/netns/victim").exists());
-    assert_eq!(
-        std::fs::read_dir(h.dir.join("run/journal"))
-            .unwrap()
-            .count(),
-        1
-    );
+    assert_eq!(h.journals(), 1);
     // The next start replays it.
     h.reopen();
     assert_eq!(h.host_links(), links_before);
     assert!(!h.dir.join("run/netns/victim").exists());
-    assert_eq!(
-        std::fs::read_dir(h.dir.join("run/journal"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(h.journals(), 0);
     let e = h.engine();
     assert!(
         matches!(e.sandbox("victim"), Err(weft::Error::SandboxNotFound(_))),
@@ -449,4 +439,49 @@ fn processes_starting_at_once_on_a_fresh_run_dir_all_start() {
             );
         }
     }
+}
+
+#[test]
+fn journal_files_are_reused_and_a_dead_processs_spare_is_nothing_to_settle() {
+    let mut h = TestHost::new("jspare");
+    let e = h.engine();
+    let jdir = h.dir.join("run/journal");
+    let files = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&jdir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    // Ten operations one after another that each touched the kernel: one file, reused.
+    for i in 0..5 {
+        h.block_on(e.create_network(NetworkCreate {
+            name: format!("n{i}"),
+            ..Default::default()
+        }))
+        .unwrap();
+    }
+    for i in 0..5 {
+        h.block_on(e.remove_network(&format!("n{i}"))).unwrap();
+    }
+    let ours = files();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    assert_eq!(h.journals(), 0, "the spare is empty");
+    // A process killed with spares leaves them empty: not an interrupted operation. A journal
+    // with something in it is (the positive control).
+    std::fs::write(jdir.join("dead.json"), "").unwrap();
+    std::fs::write(jdir.join("cut.json"), "{\"op\": cut short\n").unwrap();
+    let found = format!("{:?}", h.block_on(e.check()).unwrap());
+    assert!(
+        found.contains("cut.json") && !found.contains("dead.json"),
+        "{found}"
+    );
+    std::fs::remove_file(jdir.join("cut.json")).unwrap();
+    assert!(h.block_on(e.check()).unwrap().is_empty());
+    // The next start deletes the dead process's spare and settles nothing else.
+    h.reopen();
+    assert!(!files().contains(&"dead.json".to_string()), "{:?}", files());
+    assert!(h.block_on(h.engine().check()).unwrap().is_empty());
 }

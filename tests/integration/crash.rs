@@ -125,9 +125,7 @@ fn blank_ids(s: &str) -> String {
 }
 
 fn journals(h: &TestHost) -> usize {
-    std::fs::read_dir(h.dir.join("run/journal"))
-        .map(|rd| rd.count())
-        .unwrap_or(0)
+    h.journals()
 }
 
 fn check_clean(h: &TestHost, when: &str) {

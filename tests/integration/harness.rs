@@ -313,8 +313,20 @@ impl TestHost {
         String::from_utf8_lossy(&o.stderr).trim().to_string()
     }
 
+    /// Journals of operations under the run dir: the files in `run/journal` that are not
+    /// empty (an empty one is a spare a process keeps to reuse, no operation's).
+    pub fn journals(&self) -> usize {
+        std::fs::read_dir(self.dir.join("run/journal"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Everything under the run dir that is not a directory (pins, journals), but the lock
-    /// file (locks are not state).
+    /// file (locks are not state) and spare journals (empty: see [`TestHost::journals`]).
     pub fn run_dir_files(&self) -> Vec<PathBuf> {
         fn walk(p: &Path, out: &mut Vec<PathBuf>) {
             if let Ok(rd) = std::fs::read_dir(p) {
@@ -330,7 +342,11 @@ impl TestHost {
         }
         let mut v = vec![];
         walk(&self.dir.join("run"), &mut v);
-        v.retain(|p| !p.ends_with("weft.lock"));
+        let spare_journal = |p: &Path| {
+            p.parent().is_some_and(|d| d.ends_with("journal"))
+                && std::fs::metadata(p).is_ok_and(|m| m.len() == 0)
+        };
+        v.retain(|p| !p.ends_with("weft.lock") && !spare_journal(p));
         v
     }
 }

@@ -273,6 +273,9 @@ impl Engine {
         let dir = self.inner.cfg.run_root.join("journal");
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             if let Ok(Some(j)) = crate::net::Journal::claim(&e.path()) {
+                if j.is_spare() {
+                    continue; // a dead process's spare: no operation's
+                }
                 let what = j
                     .read()
                     .ok()

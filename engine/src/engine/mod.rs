@@ -174,6 +174,9 @@ pub(crate) struct Inner {
     ipams: RwLock<BTreeMap<String, Arc<dyn Ipam>>>,
     locks: Locks,
     fp: Arc<Failpoints>,
+    /// This process's spare journal files (an operation reuses one: no file made and
+    /// deleted per operation).
+    journals: Arc<crate::net::journal::JournalPool>,
     orphans: Mutex<Vec<Orphan>>,
     #[cfg(feature = "wasm")]
     plugins: Arc<crate::plugin::PluginHost>,
@@ -343,6 +346,7 @@ impl Engine {
                 ipams: RwLock::new(ipams),
                 locks,
                 fp,
+                journals: Default::default(),
                 orphans: Mutex::new(Vec::new()),
                 #[cfg(feature = "wasm")]
                 plugins,

@@ -219,6 +219,7 @@ impl Engine {
             Some(JournalSpec {
                 path: self.journal_path(&id),
                 header: serde_json::to_value(&header).map_err(Error::internal)?,
+                pool: Some(self.inner.journals.clone()),
             }),
             self.inner.fp.clone(),
         )?;

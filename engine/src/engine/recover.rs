@@ -73,6 +73,8 @@ impl Engine {
             match crate::net::Journal::claim(&e.path()) {
                 Ok(None) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // A dead process's spare: nothing was interrupted.
+                Ok(Some(j)) if j.is_spare() => j.remove(),
                 Ok(Some(_)) | Err(_) => return Ok(true),
             }
         }
@@ -157,6 +159,11 @@ impl Engine {
         let mut settled = 0;
         for path in paths {
             let journal = match Journal::claim(&path) {
+                // A dead process's spare (see `JournalPool`): no operation's.
+                Ok(Some(j)) if j.is_spare() => {
+                    j.remove();
+                    continue;
+                }
                 Ok(Some(j)) => j,
                 // A live operation of another process, or gone meanwhile.
                 Ok(None) | Err(_) => continue,

@@ -21,6 +21,8 @@ use super::NetError;
 pub struct JournalSpec {
     pub path: PathBuf,
     pub header: serde_json::Value,
+    /// The process's spare journal files (see [`crate::net::journal::JournalPool`]).
+    pub pool: Option<Arc<crate::net::journal::JournalPool>>,
 }
 
 enum JournalSlot {
@@ -105,7 +107,7 @@ impl Tx {
 
     fn journal(&mut self) -> Result<Option<&mut Journal>, NetError> {
         if let JournalSlot::Pending(spec) = &self.journal {
-            let j = Journal::create(spec.path.clone(), &spec.header)
+            let j = Journal::create_in(spec.pool.as_ref(), spec.path.clone(), &spec.header)
                 .map_err(|e| NetError::io(format!("write journal {}", spec.path.display()), e))?;
             self.journal = JournalSlot::Open(j);
         }
@@ -661,6 +663,7 @@ mod tests {
                 Some(JournalSpec {
                     path: path.clone(),
                     header: serde_json::json!({"op": "test"}),
+                    pool: None,
                 }),
                 fp.clone(),
             )
