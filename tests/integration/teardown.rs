@@ -227,3 +227,104 @@ fn a_batched_removal_of_hundreds_on_an_icc_off_network_runs_no_nft() {
     let o = h.weft(&["system", "check"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 }
+
+/// The links of namespace `ns` as (name, up) — `ip -o link` there.
+fn ns_links(ns: &std::path::Path) -> Vec<(String, bool)> {
+    let o = run_ok(ns, "ip", &["-o", "link", "show"]);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            let name = l.split(": ").nth(1)?.split('@').next()?.to_string();
+            let flags = l.split('<').nth(1)?.split('>').next()?;
+            Some((name, flags.split(',').any(|f| f == "UP")))
+        })
+        .collect()
+}
+
+#[test]
+fn a_veth_into_a_namespace_that_stays_is_parked_its_name_free_at_once_and_reaped_later() {
+    let h = TestHost::new("park");
+    let e = h.engine();
+    h.weft_ok(&["network", "create", "--subnet", "10.62.0.0/24", "n1"]);
+    h.weft_ok(&["network", "create", "--subnet", "10.63.0.0/24", "n2"]);
+    // s: weft's namespace, on two networks; r: a runtime's namespace, given.
+    h.weft_ok(&["sandbox", "create", "--network", "n1", "s"]);
+    h.weft_ok(&["network", "connect", "n2", "s"]);
+    let rt = h.make_ns("rt");
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "n1",
+        "--netns",
+        rt.to_str().unwrap(),
+        "r",
+    ]);
+    let s_ns = key(&h, "s");
+    let gw: std::net::IpAddr = "10.62.0.1".parse().unwrap();
+    assert!(
+        ping(&s_ns, gw) && ping(&rt, gw),
+        "control: both reach n1's gateway"
+    );
+    let names = |ns: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = ns_links(ns).into_iter().map(|(n, _)| n).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&s_ns), ["eth0", "eth1", "lo"]);
+    // Deleting links fails from here on: what the removals leave for later stays, to be seen.
+    e.set_failpoint(Some("fail:del-link"));
+    let host_before = h.host_links();
+    h.block_on(e.disconnect("n1", "s", false)).unwrap();
+    h.block_on(e.remove_sandbox("r", false)).unwrap();
+    for (ns, left) in [(&s_ns, vec!["eth1", "lo"]), (&rt, vec!["lo"])] {
+        let links = ns_links(ns);
+        let parked: Vec<&(String, bool)> = links
+            .iter()
+            .filter(|(n, _)| n.starts_with("gone"))
+            .collect();
+        assert_eq!(
+            parked.len(),
+            1,
+            "one parked veth end in {}: {links:?}",
+            ns.display()
+        );
+        assert!(!parked[0].1, "the parked end is down: {links:?}");
+        let addrs = run_ok(ns, "ip", &["-o", "-4", "addr", "show", "dev", &parked[0].0]);
+        assert!(
+            String::from_utf8_lossy(&addrs.stdout).trim().is_empty(),
+            "the parked end keeps no address"
+        );
+        let mut rest: Vec<String> = links
+            .iter()
+            .filter(|(n, _)| !n.starts_with("gone"))
+            .map(|(n, _)| n.clone())
+            .collect();
+        rest.sort();
+        assert_eq!(rest, left, "in {}", ns.display());
+    }
+    assert_eq!(
+        h.host_links(),
+        host_before,
+        "the host ends wait for the reaper"
+    );
+    // The names are free at once: s connects to n1 again, the runtime attaches its
+    // namespace again, and both reach the gateway through their new eth0.
+    h.block_on(e.connect("n1", "s", Default::default()))
+        .unwrap();
+    h.block_on(e.create_sandbox(weft::model::SandboxCreate {
+        name: "r2".into(),
+        network: Some("n1".into()),
+        netns: Some(rt.clone()),
+        ..Default::default()
+    }))
+    .unwrap();
+    assert!(ping(&s_ns, gw) && ping(&rt, gw), "the new eth0s work");
+    // The reaper, once it can, deletes the parked pairs: nothing of them is left anywhere.
+    e.set_failpoint(None);
+    assert_eq!(h.block_on(e.reap_links()).unwrap(), 2);
+    assert_eq!(names(&s_ns), ["eth0", "eth1", "lo"]);
+    assert_eq!(names(&rt), ["eth0", "lo"]);
+    assert!(h.block_on(e.check()).unwrap().is_empty());
+    assert!(ping(&s_ns, gw) && ping(&rt, gw));
+}

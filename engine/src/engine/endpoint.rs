@@ -439,7 +439,10 @@ impl Engine {
     pub async fn disconnect(&self, network: &str, sandbox: &str, force: bool) -> Result<()> {
         let net = self.watched().then(|| self.network(network).ok()).flatten();
         let sb = self.sandbox(sandbox).map(|s| s.id).ok();
-        self.disconnect_retrying(network, sandbox, force).await?;
+        let r = self.disconnect_retrying(network, sandbox, force).await;
+        // The veth it left for later, now that its locks are free (or by the reaper).
+        self.reap_soon().await;
+        r?;
         if let Some(id) = &sb {
             self.refresh_sandbox_files(id);
         }
@@ -529,12 +532,20 @@ impl Engine {
         self.endpoint_hooks(op, &net, &ep, force).await?;
         self.release_endpoint(op, &net, &ep, force).await?;
         let log = records::owned(op.r(), &ep_key(&net.id, &ep.id))?;
-        let errors = op.tx().teardown(&log, None).await;
+        // The veth's sandbox end is parked (down, renamed: its name is free at once), its host
+        // end taken down, and the pair deleted later, off the caller's path (see `reap_links`).
+        let (errors, later) = op.tx().teardown_deferring(&[(&log, None)]).await;
         op.teardown_result(
             errors,
             force,
             &format!("disconnect {} from {}", ep.name, net.name),
         )?;
+        if !later.is_empty() {
+            let key = super::reap::gone_key(&op.id);
+            let mut all = records::owned(op.r(), &key)?;
+            all.extend(later);
+            op.own(&key, all)?;
+        }
         records::delete_endpoint(op.w(), &ep)?;
         if ep.default_route {
             if let Some(sb) = records::load_sandbox(op.r(), sb_id)? {

@@ -789,7 +789,9 @@ fn no_api_body_makes_it_panic() {
 
 /// A removal whose kernel step fails once is tried again and succeeds; one that keeps failing
 /// fails the removal whole (the endpoint stays, recorded and in the kernel, as before), unless
-/// forced (then it goes, with a warning).
+/// forced (then it goes, with a warning). A disconnect parks the veth's sandbox end and leaves
+/// the pair's deletion for later: a deletion that fails there is tried again, and one that
+/// keeps failing is left recorded, for `system check` to show and the next reap to do.
 #[cfg(feature = "failpoints")]
 #[test]
 fn a_removal_that_the_kernel_refuses_is_tried_again_then_fails_whole() {
@@ -800,15 +802,17 @@ fn a_removal_that_the_kernel_refuses_is_tried_again_then_fails_whole() {
         e.create_network(net("two")).await.unwrap();
         e.create_sandbox(sandbox("sa", "one")).await.unwrap();
         e.connect("two", "sa", Default::default()).await.unwrap();
-        // Once: tried again, done.
+        let sb = e.sandbox("sa").unwrap();
+        // Once: the deletion (the reap after the disconnect) is tried again, done.
         f.kernel.with(|s| s.fail = Some("del-link".into()));
         e.disconnect("two", "sa", false).await.unwrap();
         assert!(f.kernel.with(|s| s.fail.is_none()), "the failure was met");
         assert!(e.check().await.unwrap().is_empty());
-        // Always: the disconnect fails and changes nothing.
+        // Parking and deleting both fail: the disconnect fails and changes nothing (the
+        // parked end is brought up again under its name).
         e.connect("two", "sa", Default::default()).await.unwrap();
         let before = kernel_state(&f.kernel);
-        let sb = e.sandbox("sa").unwrap();
+        f.kernel.with(|s| s.fail = Some("rename".into()));
         e.set_failpoint(Some("del-link"));
         let err = e.disconnect("two", "sa", false).await.unwrap_err();
         assert!(err.to_string().contains("injected failure"), "{err}");
@@ -819,8 +823,8 @@ fn a_removal_that_the_kernel_refuses_is_tried_again_then_fails_whole() {
             "still connected"
         );
         // Forced: it goes, and says what it could not remove.
+        f.kernel.with(|s| s.fail = Some("rename".into()));
         e.disconnect("two", "sa", true).await.unwrap();
-        e.set_failpoint(None);
         assert_eq!(e.sandbox_endpoints(&sb.id).unwrap().len(), 1);
         assert!(e
             .check()
@@ -828,6 +832,24 @@ fn a_removal_that_the_kernel_refuses_is_tried_again_then_fails_whole() {
             .unwrap()
             .iter()
             .any(|f| f.to_string().contains("veth")));
+        e.set_failpoint(None);
+        e.repair().await.unwrap();
+        assert!(e.check().await.unwrap().is_empty());
+        // Parked, the deletion failing: the disconnect is done, the pair left for later.
+        e.connect("two", "sa", Default::default()).await.unwrap();
+        e.set_failpoint(Some("del-link"));
+        e.disconnect("two", "sa", false).await.unwrap();
+        assert_eq!(e.sandbox_endpoints(&sb.id).unwrap().len(), 1);
+        let found = e.check().await.unwrap();
+        assert!(
+            found
+                .iter()
+                .any(|f| f.to_string().contains("the deletion failed")),
+            "{found:?}"
+        );
+        e.set_failpoint(None);
+        assert_eq!(e.reap_links().await.unwrap(), 1);
+        assert!(e.check().await.unwrap().is_empty());
     });
 }
 

@@ -449,7 +449,65 @@ impl FakeState {
             }
             Step::LinkDown { ns, name } => {
                 self.need_link(ns, name, "set down")?;
-                self.ns_mut(ns, "set down")?.links.get_mut(name).unwrap().up = false;
+                let n = self.ns_mut(ns, "set down")?;
+                n.links.get_mut(name).unwrap().up = false;
+                // As the kernel does: routes through a link that goes down go.
+                n.routes.retain(|r| r.2 != *name);
+                n.routes_ex.retain(|r| r.2.as_deref() != Some(name));
+            }
+            Step::RenameLink { ns, name, new_name } => {
+                self.need_link(ns, name, "rename")?;
+                if self.has_link(&key(ns), new_name) {
+                    return Err(NetError::errno(format!("rename {name}"), libc::EEXIST));
+                }
+                let n = self.ns_mut(ns, "rename")?;
+                if n.links[name].up {
+                    return Err(NetError::errno(format!("rename {name}"), libc::EBUSY));
+                }
+                // What the kernel keys by index goes with the link: its routes, neighbours
+                // and own sysctls.
+                let l = n.links.remove(name).unwrap();
+                let peer = l.peer.clone();
+                n.links.insert(new_name.clone(), l);
+                for r in n.routes.iter_mut().filter(|r| r.2 == *name) {
+                    r.2 = new_name.clone();
+                }
+                for r in n
+                    .routes_ex
+                    .iter_mut()
+                    .filter(|r| r.2.as_deref() == Some(name))
+                {
+                    r.2 = Some(new_name.clone());
+                }
+                for r in n.neighbours.iter_mut().filter(|r| r.0 == *name) {
+                    r.0 = new_name.clone();
+                }
+                let own = format!("/conf/{name}/");
+                let renamed: Vec<(String, String)> = n
+                    .sysctls
+                    .iter()
+                    .filter(|(k, _)| k.contains(&own))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                for (k, v) in renamed {
+                    n.sysctls.remove(&k);
+                    n.sysctls
+                        .insert(k.replace(&own, &format!("/conf/{new_name}/")), v);
+                }
+                for other in n.links.values_mut() {
+                    if other.master.as_deref() == Some(name) {
+                        other.master = Some(new_name.clone());
+                    }
+                }
+                if let Some((pns, pname)) = peer {
+                    if let Some(p) = self
+                        .namespaces
+                        .get_mut(&pns)
+                        .and_then(|n| n.links.get_mut(&pname))
+                    {
+                        p.peer = Some((key(ns), new_name.clone()));
+                    }
+                }
             }
             Step::SetMac { ns, name, mac } => {
                 self.need_link(ns, name, "set mac")?;
@@ -774,6 +832,14 @@ impl Session for FakeSession {
 
     async fn delete_host_links(&mut self, names: &[String]) -> Vec<NetError> {
         self.with(|s| {
+            if s.fail.as_deref() == Some("del-link") {
+                s.fail = None;
+                return vec![NetError::new(
+                    "del-link step",
+                    NetErrorKind::Other,
+                    "injected failure (fake kernel)",
+                )];
+            }
             for n in names {
                 s.drop_link("host", n);
                 s.log.push(Step::DelLink {
@@ -782,8 +848,8 @@ impl Session for FakeSession {
                     peer: None,
                 });
             }
-        });
-        vec![]
+            vec![]
+        })
     }
 
     async fn present(&mut self, step: &Step) -> Result<bool, NetError> {

@@ -533,6 +533,17 @@ impl Session for LinuxSession {
                 };
                 self.change(ns, name, &down).await
             }
+            Step::RenameLink { ns, name, new_name } => {
+                let idx = self.index(ns, name).await?;
+                let rename = LinkChange {
+                    name: Some(new_name.clone()),
+                    ..Default::default()
+                };
+                self.nl(ns)?.set_link(idx, &rename).await?;
+                self.indexes.remove(&(ns.clone(), name.clone()));
+                self.indexes.insert((ns.clone(), new_name.clone()), idx);
+                Ok(())
+            }
             Step::SetMac { ns, name, mac } => {
                 let m = LinkChange {
                     mac: mac_opt(&Some(mac.clone()))?,

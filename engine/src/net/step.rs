@@ -155,6 +155,14 @@ pub enum Step {
         ns: NsRef,
         name: String,
     },
+    /// Rename a link (down: the kernel renames no link that is up); the inverse renames it
+    /// back. A removal parks a veth's end this way in a namespace that stays (see
+    /// `Tx::teardown_deferring`).
+    RenameLink {
+        ns: NsRef,
+        name: String,
+        new_name: String,
+    },
     /// Set a link's MAC; the inverse restores the one found.
     SetMac {
         ns: NsRef,
@@ -270,6 +278,7 @@ impl Step {
             Step::Address { .. } => "address",
             Step::Route { .. } | Step::RouteEx { .. } => "route",
             Step::LinkDown { .. } => "down",
+            Step::RenameLink { .. } => "rename",
             Step::SetMac { .. } => "mac",
             Step::Ipip { .. } => "ipip",
             Step::Geneve { .. } => "geneve",
@@ -364,6 +373,11 @@ impl Step {
                 ns: ns.clone(),
                 name: name.clone(),
             },
+            Step::RenameLink { ns, name, new_name } => Step::RenameLink {
+                ns: ns.clone(),
+                name: new_name.clone(),
+                new_name: name.clone(),
+            },
             Step::Neigh { ns, link, ip, mac } => Step::DelNeigh {
                 ns: ns.clone(),
                 link: link.clone(),
@@ -449,6 +463,7 @@ impl Step {
             | Step::Route { ns, .. }
             | Step::RouteEx { ns, .. }
             | Step::LinkDown { ns, .. }
+            | Step::RenameLink { ns, .. }
             | Step::SetMac { ns, .. }
             | Step::Neigh { ns, .. }
             | Step::Sysctl { ns, .. }

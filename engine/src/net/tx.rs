@@ -18,6 +18,21 @@ use super::step::{NsRef, Step};
 use super::NetError;
 
 /// Where an operation's journal goes and what its first line says.
+/// The name a veth's end in a namespace that stays takes while it waits for its deletion:
+/// `gone` and the end of its host end's name (unique on the host, so in the namespace too),
+/// within the kernel's 15 characters.
+pub fn parked_name(host_end: &str) -> String {
+    let tail: String = host_end
+        .chars()
+        .rev()
+        .take(11)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("gone{tail}")
+}
+
 pub struct JournalSpec {
     pub path: PathBuf,
     pub header: serde_json::Value,
@@ -98,11 +113,12 @@ impl Tx {
         &self.fp
     }
 
-    /// Did the operation touch the kernel?
+    /// Did the operation change the kernel (made or removed something that stays so)? A
+    /// journal opened for a step that then failed, or a change put back at once (a parked
+    /// link brought back when its rename failed), is no change: a removal that failed that
+    /// way is rolled back (nothing to roll), not finished.
     pub fn touched(&self) -> bool {
-        matches!(self.journal, JournalSlot::Open(_))
-            || !self.undo.is_empty()
-            || !self.removed.is_empty()
+        !self.undo.is_empty() || !self.removed.is_empty()
     }
 
     fn journal(&mut self) -> Result<Option<&mut Journal>, NetError> {
@@ -406,16 +422,72 @@ impl Tx {
         self.teardown_batch(logs, false).await.0
     }
 
-    /// Like [`Tx::teardown_many`], but the host end of a veth whose other end is inside a
-    /// namespace being destroyed (`gone`) is only taken down — at once, so it forwards
-    /// nothing from here on — and its deletion is returned instead of done: the kernel's wait
-    /// for an RCU grace period (~20 ms a link) is then paid later, in one batch, off the
-    /// caller's path (see `Engine::reap_links`). The caller records what is returned as owned.
+    /// Like [`Tx::teardown_many`], but a veth with a host end is not deleted: its host end is
+    /// taken down — at once, so it forwards nothing from here on — and its deletion is
+    /// returned instead of done: the kernel's wait for an RCU grace period (~20 ms a link) is
+    /// then paid later, in one batch, off the caller's path (see `Engine::reap_links`). The
+    /// caller records what is returned as owned. A veth's other end inside a namespace being
+    /// destroyed (`gone`) goes with it; one inside a namespace that stays (a runtime's, or a
+    /// sandbox's that another network keeps) is taken down and renamed out of the way
+    /// ([`parked_name`]: its name, `eth0`, is free for the next attach at once), and goes with
+    /// its host end when that is deleted. A veth that cannot be parked is deleted now.
     pub async fn teardown_deferring(
         &mut self,
         logs: &[(&[Step], Option<&Path>)],
     ) -> (Vec<NetError>, Vec<Step>) {
         self.teardown_batch(logs, true).await
+    }
+
+    /// Take a veth's end in a namespace that stays down and rename it to `parked`, then delete
+    /// the addresses weft gave it (`addrs`: their removals; nothing in the namespace answers to
+    /// them from here on, as after Docker's disconnect — one that cannot be deleted goes with
+    /// the link). When the rename fails, the end is brought up again (the caller deletes the
+    /// pair instead, and if that fails too, the endpoint stays as it was).
+    async fn park(
+        &mut self,
+        ns: &NsRef,
+        name: &str,
+        parked: &str,
+        addrs: &[Step],
+    ) -> Result<(), NetError> {
+        self.remove(Step::LinkDown {
+            ns: ns.clone(),
+            name: name.to_string(),
+        })
+        .await?;
+        let renamed = self
+            .remove(Step::RenameLink {
+                ns: ns.clone(),
+                name: name.to_string(),
+                new_name: parked.to_string(),
+            })
+            .await;
+        if let Err(e) = renamed {
+            let up = Step::LinkUp {
+                ns: ns.clone(),
+                name: name.to_string(),
+            };
+            match self.s.exec(&up).await {
+                // As it was: the link's taking down is no removal of this operation.
+                Ok(()) => {
+                    self.removed.pop();
+                }
+                Err(e) => {
+                    tracing::warn!(link = %name, "brought back up after a failed rename: {e}")
+                }
+            }
+            return Err(e);
+        }
+        for a in addrs {
+            let mut a = a.clone();
+            if let Step::DelAddress { link, .. } = &mut a {
+                *link = parked.to_string();
+            }
+            if let Err(e) = self.remove(a).await {
+                tracing::debug!(link = %parked, "an address left to go with the link: {e}");
+            }
+        }
+        Ok(())
     }
 
     async fn teardown_batch(
@@ -437,20 +509,50 @@ impl Tx {
                     }
                 )
             });
-            let (later, now): (Vec<Step>, Vec<Step>) =
-                host_links.iter().cloned().partition(|s| match (s, gone) {
-                    (
-                        Step::DelLink {
-                            peer: Some((NsRef::Path(p), _)),
-                            ..
-                        },
-                        Some(g),
-                    ) => defer && p == g,
-                    _ => false,
+            let (later, mut now): (Vec<Step>, Vec<Step>) =
+                host_links.iter().cloned().partition(|s| {
+                    defer
+                        && matches!(
+                            s,
+                            Step::DelLink {
+                                peer: Some((NsRef::Path(_), _)),
+                                ..
+                            }
+                        )
                 });
             for step in later {
-                let Step::DelLink { name, .. } = &step else {
+                let Step::DelLink {
+                    name,
+                    peer: Some((pns, pname)),
+                    ..
+                } = &step
+                else {
                     continue;
+                };
+                let goes = matches!((pns, gone), (NsRef::Path(p), Some(g)) if p == g);
+                let step = if goes {
+                    step.clone()
+                } else {
+                    let parked = parked_name(name);
+                    let addrs: Vec<Step> = undo
+                        .iter()
+                        .filter(|s| {
+                            matches!(s, Step::DelAddress { ns, link, .. } if ns == pns && link == pname)
+                        })
+                        .cloned()
+                        .collect();
+                    match self.park(pns, pname, &parked, &addrs).await {
+                        Ok(()) => Step::DelLink {
+                            ns: NsRef::Host,
+                            name: name.clone(),
+                            peer: Some((pns.clone(), parked)),
+                        },
+                        Err(e) => {
+                            tracing::debug!(link = %pname, "not parked, deleted now: {e}");
+                            now.push(step.clone());
+                            continue;
+                        }
+                    }
                 };
                 let down = Step::LinkDown {
                     ns: NsRef::Host,
@@ -484,9 +586,14 @@ impl Tx {
                 return (errors, deferred);
             }
         }
+        // (A batch that failed is not counted as removed: a failpoint or the kernel refused
+        // it whole, and what the kernel took of it `system check` sees.)
         if !firewall.is_empty() {
-            errors.extend(self.remove_batch("firewall", &firewall, &[]).await);
-            self.removed.extend(firewall);
+            let failed = self.remove_batch("firewall", &firewall, &[]).await;
+            if failed.is_empty() {
+                self.removed.extend(firewall);
+            }
+            errors.extend(failed);
         }
         if links.is_empty() {
             return (errors, deferred);
@@ -498,8 +605,11 @@ impl Tx {
                 _ => None,
             })
             .collect();
-        errors.extend(self.remove_batch("del-link", &[], &names).await);
-        self.removed.extend(links);
+        let failed = self.remove_batch("del-link", &[], &names).await;
+        if failed.is_empty() {
+            self.removed.extend(links);
+        }
+        errors.extend(failed);
         (errors, deferred)
     }
 
