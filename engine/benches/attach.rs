@@ -127,9 +127,9 @@ fn bench_weft_lib(n: usize, own_netns: bool, icc_off: bool) -> Stats {
     };
     rt().block_on(async {
         let e = Engine::open(s.config(&host)).await.unwrap();
-        // Removals leave the host ends' deletion to a reaper task, as in the daemon (weft's
-        // namespaces only: into a runtime's namespace the veth is deleted at once).
-        let reaper = own_netns.then(|| tokio::spawn(e.clone().run_reaper()));
+        // Removals leave the veths' deletion to a reaper task, as in the daemon (into a
+        // runtime's namespace, its end parked under another name meanwhile).
+        let reaper = Some(tokio::spawn(e.clone().run_reaper()));
         let mut options = std::collections::BTreeMap::new();
         if icc_off {
             options.insert(
@@ -385,7 +385,10 @@ struct Netavark {
 
 impl Netavark {
     fn new(n: usize, bin: Option<&str>, fw: Option<&str>) -> Netavark {
-        let s = Scratch::new("netavark");
+        // Several may be set up at once (interleaved): each its own scratch directory.
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let k = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let s = Scratch::new(&format!("netavark{k}"));
         let host = s.ns("host");
         let sbs: Vec<PathBuf> = (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect();
         let weft = bin.is_none();
