@@ -508,3 +508,43 @@ fn malformed_inputs_get_the_specs_codes_and_change_nothing() {
     ok(&cni(&h, "DEL", "present", &ns, "eth0", &conf));
     assert_ne!(state(&h).1, before.1);
 }
+
+/// The links of namespace `ns` by name.
+fn link_names(ns: &Path) -> Vec<String> {
+    let o = run_ok(ns, "ip", &["-o", "link", "show"]);
+    let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| Some(l.split(": ").nth(1)?.split('@').next()?.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn del_leaves_the_veths_deletion_to_a_running_daemons_reaper() {
+    let h = TestHost::new("cnireap");
+    let conf = bridge_conf("1.1.0", "reapnet", "10.64.0.0/24");
+    let (a, b) = (h.make_ns("reapa"), h.make_ns("reapb"));
+    // No daemon: DEL deletes the pair itself before it returns.
+    ok(&cni(&h, "ADD", "ctra", &a, "eth0", &conf));
+    assert_eq!(link_names(&a), ["eth0", "lo"]);
+    ok(&cni(&h, "DEL", "ctra", &a, "eth0", &conf));
+    assert_eq!(link_names(&a), ["lo"], "deleted before DEL returned");
+    // With a daemon: DEL parks the runtime's end and hands the deletion to its reaper.
+    let d = h.daemon();
+    ok(&cni(&h, "ADD", "ctrb", &b, "eth0", &conf));
+    ok(&cni(&h, "DEL", "ctrb", &b, "eth0", &conf));
+    let log = d.log_text();
+    assert_eq!(log.matches("path=/weft/v1/reap").count(), 1, "{log}");
+    let t = std::time::Instant::now();
+    while link_names(&b) != ["lo"] {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the daemon's reaper did not delete the pair: {:?}",
+            link_names(&b)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.weft_ok(&["system", "check"]);
+    drop(d);
+}

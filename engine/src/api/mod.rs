@@ -345,6 +345,15 @@ impl Api {
                 ok(self.container(&sb)?)
             }
             (&Method::GET, ["events"]) => self.events(&q),
+            // Another process (Podman's or CNI's door) deferred link deletions to this
+            // daemon's reaper.
+            (&Method::POST, ["weft", "v1", "reap"]) if self.weft_door => {
+                if self.engine.wake_reaper() {
+                    ok(json!({}))
+                } else {
+                    Err(Error::Unavailable("this daemon runs no reaper".into()))
+                }
+            }
             (&Method::POST, ["weft", "v1", "run"]) if self.weft_door => {
                 let cmd: crate::cli::Cmd = read_json(req).await?;
                 let c = crate::cli::run_captured(&self.engine, cmd).await;

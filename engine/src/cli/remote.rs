@@ -26,6 +26,44 @@ pub fn socket_for(cli: &Cli) -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// weft's socket for a state whose run dir is `run_root`, if there is one: `WEFT_SOCKET`, or
+/// `<run_root>/weft.sock` (for the doors that run in-process: Podman's, CNI's).
+pub fn socket_in(run_root: &Path) -> Option<PathBuf> {
+    if std::env::var_os("WEFT_NO_DAEMON").is_some_and(|v| v != "0") {
+        return None;
+    }
+    let p = std::env::var_os("WEFT_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| run_root.join("weft.sock"));
+    p.exists().then_some(p)
+}
+
+/// Ask the daemon at `sock` to reap the link deletions this process's removals left for
+/// later (see `Engine::hand_reaps_to`): whether it took them (answered 200 within a second).
+pub fn wake_reaper(sock: &Path) -> bool {
+    let Ok(mut s) = UnixStream::connect(sock) else {
+        return false;
+    };
+    let limit = Some(std::time::Duration::from_secs(1));
+    let _ = s.set_read_timeout(limit);
+    let _ = s.set_write_timeout(limit);
+    let mut reply = [0u8; 12];
+    s.write_all(
+        b"POST /weft/v1/reap HTTP/1.1\r\nHost: weft\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .and_then(|_| s.read_exact(&mut reply))
+    .is_ok()
+        && reply.starts_with(b"HTTP/1.1 200")
+}
+
+/// When a daemon serves `e`'s state, leave the link deletions `e`'s removals defer to its
+/// reaper (see `Engine::hand_reaps_to`).
+pub fn hand_reaps_to_daemon(e: &crate::Engine) {
+    if let Some(sock) = socket_in(&e.config().run_root) {
+        e.hand_reaps_to(move || wake_reaper(&sock));
+    }
+}
+
 /// How long the CLI waits for the daemon's answer: `WEFT_CLIENT_TIMEOUT` seconds, default 120
 /// (a plugin's first compile or a large batch removal takes seconds, not minutes).
 fn client_timeout() -> std::time::Duration {

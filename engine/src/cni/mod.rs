@@ -195,9 +195,11 @@ pub fn run(env: &Env, input: &[u8]) -> (R<Option<Value>>, i32, String) {
 }
 
 async fn open() -> R<Engine> {
-    Engine::open(Config::from_env())
+    let e = Engine::open(Config::from_env())
         .await
-        .map_err(|e| CniError::new(code::TRY_AGAIN, format!("weft cannot serve: {e}")))
+        .map_err(|e| CniError::new(code::TRY_AGAIN, format!("weft cannot serve: {e}")))?;
+    crate::cli::remote::hand_reaps_to_daemon(&e);
+    Ok(e)
 }
 
 /// A sandbox name for a container id (ids are 64 hex digits; names allow more).

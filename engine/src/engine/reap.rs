@@ -42,16 +42,53 @@ pub(crate) struct Reaper {
     wake: tokio::sync::Notify,
     /// Held by the background reaper while it reaps.
     busy: tokio::sync::Mutex<()>,
+    /// Wakes another process's reaper (a daemon on the same state) and says whether it did.
+    handoff: std::sync::Mutex<Option<Handoff>>,
 }
+
+type Handoff = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl Engine {
     /// A removal committed deferred deletions: reap them now, or wake the reaper.
     pub(crate) async fn reap_soon(&self) {
         if self.inner.reaper.background.load(Ordering::SeqCst) {
             self.inner.reaper.wake.notify_one();
-        } else if let Err(e) = self.reap_links().await {
+            return;
+        }
+        if self.pending_reaps().is_ok_and(|p| p.is_empty()) {
+            return;
+        }
+        let handoff = self.inner.reaper.handoff.lock().unwrap().clone();
+        if let Some(wake) = handoff {
+            if tokio::task::spawn_blocking(move || wake())
+                .await
+                .unwrap_or(false)
+            {
+                return;
+            }
+        }
+        if let Err(e) = self.reap_links().await {
             tracing::warn!("deleting removed sandboxes' links: {e} (tried again later)");
         }
+    }
+
+    /// Leave the deletions this process's removals defer to another process's reaper — a
+    /// daemon serving the same state — which `wake` wakes, saying whether it did; when it
+    /// does not, the removal deletes its links itself, as without a hand-off. (Podman's and
+    /// CNI's doors, a process per call, hand theirs to a running `weft daemon`: the kernel's
+    /// wait of ~20 ms a deletion is then off the runtime's path too.)
+    pub fn hand_reaps_to(&self, wake: impl Fn() -> bool + Send + Sync + 'static) {
+        *self.inner.reaper.handoff.lock().unwrap() = Some(std::sync::Arc::new(wake));
+    }
+
+    /// Wake this process's background reaper (another process deferred deletions to it).
+    /// Whether there is one.
+    pub fn wake_reaper(&self) -> bool {
+        let on = self.inner.reaper.background.load(Ordering::SeqCst);
+        if on {
+            self.inner.reaper.wake.notify_one();
+        }
+        on
     }
 
     /// Delete every host link a removal left for later, in one batch, and drop their

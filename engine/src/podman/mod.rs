@@ -156,6 +156,7 @@ pub fn main() -> i32 {
             let e = Engine::open(Config::from_env())
                 .await
                 .map_err(|e| e.to_string())?;
+            crate::cli::remote::hand_reaps_to_daemon(&e);
             match cmd {
                 "setup" => setup(&e, &netns, &opts).await.map(Some),
                 "teardown" => teardown(&e, &opts).await.map(|_| None),
