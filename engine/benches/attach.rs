@@ -27,7 +27,8 @@
 //!
 //! Run (root): `cargo bench --bench attach -- [--n 200,1000] [--peers-n 200] [--no-peers]
 //! [--netavark21 /opt/netavark21/bin/netavark] [--podman 20] [--only WORD[,WORD…]]
-//! [--interleave]` (`--only`: just the rows whose name has one of the words, e.g. `--only
+//! [--interleave] [--doors-daemon]` (`--doors-daemon`: weft's Podman and CNI doors with a
+//! `weft daemon` running on their state; `--only`: just the rows whose name has one of the words, e.g. `--only
 //! daemon,firewall`; `--interleave`: the tools that run a process per operation take turns,
 //! attach by attach, instead of one after another — a drift of the machine's speed during the
 //! run then hits them alike).
@@ -381,6 +382,15 @@ struct Netavark {
     bin: String,
     fw: Option<String>,
     weft: bool,
+    _daemon: Option<Daemon>,
+}
+
+/// `--doors-daemon`: weft's Podman and CNI doors run with a `weft daemon` on their state (as
+/// Podman does for names): their teardowns then leave the veth's deletion to its reaper.
+static DOORS_DAEMON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn doors_daemon() -> bool {
+    DOORS_DAEMON.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Netavark {
@@ -395,7 +405,9 @@ impl Netavark {
         let bin = bin
             .map(str::to_string)
             .unwrap_or_else(|| weft_as(&s, "netavark"));
+        let daemon = (weft && doors_daemon()).then(|| Daemon::start(&s, &host));
         let mut nv = Netavark {
+            _daemon: daemon,
             s,
             host,
             sbs,
@@ -449,6 +461,7 @@ fn bench_cni(n: usize, weft: bool) -> Stats {
     let s = Scratch::new(if weft { "cni-weft" } else { "cni" });
     let host = s.ns("host");
     let sbs: Vec<PathBuf> = (0..n + WARMUP).map(|i| s.ns(&format!("c{i}"))).collect();
+    let _daemon = (weft && doors_daemon()).then(|| Daemon::start(&s, &host));
     let bridge_conf = format!(
         r#"{{"cniVersion":"0.4.0","name":"benchnet","type":"bridge","bridge":"cnibr0","isGateway":true,"ipMasq":true,"ipam":{{"type":"host-local","subnet":"10.22.0.0/16","routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{}"}}}}"#,
         s.dir.join("cnidata").display()
@@ -642,6 +655,10 @@ fn main() {
     let peers_n = list("--peers-n", "200");
     let peers = !args.iter().any(|a| a == "--no-peers");
     let interleave = args.iter().any(|a| a == "--interleave");
+    DOORS_DAEMON.store(
+        args.iter().any(|a| a == "--doors-daemon"),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let nv14 = "/usr/lib/podman/netavark";
     let nv21 = arg("--netavark21").unwrap_or_else(|| "/opt/netavark21/bin/netavark".into());
     let have = |p: &str| Path::new(p).exists();

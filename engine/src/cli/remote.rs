@@ -56,12 +56,17 @@ pub fn wake_reaper(sock: &Path) -> bool {
         && reply.starts_with(b"HTTP/1.1 200")
 }
 
-/// When a daemon serves `e`'s state, leave the link deletions `e`'s removals defer to its
-/// reaper (see `Engine::hand_reaps_to`).
-pub fn hand_reaps_to_daemon(e: &crate::Engine) {
-    if let Some(sock) = socket_in(&e.config().run_root) {
+/// Open the engine on `cfg` for a door that runs in-process (Podman's, CNI's): when a daemon
+/// serves the state, the link deletions removals defer are left to its reaper (see
+/// `Config::reaps_elsewhere`, `Engine::hand_reaps_to`).
+pub async fn open_beside_daemon(mut cfg: crate::Config) -> crate::Result<crate::Engine> {
+    let sock = socket_in(&cfg.run_root);
+    cfg.reaps_elsewhere = sock.is_some();
+    let e = crate::Engine::open(cfg).await?;
+    if let Some(sock) = sock {
         e.hand_reaps_to(move || wake_reaper(&sock));
     }
+    Ok(e)
 }
 
 /// How long the CLI waits for the daemon's answer: `WEFT_CLIENT_TIMEOUT` seconds, default 120

@@ -195,11 +195,9 @@ pub fn run(env: &Env, input: &[u8]) -> (R<Option<Value>>, i32, String) {
 }
 
 async fn open() -> R<Engine> {
-    let e = Engine::open(Config::from_env())
+    crate::cli::remote::open_beside_daemon(Config::from_env())
         .await
-        .map_err(|e| CniError::new(code::TRY_AGAIN, format!("weft cannot serve: {e}")))?;
-    crate::cli::remote::hand_reaps_to_daemon(&e);
-    Ok(e)
+        .map_err(|e| CniError::new(code::TRY_AGAIN, format!("weft cannot serve: {e}")))
 }
 
 /// A sandbox name for a container id (ids are 64 hex digits; names allow more).

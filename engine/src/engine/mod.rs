@@ -76,6 +76,12 @@ pub struct Config {
     /// their IPAM and endpoints are shared with every host that names the same store.
     /// `None`: this host alone.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// Another process's reaper (a `weft daemon` serving this state) deletes the links that
+    /// removals leave for later: opening the engine does not delete left-over ones itself,
+    /// and removals hand theirs over ([`Engine::hand_reaps_to`]). Podman's and CNI's doors set
+    /// it when a daemon's socket is there — a process per call that reaped at every open
+    /// would wait for the kernel once per call for what the previous call left.
+    pub reaps_elsewhere: bool,
 }
 
 impl Default for Config {
@@ -89,6 +95,7 @@ impl Default for Config {
             keep_sandbox_files: false,
             event_history: 0,
             cluster: None,
+            reaps_elsewhere: false,
         }
     }
 }
@@ -365,7 +372,7 @@ impl Engine {
         }
         engine.recover().await?;
         // Links a removal interrupted by a crash (or the daemon's stop) left for later.
-        if !engine.pending_reaps()?.is_empty() {
+        if !engine.inner.cfg.reaps_elsewhere && !engine.pending_reaps()?.is_empty() {
             if let Err(e) = engine.reap_links().await {
                 tracing::warn!("deleting removed sandboxes' links: {e} (tried again later)");
             }

@@ -153,10 +153,9 @@ pub fn main() -> i32 {
             .build()
             .map_err(|e| e.to_string())?;
         rt.block_on(async {
-            let e = Engine::open(Config::from_env())
+            let e = crate::cli::remote::open_beside_daemon(Config::from_env())
                 .await
                 .map_err(|e| e.to_string())?;
-            crate::cli::remote::hand_reaps_to_daemon(&e);
             match cmd {
                 "setup" => setup(&e, &netns, &opts).await.map(Some),
                 "teardown" => teardown(&e, &opts).await.map(|_| None),
