@@ -7,8 +7,8 @@
 //! Why two binaries: a process pays at every start for the code it maps. `weft-engine` holds
 //! the engine, wasmtime and cranelift, and its loader writes ~1 MB of relocated pointers
 //! (`.data.rel.ro`, `.got`) before `main`; the front holds clap, serde_json and a unix socket,
-//! and starts in about half the time (`perf stat -r 200 weft --version`: see the README's
-//! Speed section). The daemon door is the one a process-per-operation runtime takes on every
+//! and starts in about two thirds of the time (`perf stat -r 300 weft --version`: see the
+//! README's Speed section). The daemon door is the one a process-per-operation runtime takes on every
 //! attach, so that half is most of what a CLI attach costs beyond the daemon's own work.
 
 use std::ffi::OsString;

@@ -17,13 +17,7 @@ use super::{Cli, Cmd};
 /// The path of weft's socket for this CLI: `WEFT_SOCKET`, or `<run-root>/weft.sock`. `None`
 /// with `WEFT_NO_DAEMON=1` (always in-process).
 pub fn socket_for(cli: &Cli) -> Option<PathBuf> {
-    if std::env::var_os("WEFT_NO_DAEMON").is_some_and(|v| v != "0") {
-        return None;
-    }
-    let p = std::env::var_os("WEFT_SOCKET")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cli.run_root.join("weft.sock"));
-    p.exists().then_some(p)
+    socket_in(&cli.run_root)
 }
 
 /// weft's socket for a state whose run dir is `run_root`, if there is one: `WEFT_SOCKET`, or

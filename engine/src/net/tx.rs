@@ -17,7 +17,6 @@ use super::link::{LinkState, RouteState};
 use super::step::{NsRef, Step};
 use super::NetError;
 
-/// Where an operation's journal goes and what its first line says.
 /// The name a veth's end in a namespace that stays takes while it waits for its deletion:
 /// `gone` and the end of its host end's name (unique on the host, so in the namespace too),
 /// within the kernel's 15 characters.
@@ -33,6 +32,7 @@ pub fn parked_name(host_end: &str) -> String {
     format!("gone{tail}")
 }
 
+/// Where an operation's journal goes and what its first line says.
 pub struct JournalSpec {
     pub path: PathBuf,
     pub header: serde_json::Value,
