@@ -583,17 +583,17 @@ enum Tool {
     WeftCni,
 }
 
-/// A process-per-op tool, set up for `n` attaches (with `n` = 0: whether `t` is one; nothing
-/// is set up).
-fn per_op(t: &Tool, n: usize, nv14: &str, nv21: &str) -> Option<Box<dyn PerOp>> {
-    let probe = n == 0;
-    Some(match t {
-        Tool::Cli | Tool::CliDaemon | Tool::CliEngineDaemon if probe => return Some(Box::new(())),
-        Tool::Netavark14 | Tool::Netavark21Nft | Tool::Netavark21NoFw | Tool::WeftNetavark
-            if probe =>
-        {
-            return Some(Box::new(()))
-        }
+/// Does `t` run a process per operation (a [`PerOp`])?
+fn is_per_op(t: &Tool) -> bool {
+    !matches!(
+        t,
+        Tool::Lib | Tool::LibIccOff | Tool::LibOwnNetns | Tool::Cni | Tool::WeftCni
+    )
+}
+
+/// A process-per-op tool, set up for `n` attaches.
+fn per_op(t: &Tool, n: usize, nv14: &str, nv21: &str) -> Box<dyn PerOp> {
+    match t {
         Tool::Cli => Box::new(WeftCli::new(n, false, false)),
         Tool::CliDaemon => Box::new(WeftCli::new(n, true, false)),
         Tool::CliEngineDaemon => Box::new(WeftCli::new(n, true, true)),
@@ -601,16 +601,9 @@ fn per_op(t: &Tool, n: usize, nv14: &str, nv21: &str) -> Option<Box<dyn PerOp>> 
         Tool::Netavark21Nft => Box::new(Netavark::new(n, Some(nv21), Some("nftables"))),
         Tool::Netavark21NoFw => Box::new(Netavark::new(n, Some(nv21), Some("none"))),
         Tool::WeftNetavark => Box::new(Netavark::new(n, None, None)),
-        _ => return None,
-    })
-}
-
-/// Nothing: what [`per_op`] answers "yes" with.
-impl PerOp for () {
-    fn attach(&mut self, _: usize) {}
-    fn detach(&mut self, _: usize) {}
-    fn reached(&mut self, _: usize) -> (usize, usize) {
-        (0, 0)
+        Tool::Lib | Tool::LibIccOff | Tool::LibOwnNetns | Tool::Cni | Tool::WeftCni => {
+            unreachable!("not a process-per-op tool")
+        }
     }
 }
 
@@ -723,13 +716,9 @@ fn main() {
         let mut rows: Vec<(&str, Stats)> = Vec::new();
         if interleave {
             // The process-per-op tools together, interleaved; the rest alone below.
-            let (together, alone): (Vec<Tool>, Vec<Tool>) = tools
-                .into_iter()
-                .partition(|t| per_op(t, 0, nv14, &nv21).is_some());
-            let mut runners: Vec<Box<dyn PerOp>> = together
-                .iter()
-                .map(|t| per_op(t, n, nv14, &nv21).unwrap())
-                .collect();
+            let (together, alone): (Vec<Tool>, Vec<Tool>) = tools.into_iter().partition(is_per_op);
+            let mut runners: Vec<Box<dyn PerOp>> =
+                together.iter().map(|t| per_op(t, n, nv14, &nv21)).collect();
             for (t, st) in together.iter().zip(run_interleaved(&mut runners, n)) {
                 rows.push((tool_name(t), st));
             }
@@ -744,7 +733,7 @@ fn main() {
                 Tool::Cni => bench_cni(n, false),
                 Tool::WeftCni => bench_cni(n, true),
                 t => {
-                    let mut p = per_op(t, n, nv14, &nv21).expect("a process-per-op tool");
+                    let mut p = per_op(t, n, nv14, &nv21);
                     run_alone(&mut *p, n)
                 }
             };

@@ -509,13 +509,9 @@ fn malformed_inputs_get_the_specs_codes_and_change_nothing() {
     assert_ne!(state(&h).1, before.1);
 }
 
-/// The links of namespace `ns` by name.
+/// The links of namespace `ns` by name, sorted.
 fn link_names(ns: &Path) -> Vec<String> {
-    let o = run_ok(ns, "ip", &["-o", "link", "show"]);
-    let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| Some(l.split(": ").nth(1)?.split('@').next()?.to_string()))
-        .collect();
+    let mut v = links(ns);
     v.sort();
     v
 }

@@ -267,7 +267,7 @@ fn a_veth_into_a_namespace_that_stays_is_parked_its_name_free_at_once_and_reaped
         "control: both reach n1's gateway"
     );
     let names = |ns: &std::path::Path| -> Vec<String> {
-        let mut v: Vec<String> = ns_links(ns).into_iter().map(|(n, _)| n).collect();
+        let mut v = links(ns);
         v.sort();
         v
     };

@@ -542,9 +542,7 @@ impl Engine {
         )?;
         if !later.is_empty() {
             let key = super::reap::gone_key(&op.id);
-            let mut all = records::owned(op.r(), &key)?;
-            all.extend(later);
-            op.own(&key, all)?;
+            op.own(&key, later)?;
         }
         records::delete_endpoint(op.w(), &ep)?;
         if ep.default_route {

@@ -55,11 +55,12 @@ impl Engine {
             self.inner.reaper.wake.notify_one();
             return;
         }
-        if self.pending_reaps().is_ok_and(|p| p.is_empty()) {
-            return;
-        }
         let handoff = self.inner.reaper.handoff.lock().unwrap().clone();
         if let Some(wake) = handoff {
+            // (Nothing left for later: nothing to wake another process for.)
+            if self.pending_reaps().is_ok_and(|p| p.is_empty()) {
+                return;
+            }
             if tokio::task::spawn_blocking(move || wake())
                 .await
                 .unwrap_or(false)
