@@ -1,7 +1,7 @@
 //! Published ports at scale: 100 sandboxes with 10 published ports each (1 000 ports) on one
 //! network, in a throwaway host namespace. Reported: the nftables time per published port
-//! for the first and the last ten sandboxes (it should stay flat: one map element and one rule
-//! in the sandbox's own chain each), and TCP connection setup from an "outside" namespace
+//! for the first and the last ten sandboxes (it should stay flat: a published port is two or
+//! three data-map elements, no rule, nothing for nf_tables to validate again), and TCP connection setup from an "outside" namespace
 //! through the host to the first and to the last published port (the per-packet lookup is
 //! one map probe, whatever the count).
 //!

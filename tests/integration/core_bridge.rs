@@ -309,11 +309,13 @@ fn icc_off_lets_linked_pairs_through_on_the_linked_ports_only() {
     assert!(tcp_exchange(&other, &db, SocketAddr::new(ip_db, 5432)).is_none());
     assert!(tcp_exchange(&web2, &db, SocketAddr::new(ip_db, 5432)).is_some());
 
-    // What no record owns is found and removed: a stray ICC port, a stray port chain.
+    // What no record owns is found and removed: a stray ICC port, a stray published port
+    // (its keys in the port maps), next to a published port a record owns.
+    sb(&["-p", "9998:80", "pub"]);
     for cmd in [
         "add element bridge weft noicc { \"vethdeadbeef00\" }",
-        "add chain inet weft pt-deadbeef0000",
-        "add element inet weft ports { tcp . 9999 : jump pt-deadbeef0000 }",
+        "add element inet weft dnat_any4 { tcp . 9999 : 10.255.0.9 }",
+        "add element inet weft dnat_any_port { tcp . 9999 : 80 }",
     ] {
         run_ok(&h.host_ns, "sh", &["-c", &format!("nft '{cmd}'")]);
     }
@@ -321,19 +323,23 @@ fn icc_off_lets_linked_pairs_through_on_the_linked_ports_only() {
     let found = String::from_utf8_lossy(&found.stdout).into_owned();
     assert!(
         found.contains("orphan: nftables ICC elements of vethdeadbeef00")
-            && found.contains("orphan: nftables chain pt-deadbeef0000"),
+            && found.contains("orphan: nftables map dnat_any4 element tcp . 9999")
+            && found.contains("orphan: nftables map dnat_any_port element tcp . 9999")
+            && !found.contains("9998"),
         "{found}"
     );
     h.weft_ok(&["system", "check", "--repair"]);
     h.weft_ok(&["system", "check"]);
     let ruleset = h.nft_ruleset();
     assert!(
-        !ruleset.contains("deadbeef") && ruleset.contains("jump pt-"),
+        !ruleset.contains("deadbeef")
+            && !ruleset.contains("9999")
+            && ruleset.contains("tcp . 9998 : 80"),
         "{ruleset}"
     );
 
     // Nothing of it outlives the network.
-    h.weft_ok(&["sandbox", "rm", "-f", "db", "web2", "other"]);
+    h.weft_ok(&["sandbox", "rm", "-f", "db", "web2", "other", "pub"]);
     let sets = bridge_sets();
     for name in ["noicc", "selves", "links", "replies"] {
         assert!(

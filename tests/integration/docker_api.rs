@@ -615,7 +615,7 @@ fn the_daemon_restores_what_others_break_in_the_kernel() {
     std::thread::sleep(std::time::Duration::from_millis(400));
     let rules = h.nft_ruleset();
     assert!(
-        rules.contains("table inet weft") && rules.contains("tcp dport 8080 dnat"),
+        rules.contains("table inet weft") && rules.contains("tcp . 8080 : 80"),
         "{rules}"
     );
 

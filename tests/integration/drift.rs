@@ -1,11 +1,11 @@
 //! Drift in weft's nftables rules is found by comparing content, not names or counts (issue
 //! 16): a network's isolation chain flushed, a rule rewritten to `accept`, a base chain, a
-//! published port's chain, the ICC chain emptied — each leaves the chain in place and said
-//! "records and the kernel agree" before. Each case first shows the drift does what an attacker
+//! published port's map element pointing elsewhere, the ICC chain emptied — each leaves the
+//! chain or the key in place and said "records and the kernel agree" before. Each case first shows the drift does what an attacker
 //! wants (isolation gone), then that `system check` names it and `--repair` (or the daemon,
 //! alone) puts it back.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::harness::*;
@@ -129,7 +129,8 @@ fn changed_rules_are_found_by_content_and_put_back() {
     assert!(check(&h).0, "{}", check(&h).1);
     assert!(!a_reaches_b());
 
-    // 4. A published port's chain flushed: the port stops answering, and comes back.
+    // 4. A published port's element rewritten to send its connections elsewhere (content, not
+    //    presence: the key is still there): the port stops answering, and comes back.
     let out_ns = h.outside("dro", "192.0.2.1", "192.0.2.2");
     let serve = |port| tcp_server(&kc, SocketAddr::new(ic, port));
     let t = serve(80);
@@ -142,18 +143,45 @@ fn changed_rules_are_found_by_content_and_put_back() {
         "control: the port answers"
     );
     t.join().unwrap();
-    let pt = {
-        let o = run_ok(&h.host_ns, "nft", &["list", "table", "inet", "weft"]);
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix("chain pt-")
-                    .map(|c| format!("pt-{}", c.trim_end_matches(" {")))
-            })
-            .unwrap()
+    let elsewhere = match ic {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            std::net::Ipv4Addr::new(o[0], o[1], o[2], o[3].wrapping_add(100))
+        }
+        IpAddr::V6(_) => unreachable!("the sandbox's address is IPv4"),
     };
-    nft(&h, &["flush", "chain", "inet", "weft", &pt]);
+    nft(
+        &h,
+        &[
+            "delete",
+            "element",
+            "inet",
+            "weft",
+            "dnat_any4",
+            "{ tcp . 8085 }",
+        ],
+    );
+    nft(
+        &h,
+        &[
+            "add",
+            "element",
+            "inet",
+            "weft",
+            "dnat_any4",
+            &format!("{{ tcp . 8085 : {elsewhere} }}"),
+        ],
+    );
+    let t = serve(80);
+    assert!(
+        !tcp_echo(
+            &out_ns,
+            "192.0.2.1:8085".parse().unwrap(),
+            Duration::from_secs(1)
+        ),
+        "the rewritten element did not send the port elsewhere"
+    );
+    assert_eq!(t.join().unwrap(), None, "the sandbox was reached");
     let (ok, out) = check(&h);
     assert!(!ok && out.contains("published ports"), "{out}");
     h.weft_ok(&["system", "check", "--repair"]);

@@ -5,7 +5,7 @@
 //! neighbours, FDB entries, firewall rules, namespace pins) must exist, the links native
 //! drivers brought up must be up, and every sandbox's namespace must be alive. Kernel to records: every host link the kernel marks as weft's
 //! ([`crate::net::kernel::WEFT_GROUP`]), every link inside a namespace weft owns, every pin
-//! under the run dir, every network chain and published-port chain in weft's nftables tables
+//! under the run dir, every network chain and published-port map key in weft's nftables tables
 //! and every bridge port with ICC elements must be owned by a record; every
 //! address the native IPAM has allocated must be held by an endpoint, a gateway or an aux
 //! address, and every one of those must be allocated. Journals of interrupted operations
@@ -112,13 +112,14 @@ enum Fix {
         net: String,
         ep: String,
     },
-    /// A sandbox's published ports (sandbox id, chain id), made again from its record.
+    /// A sandbox's published ports (sandbox id, its 12 digits), made again from its record:
+    /// its keys purged, whatever they map to, then added.
     Republish(String, String),
     /// A network's nftables rules (network id) differ from what weft made: purged and made
     /// again from its record, the network's links left as they are.
     Refirewall(String),
-    /// Published-port chain and elements of a sandbox id (12) no record owns.
-    PurgePorts(String),
+    /// A key in the port maps no record owns.
+    PurgePorts(crate::firewall::PortElem),
     /// ICC elements of a bridge port no record owns.
     PurgeIcc(String),
     /// weft's base chains lost rules (a flushed `guard` or `forward`): put them back.
@@ -640,7 +641,7 @@ impl Engine {
                 );
             }
             // Sandboxes' published ports and endpoints' ICC elements.
-            let (mut port_ids, mut icc_ports) = (HashSet::new(), HashSet::new());
+            let (mut port_elems, mut icc_ports) = (HashSet::new(), HashSet::new());
             for s in owned.iter().flat_map(|(_, s)| s.iter()) {
                 match s {
                     Step::Firewall {
@@ -648,7 +649,7 @@ impl Engine {
                             crate::firewall::FwChange::AddPorts(p)
                             | crate::firewall::FwChange::RemovePorts(p),
                     } => {
-                        port_ids.insert(p.id.clone());
+                        port_elems.extend(p.elems());
                     }
                     Step::Firewall {
                         change:
@@ -662,13 +663,13 @@ impl Engine {
                     _ => {}
                 }
             }
-            let (chains, ports) = op.tx().firewall_sandbox_objects().await?;
-            for id in chains.iter().filter(|i| !port_ids.contains(*i)) {
+            let (elems, ports) = op.tx().firewall_sandbox_objects().await?;
+            for e in elems.iter().filter(|e| !port_elems.contains(*e)) {
                 add(
                     FindingKind::Orphan,
-                    format!("nftables chain pt-{id}"),
-                    "published ports no sandbox owns".into(),
-                    Fix::PurgePorts(id.clone()),
+                    format!("nftables map {e}"),
+                    "a published port no sandbox owns".into(),
+                    Fix::PurgePorts(e.clone()),
                 );
             }
             for port in ports.iter().filter(|p| !icc_ports.contains(*p)) {
@@ -791,13 +792,16 @@ impl Engine {
                         Locking::Inherited,
                     )
                     .await?;
-                let r = op
-                    .tx()
-                    .apply(Step::Firewall {
-                        change: crate::firewall::FwChange::AddPorts(p),
-                    })
-                    .await
-                    .map_err(Into::into);
+                let r = async {
+                    op.tx().firewall_purge_ports(&p.elems()).await?;
+                    op.tx()
+                        .apply(Step::Firewall {
+                            change: crate::firewall::FwChange::AddPorts(p),
+                        })
+                        .await
+                }
+                .await
+                .map_err(Into::into);
                 op.settle(r).await
             }
             Fix::Refirewall(net) => {
@@ -916,11 +920,15 @@ impl Engine {
                 let r = op.tx().firewall_reassert_base().await.map_err(Into::into);
                 op.settle(r).await
             }
-            Fix::PurgePorts(id) => {
+            Fix::PurgePorts(e) => {
                 let mut op = self
                     .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
                     .await?;
-                let r = op.tx().firewall_purge_ports(id).await.map_err(Into::into);
+                let r = op
+                    .tx()
+                    .firewall_purge_ports(std::slice::from_ref(e))
+                    .await
+                    .map_err(Into::into);
                 op.settle(r).await
             }
             Fix::PurgeIcc(port) => {

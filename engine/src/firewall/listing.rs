@@ -6,10 +6,10 @@
 use serde_json::{json, Value};
 
 use super::render::{
-    add_network, add_ports, base, bridge_base, chain_name, elem, port_chain, port_key, BFAM, FAM,
+    add_network, base, bridge_base, chain_name, elem, port_slot_data, port_slot_key, BFAM, FAM,
     TABLE,
 };
-use super::NetRules;
+use super::{NetRules, PortElem, PORT_MAPS};
 
 /// Is an endpoint's ICC state in a listed bridge table: its port in `noicc`, each link in
 /// both sets?
@@ -176,29 +176,16 @@ pub fn purge(items: &[Value], id12: &str) -> Value {
     json!({"nftables": v})
 }
 
-/// Are `p`'s chain and every one of its map elements in the listed table?
+/// Does every element `p`'s ports put in the port maps hold what it was given — the key in
+/// its map, mapping to the sandbox's address or port? (An element pointing elsewhere is as
+/// missing as one deleted.)
 pub fn has_ports(items: &[Value], p: &super::PortRules) -> bool {
-    let chain = port_chain(p);
-    let has_chain = items.iter().any(|i| {
-        i.get("chain")
-            .and_then(|c| c.get("name"))
-            .and_then(Value::as_str)
-            == Some(&chain)
-    });
-    let elems: Vec<(&str, &Value)> = maps(items)
-        .filter(|(name, _)| ["ports", "ports4", "ports6"].contains(name))
-        .flat_map(|(name, elems)| elems.iter().map(move |e| (name, e)))
-        .filter_map(|(name, e)| {
-            let (key, target) = jump_elem(e)?;
-            (target == chain).then_some((name, key))
-        })
-        .collect();
-    has_chain
-        && chain_as_made(items, &add_ports(p), FAM, &chain)
-        && p.maps.iter().all(|m| {
-            let (map, key) = port_key(m);
-            elems.contains(&(map, &key))
-        })
+    p.slots().iter().all(|s| {
+        let want = json!([port_slot_key(s), port_slot_data(s)]);
+        maps(items)
+            .filter(|(name, _)| *name == s.map)
+            .any(|(_, elems)| elems.contains(&want))
+    })
 }
 
 /// Do the base chains of a listed inet table hold exactly the rules
@@ -220,33 +207,32 @@ pub fn bridge_base_intact(items: &[Value]) -> bool {
         .all(|c| chain_as_made(items, &base, BFAM, c))
 }
 
-/// The sandbox ids (12 hex digits) with a published-port chain in a listed inet table.
-pub fn port_chain_ids(items: &[Value]) -> Vec<String> {
-    chains(items)
-        .filter_map(|c| c.strip_prefix("pt-"))
-        .map(str::to_string)
+/// Every key in a listed table's port maps.
+pub fn port_elems(items: &[Value]) -> Vec<PortElem> {
+    maps(items)
+        .filter(|(name, _)| PORT_MAPS.contains(name))
+        .flat_map(|(name, elems)| {
+            elems.iter().filter_map(move |e| {
+                Some(PortElem {
+                    map: name.to_string(),
+                    key: e.as_array()?.first()?.to_string(),
+                })
+            })
+        })
         .collect()
 }
 
-/// One batch deleting a sandbox's published ports from a listed table, whatever state they
-/// are in: the map elements that jump to its chain, then the chain.
-pub fn purge_ports(items: &[Value], id12: &str) -> Value {
-    let chain = format!("pt-{id12}");
-    let mut v = Vec::new();
-    for (name, elems) in maps(items) {
-        for e in elems {
-            if let Some((key, target)) = jump_elem(e) {
-                if target == chain {
-                    v.push(json!({"delete": {"element": elem(name, key.clone(), None)}}));
-                }
-            }
-        }
-    }
-    if chains(items).any(|c| c == chain) {
-        let c = json!({"family": FAM, "table": TABLE, "name": chain});
-        v.push(json!({"flush": {"chain": c.clone()}}));
-        v.push(json!({"delete": {"chain": c}}));
-    }
+/// One batch deleting those of `elems` a listed table holds, whatever they map to.
+pub fn purge_ports(items: &[Value], elems: &[PortElem]) -> Value {
+    let listed = port_elems(items);
+    let v: Vec<Value> = elems
+        .iter()
+        .filter(|e| listed.contains(e))
+        .filter_map(|e| {
+            let key: Value = serde_json::from_str(&e.key).ok()?;
+            Some(json!({"delete": {"element": elem(&e.map, key, None)}}))
+        })
+        .collect();
     json!({"nftables": v})
 }
 
@@ -286,9 +272,4 @@ pub fn purge_icc(items: &[Value], port: &str) -> Value {
         }
     }
     json!({"nftables": v})
-}
-
-/// Does the listed table hold any sandbox's published-port chain?
-pub fn has_port_chains(items: &[Value]) -> bool {
-    chains(items).any(|c| c.starts_with("pt-"))
 }

@@ -42,7 +42,7 @@ pub struct NetRules {
 /// The published ports of one sandbox: DNAT from host ports to its IPv4 address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortRules {
-    /// First 12 hex digits of the sandbox id (chain name `pt-<id>`).
+    /// First 12 hex digits of the sandbox id (what the records say, and logs).
     pub id: String,
     pub addr: std::net::Ipv4Addr,
     /// Its IPv6 address, when it has one: ports without a host address, or with an IPv6
@@ -50,6 +50,119 @@ pub struct PortRules {
     #[serde(default)]
     pub addr6: Option<std::net::Ipv6Addr>,
     pub maps: Vec<crate::model::PortMapping>,
+}
+
+/// The port maps (see [`render`]): on one host address, keyed by address . protocol . port
+/// (`dnat_at4`, `dnat_at6` give the sandbox's address, `dnat_at4_port`, `dnat_at6_port` its
+/// port); on every address, keyed by protocol . port (`dnat_any4`, `dnat_any6`,
+/// `dnat_any_port`). Address and port are two maps because nft 1.0.6 cannot declare a map
+/// whose data is a concatenation in JSON (it crashes).
+pub(crate) const PORT_MAPS: [&str; 7] = [
+    "dnat_at4",
+    "dnat_at4_port",
+    "dnat_at6",
+    "dnat_at6_port",
+    "dnat_any4",
+    "dnat_any6",
+    "dnat_any_port",
+];
+
+/// What one port-map element sends a connection to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PortTarget {
+    Addr(std::net::IpAddr),
+    Port(u16),
+}
+
+/// One element a sandbox's published ports put in a port map, before it is written as nft
+/// JSON ([`render`]) or nf_tables netlink ([`nl`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PortSlot<'a> {
+    pub map: &'static str,
+    /// The host address of the key (none: the key is protocol . port).
+    pub host: Option<std::net::IpAddr>,
+    pub proto: &'a str,
+    pub port: u16,
+    pub to: PortTarget,
+}
+
+impl PortRules {
+    /// Every element its ports put in the port maps: per mapping, the sandbox's address and
+    /// port, for each family it has (only the host address's family when one is given).
+    pub(crate) fn slots(&self) -> Vec<PortSlot<'_>> {
+        use std::net::IpAddr;
+        let mut v = Vec::new();
+        for m in &self.maps {
+            let slot = |map, host, to| PortSlot {
+                map,
+                host,
+                proto: &m.proto,
+                port: m.host_port,
+                to,
+            };
+            let port = PortTarget::Port(m.container_port);
+            match m.host_ip.filter(|h| !h.is_unspecified()) {
+                Some(h @ IpAddr::V4(_)) => {
+                    v.push(slot(
+                        "dnat_at4",
+                        Some(h),
+                        PortTarget::Addr(self.addr.into()),
+                    ));
+                    v.push(slot("dnat_at4_port", Some(h), port));
+                }
+                Some(h @ IpAddr::V6(_)) => {
+                    if let Some(a6) = self.addr6 {
+                        v.push(slot("dnat_at6", Some(h), PortTarget::Addr(a6.into())));
+                        v.push(slot("dnat_at6_port", Some(h), port));
+                    }
+                }
+                None => {
+                    v.push(slot("dnat_any4", None, PortTarget::Addr(self.addr.into())));
+                    if let Some(a6) = self.addr6 {
+                        v.push(slot("dnat_any6", None, PortTarget::Addr(a6.into())));
+                    }
+                    v.push(slot("dnat_any_port", None, port));
+                }
+            }
+        }
+        v
+    }
+
+    /// The keys its ports hold in the port maps.
+    pub fn elems(&self) -> Vec<PortElem> {
+        self.slots().iter().map(PortElem::of).collect()
+    }
+}
+
+/// One key of a port map, as a listing names it: what a purge deletes, what `system check`
+/// compares with the records.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortElem {
+    pub map: String,
+    /// The key as nft JSON text (`{"concat":["tcp",8080]}`).
+    pub key: String,
+}
+
+impl PortElem {
+    fn of(s: &PortSlot) -> PortElem {
+        PortElem {
+            map: s.map.to_string(),
+            key: render::port_slot_key(s).to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for PortElem {
+    /// `dnat_any4 element tcp . 8080`, as nft writes a key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v: Value = serde_json::from_str(&self.key).unwrap_or(Value::Null);
+        let part = |p: &Value| p.as_str().map_or_else(|| p.to_string(), str::to_string);
+        let key = match v.get("concat").and_then(Value::as_array) {
+            Some(parts) => parts.iter().map(part).collect::<Vec<_>>().join(" . "),
+            None => part(&v),
+        };
+        write!(f, "{} element {key}", self.map)
+    }
 }
 
 /// ICC off for one endpoint: its bridge port, and the ports of linked endpoints it may reach.
@@ -113,7 +226,7 @@ impl FwChange {
                 format!("nftables rules of {} (chains nw-{}-*)", r.iface, r.id)
             }
             FwChange::AddPorts(p) | FwChange::RemovePorts(p) => {
-                format!("published ports of {} (chain pt-{})", p.addr, p.id)
+                format!("published ports of {} (sandbox {})", p.addr, p.id)
             }
             FwChange::AddIcc(i) | FwChange::RemoveIcc(i) => format!(
                 "ICC-off rules of bridge port {} ({} linked ports)",
@@ -132,7 +245,7 @@ pub struct Listing {
 
 impl Listing {
     /// Is what a firewall removal would remove in place: a network's chains and dispatch
-    /// element, a sandbox's port chain and map elements, an endpoint's ICC elements?
+    /// element, a sandbox's port-map elements (by content), an endpoint's ICC elements?
     pub fn has(&self, change: &FwChange) -> bool {
         match change {
             FwChange::Remove(r) | FwChange::Add(r) => self
@@ -153,13 +266,13 @@ impl Listing {
         self.inet.as_deref().map(listing::chain_ids)
     }
 
-    /// What the tables hold for sandboxes: published-port chains (sandbox ids) and the
-    /// bridge ports with ICC elements.
-    pub fn sandbox_objects(&self) -> (Vec<String>, Vec<String>) {
+    /// What the tables hold for sandboxes: the port maps' keys and the bridge ports with ICC
+    /// elements.
+    pub fn sandbox_objects(&self) -> (Vec<PortElem>, Vec<String>) {
         (
             self.inet
                 .as_deref()
-                .map(listing::port_chain_ids)
+                .map(listing::port_elems)
                 .unwrap_or_default(),
             self.bridge
                 .as_deref()
@@ -281,7 +394,7 @@ impl Firewall {
     /// Does weft's table exist and hold no network's and no sandbox's rules?
     pub async fn unused(&self) -> Result<bool, NetError> {
         Ok(self.list().await?.is_some_and(|items| {
-            listing::chain_ids(&items).is_empty() && !listing::has_port_chains(&items)
+            listing::chain_ids(&items).is_empty() && listing::port_elems(&items).is_empty()
         }))
     }
 
@@ -318,10 +431,11 @@ impl Firewall {
             .map(|_| ())
     }
 
-    /// Remove a sandbox's published ports, whatever state they are in.
-    pub async fn purge_ports(&self, id12: &str) -> Result<(), NetError> {
+    /// Remove these keys from the port maps, whatever they map to; those not there are
+    /// skipped.
+    pub async fn purge_ports(&self, elems: &[PortElem]) -> Result<(), NetError> {
         let items = self.list_table("inet").await?.unwrap_or_default();
-        self.run_nonempty(listing::purge_ports(&items, id12)).await
+        self.run_nonempty(listing::purge_ports(&items, elems)).await
     }
 
     /// Remove every ICC element naming `port`.

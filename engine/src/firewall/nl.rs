@@ -1,17 +1,15 @@
 //! nf_tables over netlink for the attach path, without starting an `nft` process (~3 ms a
 //! time): an endpoint's ICC elements (its bridge port in the `noicc` and `selves` sets of
-//! weft's bridge table) and a sandbox's published ports (its `pt-<id>` chain of DNAT rules and
-//! the verdict-map elements that jump to it) are added or deleted in one nfnetlink batch, all
-//! or nothing. Tables, base chains, network chains and legacy links' elements still go through
+//! weft's bridge table) and a sandbox's published ports (its elements in the port maps) are
+//! added or deleted in one nfnetlink batch, all or nothing. Tables, base chains, network chains and legacy links' elements still go through
 //! `nft -j`, and so does this when the netlink path cannot serve (a table or map missing: its
 //! first use, a flushed ruleset).
 //!
-//! The rules are the bytecode `nft` makes for the same rules (`nft --debug=netlink`), dependency
-//! matches included, so they list back exactly as the ones `nft` made and `system check`
-//! compares like with like.
+//! The elements are the bytes `nft` sends for the same elements (`nft --debug=netlink`), so
+//! they list back exactly as the ones `nft` made and `system check` compares like with like.
 //!
-//! Hand-encoded: the messages are small and fixed (NFT_MSG_NEWCHAIN/NEWRULE/NEWSETELEM and
-//! their deletions between NFNL_MSG_BATCH_BEGIN and END), and no maintained Rust crate encodes
+//! Hand-encoded: the messages are small and fixed (NFT_MSG_NEWSETELEM and DELSETELEM between
+//! NFNL_MSG_BATCH_BEGIN and END), and no maintained Rust crate encodes
 //! nf_tables under a licence that fits (rustables is GPL-3.0; nftnl-rs binds libnftnl,
 //! GPL-2.0).
 
@@ -22,62 +20,17 @@ use std::time::Duration;
 
 use netlink_sys::{protocols, Socket, SocketAddr};
 
-use super::{IccRules, PortRules};
+use super::{IccRules, PortRules, PortSlot, PortTarget};
 use crate::net::NetError;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_DELCHAIN: u16 = 5;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFPROTO_INET: u8 = 1;
-const NFPROTO_IPV4: u8 = 2;
-const NFPROTO_IPV6: u8 = 10;
 const NFPROTO_BRIDGE: u8 = 7;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
-const NFTA_RULE_TABLE: u16 = 1;
-const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
-const NFTA_META_DREG: u16 = 1;
-const NFTA_META_KEY: u16 = 2;
-const NFT_META_NFPROTO: u32 = 15;
-const NFT_META_L4PROTO: u32 = 16;
-const NFTA_CMP_SREG: u16 = 1;
-const NFTA_CMP_OP: u16 = 2;
-const NFTA_CMP_DATA: u16 = 3;
-const NFT_CMP_EQ: u32 = 0;
-const NFTA_PAYLOAD_DREG: u16 = 1;
-const NFTA_PAYLOAD_BASE: u16 = 2;
-const NFTA_PAYLOAD_OFFSET: u16 = 3;
-const NFTA_PAYLOAD_LEN: u16 = 4;
-const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
-const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
-const NFTA_IMMEDIATE_DREG: u16 = 1;
-const NFTA_IMMEDIATE_DATA: u16 = 2;
-const NFTA_NAT_TYPE: u16 = 1;
-const NFTA_NAT_FAMILY: u16 = 2;
-const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
-const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
-const NFTA_NAT_FLAGS: u16 = 7;
-const NFT_NAT_DNAT: u32 = 1;
-/// NF_NAT_RANGE_PROTO_SPECIFIED: the rule gives a port.
-const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 2;
 const NFTA_SET_ELEM_DATA: u16 = 2;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
-const NFT_JUMP: i32 = -3;
-/// The 16-byte registers `nft` uses (NFT_REG_1, NFT_REG_2).
-const REG_1: u32 = 1;
-const REG_2: u32 = 2;
-const NLM_F_APPEND: u16 = 0x800;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -138,11 +91,6 @@ fn ifname(name: &str) -> Result<[u8; IFNAMSIZ], NetError> {
     let mut k = [0u8; IFNAMSIZ];
     k[..b.len()].copy_from_slice(b);
     Ok(k)
-}
-
-/// A u32 attribute (nf_tables sends them big-endian).
-fn u32a(kind: u16, v: u32) -> Vec<u8> {
-    nla(kind, &v.to_be_bytes())
 }
 
 /// One nfnetlink transaction being built: BATCH_BEGIN, messages numbered from `seq`, END.
@@ -216,63 +164,34 @@ impl Batch {
         Ok(())
     }
 
-    /// Add a sandbox's published ports (its chain, flushed, its DNAT rules, the map elements
-    /// that jump to it), or delete them (elements first, then the chain).
+    /// Add (or delete) a sandbox's published ports: its elements in the port maps.
     fn ports(&mut self, add: bool, table: &str, p: &PortRules) -> Result<(), NetError> {
-        let chain = super::render::port_chain(p);
-        let mut named = nla(NFTA_CHAIN_TABLE, &cstr(table));
-        named.extend(nla(NFTA_CHAIN_NAME, &cstr(&chain)));
-        let mut of_chain = nla(NFTA_RULE_TABLE, &cstr(table));
-        of_chain.extend(nla(NFTA_RULE_CHAIN, &cstr(&chain)));
-        if add {
-            self.push(NFT_MSG_NEWCHAIN, NLM_F_CREATE, NFPROTO_INET, &named);
-            // Flushed first: applying the same ports again (a repair) leaves one rule each.
-            self.push(NFT_MSG_DELRULE, 0, NFPROTO_INET, &of_chain);
-            for m in &p.maps {
-                for expr in port_rules(p, m)? {
-                    let mut attrs = of_chain.clone();
-                    attrs.extend(nla(NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, &expr));
-                    self.push(
-                        NFT_MSG_NEWRULE,
-                        NLM_F_CREATE | NLM_F_APPEND,
-                        NFPROTO_INET,
-                        &attrs,
-                    );
-                }
-                let (map, key) = port_key(m)?;
-                self.push(
-                    NFT_MSG_NEWSETELEM,
-                    NLM_F_CREATE,
-                    NFPROTO_INET,
-                    &elements(table, map, &key, Some(&chain)),
-                );
-            }
+        let (ty, flags) = if add {
+            (NFT_MSG_NEWSETELEM, NLM_F_CREATE)
         } else {
-            for m in &p.maps {
-                let (map, key) = port_key(m)?;
-                self.push(
-                    NFT_MSG_DELSETELEM,
-                    0,
-                    NFPROTO_INET,
-                    &elements(table, map, &key, None),
-                );
-            }
-            self.push(NFT_MSG_DELRULE, 0, NFPROTO_INET, &of_chain);
-            self.push(NFT_MSG_DELCHAIN, 0, NFPROTO_INET, &named);
+            (NFT_MSG_DELSETELEM, 0)
+        };
+        for slot in p.slots() {
+            let key = slot_key(&slot)?;
+            let data = add.then(|| slot_data(&slot));
+            self.push(
+                ty,
+                flags,
+                NFPROTO_INET,
+                &elements(table, slot.map, &key, data.as_deref()),
+            );
         }
         Ok(())
     }
 }
 
-/// A set-element list with one element: its key, and for a verdict map a jump to `jump`.
-fn elements(table: &str, set: &str, key: &[u8], jump: Option<&str>) -> Vec<u8> {
+/// A set-element list with one element: its key, and for a map its data.
+fn elements(table: &str, set: &str, key: &[u8], data: Option<&[u8]>) -> Vec<u8> {
     let mut e = nla(NFTA_SET_ELEM_KEY | NLA_F_NESTED, &nla(NFTA_DATA_VALUE, key));
-    if let Some(chain) = jump {
-        let mut v = nla(NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
-        v.extend(nla(NFTA_VERDICT_CHAIN, &cstr(chain)));
+    if let Some(data) = data {
         e.extend(nla(
             NFTA_SET_ELEM_DATA | NLA_F_NESTED,
-            &nla(NFTA_DATA_VERDICT | NLA_F_NESTED, &v),
+            &nla(NFTA_DATA_VALUE, data),
         ));
     }
     let elem = nla(NFTA_LIST_ELEM | NLA_F_NESTED, &e);
@@ -280,46 +199,6 @@ fn elements(table: &str, set: &str, key: &[u8], jump: Option<&str>) -> Vec<u8> {
     attrs.extend(nla(NFTA_SET_ELEM_LIST_SET, &cstr(set)));
     attrs.extend(nla(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &elem));
     attrs
-}
-
-/// One expression of a rule.
-fn expr(name: &str, data: &[u8]) -> Vec<u8> {
-    let mut e = nla(NFTA_EXPR_NAME, &cstr(name));
-    e.extend(nla(NFTA_EXPR_DATA | NLA_F_NESTED, data));
-    nla(NFTA_LIST_ELEM | NLA_F_NESTED, &e)
-}
-
-fn meta(key: u32) -> Vec<u8> {
-    let mut d = u32a(NFTA_META_DREG, REG_1);
-    d.extend(u32a(NFTA_META_KEY, key));
-    expr("meta", &d)
-}
-
-fn cmp_eq(value: &[u8]) -> Vec<u8> {
-    let mut d = u32a(NFTA_CMP_SREG, REG_1);
-    d.extend(u32a(NFTA_CMP_OP, NFT_CMP_EQ));
-    d.extend(nla(
-        NFTA_CMP_DATA | NLA_F_NESTED,
-        &nla(NFTA_DATA_VALUE, value),
-    ));
-    expr("cmp", &d)
-}
-
-fn payload(base: u32, offset: u32, len: u32) -> Vec<u8> {
-    let mut d = u32a(NFTA_PAYLOAD_DREG, REG_1);
-    d.extend(u32a(NFTA_PAYLOAD_BASE, base));
-    d.extend(u32a(NFTA_PAYLOAD_OFFSET, offset));
-    d.extend(u32a(NFTA_PAYLOAD_LEN, len));
-    expr("payload", &d)
-}
-
-fn immediate(reg: u32, value: &[u8]) -> Vec<u8> {
-    let mut d = u32a(NFTA_IMMEDIATE_DREG, reg);
-    d.extend(nla(
-        NFTA_IMMEDIATE_DATA | NLA_F_NESTED,
-        &nla(NFTA_DATA_VALUE, value),
-    ));
-    expr("immediate", &d)
 }
 
 fn l4proto(proto: &str) -> Result<u8, NetError> {
@@ -334,68 +213,9 @@ fn l4proto(proto: &str) -> Result<u8, NetError> {
     }
 }
 
-/// The rules of one mapping, as [`super::render::add_ports`] writes them for `nft`: one per
-/// address family the sandbox has (only the host address's family when one is given).
-fn port_rules(p: &PortRules, m: &crate::model::PortMapping) -> Result<Vec<Vec<u8>>, NetError> {
-    use std::net::IpAddr;
-    let host = m.host_ip.filter(|h| !h.is_unspecified());
-    let proto = l4proto(&m.proto)?;
-    let mut rules = Vec::new();
-    let targets = [Some(IpAddr::V4(p.addr)), p.addr6.map(IpAddr::V6)];
-    for to in targets.into_iter().flatten() {
-        if host.is_some_and(|h| h.is_ipv4() != to.is_ipv4()) {
-            continue;
-        }
-        let nfproto = if to.is_ipv4() {
-            NFPROTO_IPV4
-        } else {
-            NFPROTO_IPV6
-        };
-        let mut r = Vec::new();
-        // What `nft` makes of `[meta nfproto X] P dport N [ip daddr H] dnat to A:C`, the
-        // dependencies it adds (l4proto before a port, nfproto before an address) included.
-        if host.is_none() {
-            r.extend(meta(NFT_META_NFPROTO));
-            r.extend(cmp_eq(&[nfproto]));
-        }
-        r.extend(meta(NFT_META_L4PROTO));
-        r.extend(cmp_eq(&[proto]));
-        r.extend(payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2));
-        r.extend(cmp_eq(&m.host_port.to_be_bytes()));
-        if let Some(h) = host {
-            r.extend(meta(NFT_META_NFPROTO));
-            r.extend(cmp_eq(&[nfproto]));
-            match h {
-                IpAddr::V4(a) => {
-                    r.extend(payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4));
-                    r.extend(cmp_eq(&a.octets()));
-                }
-                IpAddr::V6(a) => {
-                    r.extend(payload(NFT_PAYLOAD_NETWORK_HEADER, 24, 16));
-                    r.extend(cmp_eq(&a.octets()));
-                }
-            }
-        }
-        match to {
-            IpAddr::V4(a) => r.extend(immediate(REG_1, &a.octets())),
-            IpAddr::V6(a) => r.extend(immediate(REG_1, &a.octets())),
-        }
-        r.extend(immediate(REG_2, &m.container_port.to_be_bytes()));
-        let mut nat = u32a(NFTA_NAT_TYPE, NFT_NAT_DNAT);
-        nat.extend(u32a(NFTA_NAT_FAMILY, nfproto as u32));
-        nat.extend(u32a(NFTA_NAT_REG_ADDR_MIN, REG_1));
-        nat.extend(u32a(NFTA_NAT_REG_PROTO_MIN, REG_2));
-        nat.extend(u32a(NFTA_NAT_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED));
-        r.extend(expr("nat", &nat));
-        rules.push(r);
-    }
-    Ok(rules)
-}
-
-/// A mapping's map and key, as [`super::render::port_key`] has them: on one host address,
-/// `ports4`/`ports6` keyed by address . proto . port; else `ports` by proto . port (each
-/// part of a concatenation padded to 4 bytes).
-fn port_key(m: &crate::model::PortMapping) -> Result<(&'static str, Vec<u8>), NetError> {
+/// A port-map element's key, as [`super::render::port_slot_key`] writes it: [address .]
+/// protocol . port, each part of the concatenation padded to 4 bytes.
+fn slot_key(s: &PortSlot) -> Result<Vec<u8>, NetError> {
     let pad = |b: &[u8]| {
         let mut v = b.to_vec();
         while v.len() % 4 != 0 {
@@ -403,13 +223,24 @@ fn port_key(m: &crate::model::PortMapping) -> Result<(&'static str, Vec<u8>), Ne
         }
         v
     };
-    let mut tail = pad(&[l4proto(&m.proto)?]);
-    tail.extend(pad(&m.host_port.to_be_bytes()));
-    Ok(match m.host_ip.filter(|h| !h.is_unspecified()) {
-        Some(std::net::IpAddr::V4(a)) => ("ports4", [a.octets().to_vec(), tail].concat()),
-        Some(std::net::IpAddr::V6(a)) => ("ports6", [a.octets().to_vec(), tail].concat()),
-        None => ("ports", tail),
-    })
+    let mut key = match s.host {
+        Some(std::net::IpAddr::V4(a)) => a.octets().to_vec(),
+        Some(std::net::IpAddr::V6(a)) => a.octets().to_vec(),
+        None => Vec::new(),
+    };
+    key.extend(pad(&[l4proto(s.proto)?]));
+    key.extend(pad(&s.port.to_be_bytes()));
+    Ok(key)
+}
+
+/// A port-map element's data: the sandbox's address (4 or 16 bytes) or its port (2 bytes,
+/// the map's data length).
+fn slot_data(s: &PortSlot) -> Vec<u8> {
+    match s.to {
+        PortTarget::Addr(std::net::IpAddr::V4(a)) => a.octets().to_vec(),
+        PortTarget::Addr(std::net::IpAddr::V6(a)) => a.octets().to_vec(),
+        PortTarget::Port(p) => p.to_be_bytes().to_vec(),
+    }
 }
 
 /// A netlink socket for nf_tables in one namespace, opened on first use.
@@ -617,32 +448,88 @@ mod tests {
     }
 
     #[test]
-    fn port_keys_are_padded_concatenations_as_nft_lists_them() {
-        // `nft --debug=netlink`: `tcp . 8080` is 00000006 0000901f; `127.0.0.1 . udp . 9090`
-        // is 0100007f 00000011 00008223 (each part padded to 4 bytes, values in network order).
+    fn port_elements_are_the_bytes_nft_sends() {
+        // `nft --debug=netlink` for `add element inet t m { tcp . 8080 : 172.17.0.2 }` and the
+        // like: `tcp . 8080` is 00000006 0000901f; `127.0.0.1 . udp . 9090` is 0100007f
+        // 00000011 00008223 (each part padded to 4 bytes, values in network order); an
+        // address as data is its bytes, a port (inet_service) its two.
         let m = |host: Option<&str>, proto: &str, port: u16| crate::model::PortMapping {
             host_ip: host.map(|h| h.parse().unwrap()),
             host_port: port,
             container_port: 80,
             proto: proto.into(),
         };
+        let p = |maps| PortRules {
+            id: "0123456789ab".into(),
+            addr: "172.17.0.2".parse().unwrap(),
+            addr6: Some("fd00::2".parse().unwrap()),
+            maps,
+        };
+        let bytes = |p: &PortRules| -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+            p.slots()
+                .iter()
+                .map(|s| (s.map, slot_key(s).unwrap(), slot_data(s)))
+                .collect()
+        };
+        let any = p(vec![m(None, "tcp", 8080)]);
         assert_eq!(
-            port_key(&m(None, "tcp", 8080)).unwrap(),
-            ("ports", vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0])
+            bytes(&any),
+            vec![
+                (
+                    "dnat_any4",
+                    vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0],
+                    vec![172, 17, 0, 2]
+                ),
+                (
+                    "dnat_any6",
+                    vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0],
+                    "fd00::2"
+                        .parse::<std::net::Ipv6Addr>()
+                        .unwrap()
+                        .octets()
+                        .to_vec()
+                ),
+                (
+                    "dnat_any_port",
+                    vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0],
+                    vec![0, 80]
+                ),
+            ]
         );
         assert_eq!(
-            port_key(&m(Some("0.0.0.0"), "tcp", 8080)).unwrap().0,
-            "ports"
+            bytes(&p(vec![m(Some("0.0.0.0"), "tcp", 8080)])),
+            bytes(&any)
         );
         assert_eq!(
-            port_key(&m(Some("127.0.0.1"), "udp", 9090)).unwrap(),
-            ("ports4", vec![127, 0, 0, 1, 17, 0, 0, 0, 0x23, 0x82, 0, 0])
+            bytes(&p(vec![m(Some("127.0.0.1"), "udp", 9090)])),
+            vec![
+                (
+                    "dnat_at4",
+                    vec![127, 0, 0, 1, 17, 0, 0, 0, 0x23, 0x82, 0, 0],
+                    vec![172, 17, 0, 2]
+                ),
+                (
+                    "dnat_at4_port",
+                    vec![127, 0, 0, 1, 17, 0, 0, 0, 0x23, 0x82, 0, 0],
+                    vec![0, 80]
+                ),
+            ]
         );
-        let (map, key) = port_key(&m(Some("fd00::1"), "sctp", 1)).unwrap();
+        let v6 = bytes(&p(vec![m(Some("fd00::1"), "sctp", 1)]));
         assert_eq!(
-            (map, key.len(), key[16], key[20..22].to_vec()),
-            ("ports6", 24, 132, vec![0, 1])
+            v6.iter()
+                .map(|(m, k, d)| (*m, k.len(), k[16], k[20..22].to_vec(), d.len()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("dnat_at6", 24, 132, vec![0, 1], 16),
+                ("dnat_at6_port", 24, 132, vec![0, 1], 2)
+            ]
         );
-        assert!(port_key(&m(None, "icmp", 1)).is_err());
+        // Without an IPv6 address of its own, a sandbox's port on an IPv6 host address has
+        // nowhere to go: no element.
+        let mut no6 = p(vec![m(Some("fd00::1"), "tcp", 1)]);
+        no6.addr6 = None;
+        assert!(no6.slots().is_empty());
+        assert!(slot_key(&p(vec![m(None, "icmp", 1)]).slots()[0]).is_err());
     }
 }

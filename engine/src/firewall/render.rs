@@ -18,23 +18,32 @@
 //!                       ct status dnat accept; drop }
 //!   chain nw-<id>-nat { ct status dnat oifname @nets masquerade        # hairpin
 //!                       [masquerade on:] oifname != "<if>" masquerade }
-//!   map ports4 { type ipv4_addr . inet_proto . inet_service : verdict }  # on one address
-//!   map ports6 { type ipv6_addr . inet_proto . inet_service : verdict }
-//!   map ports  { type inet_proto . inet_service : verdict }              # on every address
-//!                                                        # … → jump pt-<sb>
+//!   map dnat_at4      { type ipv4_addr . inet_proto . inet_service : ipv4_addr }    # on one
+//!   map dnat_at4_port { type ipv4_addr . inet_proto . inet_service : inet_service } # address
+//!   map dnat_at6, dnat_at6_port                       # (the same, keyed by an IPv6 address)
+//!   map dnat_any4     { type inet_proto . inet_service : ipv4_addr }    # on every address
+//!   map dnat_any6     { type inet_proto . inet_service : ipv6_addr }
+//!   map dnat_any_port { type inet_proto . inet_service : inet_service }
 //!   chain prerouting  { hook prerouting, dstnat: fib daddr type local
-//!                         ip daddr . l4proto . dport vmap @ports4; (ip6: @ports6);
-//!                         l4proto . dport vmap @ports }
+//!                         dnat ip to ip daddr . l4proto . dport map @dnat_at4
+//!                                  : ip daddr . l4proto . dport map @dnat_at4_port;
+//!                         (ip6: @dnat_at6 : @dnat_at6_port);
+//!                         nfproto ipv4 dnat ip to l4proto . dport map @dnat_any4
+//!                                                : l4proto . dport map @dnat_any_port;
+//!                         (ipv6: @dnat_any6 : @dnat_any_port) }
 //!   chain output      { hook output, dstnat: the same }
-//!   chain pt-<sb>     { meta l4proto P th dport HP [ip daddr HIP] dnat ip to CIP:CP … }
 //!   (postrouting also: ct status dnat, from loopback: masquerade — the host reaching
 //!    127.0.0.1:PORT)
 //! }
 //! ```
-//! A published port costs one map element and one rule per family in its sandbox's own
-//! chain: the lookups stay hash probes however many ports are published. The same port may
-//! be published on two host addresses by two sandboxes; the engine refuses overlaps (a port
-//! on every address meets all of them), as Docker's allocator does.
+//! A published port is elements in data maps — the sandbox's address in one, its port in the
+//! other — and nothing else: no rule, no chain, no jump. The lookups stay hash probes however
+//! many ports are published, and so does publishing: a commit that adds a rule with a NAT
+//! expression or a verdict-map jump makes nf_tables validate the whole table again (every
+//! element of every verdict map and the chains they jump to), a cost that grew with every
+//! port published (`cargo bench --bench ports`); data-map elements need no validation. The
+//! same port may be published on two host addresses by two sandboxes; the engine refuses
+//! overlaps (a port on every address meets all of them), as Docker's allocator does.
 //!
 //! ICC off, and the legacy links that pierce it, are bridged traffic, filtered in a bridge-family
 //! table (no br_netfilter needed; no conntrack either, so links are allowed both ways
@@ -87,14 +96,23 @@ pub(super) fn base() -> Vec<Value> {
     v.push(
         json!({"add": {"set": {"family": FAM, "table": TABLE, "name": "nets", "type": "ifname"}}}),
     );
-    v.push(
-        json!({"add": {"map": {"family": FAM, "table": TABLE, "name": "ports",
-        "type": ["inet_proto", "inet_service"], "map": "verdict"}}}),
-    );
-    for (name, addr) in [("ports4", "ipv4_addr"), ("ports6", "ipv6_addr")] {
+    // The port maps (`super::PORT_MAPS`).
+    for (name, key, data) in [
+        ("dnat_at4", Some("ipv4_addr"), "ipv4_addr"),
+        ("dnat_at4_port", Some("ipv4_addr"), "inet_service"),
+        ("dnat_at6", Some("ipv6_addr"), "ipv6_addr"),
+        ("dnat_at6_port", Some("ipv6_addr"), "inet_service"),
+        ("dnat_any4", None, "ipv4_addr"),
+        ("dnat_any6", None, "ipv6_addr"),
+        ("dnat_any_port", None, "inet_service"),
+    ] {
+        let ty: Vec<&str> = key
+            .into_iter()
+            .chain(["inet_proto", "inet_service"])
+            .collect();
         v.push(
             json!({"add": {"map": {"family": FAM, "table": TABLE, "name": name,
-            "type": [addr, "inet_proto", "inet_service"], "map": "verdict"}}}),
+            "type": ty, "map": data}}}),
         );
     }
     for (name, hook) in [("prerouting", "prerouting"), ("output", "output")] {
@@ -130,25 +148,36 @@ pub(super) fn base() -> Vec<Value> {
                 ],
             ));
         }
-        // Ports on one host address first, then ports on every address.
-        for (fam, map) in [("ip", "@ports4"), ("ip6", "@ports6")] {
+        // Ports on one host address first, then ports on every address: the sandbox's
+        // address from one map, its port from the other, under the same key. (`ip daddr`
+        // carries its family; the rules without it say theirs, as nft lists them.)
+        let lookup =
+            |key: &Value, map: &str| json!({"map": {"key": key, "data": format!("@{map}")}});
+        for (fam, at, nfproto, any) in [
+            ("ip", "dnat_at4", "ipv4", "dnat_any4"),
+            ("ip6", "dnat_at6", "ipv6", "dnat_any6"),
+        ] {
+            let key = json!({"concat": [
+                {"payload": {"protocol": fam, "field": "daddr"}}, meta("l4proto"), dport.clone()]});
             v.push(rule(
                 name,
                 vec![
                     local(),
-                    json!({"vmap": {"key": {"concat": [
-                        {"payload": {"protocol": fam, "field": "daddr"}},
-                        meta("l4proto"), dport.clone()]}, "data": map}}),
+                    json!({"dnat": {"family": fam,
+                        "addr": lookup(&key, at), "port": lookup(&key, &format!("{at}_port"))}}),
+                ],
+            ));
+            let key = json!({"concat": [meta("l4proto"), dport.clone()]});
+            v.push(rule(
+                name,
+                vec![
+                    local(),
+                    eq(meta("nfproto"), json!(nfproto)),
+                    json!({"dnat": {"family": fam,
+                        "addr": lookup(&key, any), "port": lookup(&key, "dnat_any_port")}}),
                 ],
             ));
         }
-        v.push(rule(
-            name,
-            vec![
-                local(),
-                json!({"vmap": {"key": {"concat": [meta("l4proto"), dport.clone()]}, "data": "@ports"}}),
-            ],
-        ));
     }
     v.push(
         json!({"add": {"chain": {"family": FAM, "table": TABLE, "name": "forward",
@@ -495,79 +524,37 @@ fn icc_elements(verb: &str, i: &super::IccRules) -> Vec<Value> {
     v
 }
 
-pub(super) fn port_chain(p: &super::PortRules) -> String {
-    format!("pt-{}", p.id)
+/// A port-map element's key: [host address .] protocol . port.
+pub(super) fn port_slot_key(s: &super::PortSlot) -> Value {
+    match s.host {
+        Some(h) => json!({"concat": [h.to_string(), s.proto, s.port]}),
+        None => json!({"concat": [s.proto, s.port]}),
+    }
 }
 
-/// Where a mapping's map element goes: on one host address, `ports4`/`ports6` keyed by
-/// address . proto . port; on every address, `ports` keyed by proto . port. (Hash maps both:
-/// an interval map could hold both kinds in one, but its updates grow with its size.)
-pub(super) fn port_key(m: &crate::model::PortMapping) -> (&'static str, Value) {
-    match m.host_ip.filter(|h| !h.is_unspecified()) {
-        Some(h) => (
-            if h.is_ipv4() { "ports4" } else { "ports6" },
-            json!({"concat": [h.to_string(), m.proto, m.host_port]}),
-        ),
-        None => ("ports", json!({"concat": [m.proto, m.host_port]})),
+/// A port-map element's data: the sandbox's address, or its port.
+pub(super) fn port_slot_data(s: &super::PortSlot) -> Value {
+    match s.to {
+        super::PortTarget::Addr(a) => json!(a.to_string()),
+        super::PortTarget::Port(p) => json!(p),
     }
 }
 
 pub(super) fn add_ports(p: &super::PortRules) -> Vec<Value> {
-    let chain = port_chain(p);
-    // Flushed first: applying the same ports again (a repair) leaves one rule each.
-    let mut v = vec![
-        json!({"add": {"chain": {"family": FAM, "table": TABLE, "name": chain}}}),
-        json!({"flush": {"chain": {"family": FAM, "table": TABLE, "name": chain}}}),
-    ];
-    for m in &p.maps {
-        let host = m.host_ip.filter(|h| !h.is_unspecified());
-        let families = [
-            ("ipv4", "ip", Some(std::net::IpAddr::V4(p.addr))),
-            ("ipv6", "ip6", p.addr6.map(std::net::IpAddr::V6)),
-        ];
-        for (nfproto, fam, to) in families {
-            let Some(to) = to else { continue };
-            // A host address given: only its family.
-            if host.is_some_and(|h| h.is_ipv4() != to.is_ipv4()) {
-                continue;
-            }
-            // Written the way nft lists it back (`tcp dport` carries its protocol; an `ip
-            // daddr` carries its family), so `system check` compares like with like.
-            let mut expr = Vec::new();
-            if host.is_none() {
-                expr.push(eq(meta("nfproto"), json!(nfproto)));
-            }
-            expr.push(eq(
-                json!({"payload": {"protocol": m.proto, "field": "dport"}}),
-                json!(m.host_port),
-            ));
-            if let Some(h) = host {
-                expr.push(eq(
-                    json!({"payload": {"protocol": fam, "field": "daddr"}}),
-                    json!(h.to_string()),
-                ));
-            }
-            expr.push(
-                json!({"dnat": {"family": fam, "addr": to.to_string(), "port": m.container_port}}),
-            );
-            v.push(rule(&chain, expr));
-        }
-        let (map, key) = port_key(m);
-        v.push(json!({"add": {"element": elem(map, key, Some(chain.clone()))}}));
-    }
-    v
+    p.slots()
+        .iter()
+        .map(|s| {
+            let e = json!([[port_slot_key(s), port_slot_data(s)]]);
+            json!({"add": {"element": {"family": FAM, "table": TABLE, "name": s.map, "elem": e}}})
+        })
+        .collect()
 }
 
 fn remove_ports(p: &super::PortRules) -> Vec<Value> {
-    let chain = port_chain(p);
-    let mut v = Vec::new();
-    for m in &p.maps {
-        let (map, key) = port_key(m);
-        v.push(json!({"delete": {"element": elem(map, key, Some(chain.clone()))}}));
-    }
-    v.push(json!({"flush": {"chain": {"family": FAM, "table": TABLE, "name": chain}}}));
-    v.push(json!({"delete": {"chain": {"family": FAM, "table": TABLE, "name": chain}}}));
-    v
+    p.slots()
+        .iter()
+        .map(|s| json!({"delete": {"element": elem(s.map, port_slot_key(s), None)}}))
+        .collect()
 }
 
 /// Remove weft's table entirely.
@@ -814,6 +801,80 @@ mod tests {
         extra["rule"]["handle"] = json!(999);
         added.push(extra);
         assert!(!base_intact(&added), "an added rule is missed");
+    }
+
+    #[test]
+    fn published_ports_read_back_by_content() {
+        // `nft -j list table inet weft` (nftables 1.0.6) after `weft network create x` and
+        // `weft sandbox create --network x -p 8080:80 -p 127.0.0.1:9090:90/udp s1`.
+        let doc: Value =
+            serde_json::from_str(include_str!("testdata/inet-listing-ports.json")).unwrap();
+        let listed: Vec<Value> = doc["nftables"].as_array().unwrap().clone();
+        let m = |host: Option<&str>, proto: &str, port: u16, to: u16| crate::model::PortMapping {
+            host_ip: host.map(|h| h.parse().unwrap()),
+            host_port: port,
+            container_port: to,
+            proto: proto.into(),
+        };
+        let s1 = super::super::PortRules {
+            id: "0123456789ab".into(),
+            addr: "172.18.0.2".parse().unwrap(),
+            addr6: None,
+            maps: vec![
+                m(None, "tcp", 8080, 80),
+                m(Some("127.0.0.1"), "udp", 9090, 90),
+            ],
+        };
+        assert!(
+            base_intact(&listed),
+            "the ports' rules are the base chains'"
+        );
+        assert!(
+            has_ports(&listed, &s1),
+            "the real listing reads as published"
+        );
+        let mut elems = port_elems(&listed);
+        elems.sort();
+        let mut want = s1.elems();
+        want.sort();
+        assert_eq!(elems, want, "the listing's keys are the ones weft makes");
+        assert_eq!(
+            want.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "dnat_any4 element tcp . 8080",
+                "dnat_any_port element tcp . 8080",
+                "dnat_at4 element 127.0.0.1 . udp . 9090",
+                "dnat_at4_port element 127.0.0.1 . udp . 9090",
+            ]
+        );
+        // Content, not presence: the same keys pointing at another address, or another port.
+        for (map, to) in [
+            ("dnat_any4", json!("172.18.0.99")),
+            ("dnat_at4_port", json!(91)),
+        ] {
+            let mut moved = listed.clone();
+            let data = moved
+                .iter_mut()
+                .find(|i| i["map"]["name"] == map)
+                .map(|i| &mut i["map"]["elem"][0][1])
+                .unwrap();
+            assert_ne!(*data, Value::Null);
+            *data = to.clone();
+            assert!(!has_ports(&moved, &s1), "{map} → {to} is missed");
+            assert_eq!(port_elems(&moved).len(), 4, "the keys are all there still");
+        }
+        // A sandbox with another port, or the same port on another address, is not there.
+        let mut other = s1.clone();
+        other.maps[0].host_port = 8081;
+        assert!(!has_ports(&listed, &other));
+        // A purge deletes the keys it is given that are there, and nothing else.
+        let purge = purge_ports(&listed, &[want[0].clone(), other.elems()[0].clone()]);
+        assert_eq!(
+            purge["nftables"].to_string(),
+            json!([{"delete": {"element": {"family": "inet", "table": "weft",
+                "name": "dnat_any4", "elem": [{"concat": ["tcp", 8080]}]}}}])
+            .to_string()
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::kernel::{Kernel, Session, WEFT_GROUP};
 use super::link::{LinkState, RouteState};
 use super::step::{NsRef, RouteKind, Step};
 use super::{NetError, NetErrorKind};
-use crate::firewall::{FwChange, NetRules};
+use crate::firewall::{FwChange, NetRules, PortElem};
 
 /// One link.
 #[derive(Debug, Clone, Default)]
@@ -877,12 +877,12 @@ impl Session for FakeSession {
         Ok(())
     }
 
-    async fn firewall_sandbox_objects(&mut self) -> Result<(Vec<String>, Vec<String>), NetError> {
+    async fn firewall_sandbox_objects(&mut self) -> Result<(Vec<PortElem>, Vec<String>), NetError> {
         // The fake keeps no published ports.
         Ok((vec![], self.with(|s| s.icc.iter().cloned().collect())))
     }
 
-    async fn firewall_purge_ports(&mut self, _id12: &str) -> Result<(), NetError> {
+    async fn firewall_purge_ports(&mut self, _elems: &[PortElem]) -> Result<(), NetError> {
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use super::link::{LinkState, RouteState};
 use super::step::{NsRef, Step};
 use super::NetError;
+use crate::firewall::PortElem;
 
 /// Marks every host link weft creates (IFLA_GROUP): the kernel's own evidence that a link
 /// came from weft, so a link no record owns can be recognised as weft's leak without guessing
@@ -91,11 +92,12 @@ pub trait Session: Send {
     async fn firewall_purge(&mut self, id12: &str) -> Result<(), NetError>;
     /// Remove weft's table: the host's ruleset is left as it was before weft.
     async fn firewall_reset(&mut self) -> Result<(), NetError>;
-    /// What weft's tables hold for sandboxes: the ids (12 hex digits) with a published-port
-    /// chain, and the bridge ports with ICC elements.
-    async fn firewall_sandbox_objects(&mut self) -> Result<(Vec<String>, Vec<String>), NetError>;
-    /// Remove a sandbox's published ports (a leak with no record), whatever state they are in.
-    async fn firewall_purge_ports(&mut self, id12: &str) -> Result<(), NetError>;
+    /// What weft's tables hold for sandboxes: the keys in the port maps, and the bridge ports
+    /// with ICC elements.
+    async fn firewall_sandbox_objects(&mut self) -> Result<(Vec<PortElem>, Vec<String>), NetError>;
+    /// Remove these keys from the port maps (a leak with no record, or a sandbox's ports about
+    /// to be made again), whatever they map to.
+    async fn firewall_purge_ports(&mut self, elems: &[PortElem]) -> Result<(), NetError>;
     /// Remove every ICC element naming a bridge port (a leak with no record).
     async fn firewall_purge_icc(&mut self, port: &str) -> Result<(), NetError>;
     /// Are the base chains of weft's table whole (`None`: no table)? The fake has none.

@@ -14,7 +14,7 @@ use super::kernel::{Kernel, Session, WEFT_GROUP};
 use super::link::{LinkChange, LinkState, Netlink, NewKind, NewLink, RouteSpec, RouteState};
 use super::step::{NsRef, RouteKind, Step};
 use super::{ns, sysctl, NetError};
-use crate::firewall::{Firewall, FwChange};
+use crate::firewall::{Firewall, FwChange, PortElem};
 use crate::model::parse_mac;
 
 /// The host kernel, as seen from the namespace that plays the host.
@@ -647,10 +647,11 @@ impl Session for LinuxSession {
                         other => other,
                     }
                 }
-                FwChange::RemovePorts(_) => {
+                FwChange::RemovePorts(p) => {
                     match self.k.firewall.apply(std::slice::from_ref(change)).await {
-                        // Gone already (a flushed ruleset): nothing left to remove.
-                        Err(e) if e.is_not_found() => Ok(()),
+                        // Part of it is gone already (a flushed ruleset, an element deleted
+                        // by hand): remove what is left.
+                        Err(e) if e.is_not_found() => self.k.firewall.purge_ports(&p.elems()).await,
                         other => other,
                     }
                 }
@@ -934,13 +935,13 @@ impl Session for LinuxSession {
         self.k.firewall.reset().await
     }
 
-    async fn firewall_sandbox_objects(&mut self) -> Result<(Vec<String>, Vec<String>), NetError> {
+    async fn firewall_sandbox_objects(&mut self) -> Result<(Vec<PortElem>, Vec<String>), NetError> {
         Ok(self.fw_listing().await?.sandbox_objects())
     }
 
-    async fn firewall_purge_ports(&mut self, id12: &str) -> Result<(), NetError> {
+    async fn firewall_purge_ports(&mut self, elems: &[PortElem]) -> Result<(), NetError> {
         self.fw_listing = None;
-        self.k.firewall.purge_ports(id12).await
+        self.k.firewall.purge_ports(elems).await
     }
 
     async fn firewall_purge_icc(&mut self, port: &str) -> Result<(), NetError> {

@@ -369,13 +369,17 @@ impl Tx {
     /// See [`Session::firewall_sandbox_objects`].
     pub async fn firewall_sandbox_objects(
         &mut self,
-    ) -> Result<(Vec<String>, Vec<String>), NetError> {
+    ) -> Result<(Vec<crate::firewall::PortElem>, Vec<String>), NetError> {
         self.s.firewall_sandbox_objects().await
     }
 
-    /// Remove a sandbox's published ports no record owns.
-    pub async fn firewall_purge_ports(&mut self, id12: &str) -> Result<(), NetError> {
-        self.s.firewall_purge_ports(id12).await
+    /// Remove keys from the port maps, whatever they map to (see
+    /// [`Session::firewall_purge_ports`]).
+    pub async fn firewall_purge_ports(
+        &mut self,
+        elems: &[crate::firewall::PortElem],
+    ) -> Result<(), NetError> {
+        self.s.firewall_purge_ports(elems).await
     }
 
     /// See [`Session::firewall_base_intact`].
