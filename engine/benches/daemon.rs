@@ -106,13 +106,13 @@ fn group_commit(clients: usize, total: usize, one_network: bool) {
     });
 }
 
-/// A `weft sandbox …` command through weft's socket; its exit code and stdout/stderr.
-fn weft_cmd(sock: &Path, cmd: &weft::cli::Cmd) -> (i32, String) {
+/// A `weft sandbox …` command line through weft's socket; its exit code and stdout/stderr.
+fn weft_cmd(sock: &Path, args: &[&str]) -> (i32, String) {
     let (st, body) = http(
         sock,
         "POST",
         "/weft/v1/run",
-        Some(&serde_json::to_string(cmd).unwrap()),
+        Some(&serde_json::json!({ "args": args }).to_string()),
     );
     assert_eq!(st, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -152,25 +152,9 @@ fn daemon_clients(clients: usize, per: usize) {
                 let mut made = Vec::new();
                 for j in 0..per {
                     let name = format!("c{k}-{j}");
-                    let cmd = weft::cli::Cmd::Sandbox(weft::cli::sandbox::SandboxCmd::Create {
-                        network: Some("bench".into()),
-                        ip: None,
-                        ip6: None,
-                        alias: vec![],
-                        mac_address: None,
-                        netns: None,
-                        dns: vec![],
-                        dns_search: vec![],
-                        dns_option: vec![],
-                        hostname: None,
-                        publish: vec![],
-                        publish_all: false,
-                        expose: vec![],
-                        link: vec![],
-                        name: name.clone(),
-                    });
                     let t = Instant::now();
-                    let (code, out) = weft_cmd(&sock, &cmd);
+                    let (code, out) =
+                        weft_cmd(&sock, &["sandbox", "create", "--network", "bench", &name]);
                     create.push(t.elapsed());
                     if code == 0 {
                         made.push(name);
@@ -195,12 +179,8 @@ fn daemon_clients(clients: usize, per: usize) {
                 }
                 let mut remove = Vec::new();
                 for n in &made {
-                    let cmd = weft::cli::Cmd::Sandbox(weft::cli::sandbox::SandboxCmd::Rm {
-                        force: false,
-                        sandboxes: vec![n.clone()],
-                    });
                     let t = Instant::now();
-                    let (code, out) = weft_cmd(&sock, &cmd);
+                    let (code, out) = weft_cmd(&sock, &["sandbox", "rm", n]);
                     remove.push(t.elapsed());
                     if code != 0 {
                         failures.push(out);

@@ -41,6 +41,7 @@ pub mod podman;
 pub mod store;
 pub mod view;
 
+pub use engine::exec::ExecPlan;
 pub use engine::{Config, Created, Engine, SandboxFiles};
 
 /// The README's code compiles (it is tested as a doctest).

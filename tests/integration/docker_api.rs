@@ -837,6 +837,36 @@ fn the_weft_front_serves_through_the_daemon_alone_and_runs_the_engine_otherwise(
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(h.weft_ok(&["network", "ls"]).contains("viafront"));
     assert_eq!(d.log_text().matches("path=/weft/v1/run").count(), 2);
+    // The daemon parses what it is sent as the command line is parsed: what clap refuses
+    // never reaches a command, and clap's structs as JSON (the door's old form, which skipped
+    // clap's checks) are no command at all.
+    let weft_sock = h.dir.join("run/weft.sock");
+    let post = |body: &str| {
+        let raw = format!(
+            "POST /weft/v1/run HTTP/1.1\r\nHost: weft\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, _, body) = http_on(&weft_sock, raw.as_bytes()).expect("weft's socket");
+        (
+            status,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
+        )
+    };
+    let (status, c) = post(r#"{"args": ["network", "rm"]}"#);
+    assert_eq!(status, 200, "{c}");
+    assert!(
+        c["code"] == 2 && c["stderr"].as_str().unwrap().contains("required") && c["stdout"] == "",
+        "{c}"
+    );
+    let (status, c) = post(r#"{"Network": {"Rm": {"networks": []}}}"#);
+    assert_eq!(status, 400, "{c}");
+    // Control: the same door runs a command it is sent whole.
+    let (status, c) = post(r#"{"args": ["network", "rm", "viafront"], "cwd": "/"}"#);
+    assert!(
+        status == 200 && c["code"] == 0 && c["stdout"] == "viafront\n",
+        "{c}"
+    );
+    assert!(!h.weft_ok(&["network", "ls"]).contains("viafront"));
     // What only the engine does still goes to it, daemon or not.
     let o = h.weft_env(
         &["sandbox", "exec", "nosuch", "true"],

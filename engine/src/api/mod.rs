@@ -354,9 +354,22 @@ impl Api {
                     Err(Error::Unavailable("this daemon runs no reaper".into()))
                 }
             }
+            // `sandbox exec`: how to run a command in a sandbox (the client runs it).
+            (&Method::POST, ["weft", "v1", "exec"]) if self.weft_door => {
+                #[derive(serde::Deserialize)]
+                struct ExecBody {
+                    sandbox: String,
+                }
+                let b: ExecBody = read_json(req).await?;
+                let e = self.engine.clone();
+                let plan = tokio::task::spawn_blocking(move || e.exec_plan(&b.sandbox))
+                    .await
+                    .map_err(Error::internal)??;
+                ok(serde_json::to_value(plan).map_err(Error::internal)?)
+            }
             (&Method::POST, ["weft", "v1", "run"]) if self.weft_door => {
-                let cmd: crate::cli::Cmd = read_json(req).await?;
-                let c = crate::cli::run_captured(&self.engine, cmd).await;
+                let r: crate::cli::remote::Request = read_json(req).await?;
+                let c = crate::cli::run_request(&self.engine, r).await;
                 ok(serde_json::to_value(c).map_err(Error::internal)?)
             }
             _ => Err(page_not_found()),

@@ -50,7 +50,7 @@ pub fn main() -> ! {
         exec_engine();
     }
     if let Some(sock) = remote::socket_for(&cli) {
-        if let Some(code) = remote::try_run(&sock, cli.cmd) {
+        if let Some(code) = remote::try_run(&sock, &cli.cmd) {
             std::process::exit(code);
         }
     }

@@ -74,7 +74,7 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
-#[derive(Subcommand, Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum Cmd {
     /// Manage networks.
     #[command(subcommand)]
@@ -95,7 +95,7 @@ pub enum Cmd {
 }
 
 /// `weft daemon`.
-#[derive(clap::Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct DaemonArgs {
     /// weft's own socket [default: <run-root>/weft.sock].
     #[arg(long)]
@@ -145,7 +145,7 @@ pub fn run(cli: Cli) -> Exit {
         return daemon(&cli, a);
     }
     if let Some(sock) = remote::socket_for(&cli) {
-        if let Some(code) = remote::try_run(&sock, cli.cmd.clone()) {
+        if let Some(code) = remote::try_run(&sock, &cli.cmd) {
             return code;
         }
     }
@@ -202,8 +202,36 @@ async fn run_cmd(engine: &Engine, cmd: Cmd) -> Result<Exit, Error> {
     }
 }
 
+/// Run a client's command line in a daemon ([`remote`]): parsed as the CLI parses it (clap's
+/// checks and all; a refusal is clap's message and exit code), relative paths from the
+/// client's directory, its output captured as the CLI would print it. The global flags
+/// (`--root`, …) are the daemon's own.
+pub async fn run_request(engine: &Engine, req: remote::Request) -> output::Captured {
+    let argv = std::iter::once("weft".to_string()).chain(req.args);
+    match Cli::try_parse_from(argv) {
+        Ok(cli) => {
+            let mut cmd = cli.cmd;
+            remote::absolutize(&mut cmd, req.cwd.as_deref());
+            run_captured(engine, cmd).await
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let mut c = output::Captured {
+                code: e.exit_code(),
+                ..Default::default()
+            };
+            if e.use_stderr() {
+                c.stderr = text;
+            } else {
+                c.stdout = text;
+            }
+            c
+        }
+    }
+}
+
 /// Run a command for a daemon's client: its output captured, as the CLI would print it.
-pub async fn run_captured(engine: &Engine, cmd: Cmd) -> output::Captured {
+async fn run_captured(engine: &Engine, cmd: Cmd) -> output::Captured {
     let cell = std::cell::RefCell::new(output::Captured::default());
     output::CAPTURE
         .scope(cell, async move {

@@ -11,7 +11,7 @@ use super::output::{err_line, format_rows, kv_list, natural_cmp, parse_net, prin
 use crate::model::*;
 use crate::{view, Engine, Error};
 
-#[derive(Subcommand, Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum NetworkCmd {
     /// Create a network.
     Create(NetCreateArgs),
@@ -55,7 +55,7 @@ pub enum NetworkCmd {
     },
 }
 
-#[derive(Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Args, Debug, Clone)]
 pub struct NetCreateArgs {
     /// Driver to manage the network.
     #[arg(short = 'd', long, default_value = "bridge")]
@@ -102,7 +102,7 @@ pub struct NetCreateArgs {
     pub name: String,
 }
 
-#[derive(Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Args, Debug, Clone)]
 pub struct NetLsArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -114,7 +114,7 @@ pub struct NetLsArgs {
     pub format: Option<String>,
 }
 
-#[derive(Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
     /// IPv4 address (e.g., 172.30.100.104).
     #[arg(long)]

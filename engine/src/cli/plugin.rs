@@ -8,7 +8,7 @@ use clap::Subcommand;
 use super::output::{pretty, table, Exit};
 use crate::{Engine, Error};
 
-#[derive(Subcommand, Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum PluginCmd {
     /// Install a plugin component (.wasm) under a name; shows what it asks for and what it gets.
     Install {

@@ -1,7 +1,9 @@
-//! The CLI's second door: while a daemon serves this state, a command goes to it — the parsed
-//! command as JSON on weft's socket — and what it printed comes back and is printed as is.
-//! The daemon runs the very code the CLI runs in-process ([`super::run_captured`]), so both
-//! doors print the same.
+//! The CLI's second door: while a daemon serves this state, a command goes to it — its
+//! arguments as typed, and the directory they were typed in, as JSON on weft's socket — and
+//! what it printed comes back and is printed as is. The daemon parses the arguments with the
+//! same clap definition (every check clap makes runs there too: nothing reaches a command
+//! that the command line would refuse) and runs the very code the CLI runs in-process
+//! ([`super::run_request`]), so both doors print the same.
 //!
 //! The exchange is one HTTP/1.1 request on a blocking unix socket, written here rather than
 //! with hyper's client: the CLI then needs no async runtime and no store open, which is most
@@ -11,8 +13,42 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use super::output::{err_line, write_err, write_out, Captured, Exit};
 use super::{Cli, Cmd};
+
+/// A command for the daemon: the arguments after the program's name, and where relative paths
+/// in them start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+}
+
+impl Request {
+    /// This process's own command line (`None` when an argument is not UTF-8: such a command
+    /// runs in-process).
+    pub fn of_process() -> Option<Request> {
+        let args = std::env::args_os()
+            .skip(1)
+            .map(|a| a.into_string().ok())
+            .collect::<Option<Vec<String>>>()?;
+        Some(Request {
+            args,
+            cwd: std::env::current_dir().ok(),
+        })
+    }
+
+    /// A request for these arguments, from this process's directory.
+    pub fn of(args: &[&str]) -> Request {
+        Request {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            cwd: std::env::current_dir().ok(),
+        }
+    }
+}
 
 /// The path of weft's socket for this CLI: `WEFT_SOCKET`, or `<run-root>/weft.sock`. `None`
 /// with `WEFT_NO_DAEMON=1` (always in-process).
@@ -75,11 +111,12 @@ fn client_timeout() -> std::time::Duration {
     )
 }
 
-/// Paths in a command, made absolute (the daemon does not share the client's directory).
-fn absolutize(cmd: &mut Cmd) {
+/// Paths in a command, made absolute from the client's directory (the daemon does not share
+/// it).
+pub(super) fn absolutize(cmd: &mut Cmd, cwd: Option<&Path>) {
     let abs = |p: &mut PathBuf| {
         if p.is_relative() {
-            if let Ok(cwd) = std::env::current_dir() {
+            if let Some(cwd) = cwd {
                 *p = cwd.join(&*p);
             }
         }
@@ -100,10 +137,11 @@ fn absolutize(cmd: &mut Cmd) {
     }
 }
 
-/// Send `cmd` to the daemon at `sock`. `None` when no daemon listens there (a socket file
-/// left by one that is gone): the caller runs the command in-process.
-pub fn try_run(sock: &Path, cmd: Cmd) -> Option<Exit> {
-    Some(match ask(sock, cmd)? {
+/// Send the command `cmd` was parsed from to the daemon at `sock`. `None` when no daemon
+/// listens there (a socket file left by one that is gone), or the command line cannot be sent
+/// (an argument that is not UTF-8): the caller runs the command in-process.
+pub fn try_run(sock: &Path, cmd: &Cmd) -> Option<Exit> {
+    Some(match ask(sock, cmd, Request::of_process()?)? {
         Ok(c) => {
             write_out(&c.stdout);
             write_err(&c.stderr);
@@ -113,9 +151,43 @@ pub fn try_run(sock: &Path, cmd: Cmd) -> Option<Exit> {
     })
 }
 
-/// [`try_run`], with what the daemon printed returned rather than printed (errors of the
-/// exchange itself are printed, and are `Err(exit code)`).
-pub fn ask(sock: &Path, mut cmd: Cmd) -> Option<Result<Captured, Exit>> {
+/// [`try_run`] for `req` (the command line `cmd` was parsed from), with what the daemon printed
+/// returned rather than printed (errors of the exchange itself are printed, and are
+/// `Err(exit code)`).
+pub fn ask(sock: &Path, cmd: &Cmd, mut req: Request) -> Option<Result<Captured, Exit>> {
+    // Questions are asked here, on the user's terminal, before anything is sent.
+    if let Cmd::Network(super::network::NetworkCmd::Prune { force: false, .. }) = cmd {
+        if !super::network::confirm_prune() {
+            return Some(Err(0));
+        }
+        req.args.push("--force".into());
+    }
+    let body = serde_json::to_vec(&req).expect("a request serializes");
+    Some(post(sock, "/weft/v1/run", &body)?.and_then(|body| {
+        serde_json::from_str::<Captured>(&body).map_err(|e| {
+            err_line(format!("the weft daemon sent a broken answer: {e}"));
+            1
+        })
+    }))
+}
+
+/// How to run a command in `sandbox` (`sandbox exec`), from the daemon: `None` when no daemon
+/// listens at `sock`; errors are printed, and are `Err(exit code)`.
+pub fn exec_plan(sock: &Path, sandbox: &str) -> Option<Result<crate::ExecPlan, Exit>> {
+    let body = serde_json::to_vec(&serde_json::json!({ "sandbox": sandbox }))
+        .expect("a request serializes");
+    Some(post(sock, "/weft/v1/exec", &body)?.and_then(|body| {
+        serde_json::from_str(&body).map_err(|e| {
+            err_line(format!("the weft daemon sent a broken answer: {e}"));
+            1
+        })
+    }))
+}
+
+/// One POST to the daemon at `sock`, its answer's body when it is 200. `None` when no daemon
+/// listens there (a socket file left by one that is gone); the daemon's refusals and errors
+/// of the exchange are printed, and are `Err(exit code)`.
+fn post(sock: &Path, path: &str, body: &[u8]) -> Option<Result<String, Exit>> {
     let mut s = match UnixStream::connect(sock) {
         Ok(s) => s,
         Err(e)
@@ -134,29 +206,18 @@ pub fn ask(sock: &Path, mut cmd: Cmd) -> Option<Result<Captured, Exit>> {
             return Some(Err(1));
         }
     };
-    // Questions are asked here, on the user's terminal, before anything is sent.
-    if let Cmd::Network(super::network::NetworkCmd::Prune { force, .. }) = &mut cmd {
-        if !*force {
-            if !super::network::confirm_prune() {
-                return Some(Err(0));
-            }
-            *force = true;
-        }
-    }
-    absolutize(&mut cmd);
     // A daemon that stopped answering must not hang every CLI with it.
     let limit = client_timeout();
     let _ = s.set_read_timeout(Some(limit));
     let _ = s.set_write_timeout(Some(limit));
-    let body = serde_json::to_vec(&cmd).expect("a command serializes");
     let head = format!(
-        "POST /weft/v1/run HTTP/1.1\r\nHost: weft\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: weft\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let mut reply = Vec::new();
     let r = s
         .write_all(head.as_bytes())
-        .and_then(|_| s.write_all(&body))
+        .and_then(|_| s.write_all(body))
         .and_then(|_| s.read_to_end(&mut reply));
     if let Err(e) = r {
         if matches!(
@@ -193,11 +254,5 @@ pub fn ask(sock: &Path, mut cmd: Cmd) -> Option<Result<Captured, Exit>> {
         err_line(msg);
         return Some(Err(1));
     }
-    match serde_json::from_str::<Captured>(body) {
-        Ok(c) => Some(Ok(c)),
-        Err(e) => {
-            err_line(format!("the weft daemon sent a broken answer: {e}"));
-            Some(Err(1))
-        }
-    }
+    Some(Ok(body.to_string()))
 }

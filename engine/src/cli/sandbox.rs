@@ -10,7 +10,7 @@ use super::output::{err_line, print_inspect, table, Exit};
 use crate::model::*;
 use crate::{view, Engine, Error};
 
-#[derive(Subcommand, Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Subcommand, Debug, Clone)]
 // One command per process: the size of the largest variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum SandboxCmd {
@@ -94,50 +94,10 @@ fn sandbox_view(engine: &Engine, sb: &Sandbox) -> Result<Value, Error> {
     Ok(view::sandbox(sb, &eps, Some(&files)))
 }
 
-/// Enter a sandbox's namespace and exec a command there (never returns on success). Needs no
-/// engine: the store says where the namespace is, `net/` enters it.
-/// A running daemon's resolv.conf and hosts for `sandbox` (it writes them for `inspect`): it
-/// sees every network, global ones included, where this process sees only the local store.
-fn daemon_files(
-    sock: Option<std::path::PathBuf>,
-    sandbox: &str,
-) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
-    let c = super::remote::ask(
-        &sock?,
-        super::Cmd::Sandbox(SandboxCmd::Inspect {
-            format: None,
-            sandboxes: vec![sandbox.to_string()],
-        }),
-    )?
-    .ok()?;
-    if c.code != 0 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(&c.stdout).ok()?;
-    let v = v.get(0).unwrap_or(&v);
-    let path = |k: &str| Some(std::path::PathBuf::from(v[k].as_str()?)).filter(|p| p.is_file());
-    Some((path("ResolvConfPath")?, path("HostsPath")?))
-}
-
-/// A sandbox's resolv.conf and hosts from the local store, written where
-/// `Engine::sandbox_files` keeps them (the run dir, removed with the sandbox).
-fn local_files(
-    store: &crate::store::redb_store::RedbStore,
-    run_root: &std::path::Path,
-    sb: &Sandbox,
-) -> Result<(std::path::PathBuf, std::path::PathBuf), Error> {
-    let resolv = Engine::resolv_conf_in(store, sb)?;
-    let hosts = Engine::hosts_in(store, sb)?;
-    let dir = run_root.join("sandboxes").join(&sb.id);
-    let r = dir.join("resolv.conf");
-    let h = dir.join("hosts");
-    std::fs::create_dir_all(&dir)
-        .and_then(|_| std::fs::write(&r, resolv))
-        .and_then(|_| std::fs::write(&h, hosts))
-        .map_err(|e| Error::internal(format!("cannot write the sandbox's /etc files: {e}")))?;
-    Ok((r, h))
-}
-
+/// `weft sandbox exec SANDBOX CMD…` (never returns on success): the engine says how — the
+/// daemon, while one serves the state (it keeps the sandbox's files current and sees every
+/// network, global ones included), else [`Engine::exec_plan_at`] from the store — and this
+/// process runs it.
 pub fn exec(
     root: &std::path::Path,
     run_root: &std::path::Path,
@@ -145,58 +105,18 @@ pub fn exec(
     sandbox: &str,
     cmd: &[String],
 ) -> Exit {
-    let from_daemon = daemon_files(sock, sandbox);
-    let store = match crate::store::redb_store::RedbStore::open(&root.join("weft.redb")) {
-        Ok(s) => s,
-        Err(e) => {
-            err_line(e);
-            return 1;
-        }
+    let plan = match sock.and_then(|s| super::remote::exec_plan(&s, sandbox)) {
+        Some(Ok(p)) => p,
+        Some(Err(code)) => return code,
+        None => match Engine::exec_plan_at(root, run_root, sandbox) {
+            Ok(p) => p,
+            Err(e) => {
+                err_line(e);
+                return 1;
+            }
+        },
     };
-    let sb = match Engine::resolve_sandbox_in(&store, sandbox) {
-        Ok(s) => s,
-        Err(e) => {
-            err_line(e);
-            return 1;
-        }
-    };
-    // The sandbox's resolv.conf and hosts, which `exec` binds over /etc's: the daemon's (it
-    // keeps them current and sees every network), else written here as of now — never over
-    // the daemon's, from this process's narrower view.
-    let files = match from_daemon {
-        Some(f) => Ok(f),
-        None => local_files(&store, run_root, &sb),
-    };
-    let env = match Engine::link_env_in(&store, &sb) {
-        Ok(e) => e,
-        Err(e) => {
-            err_line(e);
-            return 1;
-        }
-    };
-    let (resolv, hosts) = match files {
-        Ok(f) => f,
-        Err(e) => {
-            err_line(e);
-            return 1;
-        }
-    };
-    drop(store);
-    let setup = if matches!(sb.mode, NsMode::Host) {
-        crate::net::ns::ExecSetup::default()
-    } else {
-        crate::net::ns::ExecSetup {
-            resolv: Some(resolv),
-            hosts: Some(hosts),
-            hostname: Some(
-                sb.hostname
-                    .clone()
-                    .unwrap_or_else(|| sb.id[..12].to_string()),
-            ),
-            env,
-        }
-    };
-    err_line(crate::net::ns::exec_in(&sb.key, &setup, cmd));
+    err_line(plan.exec(cmd));
     127
 }
 

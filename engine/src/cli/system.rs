@@ -8,7 +8,7 @@ use serde_json::json;
 use super::output::{pretty, Exit};
 use crate::{Engine, Error};
 
-#[derive(Subcommand, Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum SystemCmd {
     /// Remove every sandbox and custom network, the default bridge and weft's nftables table.
     Reset {

@@ -10,11 +10,12 @@
 //! - [`network`]: networks and their pools; [`sandbox`]: sandboxes and their modes;
 //!   [`endpoint`]: connect and disconnect; [`gateway`]: which endpoint holds the default
 //!   route; [`plugins`]: installing Wasm plugins, cluster peers; [`follow`]: what this host
-//!   does as the cluster store changes;
+//!   does as the cluster store changes; [`exec`]: what `sandbox exec` needs;
 //! - [`records`]: typed records, indexes and ownership records; [`filters`]: `ls` filters.
 
 pub mod check;
 mod endpoint;
+pub mod exec;
 pub mod filters;
 pub mod follow;
 mod gateway;

@@ -250,7 +250,7 @@ pub fn set_lo_up() -> Result<(), NetError> {
 /// `weft sandbox exec` does). Returns only on failure.
 /// What `exec_in` sets up around the command: files bound over /etc's, a hostname (each in
 /// namespaces of the command's own).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ExecSetup {
     pub resolv: Option<std::path::PathBuf>,
     pub hosts: Option<std::path::PathBuf>,
