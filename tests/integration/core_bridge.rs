@@ -310,12 +310,19 @@ fn icc_off_lets_linked_pairs_through_on_the_linked_ports_only() {
     assert!(tcp_exchange(&web2, &db, SocketAddr::new(ip_db, 5432)).is_some());
 
     // What no record owns is found and removed: a stray ICC port, a stray published port
-    // (its keys in the port maps), next to a published port a record owns.
+    // (its keys in the port maps), next to a published port a record owns; and what weft does
+    // not make at all in its tables — an older weft's layout (a verdict map jumping to a
+    // sandbox's port chain), a chain anyone added.
     sb(&["-p", "9998:80", "pub"]);
     for cmd in [
         "add element bridge weft noicc { \"vethdeadbeef00\" }",
         "add element inet weft dnat_any4 { tcp . 9999 : 10.255.0.9 }",
         "add element inet weft dnat_any_port { tcp . 9999 : 80 }",
+        "add chain inet weft pt-deadbeef0000",
+        "add rule inet weft pt-deadbeef0000 tcp dport 9997 dnat ip to 10.255.0.9:80",
+        "add map inet weft ports { type inet_proto . inet_service : verdict; }",
+        "add element inet weft ports { tcp . 9997 : jump pt-deadbeef0000 }",
+        "add chain bridge weft deadbeef-extra",
     ] {
         run_ok(&h.host_ns, "sh", &["-c", &format!("nft '{cmd}'")]);
     }
@@ -325,7 +332,11 @@ fn icc_off_lets_linked_pairs_through_on_the_linked_ports_only() {
         found.contains("orphan: nftables ICC elements of vethdeadbeef00")
             && found.contains("orphan: nftables map dnat_any4 element tcp . 9999")
             && found.contains("orphan: nftables map dnat_any_port element tcp . 9999")
-            && !found.contains("9998"),
+            && found.contains("orphan: nftables chain inet weft pt-deadbeef0000")
+            && found.contains("orphan: nftables map inet weft ports")
+            && found.contains("orphan: nftables chain bridge weft deadbeef-extra")
+            && !found.contains("9998")
+            && !found.contains("nw-"),
         "{found}"
     );
     h.weft_ok(&["system", "check", "--repair"]);
@@ -334,6 +345,8 @@ fn icc_off_lets_linked_pairs_through_on_the_linked_ports_only() {
     assert!(
         !ruleset.contains("deadbeef")
             && !ruleset.contains("9999")
+            && !ruleset.contains("9997")
+            && !ruleset.contains("map ports ")
             && ruleset.contains("tcp . 9998 : 80"),
         "{ruleset}"
     );

@@ -124,6 +124,10 @@ enum Fix {
     PurgeIcc(String),
     /// weft's base chains lost rules (a flushed `guard` or `forward`): put them back.
     ReassertBase,
+    /// Objects in weft's tables weft does not make (an older weft's layout, anyone's):
+    /// removed, all in one batch — after the base chains are made again (an older weft's
+    /// base rules referred to its maps).
+    PurgeStrangers,
     /// A global network's remote-endpoint entries (FDB, neighbours) on this host are not all
     /// there: forget the record, and the cluster follower programs them all again.
     Reprogram(String),
@@ -640,6 +644,14 @@ impl Engine {
                     Fix::ReassertBase,
                 );
             }
+            for what in op.tx().firewall_strangers().await? {
+                add(
+                    FindingKind::Orphan,
+                    format!("nftables {what}"),
+                    "weft does not make it (an older weft's, or someone else's)".into(),
+                    Fix::PurgeStrangers,
+                );
+            }
             // Sandboxes' published ports and endpoints' ICC elements.
             let (mut port_elems, mut icc_ports) = (HashSet::new(), HashSet::new());
             for s in owned.iter().flat_map(|(_, s)| s.iter()) {
@@ -918,6 +930,13 @@ impl Engine {
                     .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
                     .await?;
                 let r = op.tx().firewall_reassert_base().await.map_err(Into::into);
+                op.settle(r).await
+            }
+            Fix::PurgeStrangers => {
+                let mut op = self
+                    .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
+                    .await?;
+                let r = op.tx().firewall_purge_strangers().await.map_err(Into::into);
                 op.settle(r).await
             }
             Fix::PurgePorts(e) => {

@@ -273,3 +273,65 @@ pub fn purge_icc(items: &[Value], port: &str) -> Value {
     }
     json!({"nftables": v})
 }
+
+/// The names of the objects (chains, maps, sets) of a table as `batch` makes them.
+fn made_objects(batch: &[Value]) -> Vec<(&str, &str)> {
+    batch
+        .iter()
+        .filter_map(|c| {
+            let (kind, o) = c
+                .get("add")?
+                .as_object()?
+                .iter()
+                .find(|(k, _)| ["chain", "map", "set"].contains(&k.as_str()))?;
+            Some((kind.as_str(), o.get("name")?.as_str()?))
+        })
+        .collect()
+}
+
+/// The objects of a listed table of `family` (`inet`, `bridge`) that weft does not make: not
+/// its base objects, not a network's chains (`nw-<id>-*`, checked against the records on
+/// their own). An older weft's (a published-port chain `pt-<id>`, the verdict maps that
+/// jumped to them) or anyone's. As (kind, name).
+pub fn strangers(items: &[Value], family: &str) -> Vec<(String, String)> {
+    let base = if family == BFAM {
+        bridge_base()
+    } else {
+        base()
+    };
+    let known = made_objects(&base);
+    items
+        .iter()
+        .filter_map(|i| {
+            let (kind, o) = i
+                .as_object()?
+                .iter()
+                .find(|(k, _)| ["chain", "map", "set"].contains(&k.as_str()))?;
+            let name = o.get("name")?.as_str()?;
+            let network = family == FAM && kind == "chain" && name.starts_with("nw-");
+            (!network && !known.contains(&(kind.as_str(), name)))
+                .then(|| (kind.clone(), name.to_string()))
+        })
+        .collect()
+}
+
+/// One batch deleting [`strangers`] from a listed table: maps and sets first (their elements
+/// may jump to the chains), then the chains, flushed (their rules may jump to each other).
+pub fn purge_strangers(items: &[Value], family: &str) -> Value {
+    let found = strangers(items, family);
+    let obj =
+        |kind: &str, name: &str| json!({ kind: {"family": family, "table": TABLE, "name": name} });
+    let mut v: Vec<Value> = found
+        .iter()
+        .filter(|(k, _)| k != "chain")
+        .map(|(k, n)| json!({"delete": obj(k, n)}))
+        .collect();
+    let chains: Vec<&String> = found
+        .iter()
+        .filter(|(k, _)| k == "chain")
+        .map(|(_, n)| n)
+        .collect();
+    v.extend(chains.iter().map(|n| json!({"flush": obj("chain", n)})));
+    v.extend(chains.iter().map(|n| json!({"delete": obj("chain", n)})));
+    json!({"nftables": v})
+}

@@ -281,6 +281,22 @@ impl Listing {
         )
     }
 
+    /// The objects in weft's tables weft does not make (see [`listing::strangers`]), as
+    /// `chain inet weft pt-…`.
+    pub fn strangers(&self) -> Vec<String> {
+        [("inet", &self.inet), ("bridge", &self.bridge)]
+            .into_iter()
+            .flat_map(|(fam, items)| {
+                items
+                    .as_deref()
+                    .map(|i| listing::strangers(i, fam))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |(kind, name)| format!("{kind} {fam} {} {name}", render::TABLE))
+            })
+            .collect()
+    }
+
     /// Are the base chains whole (`None`: no inet table)?
     pub fn base_intact(&self) -> Option<bool> {
         let bridge = self
@@ -436,6 +452,16 @@ impl Firewall {
     pub async fn purge_ports(&self, elems: &[PortElem]) -> Result<(), NetError> {
         let items = self.list_table("inet").await?.unwrap_or_default();
         self.run_nonempty(listing::purge_ports(&items, elems)).await
+    }
+
+    /// Remove what weft's tables hold that weft does not make.
+    pub async fn purge_strangers(&self) -> Result<(), NetError> {
+        for fam in ["inet", "bridge"] {
+            let items = self.list_table(fam).await?.unwrap_or_default();
+            self.run_nonempty(listing::purge_strangers(&items, fam))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Remove every ICC element naming `port`.

@@ -878,6 +878,50 @@ mod tests {
     }
 
     #[test]
+    fn what_weft_does_not_make_is_found_and_purged_maps_first() {
+        let doc: Value = serde_json::from_str(include_str!("testdata/inet-listing.json")).unwrap();
+        let mut listed: Vec<Value> = doc["nftables"].as_array().unwrap().clone();
+        // Control: the real listing of a network holds nothing weft does not make.
+        assert_eq!(strangers(&listed, FAM), vec![]);
+        assert!(listed
+            .iter()
+            .any(|i| i["chain"]["name"] == "nw-689b0f9c674c-in"));
+        // An older weft's layout: a verdict map jumping to a sandbox's port chain.
+        let obj = |kind: &str, name: &str| json!({kind: {"family": "inet", "table": "weft", "name": name}});
+        listed.push(obj("chain", "pt-0123456789ab"));
+        listed.push(
+            json!({"map": {"family": "inet", "table": "weft", "name": "ports",
+            "type": ["inet_proto", "inet_service"], "map": "verdict",
+            "elem": [[{"concat": ["tcp", 80]}, {"jump": {"target": "pt-0123456789ab"}}]]}}),
+        );
+        assert_eq!(
+            strangers(&listed, FAM),
+            vec![
+                ("chain".to_string(), "pt-0123456789ab".to_string()),
+                ("map".to_string(), "ports".to_string())
+            ]
+        );
+        assert_eq!(
+            purge_strangers(&listed, FAM)["nftables"],
+            json!([
+                {"delete": obj("map", "ports")},
+                {"flush": obj("chain", "pt-0123456789ab")},
+                {"delete": obj("chain", "pt-0123456789ab")},
+            ])
+        );
+        // The bridge table's own objects are known there.
+        let bridge: Vec<Value> = bridge_base()
+            .iter()
+            .filter_map(|c| c.get("add").cloned())
+            .filter(|a| a.get("rule").is_none() && a.get("table").is_none())
+            .collect();
+        assert!(bridge.len() >= 6, "{bridge:?}");
+        assert_eq!(strangers(&bridge, BFAM), vec![]);
+        // …and not in the inet table.
+        assert!(strangers(&bridge, FAM).contains(&("set".to_string(), "noicc".to_string())));
+    }
+
+    #[test]
     fn remove_deletes_elements_before_chains() {
         let doc = batch(&[FwChange::Remove(net(false))]);
         let items = doc["nftables"].as_array().unwrap();

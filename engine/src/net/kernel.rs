@@ -100,6 +100,15 @@ pub trait Session: Send {
     async fn firewall_purge_ports(&mut self, elems: &[PortElem]) -> Result<(), NetError>;
     /// Remove every ICC element naming a bridge port (a leak with no record).
     async fn firewall_purge_icc(&mut self, port: &str) -> Result<(), NetError>;
+    /// What weft's tables hold that weft does not make (an older weft's objects, anyone's),
+    /// in words; none where there are no tables (the fake has none).
+    async fn firewall_strangers(&mut self) -> Result<Vec<String>, NetError> {
+        Ok(vec![])
+    }
+    /// Remove them.
+    async fn firewall_purge_strangers(&mut self) -> Result<(), NetError> {
+        Ok(())
+    }
     /// Are the base chains of weft's table whole (`None`: no table)? The fake has none.
     async fn firewall_base_intact(&mut self) -> Result<Option<bool>, NetError> {
         Ok(None)

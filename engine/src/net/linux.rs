@@ -953,6 +953,15 @@ impl Session for LinuxSession {
         Ok(self.fw_listing().await?.base_intact())
     }
 
+    async fn firewall_strangers(&mut self) -> Result<Vec<String>, NetError> {
+        Ok(self.fw_listing().await?.strangers())
+    }
+
+    async fn firewall_purge_strangers(&mut self) -> Result<(), NetError> {
+        self.fw_listing = None;
+        self.k.firewall.purge_strangers().await
+    }
+
     async fn firewall_reassert_base(&mut self) -> Result<(), NetError> {
         self.fw_listing = None;
         self.k.firewall.reassert_base().await

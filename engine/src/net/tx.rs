@@ -387,6 +387,16 @@ impl Tx {
         self.s.firewall_base_intact().await
     }
 
+    /// See [`Session::firewall_strangers`].
+    pub async fn firewall_strangers(&mut self) -> Result<Vec<String>, NetError> {
+        self.s.firewall_strangers().await
+    }
+
+    /// Remove what weft's tables hold that weft does not make.
+    pub async fn firewall_purge_strangers(&mut self) -> Result<(), NetError> {
+        self.s.firewall_purge_strangers().await
+    }
+
     /// Put weft's base chains' rules back.
     pub async fn firewall_reassert_base(&mut self) -> Result<(), NetError> {
         self.s.firewall_reassert_base().await
