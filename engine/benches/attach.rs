@@ -27,11 +27,13 @@
 //!
 //! Run (root): `cargo bench --bench attach -- [--n 200,1000] [--peers-n 200] [--no-peers]
 //! [--netavark21 /opt/netavark21/bin/netavark] [--podman 20] [--only WORD[,WORD…]]
-//! [--interleave] [--doors-daemon]` (`--doors-daemon`: weft's Podman and CNI doors with a
+//! [--interleave] [--doors-daemon] [--run-tmpfs]` (`--doors-daemon`: weft's Podman and CNI doors with a
 //! `weft daemon` running on their state; `--only`: just the rows whose name has one of the words, e.g. `--only
 //! daemon,firewall`; `--interleave`: the tools that run a process per operation take turns,
 //! attach by attach, instead of one after another — a drift of the machine's speed during the
-//! run then hits them alike).
+//! run then hits them alike; `--run-tmpfs`: weft's run dir and netavark's config dir on a
+//! tmpfs, as `/run` is on a systemd host — this VM's `/run` and `/tmp` are ext4 with no
+//! journal, where creating a file costs far more).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -648,6 +650,9 @@ fn main() {
     let peers_n = list("--peers-n", "200");
     let peers = !args.iter().any(|a| a == "--no-peers");
     let interleave = args.iter().any(|a| a == "--interleave");
+    if args.iter().any(|a| a == "--run-tmpfs") {
+        common::RUN_TMPFS.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     DOORS_DAEMON.store(
         args.iter().any(|a| a == "--doors-daemon"),
         std::sync::atomic::Ordering::Relaxed,

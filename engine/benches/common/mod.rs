@@ -123,11 +123,31 @@ pub struct Scratch {
     pub dir: PathBuf,
 }
 
+/// Set by a benchmark's `--run-tmpfs`: each scratch state's run dirs — weft's (`run`) and
+/// netavark's config dir (`conf`) — on a tmpfs of their own, as `/run` (where both live by
+/// default: `/run/weft`, Podman's `/run/containers/networks`) is on a systemd host. The store
+/// stays on disk: its commits are durable either way.
+pub static RUN_TMPFS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Scratch {
     pub fn new(tag: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("weft-bench-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        if RUN_TMPFS.load(std::sync::atomic::Ordering::Relaxed) {
+            for sub in ["run", "conf"] {
+                let at = dir.join(sub);
+                std::fs::create_dir_all(&at).unwrap();
+                nix::mount::mount(
+                    Some("tmpfs"),
+                    &at,
+                    Some("tmpfs"),
+                    nix::mount::MsFlags::empty(),
+                    None::<&str>,
+                )
+                .expect("mount a tmpfs for the run dir");
+            }
+        }
         Scratch { dir }
     }
 
