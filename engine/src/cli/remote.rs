@@ -40,14 +40,6 @@ impl Request {
             cwd: std::env::current_dir().ok(),
         })
     }
-
-    /// A request for these arguments, from this process's directory.
-    pub fn of(args: &[&str]) -> Request {
-        Request {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            cwd: std::env::current_dir().ok(),
-        }
-    }
 }
 
 /// The path of weft's socket for this CLI: `WEFT_SOCKET`, or `<run-root>/weft.sock`. `None`
@@ -155,7 +147,12 @@ pub fn try_run(sock: &Path, cmd: &Cmd) -> Option<Exit> {
 /// returned rather than printed (errors of the exchange itself are printed, and are
 /// `Err(exit code)`).
 pub fn ask(sock: &Path, cmd: &Cmd, mut req: Request) -> Option<Result<Captured, Exit>> {
-    // Questions are asked here, on the user's terminal, before anything is sent.
+    let s = match connect(sock)? {
+        Ok(s) => s,
+        Err(code) => return Some(Err(code)),
+    };
+    // Questions are asked here, on the user's terminal, before anything is sent (and only
+    // once a daemon is there to send it to: else the command runs in-process, and asks).
     if let Cmd::Network(super::network::NetworkCmd::Prune { force: false, .. }) = cmd {
         if !super::network::confirm_prune() {
             return Some(Err(0));
@@ -163,49 +160,55 @@ pub fn ask(sock: &Path, cmd: &Cmd, mut req: Request) -> Option<Result<Captured, 
         req.args.push("--force".into());
     }
     let body = serde_json::to_vec(&req).expect("a request serializes");
-    Some(post(sock, "/weft/v1/run", &body)?.and_then(|body| {
-        serde_json::from_str::<Captured>(&body).map_err(|e| {
-            err_line(format!("the weft daemon sent a broken answer: {e}"));
-            1
-        })
-    }))
+    Some(post(s, sock, "/weft/v1/run", &body).and_then(|body| decode(&body)))
 }
 
 /// How to run a command in `sandbox` (`sandbox exec`), from the daemon: `None` when no daemon
 /// listens at `sock`; errors are printed, and are `Err(exit code)`.
 pub fn exec_plan(sock: &Path, sandbox: &str) -> Option<Result<crate::ExecPlan, Exit>> {
+    let s = match connect(sock)? {
+        Ok(s) => s,
+        Err(code) => return Some(Err(code)),
+    };
     let body = serde_json::to_vec(&serde_json::json!({ "sandbox": sandbox }))
         .expect("a request serializes");
-    Some(post(sock, "/weft/v1/exec", &body)?.and_then(|body| {
-        serde_json::from_str(&body).map_err(|e| {
-            err_line(format!("the weft daemon sent a broken answer: {e}"));
-            1
-        })
-    }))
+    Some(post(s, sock, "/weft/v1/exec", &body).and_then(|body| decode(&body)))
 }
 
-/// One POST to the daemon at `sock`, its answer's body when it is 200. `None` when no daemon
-/// listens there (a socket file left by one that is gone); the daemon's refusals and errors
-/// of the exchange are printed, and are `Err(exit code)`.
-fn post(sock: &Path, path: &str, body: &[u8]) -> Option<Result<String, Exit>> {
-    let mut s = match UnixStream::connect(sock) {
-        Ok(s) => s,
+/// A daemon's answer, decoded; a broken one is said.
+fn decode<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Exit> {
+    serde_json::from_str(body).map_err(|e| {
+        err_line(format!("the weft daemon sent a broken answer: {e}"));
+        1
+    })
+}
+
+/// A connection to the daemon at `sock`: `None` when no daemon listens there (a socket file
+/// left by one that is gone); another failure is printed, and is `Err(exit code)`.
+fn connect(sock: &Path) -> Option<Result<UnixStream, Exit>> {
+    match UnixStream::connect(sock) {
+        Ok(s) => Some(Ok(s)),
         Err(e)
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
             ) =>
         {
-            return None
+            None
         }
         Err(e) => {
             err_line(format!(
                 "cannot reach the weft daemon at {}: {e}",
                 sock.display()
             ));
-            return Some(Err(1));
+            Some(Err(1))
         }
-    };
+    }
+}
+
+/// One POST on `s` (to the daemon at `sock`), its answer's body when it is 200; the daemon's
+/// refusals and errors of the exchange are printed, and are `Err(exit code)`.
+fn post(mut s: UnixStream, sock: &Path, path: &str, body: &[u8]) -> Result<String, Exit> {
     // A daemon that stopped answering must not hang every CLI with it.
     let limit = client_timeout();
     let _ = s.set_read_timeout(Some(limit));
@@ -235,7 +238,7 @@ fn post(sock: &Path, path: &str, body: &[u8]) -> Option<Result<String, Exit>> {
                 sock.display()
             ));
         }
-        return Some(Err(1));
+        return Err(1);
     }
     let text = String::from_utf8_lossy(&reply);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
@@ -243,7 +246,7 @@ fn post(sock: &Path, path: &str, body: &[u8]) -> Option<Result<String, Exit>> {
             "the weft daemon at {} sent a broken answer",
             sock.display()
         ));
-        return Some(Err(1));
+        return Err(1);
     };
     let status = head.split_whitespace().nth(1).unwrap_or("");
     if status != "200" {
@@ -252,7 +255,7 @@ fn post(sock: &Path, path: &str, body: &[u8]) -> Option<Result<String, Exit>> {
             .and_then(|v| v["message"].as_str().map(str::to_string))
             .unwrap_or_else(|| body.trim().to_string());
         err_line(msg);
-        return Some(Err(1));
+        return Err(1);
     }
-    Some(Ok(body.to_string()))
+    Ok(body.to_string())
 }

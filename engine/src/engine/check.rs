@@ -918,51 +918,25 @@ impl Engine {
                 op.settle(r).await
             }
             Fix::Unpin(p) => Ok(crate::net::ns::remove_pinned(p)?),
-            Fix::PurgeFirewall(id) => {
+            Fix::PurgeFirewall(_)
+            | Fix::ReassertBase
+            | Fix::PurgeStrangers
+            | Fix::PurgePorts(_)
+            | Fix::PurgeIcc(_)
+            | Fix::ResetFirewall => {
                 let mut op = self
                     .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
                     .await?;
-                let r = op.tx().firewall_purge(id).await.map_err(Into::into);
-                op.settle(r).await
-            }
-            Fix::ReassertBase => {
-                let mut op = self
-                    .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
-                    .await?;
-                let r = op.tx().firewall_reassert_base().await.map_err(Into::into);
-                op.settle(r).await
-            }
-            Fix::PurgeStrangers => {
-                let mut op = self
-                    .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
-                    .await?;
-                let r = op.tx().firewall_purge_strangers().await.map_err(Into::into);
-                op.settle(r).await
-            }
-            Fix::PurgePorts(e) => {
-                let mut op = self
-                    .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
-                    .await?;
-                let r = op
-                    .tx()
-                    .firewall_purge_ports(std::slice::from_ref(e))
-                    .await
-                    .map_err(Into::into);
-                op.settle(r).await
-            }
-            Fix::PurgeIcc(port) => {
-                let mut op = self
-                    .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
-                    .await?;
-                let r = op.tx().firewall_purge_icc(port).await.map_err(Into::into);
-                op.settle(r).await
-            }
-            Fix::ResetFirewall => {
-                let mut op = self
-                    .begin(Intent::new("repair: firewall", vec![]), Locking::Inherited)
-                    .await?;
-                let r = op.tx().firewall_reset().await.map_err(Into::into);
-                op.settle(r).await
+                let tx = op.tx();
+                let r = match fix {
+                    Fix::PurgeFirewall(id) => tx.firewall_purge(id).await,
+                    Fix::ReassertBase => tx.firewall_reassert_base().await,
+                    Fix::PurgeStrangers => tx.firewall_purge_strangers().await,
+                    Fix::PurgePorts(e) => tx.firewall_purge_ports(std::slice::from_ref(e)).await,
+                    Fix::PurgeIcc(port) => tx.firewall_purge_icc(port).await,
+                    _ => tx.firewall_reset().await,
+                };
+                op.settle(r.map_err(Into::into)).await
             }
             Fix::Release { pool, ip } | Fix::Allocate { pool, ip } => {
                 let mut op = self

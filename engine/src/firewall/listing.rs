@@ -210,7 +210,7 @@ pub fn bridge_base_intact(items: &[Value]) -> bool {
 /// Every key in a listed table's port maps.
 pub fn port_elems(items: &[Value]) -> Vec<PortElem> {
     maps(items)
-        .filter(|(name, _)| PORT_MAPS.contains(name))
+        .filter(|(name, _)| PORT_MAPS.iter().any(|(n, ..)| n == name))
         .flat_map(|(name, elems)| {
             elems.iter().filter_map(move |e| {
                 Some(PortElem {

@@ -56,15 +56,16 @@ pub struct PortRules {
 /// (`dnat_at4`, `dnat_at6` give the sandbox's address, `dnat_at4_port`, `dnat_at6_port` its
 /// port); on every address, keyed by protocol . port (`dnat_any4`, `dnat_any6`,
 /// `dnat_any_port`). Address and port are two maps because nft 1.0.6 cannot declare a map
-/// whose data is a concatenation in JSON (it crashes).
-pub(crate) const PORT_MAPS: [&str; 7] = [
-    "dnat_at4",
-    "dnat_at4_port",
-    "dnat_at6",
-    "dnat_at6_port",
-    "dnat_any4",
-    "dnat_any6",
-    "dnat_any_port",
+/// whose data is a concatenation in JSON (it crashes). Each: its name, the host address type
+/// that begins its key (none: the key is protocol . port), its data type.
+pub(crate) const PORT_MAPS: [(&str, Option<&str>, &str); 7] = [
+    ("dnat_at4", Some("ipv4_addr"), "ipv4_addr"),
+    ("dnat_at4_port", Some("ipv4_addr"), "inet_service"),
+    ("dnat_at6", Some("ipv6_addr"), "ipv6_addr"),
+    ("dnat_at6_port", Some("ipv6_addr"), "inet_service"),
+    ("dnat_any4", None, "ipv4_addr"),
+    ("dnat_any6", None, "ipv6_addr"),
+    ("dnat_any_port", None, "inet_service"),
 ];
 
 /// What one port-map element sends a connection to.

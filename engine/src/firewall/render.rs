@@ -96,16 +96,7 @@ pub(super) fn base() -> Vec<Value> {
     v.push(
         json!({"add": {"set": {"family": FAM, "table": TABLE, "name": "nets", "type": "ifname"}}}),
     );
-    // The port maps (`super::PORT_MAPS`).
-    for (name, key, data) in [
-        ("dnat_at4", Some("ipv4_addr"), "ipv4_addr"),
-        ("dnat_at4_port", Some("ipv4_addr"), "inet_service"),
-        ("dnat_at6", Some("ipv6_addr"), "ipv6_addr"),
-        ("dnat_at6_port", Some("ipv6_addr"), "inet_service"),
-        ("dnat_any4", None, "ipv4_addr"),
-        ("dnat_any6", None, "ipv6_addr"),
-        ("dnat_any_port", None, "inet_service"),
-    ] {
+    for (name, key, data) in super::PORT_MAPS {
         let ty: Vec<&str> = key
             .into_iter()
             .chain(["inet_proto", "inet_service"])
