@@ -65,8 +65,8 @@ impl Engine {
     }
 
     /// The plan for `sandbox` without opening an engine (no daemon runs: nothing to recover,
-    /// no lock to take for a read), from the store under `root`; its /etc files written where
-    /// [`Engine::sandbox_files`] keeps them, under `run_root` (removed with the sandbox).
+    /// no lock to take for a read), from the store under `root`; its /etc files written as
+    /// [`Engine::sandbox_files`] writes them, under `run_root` (removed with the sandbox).
     pub fn exec_plan_at(root: &Path, run_root: &Path, sandbox: &str) -> Result<ExecPlan> {
         let path = root.join("weft.redb");
         if !path.exists() {
@@ -75,17 +75,8 @@ impl Engine {
         }
         let store = crate::store::redb_store::RedbStore::open(&path)?;
         let sb = Engine::resolve_sandbox_in(&store, sandbox)?;
-        let dir = run_root.join("sandboxes").join(&sb.id);
-        let (resolv, hosts) = (dir.join("resolv.conf"), dir.join("hosts"));
-        let write = |p: &Path, text: String| {
-            std::fs::write(p, text)
-                .map_err(|e| Error::Unavailable(format!("cannot write {}: {e}", p.display())))
-        };
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::Unavailable(format!("cannot write {}: {e}", dir.display())))?;
-        write(&resolv, Engine::resolv_conf_in(&store, &sb)?)?;
-        write(&hosts, Engine::hosts_in(&store, &sb)?)?;
+        let files = Engine::write_sandbox_files(&store, run_root, &sb)?;
         let env = Engine::link_env_in(&store as &dyn Store, &sb)?;
-        Ok(ExecPlan::of(&sb, resolv, hosts, env))
+        Ok(ExecPlan::of(&sb, files.resolv_conf, files.hosts, env))
     }
 }

@@ -593,19 +593,14 @@ impl Engine {
 
     /// Where a sandbox's resolv.conf, hosts and hostname files live (under the run dir).
     pub fn sandbox_files_dir(&self, sandbox_id: &str) -> PathBuf {
-        self.inner.cfg.run_root.join("sandboxes").join(sandbox_id)
+        SandboxFiles::dir_under(&self.inner.cfg.run_root, sandbox_id)
     }
 
     /// Where a sandbox's resolv.conf, hosts and hostname are (what `inspect` shows), without
     /// writing anything: with [`Config::keep_sandbox_files`] (the daemon) the engine writes
     /// them when the sandbox is made or its networks change.
     pub fn sandbox_file_paths(&self, sandbox_id: &str) -> SandboxFiles {
-        let dir = self.sandbox_files_dir(sandbox_id);
-        SandboxFiles {
-            resolv_conf: dir.join("resolv.conf"),
-            hosts: dir.join("hosts"),
-            hostname: dir.join("hostname"),
-        }
+        SandboxFiles::under(&self.inner.cfg.run_root, sandbox_id)
     }
 
     /// After a change committed: write a sandbox's files as its records say then, in the
@@ -633,15 +628,24 @@ impl Engine {
     /// return their paths, for a runtime to bind into its container. Written in place when
     /// changed, so bind mounts of them see the change; removed with the sandbox.
     pub fn sandbox_files(&self, sb: &Sandbox) -> Result<SandboxFiles> {
-        let dir = self.sandbox_files_dir(&sb.id);
+        Engine::write_sandbox_files(&*self.inner.store, &self.inner.cfg.run_root, sb)
+    }
+
+    /// [`Engine::sandbox_files`] from a store and a run dir, with no engine open (`sandbox
+    /// exec` without a daemon).
+    pub(crate) fn write_sandbox_files(
+        store: &dyn Store,
+        run_root: &std::path::Path,
+        sb: &Sandbox,
+    ) -> Result<SandboxFiles> {
+        let files = SandboxFiles::under(run_root, &sb.id);
+        let dir = SandboxFiles::dir_under(run_root, &sb.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::Unavailable(format!("cannot write {}: {e}", dir.display())))?;
-        let store = &*self.inner.store;
         let hostname = sb
             .hostname
             .clone()
             .unwrap_or_else(|| sb.id[..12].to_string());
-        let files = self.sandbox_file_paths(&sb.id);
         for (path, text) in [
             (&files.resolv_conf, Engine::resolv_conf_in(store, sb)?),
             (&files.hosts, Engine::hosts_in(store, sb)?),
@@ -830,6 +834,23 @@ pub struct SandboxFiles {
     pub resolv_conf: PathBuf,
     pub hosts: PathBuf,
     pub hostname: PathBuf,
+}
+
+impl SandboxFiles {
+    /// The directory of a sandbox's files under a run dir (removed with the sandbox).
+    fn dir_under(run_root: &std::path::Path, sandbox_id: &str) -> PathBuf {
+        run_root.join("sandboxes").join(sandbox_id)
+    }
+
+    /// Where a sandbox's files are under a run dir.
+    fn under(run_root: &std::path::Path, sandbox_id: &str) -> SandboxFiles {
+        let dir = SandboxFiles::dir_under(run_root, sandbox_id);
+        SandboxFiles {
+            resolv_conf: dir.join("resolv.conf"),
+            hosts: dir.join("hosts"),
+            hostname: dir.join("hostname"),
+        }
+    }
 }
 
 /// A legacy link, resolved: the target sandbox, the alias, the target's address on the
