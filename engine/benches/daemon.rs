@@ -10,7 +10,8 @@
 //!    Docker API, then remove them. Reported: failures, duplicate addresses, throughput and
 //!    p99 of create and of remove. dockerd 20.10 is run the same way where it is installed.
 //! 3. Between them, a `system check` of 1 000 sandboxes: what the daemon's healer holds the
-//!    engine for after a change to weft's objects.
+//!    engine for after a change to weft's objects that names nothing precise; and its check of
+//!    what a change named (one sandbox's veth), under that network's and sandbox's locks.
 //!
 //! Run (root): `cargo bench --bench daemon -- [--total 256] [--check 1000] [--clients 50] [--per 20]`
 //! (`--check-only`: section 3 alone)
@@ -21,7 +22,7 @@ use std::time::Instant;
 
 mod common;
 
-use common::{http, ms, num_arg, pct, Daemon, Scratch};
+use common::{http, in_ns_cmd, ip, ms, num_arg, pct, Daemon, Scratch};
 use weft::model::{NetworkCreate, SandboxCreate};
 use weft::Engine;
 
@@ -281,6 +282,46 @@ fn check_cost(n: usize) {
             ms(pct(&lat, 0.5)),
             ms(pct(&lat, 0.0)),
             pct(&lat, 0.5).as_secs_f64() * 1e6 / n as f64
+        );
+        // What the healer does after a change that names a link (a sandbox's veth): the
+        // records that own it, checked under their network's and sandbox's locks only.
+        let out = in_ns_cmd(&host, "ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let veths: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap().to_string())
+            .filter(|n| n.starts_with("veth"))
+            .collect();
+        assert!(veths.len() >= 30.min(n), "{veths:?}");
+        let scope = |v: &str| {
+            let mut s = weft::engine::HealScope::default();
+            s.add(&weft::net::watch::Change::Link(Some(v.to_string())));
+            s
+        };
+        let (mut clean, mut mended) = (Vec::new(), Vec::new());
+        for (i, v) in veths.iter().take(30).enumerate() {
+            let cut = i >= 20;
+            if cut {
+                ip(&host, &["link", "del", v]);
+            }
+            let t = Instant::now();
+            let h = e.heal(false, &scope(v)).await.unwrap().expect("locks free");
+            let took = t.elapsed();
+            assert_eq!(h.fixed.is_empty(), !cut, "{:?}", h.fixed);
+            if cut { &mut mended } else { &mut clean }.push(took);
+        }
+        let found = e.check().await.unwrap();
+        assert!(found.is_empty(), "{found:?}");
+        println!(
+            "  healer's check of one sandbox's veth among {n} (its network's and sandbox's locks): {} median of {} with nothing wrong, {} median of {} with the veth deleted and made again",
+            ms(pct(&clean, 0.5)),
+            clean.len(),
+            ms(pct(&mended, 0.5)),
+            mended.len()
         );
         let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -498,3 +498,101 @@ fn drift_inside_a_sandbox_is_found_object_by_object() {
     let links = String::from_utf8_lossy(&run_ok(&a_ns, "ip", &["-o", "link"]).stdout).into_owned();
     assert!(!links.contains("stray"), "{links}");
 }
+
+/// The healer mends what a change named under that network's and sandbox's locks only: a
+/// sandbox's veth deleted and its network's isolation chain flushed by hand are put back while
+/// another network's create sits in a sleeping IPAM plugin (the engine held shared for
+/// seconds). A whole check needs the engine to itself, so it would wait for the plugin.
+#[test]
+fn the_healer_mends_a_network_while_a_plugin_call_elsewhere_holds_the_engine() {
+    let h = std::sync::Arc::new(TestHost::new("healscope"));
+    h.install_plugin("hostile-ipam", "hostile-ipam", &["--grant", "deadline=4s"]);
+    h.weft_ok(&["network", "create", "--subnet", "10.96.0.0/24", "kept"]);
+    h.weft_ok(&["sandbox", "create", "--network", "kept", "a"]);
+    let id12 = h.engine().network("kept").unwrap().id[..12].to_string();
+    let chain = format!("nw-{id12}-in");
+    let a_ns = key(&h, "a");
+    let veth = h
+        .host_links()
+        .into_iter()
+        .find(|l| l.starts_with("veth"))
+        .expect("a's veth on the host");
+    let chain_rules = || {
+        String::from_utf8_lossy(
+            &run_ok(
+                &h.host_ns,
+                "nft",
+                &["list", "chain", "inet", "weft", &chain],
+            )
+            .stdout,
+        )
+        .contains("drop")
+    };
+    assert!(chain_rules(), "control: the isolation rule is there");
+    let d = h.daemon();
+    let t = std::time::Instant::now();
+    while heal_checks(&h) < 1 {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let h2 = h.clone();
+    let slow = std::thread::spawn(move || {
+        h2.weft(&[
+            "network",
+            "create",
+            "--ipam-driver",
+            "hostile-ipam",
+            "--ipam-opt",
+            "hostile=pool-sleep",
+            "--subnet",
+            "10.97.0.0/24",
+            "bad",
+        ])
+    });
+    // The plugin logs before it sleeps: what follows happens while the call is in the plugin.
+    let t = std::time::Instant::now();
+    while !d.log_text().contains("request-pool: sleeping") {
+        assert!(
+            !slow.is_finished() && t.elapsed() < Duration::from_secs(20),
+            "the sleeping request-pool never started: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let cut = std::time::Instant::now();
+    run_ok(&h.host_ns, "ip", &["link", "del", &veth]);
+    nft(&h, &["flush", "chain", "inet", "weft", &chain]);
+    let restored = |what: &str| {
+        d.log_text()
+            .lines()
+            .any(|l| l.contains("restored") && l.contains(what))
+    };
+    while !(restored(&veth)
+        && restored(&format!("chains nw-{id12}-*"))
+        && h.host_links().contains(&veth)
+        && links(&a_ns).iter().any(|l| l == "eth0")
+        && chain_rules())
+    {
+        assert!(
+            !slow.is_finished(),
+            "the healer waited for the plugin call on another network: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = cut.elapsed();
+    assert!(
+        !slow.is_finished(),
+        "mended only once the plugin call ended: {}",
+        d.log_text()
+    );
+    let o = slow.join().unwrap();
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("deadline"),
+        "control: the plugin call ran to its deadline: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!("veth and isolation chain restored {took:?} after the cut, the plugin still asleep");
+    let (ok, out) = check(&h);
+    assert!(ok, "{out}");
+}

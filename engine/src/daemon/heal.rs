@@ -2,19 +2,28 @@
 //! a sandbox's veth gone — are mended from the records, usually within a few hundred
 //! milliseconds. The kernel watch ([`crate::net::watch`]) reports only changes to weft's own
 //! objects (its marked links, what is on them, its nftables table), so others' churn costs no
-//! check; [`Engine::repair`] decides what changed, by comparing records and kernel.
+//! check, and names what each change touched where the kernel's message says (a link, a
+//! network's chain).
 //!
-//! weft's own operations change the kernel too. A change that arrives while this process has
-//! an operation in flight (or just finished one) may be its own: it is checked once the
-//! engine has been quiet for a moment, or after [`MAX_DEFER`] under constant load, so a busy
-//! daemon is not checking after every request. A change while the engine is idle is someone
-//! else's and is checked at once.
-//! Either way the check starts only when no operation holds the engine (this process's or
-//! another's): it needs the engine-wide lock exclusively, and waiting for it behind a long
-//! operation (a plugin call runs for seconds) would hold up every operation that comes after.
-//! Only a check of someone else's change overdue by [`MAX_DEFER`] waits for the lock; one
-//! that may be of this process's own changes waits for a moment when the engine is free,
-//! however long the load lasts (a check holds the engine for seconds with a thousand
+//! What changes named is checked alone ([`crate::engine::HealScope`]): the records that own
+//! those links and chains, under their networks' and sandboxes' locks, the engine-wide lock
+//! shared — operations elsewhere go on, and a long one elsewhere (a plugin call of seconds)
+//! does not hold the mending up. A change that names nothing more precise (the table, a base
+//! chain, a map) is checked whole, comparing every record with the kernel under the
+//! engine-wide lock held exclusively.
+//!
+//! weft's own operations change the kernel too. For a whole check, a change that arrives while
+//! this process has an operation in flight (or just finished one) may be its own: it is
+//! checked once the engine has been quiet for a moment, or after [`MAX_DEFER`] under constant
+//! load, so a busy daemon is not checking everything after every request. A change while the
+//! engine is idle is someone else's and is checked at once. A scoped check is made at once
+//! whoever made the change, once its objects' locks are free: it costs little and stops
+//! nothing else.
+//! Either way the check starts only when its locks are free (this process's operations and
+//! another's): waiting for them behind a long operation would hold up every operation that
+//! comes after. Only a check of someone else's change overdue by [`MAX_DEFER`] waits for
+//! them; one that may be of this process's own changes waits for a moment when they are free,
+//! however long the load lasts (a whole check holds the engine for seconds with a thousand
 //! sandboxes: made in the middle of the load, it would stop every client for as long).
 //!
 //! In a cluster, global networks are checked only while this host's view of the global
@@ -25,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::Receiver;
 
+use crate::engine::HealScope;
 use crate::net::watch::Change;
 use crate::Engine;
 
@@ -41,10 +51,10 @@ pub const MAX_DEFER: Duration = Duration::from_secs(5);
 pub async fn heal(engine: Engine, mut rx: Receiver<Change>, start_check: bool) {
     engine.failpoint_panic("healer");
     // (first change seen, some change was surely someone else's, a check of it may wait for
-    // the engine). The first check never waits: a daemon busy from its start would otherwise
-    // stop for it after MAX_DEFER.
-    let mut pending: Option<(Instant, bool, bool)> =
-        start_check.then(|| (Instant::now(), true, false));
+    // its locks, what the changes touched). The first check never waits: a daemon busy from
+    // its start would otherwise stop for it after MAX_DEFER.
+    let mut pending: Option<(Instant, bool, bool, HealScope)> =
+        start_check.then(|| (Instant::now(), true, false, HealScope::whole()));
     // A check left global networks out: check again once the cluster view is current.
     let mut global_left = false;
     loop {
@@ -57,7 +67,7 @@ pub async fn heal(engine: Engine, mut rx: Receiver<Change>, start_check: bool) {
         };
         match next {
             None => return,
-            Some(Some(crate::net::watch::Change::Lost)) => {
+            Some(Some(Change::Lost)) => {
                 tracing::warn!("the kernel watch was lost: the healer starts again with a new one");
                 return;
             }
@@ -67,20 +77,27 @@ pub async fn heal(engine: Engine, mut rx: Receiver<Change>, start_check: bool) {
                 global_left = false;
                 let foreign = engine.quiet_for().is_some_and(|q| q >= OURS_GRACE);
                 tracing::debug!(?change, foreign, "kernel change");
-                let p = pending.get_or_insert((Instant::now(), false, false));
+                let p = pending.get_or_insert((Instant::now(), false, false, Default::default()));
                 p.1 |= foreign;
                 p.2 |= foreign;
+                p.3.add(&change);
             }
             Some(None) => {
-                let (first, foreign, may_wait) = pending.expect("pending");
+                let (first, foreign, may_wait, scope) = pending.as_ref().expect("pending");
+                let (first, foreign, may_wait) = (*first, *foreign, *may_wait);
                 let quiet = engine.quiet_for();
                 let idle = quiet.is_some_and(|q| q >= OURS_GRACE);
                 let overdue = first.elapsed() >= MAX_DEFER;
-                // Someone else's change is checked at once — once no operation of this
-                // process runs: the check's engine-wide lock would wait for it and hold up
-                // every operation asked for meanwhile. One that may be this process's own,
-                // once the engine has been quiet for a moment, or after MAX_DEFER.
-                let ready = if foreign {
+                // What changes named is checked at once, whoever made them, if its objects'
+                // locks are free (costs a read of the ownership records and a question per
+                // object, and holds up nothing else). For a whole check: someone else's
+                // change at once — once no operation of this process runs: the check's
+                // engine-wide lock would wait for it and hold up every operation asked for
+                // meanwhile; one that may be this process's own, once the engine has been
+                // quiet for a moment, or after MAX_DEFER.
+                let ready = if !scope.is_whole() {
+                    true
+                } else if foreign {
                     quiet.is_some() || overdue
                 } else {
                     idle || overdue
@@ -93,7 +110,7 @@ pub async fn heal(engine: Engine, mut rx: Receiver<Change>, start_check: bool) {
                 // under load that may only find this process's own work would stall every
                 // client for as long as it takes (seconds, with a thousand sandboxes).
                 // Another process's operation may hold the engine too: not now, then.
-                let r = match engine.heal(overdue && may_wait).await {
+                let r = match engine.heal(overdue && may_wait, scope).await {
                     Ok(None) => continue,
                     Ok(Some(h)) => {
                         global_left = h.global_left;
@@ -101,7 +118,7 @@ pub async fn heal(engine: Engine, mut rx: Receiver<Change>, start_check: bool) {
                     }
                     Err(e) => Err(e),
                 };
-                pending = global_left.then(|| (Instant::now(), false, false));
+                pending = global_left.then(|| (Instant::now(), false, false, HealScope::whole()));
                 // Counted once done (`system info`'s HealerChecks: checks the healer ran).
                 engine.note_heal_check();
                 match r {

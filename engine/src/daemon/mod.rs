@@ -237,7 +237,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> Result<()> {
     // process finished in etcd would be made again here).
     let mut checked = false;
     if first_watch.is_some() {
-        match engine.heal(false).await {
+        match engine.heal(false, &crate::engine::HealScope::whole()).await {
             Ok(Some(h)) => {
                 for f in &h.fixed {
                     tracing::warn!("restored {f} (changed while no daemon ran)");

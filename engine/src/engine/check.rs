@@ -26,6 +26,7 @@ use serde::Serialize;
 use super::endpoint::DefaultRoute;
 use super::op::{Intent, Locking, Op, Replay};
 use super::records::{self, ep_key, net_key};
+use super::scoped::{HealScope, Scoped};
 use super::Engine;
 use crate::error::Result;
 use crate::ipam::native::NativeIpam;
@@ -167,6 +168,29 @@ fn describe(s: &Step) -> String {
     }
 }
 
+/// Up to this many ownership records, a check reads each one's endpoint alone.
+const FEW: usize = 16;
+
+/// What a check knows of the records besides the ownership records it checks.
+pub(super) struct World<'a> {
+    pub(super) nets_by_id: &'a BTreeMap<&'a str, &'a Network>,
+    pub(super) by_id: &'a BTreeMap<&'a str, &'a Sandbox>,
+    /// Namespaces of sandboxes found gone (what was in them is reported with the sandbox).
+    pub(super) dead_ns: &'a HashSet<PathBuf>,
+    /// Global networks too (else only what is this host's alone).
+    pub(super) global: bool,
+}
+
+impl World<'_> {
+    fn left_out(&self, net: &str) -> bool {
+        !self.global
+            && self
+                .nets_by_id
+                .get(net)
+                .is_some_and(|n| n.scope == Scope::Global)
+    }
+}
+
 impl Engine {
     /// Every disagreement between the records and the kernel (empty: all is well).
     pub async fn check(&self) -> Result<Vec<Finding>> {
@@ -196,7 +220,20 @@ impl Engine {
     /// in flight end (a plugin call can take seconds). Global networks are left out while this
     /// host's view of the cluster is not current ([`Engine::cluster_view_current`]): the
     /// answer says so, and they are to be checked again once it is.
-    pub async fn heal(&self, wait: bool) -> Result<Option<Healed>> {
+    ///
+    /// A `scope` that names the objects changes touched is checked under those objects' locks
+    /// only (see [`super::scoped`]), unless only the whole check can judge it.
+    pub async fn heal(&self, wait: bool, scope: &HealScope) -> Result<Option<Healed>> {
+        match self.heal_scoped(wait, scope).await? {
+            Scoped::Healed(fixed) => {
+                return Ok(Some(Healed {
+                    fixed,
+                    global_left: false,
+                }))
+            }
+            Scoped::Busy => return Ok(None),
+            Scoped::Whole => {}
+        }
         self.reap_before_check().await;
         let held = if wait {
             self.inner.locks.acquire(&[], true).await?
@@ -224,7 +261,17 @@ impl Engine {
             .await?;
         let found = self.check_in(&mut op, global).await;
         op.abort().await;
-        let mut found = found?;
+        let fixed = self.mend(found?).await;
+        // Sandboxes removed above leave their host links for later.
+        if let Err(e) = self.reap_links_with(Locking::Inherited).await {
+            tracing::warn!("deleting removed sandboxes' links: {e}");
+        }
+        Ok(fixed)
+    }
+
+    /// Mend what a check found, in the order of the fixes (under the locks the check held);
+    /// returns what was mended.
+    pub(super) async fn mend(&self, mut found: Vec<Finding>) -> Vec<Finding> {
         found.sort_by(|a, b| a.fix.cmp(&b.fix));
         let mut done: BTreeSet<Fix> = BTreeSet::new();
         let mut fixed = Vec::new();
@@ -248,11 +295,7 @@ impl Engine {
                 Err(e) => tracing::warn!("cannot repair {f}: {e}"),
             }
         }
-        // Sandboxes removed above leave their host links for later.
-        if let Err(e) = self.reap_links_with(Locking::Inherited).await {
-            tracing::warn!("deleting removed sandboxes' links: {e}");
-        }
-        Ok(fixed)
+        fixed
     }
 
     async fn reap_before_check(&self) {
@@ -301,12 +344,6 @@ impl Engine {
             sandboxes.iter().map(|s| (s.id.as_str(), s)).collect();
         let nets_by_id: BTreeMap<&str, &Network> =
             nets.iter().map(|n| (n.id.as_str(), n)).collect();
-        let left_out = |net: &str| {
-            !global
-                && nets_by_id
-                    .get(net)
-                    .is_some_and(|n| n.scope == Scope::Global)
-        };
         let owned: Vec<(String, Vec<Step>)> = op
             .r()
             .scan(Table::Owned, b"")?
@@ -359,170 +396,22 @@ impl Engine {
         }
 
         // Records to kernel.
-        let mut ep_names: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        for (key, steps) in &owned {
-            let parts: Vec<&str> = key.split('/').collect();
-            if let ["net" | "peers", id] | ["ep", id, _] = parts.as_slice() {
-                if left_out(id) {
-                    continue;
-                }
-            }
-            let (object, fix) = match parts.as_slice() {
-                ["net", id] => match nets_by_id.get(id) {
-                    Some(n) => (
-                        format!("network {}", n.name),
-                        Fix::RealizeNetwork(id.to_string()),
-                    ),
-                    None => continue,
-                },
-                ["ep", net, ep] => {
-                    // Each network's endpoints are read once, not once per endpoint (with a
-                    // thousand on one network that was a million record decodes).
-                    if !ep_names.contains_key(*net) {
-                        let names = records::network_endpoints(op.r(), net)?
-                            .into_iter()
-                            .map(|e| (e.id, e.name))
-                            .collect();
-                        ep_names.insert(net.to_string(), names);
-                    }
-                    let name = ep_names[*net].get(*ep).cloned().unwrap_or_default();
-                    (
-                        format!(
-                            "endpoint of {name} on {}",
-                            nets_by_id.get(net).map(|n| n.name.as_str()).unwrap_or("?")
-                        ),
-                        Fix::RealizeEndpoint {
-                            net: net.to_string(),
-                            ep: ep.to_string(),
-                        },
-                    )
-                }
-                ["sb", id] => match by_id.get(id) {
-                    Some(s) => (
-                        format!("sandbox {}", s.name),
-                        Fix::RemoveSandbox(id.to_string()),
-                    ),
-                    None => continue,
-                },
-                ["peer", ip] => (format!("peer {ip}"), Fix::SettleJournals),
-                ["gone", _] => {
-                    // Deferred deletions the reap before this check could not do.
-                    for s in steps {
-                        let what = match s {
-                            Step::DelLink { name, .. } => format!("host link {name}"),
-                            Step::DelNetns { pin } => format!("namespace pin {}", pin.display()),
-                            _ => continue,
-                        };
-                        if op.tx().present(s).await? {
-                            add(
-                                FindingKind::Interrupted,
-                                what,
-                                "its sandbox was removed, the deletion failed".into(),
-                                Fix::Reap,
-                            );
-                        }
-                    }
-                    continue;
-                }
-                ["peers", id] => match nets_by_id.get(id) {
-                    Some(n) => (
-                        format!("remote endpoints of network {}", n.name),
-                        Fix::Reprogram(id.to_string()),
-                    ),
-                    None => continue,
-                },
-                _ => continue,
-            };
-            for s in steps {
-                if !(s.is_removal() || matches!(s, Step::Firewall { .. })) {
-                    continue;
-                }
-                if let Some(NsRef::Path(p)) = s.ns() {
-                    if dead_ns.contains(p) {
-                        continue; // reported with its sandbox
-                    }
-                }
-                if !op.tx().present(s).await? {
-                    // A sandbox's published ports are made again, not the sandbox removed.
-                    let fix = match s {
-                        Step::Firewall {
-                            change: crate::firewall::FwChange::RemovePorts(p),
-                        } => {
-                            Fix::Republish(key.trim_start_matches("sb/").to_string(), p.id.clone())
-                        }
-                        Step::Firewall {
-                            change: crate::firewall::FwChange::Remove(_),
-                        } if key.starts_with("net/") => {
-                            Fix::Refirewall(key.trim_start_matches("net/").to_string())
-                        }
-                        _ => fix.clone(),
-                    };
-                    add(
-                        FindingKind::Missing,
-                        object.clone(),
-                        format!("{} is not there", describe(s)),
-                        fix,
-                    );
-                }
-            }
-        }
-
-        // Links weft brought up are up (someone's `ip link set X down` cuts a sandbox off as
-        // surely as deleting its veth). A link weft took down itself (a plugin's link-down:
-        // its undo brings it up) is left as it is.
-        // Native drivers' links only: a plugin may keep a link of its own down on purpose.
-        let native = |net: &str| {
-            nets_by_id.get(net).is_some_and(|n| {
-                matches!(
-                    n.driver.as_str(),
-                    "bridge" | "macvlan" | "overlay" | "host" | "null"
-                )
+        let world = World {
+            nets_by_id: &nets_by_id,
+            by_id: &by_id,
+            dead_ns: &dead_ns,
+            global,
+        };
+        self.check_owned(op, &owned, &world, &mut out).await?;
+        let mut add = |kind, object: String, detail: String, fix| {
+            out.push(Finding {
+                kind,
+                object,
+                detail,
+                fix,
             })
         };
-        for (key, steps) in &owned {
-            let ours = match key.split('/').collect::<Vec<_>>().as_slice() {
-                ["net", id] | ["ep", id, _] => native(id) && !left_out(id),
-                _ => false,
-            };
-            if !ours {
-                continue;
-            }
-            for s in steps {
-                let Step::DelLink { ns, name, peer } = s else {
-                    continue;
-                };
-                for (ns, name) in
-                    std::iter::once((ns, name)).chain(peer.iter().map(|(n, l)| (n, l)))
-                {
-                    if let NsRef::Path(p) = ns {
-                        if dead_ns.contains(p) || !self.inner.kernel.is_netns(p) {
-                            continue;
-                        }
-                    }
-                    let taken_down = steps.iter().any(
-                        |u| matches!(u, Step::LinkUp { ns: n, name: l } if n == ns && l == name),
-                    );
-                    if taken_down {
-                        continue;
-                    }
-                    if let Some(l) = op.tx().link(ns, name).await? {
-                        if !l.up {
-                            let link = Step::DelLink {
-                                ns: ns.clone(),
-                                name: name.clone(),
-                                peer: None,
-                            };
-                            add(
-                                FindingKind::Missing,
-                                describe(&link),
-                                "is down (weft brought it up)".into(),
-                                Fix::LinkUp(ns.clone(), name.clone()),
-                            );
-                        }
-                    }
-                }
-            }
-        }
+        let left_out = |net: &str| world.left_out(net);
 
         // Endpoints: dangling records (another host's endpoints on a global network are that
         // host's to check).
@@ -769,6 +658,203 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Records to kernel for `owned` (ownership records: key and undo steps): every object
+    /// they list is there — a firewall step's content compared, not only its name — and the
+    /// links native drivers brought up are up.
+    pub(super) async fn check_owned(
+        &self,
+        op: &mut Op,
+        owned: &[(String, Vec<Step>)],
+        world: &World<'_>,
+        out: &mut Vec<Finding>,
+    ) -> Result<()> {
+        let mut add = |kind, object: String, detail: String, fix| {
+            out.push(Finding {
+                kind,
+                object,
+                detail,
+                fix,
+            })
+        };
+        let (nets_by_id, by_id, dead_ns) = (world.nets_by_id, world.by_id, world.dead_ns);
+        let left_out = |net: &str| world.left_out(net);
+        let mut ep_names: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for (key, steps) in owned {
+            let parts: Vec<&str> = key.split('/').collect();
+            if let ["net" | "peers", id] | ["ep", id, _] = parts.as_slice() {
+                if left_out(id) {
+                    continue;
+                }
+            }
+            let (object, fix) = match parts.as_slice() {
+                ["net", id] => match nets_by_id.get(id) {
+                    Some(n) => (
+                        format!("network {}", n.name),
+                        Fix::RealizeNetwork(id.to_string()),
+                    ),
+                    None => continue,
+                },
+                ["ep", net, ep] => {
+                    // Each network's endpoints are read once, not once per endpoint (with a
+                    // thousand on one network that was a million record decodes) — unless
+                    // only a few records are checked (the healer's check of what a change
+                    // named): those endpoints alone, then.
+                    if owned.len() <= FEW {
+                        let name = records::load_endpoint(op.r(), net, ep)?
+                            .map(|e| e.name)
+                            .unwrap_or_default();
+                        ep_names
+                            .entry(net.to_string())
+                            .or_default()
+                            .insert(ep.to_string(), name);
+                    } else if !ep_names.contains_key(*net) {
+                        let names = records::network_endpoints(op.r(), net)?
+                            .into_iter()
+                            .map(|e| (e.id, e.name))
+                            .collect();
+                        ep_names.insert(net.to_string(), names);
+                    }
+                    let name = ep_names[*net].get(*ep).cloned().unwrap_or_default();
+                    (
+                        format!(
+                            "endpoint of {name} on {}",
+                            nets_by_id.get(net).map(|n| n.name.as_str()).unwrap_or("?")
+                        ),
+                        Fix::RealizeEndpoint {
+                            net: net.to_string(),
+                            ep: ep.to_string(),
+                        },
+                    )
+                }
+                ["sb", id] => match by_id.get(id) {
+                    Some(s) => (
+                        format!("sandbox {}", s.name),
+                        Fix::RemoveSandbox(id.to_string()),
+                    ),
+                    None => continue,
+                },
+                ["peer", ip] => (format!("peer {ip}"), Fix::SettleJournals),
+                ["gone", _] => {
+                    // Deferred deletions the reap before this check could not do.
+                    for s in steps {
+                        let what = match s {
+                            Step::DelLink { name, .. } => format!("host link {name}"),
+                            Step::DelNetns { pin } => format!("namespace pin {}", pin.display()),
+                            _ => continue,
+                        };
+                        if op.tx().present(s).await? {
+                            add(
+                                FindingKind::Interrupted,
+                                what,
+                                "its sandbox was removed, the deletion failed".into(),
+                                Fix::Reap,
+                            );
+                        }
+                    }
+                    continue;
+                }
+                ["peers", id] => match nets_by_id.get(id) {
+                    Some(n) => (
+                        format!("remote endpoints of network {}", n.name),
+                        Fix::Reprogram(id.to_string()),
+                    ),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            for s in steps {
+                if !(s.is_removal() || matches!(s, Step::Firewall { .. })) {
+                    continue;
+                }
+                if let Some(NsRef::Path(p)) = s.ns() {
+                    if dead_ns.contains(p) {
+                        continue; // reported with its sandbox
+                    }
+                }
+                if !op.tx().present(s).await? {
+                    // A sandbox's published ports are made again, not the sandbox removed.
+                    let fix = match s {
+                        Step::Firewall {
+                            change: crate::firewall::FwChange::RemovePorts(p),
+                        } => {
+                            Fix::Republish(key.trim_start_matches("sb/").to_string(), p.id.clone())
+                        }
+                        Step::Firewall {
+                            change: crate::firewall::FwChange::Remove(_),
+                        } if key.starts_with("net/") => {
+                            Fix::Refirewall(key.trim_start_matches("net/").to_string())
+                        }
+                        _ => fix.clone(),
+                    };
+                    add(
+                        FindingKind::Missing,
+                        object.clone(),
+                        format!("{} is not there", describe(s)),
+                        fix,
+                    );
+                }
+            }
+        }
+
+        // Links weft brought up are up (someone's `ip link set X down` cuts a sandbox off as
+        // surely as deleting its veth). A link weft took down itself (a plugin's link-down:
+        // its undo brings it up) is left as it is.
+        // Native drivers' links only: a plugin may keep a link of its own down on purpose.
+        let native = |net: &str| {
+            nets_by_id.get(net).is_some_and(|n| {
+                matches!(
+                    n.driver.as_str(),
+                    "bridge" | "macvlan" | "overlay" | "host" | "null"
+                )
+            })
+        };
+        for (key, steps) in owned {
+            let ours = match key.split('/').collect::<Vec<_>>().as_slice() {
+                ["net", id] | ["ep", id, _] => native(id) && !left_out(id),
+                _ => false,
+            };
+            if !ours {
+                continue;
+            }
+            for s in steps {
+                let Step::DelLink { ns, name, peer } = s else {
+                    continue;
+                };
+                for (ns, name) in
+                    std::iter::once((ns, name)).chain(peer.iter().map(|(n, l)| (n, l)))
+                {
+                    if let NsRef::Path(p) = ns {
+                        if dead_ns.contains(p) || !self.inner.kernel.is_netns(p) {
+                            continue;
+                        }
+                    }
+                    let taken_down = steps.iter().any(
+                        |u| matches!(u, Step::LinkUp { ns: n, name: l } if n == ns && l == name),
+                    );
+                    if taken_down {
+                        continue;
+                    }
+                    if let Some(l) = op.tx().link(ns, name).await? {
+                        if !l.up {
+                            let link = Step::DelLink {
+                                ns: ns.clone(),
+                                name: name.clone(),
+                                peer: None,
+                            };
+                            add(
+                                FindingKind::Missing,
+                                describe(&link),
+                                "is down (weft brought it up)".into(),
+                                Fix::LinkUp(ns.clone(), name.clone()),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn fix(&self, fix: &Fix) -> Result<()> {

@@ -162,6 +162,49 @@ impl Locks {
         Ok(held)
     }
 
+    /// The engine-wide lock shared and `keys`, if no one (task or process) holds them or an
+    /// exclusive hold of the engine waits now; `None` otherwise (nothing is kept).
+    pub fn try_acquire(&self, keys: &[String]) -> Result<Option<Held>> {
+        let Ok(g) = self.global.clone().try_read_owned() else {
+            return Ok(None);
+        };
+        let mut held = Held {
+            file: self.file.clone(),
+            global: None,
+            keys: Vec::new(),
+        };
+        {
+            let mut n = self.shared.lock().unwrap();
+            if *n == 0 {
+                match ofd(&self.file, 0, libc::F_RDLCK) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(None),
+                    Err(e) => {
+                        return Err(Error::internal(format!("cannot lock weft's state: {e}")))
+                    }
+                }
+            }
+            *n += 1;
+        }
+        held.global = Some(Global::Shared(g, self.shared.clone()));
+        let mut keys: Vec<&String> = keys.iter().collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            // `held` lets go of what it has when dropped.
+            let Ok(g) = self.key_mutex(k).try_lock_owned() else {
+                return Ok(None);
+            };
+            let at = offset(k);
+            match ofd(&self.file, at, libc::F_WRLCK) {
+                Ok(true) => held.keys.push((g, at)),
+                Ok(false) => return Ok(None),
+                Err(e) => return Err(Error::internal(format!("cannot lock weft's state: {e}"))),
+            }
+        }
+        Ok(Some(held))
+    }
+
     /// The engine-wide lock exclusively, if no one (task or process) holds it or waits for it
     /// now; `None` otherwise. For work that must not queue behind operations in flight (and
     /// so, with a fair lock, hold up every operation that comes after it).
@@ -265,6 +308,25 @@ mod tests {
             assert!(!ex.is_finished());
             drop(b);
             assert!(ex.await.unwrap().unwrap());
+            // try_acquire: keys held elsewhere, or the engine held exclusively, give None and
+            // keep nothing; free keys are taken.
+            let a = l.acquire(&["net:a".into()], false).await.unwrap();
+            assert!(l
+                .try_acquire(&["net:a".into(), "net:b".into()])
+                .unwrap()
+                .is_none());
+            let b = l
+                .try_acquire(&["net:b".into()])
+                .unwrap()
+                .expect("net:b is free");
+            assert!(l.try_acquire(&["net:b".into()]).unwrap().is_none());
+            drop((a, b));
+            let both = l.try_acquire(&["net:a".into(), "net:b".into()]).unwrap();
+            assert!(both.is_some(), "the failed try kept nothing");
+            drop(both);
+            let ex = l.acquire(&[], true).await.unwrap();
+            assert!(l.try_acquire(&["net:c".into()]).unwrap().is_none());
+            drop(ex);
             // The OFD lock on byte 0 is free again (another open file can take it).
             let other = File::options()
                 .read(true)

@@ -27,6 +27,7 @@ mod reap;
 pub mod records;
 mod recover;
 mod sandbox;
+pub mod scoped;
 #[cfg(test)]
 mod tests;
 
@@ -45,6 +46,7 @@ use crate::store::{list_json, Store, Table};
 pub use check::{Finding, FindingKind, Healed};
 pub use filters::validate_ipam_config;
 pub use records::Owned;
+pub use scoped::HealScope;
 
 use locks::Locks;
 use op::Orphan;

@@ -152,6 +152,15 @@ pub fn network_endpoints(r: &(impl ReadTxn + ?Sized), network_id: &str) -> Resul
         .collect()
 }
 
+/// One endpoint by its network and id.
+pub fn load_endpoint(
+    r: &(impl ReadTxn + ?Sized),
+    network_id: &str,
+    id: &str,
+) -> Result<Option<Endpoint>> {
+    get_json(r, Table::Endpoints, &format!("{network_id}/{id}"))
+}
+
 pub fn sandbox_endpoints(r: &(impl ReadTxn + ?Sized), sandbox_id: &str) -> Result<Vec<Endpoint>> {
     let mut out = Vec::new();
     for (k, ep_id) in r.scan(Table::SandboxEndpoints, format!("{sandbox_id}/").as_bytes())? {

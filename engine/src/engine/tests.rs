@@ -938,3 +938,102 @@ fn removals_at_once_go_together_and_each_gets_its_own_answer() {
         assert_eq!(kernel_state(kernel), before, "nothing left");
     });
 }
+
+/// The healer's check of what a change named (a sandbox's veth) takes only the locks of its
+/// network and sandbox: it mends it while another network's operation holds that network —
+/// when the whole check cannot start — and leaves the other network's drift to a check that
+/// names it.
+#[test]
+fn a_scoped_heal_mends_what_the_change_named_under_its_own_locks_only() {
+    rt().block_on(async {
+        let f = fixture().await;
+        let e = &f.engine;
+        let veths = || -> Vec<String> {
+            f.kernel
+                .link_names("host")
+                .into_iter()
+                .filter(|l| l.starts_with("veth"))
+                .collect()
+        };
+        e.create_network(net("n1")).await.unwrap();
+        e.create_network(net("n2")).await.unwrap();
+        let a = e.create_sandbox(sandbox("a", "n1")).await.unwrap();
+        let before = veths();
+        e.create_sandbox(sandbox("b", "n2")).await.unwrap();
+        let va = before[0].clone();
+        let vb = veths().into_iter().find(|v| *v != va).unwrap();
+        assert!(e.check().await.unwrap().is_empty(), "control: clean");
+        let cut = |v: &str| {
+            f.kernel.with(|s| {
+                let eth = s.namespaces["host"].links[v].peer.clone().unwrap();
+                s.namespaces.get_mut("host").unwrap().links.remove(v);
+                let ns = s.namespaces.get_mut(&eth.0).unwrap();
+                ns.links.remove(&eth.1);
+                // Its routes go with it, as in the kernel.
+                ns.routes.retain(|r| r.2 != eth.1);
+            })
+        };
+        cut(&va);
+        cut(&vb);
+        let scope = |v: &str| {
+            let mut s = HealScope::default();
+            s.add(&crate::net::watch::Change::Link(Some(v.to_string())));
+            s
+        };
+        // An operation on n2 in flight: the whole check cannot start, a's check can.
+        let n2 = e.network("n2").unwrap().id;
+        let busy = e
+            .inner
+            .locks
+            .acquire(&[super::network::net_lock(&n2)], false)
+            .await
+            .unwrap();
+        assert!(
+            e.heal(false, &HealScope::whole()).await.unwrap().is_none(),
+            "control: the whole check waits for n2's operation"
+        );
+        assert!(
+            e.heal(false, &scope(&vb)).await.unwrap().is_none(),
+            "b's check waits for n2's operation"
+        );
+        let h = e
+            .heal(false, &scope(&va))
+            .await
+            .unwrap()
+            .expect("a's check needs nothing n2's operation holds");
+        let fixed: Vec<String> = h.fixed.iter().map(|f| f.to_string()).collect();
+        assert!(
+            fixed.iter().any(|f| f.contains(&va))
+                && fixed.iter().all(|f| f.contains("endpoint of a on n1")),
+            "{fixed:#?}"
+        );
+        assert!(f
+            .kernel
+            .link_names(&a.key.display().to_string())
+            .contains(&"eth0".to_string()));
+        drop(busy);
+        // b's veth was not in the scope: still missing, and the next scoped check mends it.
+        let left: Vec<String> = e
+            .check()
+            .await
+            .unwrap()
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        assert!(
+            left.iter().any(|f| f.contains(&vb))
+                && left.iter().all(|f| f.contains("endpoint of b on n2")),
+            "only b's veth is left: {left:#?}"
+        );
+        let h = e.heal(false, &scope(&vb)).await.unwrap().unwrap();
+        assert!(
+            h.fixed.iter().any(|f| f.to_string().contains(&vb)),
+            "{:?}",
+            h.fixed
+        );
+        assert!(e.check().await.unwrap().is_empty());
+        // A link no record owns: nothing to check, nothing done.
+        let h = e.heal(false, &scope("vethnobody")).await.unwrap().unwrap();
+        assert!(h.fixed.is_empty());
+    });
+}

@@ -4,13 +4,15 @@
 //! groups; and changes to weft's nftables table (NFNLGRP_NFTABLES, by the table named in each
 //! message). Changes to other links, other routes and other tables (Docker's, firewalld's,
 //! Kubernetes') are not reported, so a host where others churn does not keep weft checking.
-//! Each is reported as a bare [`Change`]; the daemon answers with a check, which compares the
-//! kernel with the records — the watch decides only whether the change touched weft.
+//! Each [`Change`] names what it touched when the kernel's message says: the link (by name),
+//! the network chain (`nw-<id>-…`); the daemon checks those objects' records against the
+//! kernel — or everything, when the change names nothing more precise (the table, a base
+//! chain, a map, a message that did not decode).
 //! Messages are decoded with netlink-packet-route (rtnetlink) and netlink-packet-core's
 //! attribute iterator (nf_tables: no maintained crate decodes its notifications); a message
 //! that does not decode is reported, as a change that may be weft's.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -24,17 +26,19 @@ use netlink_sys::{protocols, Socket, SocketAddr};
 use super::kernel::is_weft_group;
 use super::{ns, NetError};
 
-/// What kind of change the kernel announced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What kind of change the kernel announced, and what it touched when the message says (a
+/// link's name; the chain a chain's or rule's message names). `None`: it did not say.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// One of weft's links was deleted or set down.
-    Link,
-    /// An address on one of weft's links was deleted.
-    Address,
-    /// A route through one of weft's links was deleted.
-    Route,
-    /// Something in weft's nftables table changed (the table, a chain, rule, set or element).
-    Firewall,
+    Link(Option<String>),
+    /// An address on one of weft's links was deleted (the link's name).
+    Address(Option<String>),
+    /// A route through one of weft's links was deleted (the link's name).
+    Route(Option<String>),
+    /// Something in weft's nftables table changed: a chain or its rules (the chain's name), or
+    /// `None` — the table, a set or map, its elements, anything else.
+    Firewall(Option<String>),
     /// The watch itself broke (an error its socket should never give): nothing more will be
     /// reported. Whoever follows it starts another.
     Lost,
@@ -50,15 +54,29 @@ const RTMGRP_IPV6_ROUTE: u32 = 0x400;
 const NFT_GROUP: u32 = 1 << (7 - 1);
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_DELRULE: u16 = 8;
+/// NFTA_CHAIN_NAME; a rule's chain is NFTA_RULE_CHAIN.
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_RULE_CHAIN: u16 = 2;
 /// The table's name is attribute 1 of every nf_tables object message (NFTA_TABLE_NAME,
 /// NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE, NFTA_SET_ELEM_LIST_TABLE, …).
 const NFTA_TABLE: u16 = 1;
 
-/// Which links are weft's (by index), kept from the link messages the watch sees and a dump
-/// at its start: an address or route message names only its link's index.
+/// Which links are weft's (by index, with their names), kept from the link messages the watch
+/// sees and a dump at its start: an address or route message names only its link's index.
 #[derive(Default)]
 struct Links {
-    ours: HashSet<u32>,
+    ours: HashMap<u32, Option<String>>,
+}
+
+fn link_name(m: &LinkMessage) -> Option<String> {
+    m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
 }
 
 /// Does the kernel's description of a link carry weft's mark?
@@ -72,7 +90,7 @@ impl Links {
     /// A link as the kernel describes it (a dump's answer or a notification): is it weft's?
     fn learn(&mut self, m: &LinkMessage) -> bool {
         if marked(m) {
-            self.ours.insert(m.header.index);
+            self.ours.insert(m.header.index, link_name(m));
             true
         } else {
             self.ours.remove(&m.header.index);
@@ -87,7 +105,7 @@ impl Links {
         let mut off = 0;
         while off < buf.len() {
             let Ok(nb) = NetlinkBuffer::new_checked(&buf[off..]) else {
-                out.push(Change::Link);
+                out.push(Change::Link(None));
                 break;
             };
             let len = nb.length() as usize;
@@ -98,34 +116,39 @@ impl Links {
                 Ok(_) => continue,
                 Err(e) => {
                     tracing::debug!("an rtnetlink message did not decode ({e}): checking");
-                    out.push(Change::Link);
+                    out.push(Change::Link(None));
                     continue;
                 }
             };
             match inner {
-                RouteNetlinkMessage::DelLink(m)
-                    if self.ours.remove(&m.header.index) | marked(&m) =>
-                {
-                    out.push(Change::Link)
+                RouteNetlinkMessage::DelLink(m) => {
+                    let known = self.ours.remove(&m.header.index);
+                    if known.is_some() || marked(&m) {
+                        out.push(Change::Link(link_name(&m).or(known.flatten())))
+                    }
                 }
                 RouteNetlinkMessage::NewLink(m) => {
                     // A link just made comes with every bit "changed": not one going down.
-                    let known = self.ours.contains(&m.header.index);
+                    let known = self.ours.contains_key(&m.header.index);
                     let going_down = !m.header.flags.contains(LinkFlags::Up)
                         && m.header.change_mask.contains(LinkFlags::Up);
                     if self.learn(&m) && known && going_down {
-                        out.push(Change::Link);
+                        out.push(Change::Link(link_name(&m)));
                     }
                 }
-                RouteNetlinkMessage::DelAddress(m) if self.ours.contains(&m.header.index) => {
-                    out.push(Change::Address)
+                RouteNetlinkMessage::DelAddress(m) => {
+                    if let Some(n) = self.ours.get(&m.header.index) {
+                        out.push(Change::Address(n.clone()))
+                    }
                 }
-                RouteNetlinkMessage::DelRoute(m)
-                    if m.attributes
-                        .iter()
-                        .any(|a| matches!(a, RouteAttribute::Oif(i) if self.ours.contains(i))) =>
-                {
-                    out.push(Change::Route)
+                RouteNetlinkMessage::DelRoute(m) => {
+                    let on = m.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Oif(i) => self.ours.get(i),
+                        _ => None,
+                    });
+                    if let Some(n) = on {
+                        out.push(Change::Route(n.clone()))
+                    }
                 }
                 _ => {}
             }
@@ -134,13 +157,17 @@ impl Links {
     }
 }
 
-/// Does one nf_tables datagram touch the table `table` (any family: weft has an inet and a
-/// bridge table of that name)?
-fn touches_table(buf: &[u8], table: &str) -> bool {
+/// What one nf_tables datagram changes in the table `table` (any family: weft has an inet and a
+/// bridge table of that name): a chain's or rule's message names its chain; any other message
+/// (the table, a set or map, its elements) names nothing more precise. Nothing for messages of
+/// other tables; a message that does not decode may be weft's.
+fn nft_changes(buf: &[u8], table: &str) -> Vec<Change> {
+    let mut out = Vec::new();
     let mut off = 0;
     while off < buf.len() {
         let Ok(nb) = NetlinkBuffer::new_checked(&buf[off..]) else {
-            return true;
+            out.push(Change::Firewall(None));
+            break;
         };
         let len = nb.length() as usize;
         let ty = nb.message_type();
@@ -149,23 +176,45 @@ fn touches_table(buf: &[u8], table: &str) -> bool {
         if ty >> 8 != NFNL_SUBSYS_NFTABLES || ty & 0xff == NFT_MSG_NEWGEN {
             continue;
         }
+        // The attribute naming the chain, for a chain's or a rule's message.
+        let chain_attr = match ty & 0xff {
+            NFT_MSG_NEWCHAIN | NFT_MSG_DELCHAIN => Some(NFTA_CHAIN_NAME),
+            NFT_MSG_NEWRULE | NFT_MSG_DELRULE => Some(NFTA_RULE_CHAIN),
+            _ => None,
+        };
         // nfgenmsg (family, version, resource id), then the attributes.
         let Some(attrs) = body.get(4..) else {
-            return true;
+            out.push(Change::Firewall(None));
+            continue;
         };
+        let (mut ours, mut chain, mut broken) = (false, None, false);
         for nla in NlasIterator::new(attrs) {
-            let Ok(nla) = nla else { return true };
-            if nla.kind() & 0x3fff == NFTA_TABLE {
-                let v = nla.value();
-                let name = v.split(|b| *b == 0).next().unwrap_or(v);
-                if name == table.as_bytes() {
-                    return true;
-                }
+            let Ok(nla) = nla else {
+                broken = true;
                 break;
+            };
+            let v = nla.value();
+            let text = v.split(|b| *b == 0).next().unwrap_or(v);
+            match nla.kind() & 0x3fff {
+                NFTA_TABLE => ours = text == table.as_bytes(),
+                k if Some(k) == chain_attr => {
+                    chain = std::str::from_utf8(text).ok().map(str::to_string)
+                }
+                _ => {}
             }
         }
+        let change = if broken {
+            Change::Firewall(None)
+        } else if ours {
+            Change::Firewall(chain)
+        } else {
+            continue;
+        };
+        if !out.contains(&change) {
+            out.push(change);
+        }
     }
-    false
+    out
 }
 
 fn set_timeout(s: &Socket, d: Duration) {
@@ -263,12 +312,12 @@ pub fn watch(host: &File, table: &str) -> Result<tokio::sync::mpsc::Receiver<Cha
             if let Err(e) = dump_links(&dumper, &mut links) {
                 tracing::warn!("after an overrun: {e}");
             }
-            vec![Change::Link]
+            vec![Change::Link(None)]
         }
     })?;
     reader("weft-watch-nft", nft, tx, move |buf| match buf {
-        Some(b) if !touches_table(b, &table) => vec![],
-        _ => vec![Change::Firewall],
+        Some(b) => nft_changes(b, &table),
+        None => vec![Change::Firewall(None)],
     })?;
     Ok(rx)
 }
@@ -311,8 +360,11 @@ fn reader(
                 } else {
                     f(Some(&buf[..n as usize]))
                 };
+                // Waits while the channel is full (the healer in a check): a change dropped would
+                // be a change never checked. Meanwhile the kernel queues what comes, and an
+                // overrun is reported as a change that names nothing (checks everything).
                 for c in changes {
-                    if tx.try_send(c).is_err() && tx.is_closed() {
+                    if tx.blocking_send(c).is_err() {
                         return;
                     }
                 }
@@ -398,7 +450,12 @@ mod tests {
                 NewLink(link(5, WEFT, none, up)),
                 DelLink(link(5, WEFT, none, none)),
             ])),
-            [Change::Address, Change::Route, Change::Link, Change::Link]
+            [
+                Change::Address(Some("if5".into())),
+                Change::Route(Some("if5".into())),
+                Change::Link(Some("if5".into())),
+                Change::Link(Some("if5".into()))
+            ]
         );
         // Gone: a later address message on index 5 is someone else's link by then.
         assert!(l.classify(&dgram(vec![DelAddress(addr(5))])).is_empty());
@@ -411,18 +468,29 @@ mod tests {
                 NewAddress(n)
             ]))
             .is_empty());
-        assert!(l.ours.contains(&7), "a batch-deletion group is weft's too");
+        assert!(
+            l.ours.contains_key(&7),
+            "a batch-deletion group is weft's too"
+        );
         // A deletion of a weft link never learned (made before a dump missed it) still is.
         assert_eq!(
             l.classify(&dgram(vec![DelLink(link(9, WEFT, none, none))])),
-            [Change::Link]
+            [Change::Link(Some("if9".into()))]
+        );
+        // A deletion message without a name is named by what the watch learned.
+        let mut m = link(7, WEFT, none, none);
+        m.attributes
+            .retain(|a| !matches!(a, LinkAttribute::IfName(_)));
+        assert_eq!(
+            l.classify(&dgram(vec![DelLink(m)])),
+            [Change::Link(Some("if7".into()))]
         );
         // What does not decode may be weft's.
         let mut bad = dgram(vec![DelAddress(addr(6))]);
         bad.truncate(bad.len() - 2);
         let n = bad.len() as u32;
         bad[0..4].copy_from_slice(&n.to_ne_bytes());
-        assert_eq!(l.classify(&bad), [Change::Link]);
+        assert_eq!(l.classify(&bad), [Change::Link(None)]);
     }
 
     /// An nf_tables notification: nlmsghdr, nfgenmsg, then attributes.
@@ -448,34 +516,76 @@ mod tests {
     }
 
     #[test]
-    fn only_weft_tables_are_changes() {
-        const NEWRULE: u16 = 6;
+    fn only_weft_tables_are_changes_named_by_chain_where_the_message_says() {
         const DELTABLE: u16 = 2;
+        const NEWSETELEM: u16 = 12;
         let gen = nft_msg(
             NFT_MSG_NEWGEN,
             &[DefaultNla::new(1, 7u32.to_be_bytes().to_vec())],
         );
         // firewalld's or Docker's rule, then the generation message every batch ends with.
-        let mut d = nft_msg(NEWRULE, &[name(1, "firewalld"), name(2, "filter_INPUT")]);
+        let mut d = nft_msg(
+            NFT_MSG_NEWRULE,
+            &[name(1, "firewalld"), name(2, "filter_INPUT")],
+        );
         d.extend(&gen);
-        assert!(!touches_table(&d, "weft"));
-        // A rule in weft's table, and `nft flush ruleset` deleting it among others.
-        assert!(touches_table(
-            &nft_msg(NEWRULE, &[name(1, "weft"), name(2, "forward")]),
-            "weft"
-        ));
+        assert!(nft_changes(&d, "weft").is_empty());
+        // A rule in weft's table names its chain; a chain's message too (attribute 3; its
+        // attribute 2 is the handle).
+        assert_eq!(
+            nft_changes(
+                &nft_msg(
+                    NFT_MSG_DELRULE,
+                    &[name(1, "weft"), name(2, "nw-0123456789ab-in")]
+                ),
+                "weft"
+            ),
+            [Change::Firewall(Some("nw-0123456789ab-in".into()))]
+        );
+        assert_eq!(
+            nft_changes(
+                &nft_msg(
+                    NFT_MSG_DELCHAIN,
+                    &[
+                        name(1, "weft"),
+                        DefaultNla::new(2, 9u64.to_be_bytes().to_vec()),
+                        name(3, "forward")
+                    ]
+                ),
+                "weft"
+            ),
+            [Change::Firewall(Some("forward".into()))]
+        );
+        // Three rules of one chain in one batch: one change.
+        let mut three = Vec::new();
+        for _ in 0..3 {
+            three.extend(nft_msg(
+                NFT_MSG_DELRULE,
+                &[name(1, "weft"), name(2, "guard")],
+            ));
+        }
+        assert_eq!(
+            nft_changes(&three, "weft"),
+            [Change::Firewall(Some("guard".into()))]
+        );
+        // An element (its attribute 2 is the set's name, not a chain) names nothing precise,
+        // and `nft flush ruleset` deleting weft's table among others neither.
+        assert_eq!(
+            nft_changes(
+                &nft_msg(NEWSETELEM, &[name(1, "weft"), name(2, "dnat_any4")]),
+                "weft"
+            ),
+            [Change::Firewall(None)]
+        );
         let mut flush = nft_msg(DELTABLE, &[name(1, "docker")]);
         flush.extend(nft_msg(DELTABLE, &[name(1, "weft")]));
         flush.extend(&gen);
-        assert!(touches_table(&flush, "weft"));
+        assert_eq!(nft_changes(&flush, "weft"), [Change::Firewall(None)]);
         // A table whose name only starts with weft's is someone else's.
-        assert!(!touches_table(
-            &nft_msg(DELTABLE, &[name(1, "weft2")]),
-            "weft"
-        ));
+        assert!(nft_changes(&nft_msg(DELTABLE, &[name(1, "weft2")]), "weft").is_empty());
         // What does not decode may be weft's.
-        let mut bad = nft_msg(NEWRULE, &[name(1, "other")]);
+        let mut bad = nft_msg(NFT_MSG_NEWRULE, &[name(1, "other")]);
         bad[0..4].copy_from_slice(&4000u32.to_ne_bytes());
-        assert!(touches_table(&bad, "weft"));
+        assert_eq!(nft_changes(&bad, "weft"), [Change::Firewall(None)]);
     }
 }
