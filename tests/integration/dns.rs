@@ -663,6 +663,74 @@ fn a_published_port_53_does_not_take_the_networks_dns() {
 }
 
 /// Every file under `dir` whose path names `id`.
+/// A sandbox in a namespace a runtime gave (`--netns`: Podman, a CNI runtime) gets its /etc
+/// files from that runtime, as with netavark: the daemon writes none for it until they are
+/// asked for (`sandbox exec`), and keeps them current from then on. Its own sandboxes get
+/// theirs at once.
+#[test]
+fn a_runtime_s_namespace_gets_weft_s_etc_files_only_once_asked() {
+    let h = TestHost::new("rtfiles");
+    let _d = h.daemon();
+    h.weft_ok(&["network", "create", "--subnet", "10.65.0.0/24", "rf"]);
+    h.weft_ok(&["network", "create", "--subnet", "10.64.0.0/24", "rf2"]);
+    let ns = h.make_ns("given");
+    let ns = ns.to_str().unwrap();
+    h.weft_ok(&[
+        "sandbox",
+        "create",
+        "--network",
+        "rf",
+        "--netns",
+        ns,
+        "given",
+    ]);
+    h.weft_ok(&["network", "connect", "rf2", "given"]);
+    h.weft_ok(&["sandbox", "create", "--network", "rf", "own"]);
+    let given = h.engine().sandbox("given").unwrap().id;
+    let own = h.engine().sandbox("own").unwrap().id;
+    let hosts_of = |id: &str| {
+        files_naming(&h.dir, id)
+            .into_iter()
+            .find(|p| p.ends_with("hosts"))
+            .and_then(|p| std::fs::read_to_string(p).ok())
+    };
+    let until = |what: &str, f: &dyn Fn() -> bool| {
+        let t = std::time::Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(5), "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    // Control: the daemon writes the files of a sandbox in a namespace of its own (made after
+    // the given one's create and connect, whose writes would have come first).
+    until("own's files were not written", &|| {
+        hosts_of(&own).is_some_and(|t| t.contains("10.65.0."))
+    });
+    assert_eq!(
+        files_naming(&h.dir, &given),
+        Vec::<std::path::PathBuf>::new(),
+        "files written for a runtime's namespace"
+    );
+    // Asked for, they are written, then kept current.
+    let o = exec(&h, "given", &["cat", "/etc/hosts"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("10.65.0.") && text.contains("10.64.0."),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    h.weft_ok(&["network", "disconnect", "rf2", "given"]);
+    until("given's hosts not kept current", &|| {
+        hosts_of(&given).is_some_and(|t| t.contains("10.65.0.") && !t.contains("10.64.0."))
+    });
+    h.weft_ok(&["sandbox", "rm", "given", "own"]);
+    assert_eq!(
+        files_naming(&h.dir, &given),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert_eq!(files_naming(&h.dir, &own), Vec::<std::path::PathBuf>::new());
+}
+
 fn files_naming(dir: &std::path::Path, id: &str) -> Vec<std::path::PathBuf> {
     let mut out = vec![];
     let mut todo = vec![dir.to_path_buf()];

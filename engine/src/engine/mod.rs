@@ -610,6 +610,11 @@ impl Engine {
     /// there a fraction of a millisecond later). Each write reads the records as they are when
     /// it runs, so the last one to run writes the latest state. A failure is logged: the files
     /// are derived, and written again at the next change.
+    ///
+    /// A sandbox in a namespace a runtime gave (`--netns`: Podman, a CNI runtime, containerd)
+    /// gets its /etc files from that runtime, as with netavark: weft writes its own for it only
+    /// once they are asked for ([`Engine::sandbox_files`], `sandbox exec`), and keeps those
+    /// current from then on.
     pub(crate) fn refresh_sandbox_files(&self, sandbox_id: &str) {
         if !self.inner.cfg.keep_sandbox_files {
             return;
@@ -619,6 +624,9 @@ impl Engine {
             let Ok(sb) = e.sandbox(&id) else {
                 return; // removed meanwhile: its files went with it
             };
+            if sb.mode == NsMode::External && !e.sandbox_files_dir(&id).exists() {
+                return; // its runtime's /etc files, not weft's: none asked for
+            }
             if let Err(err) = e.sandbox_files(&sb) {
                 tracing::warn!(sandbox = %id, "its /etc files: {err}");
             }
