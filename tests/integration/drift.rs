@@ -500,9 +500,10 @@ fn drift_inside_a_sandbox_is_found_object_by_object() {
 }
 
 /// The healer mends what a change named under that network's and sandbox's locks only: a
-/// sandbox's veth deleted and its network's isolation chain flushed by hand are put back while
-/// another network's create sits in a sleeping IPAM plugin (the engine held shared for
-/// seconds). A whole check needs the engine to itself, so it would wait for the plugin.
+/// sandbox's veth deleted, its network's isolation chain and weft's base `forward` chain
+/// flushed by hand are put back while another network's create sits in a sleeping IPAM plugin
+/// (the engine held shared for seconds). A whole check needs the engine to itself, so it would
+/// wait for the plugin.
 #[test]
 fn the_healer_mends_a_network_while_a_plugin_call_elsewhere_holds_the_engine() {
     let h = std::sync::Arc::new(TestHost::new("healscope"));
@@ -562,13 +563,28 @@ fn the_healer_mends_a_network_while_a_plugin_call_elsewhere_holds_the_engine() {
     let cut = std::time::Instant::now();
     run_ok(&h.host_ns, "ip", &["link", "del", &veth]);
     nft(&h, &["flush", "chain", "inet", "weft", &chain]);
+    // And a base chain: the jumps to every network's chains.
+    nft(&h, &["flush", "chain", "inet", "weft", "forward"]);
     let restored = |what: &str| {
         d.log_text()
             .lines()
             .any(|l| l.contains("restored") && l.contains(what))
     };
+    let forward_rules = || {
+        String::from_utf8_lossy(
+            &run_ok(
+                &h.host_ns,
+                "nft",
+                &["list", "chain", "inet", "weft", "forward"],
+            )
+            .stdout,
+        )
+        .contains("vmap")
+    };
     while !(restored(&veth)
         && restored(&format!("chains nw-{id12}-*"))
+        && restored("base chains")
+        && forward_rules()
         && h.host_links().contains(&veth)
         && links(&a_ns).iter().any(|l| l == "eth0")
         && chain_rules())
@@ -592,7 +608,7 @@ fn the_healer_mends_a_network_while_a_plugin_call_elsewhere_holds_the_engine() {
         "control: the plugin call ran to its deadline: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    eprintln!("veth and isolation chain restored {took:?} after the cut, the plugin still asleep");
+    eprintln!("veth, isolation and forward chains restored {took:?} after the cut, the plugin still asleep");
     let (ok, out) = check(&h);
     assert!(ok, "{out}");
 }

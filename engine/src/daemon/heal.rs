@@ -8,9 +8,10 @@
 //! What changes named is checked alone ([`crate::engine::HealScope`]): the records that own
 //! those links and chains, under their networks' and sandboxes' locks, the engine-wide lock
 //! shared — operations elsewhere go on, and a long one elsewhere (a plugin call of seconds)
-//! does not hold the mending up. A change that names nothing more precise (the table, a base
-//! chain, a map) is checked whole, comparing every record with the kernel under the
-//! engine-wide lock held exclusively.
+//! does not hold the mending up; a base chain's change, the base chains and what weft's tables
+//! hold, under the lock on every network's names and pools. A change that names nothing more
+//! precise (the table, a map or set, their elements) is checked whole, comparing every record
+//! with the kernel under the engine-wide lock held exclusively.
 //!
 //! weft's own operations change the kernel too. For a whole check, a change that arrives while
 //! this process has an operation in flight (or just finished one) may be its own: it is

@@ -525,21 +525,10 @@ impl Engine {
                     Fix::PurgeFirewall(id.clone()),
                 );
             }
-            if !fw_ids.is_empty() && op.tx().firewall_base_intact().await? == Some(false) {
-                add(
-                    FindingKind::Missing,
-                    "nftables base chains of weft's tables".into(),
-                    "rules missing or changed (guard, forward, nat, port lookups, ICC)".into(),
-                    Fix::ReassertBase,
-                );
-            }
-            for what in op.tx().firewall_strangers().await? {
-                add(
-                    FindingKind::Orphan,
-                    format!("nftables {what}"),
-                    "weft does not make it (an older weft's, or someone else's)".into(),
-                    Fix::PurgeStrangers,
-                );
+            let mut base = Vec::new();
+            self.check_base(op, !fw_ids.is_empty(), &mut base).await?;
+            for f in base {
+                add(f.kind, f.object, f.detail, f.fix);
             }
             // Sandboxes' published ports and endpoints' ICC elements.
             let (mut port_elems, mut icc_ports) = (HashSet::new(), HashSet::new());
@@ -658,6 +647,34 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// weft's base chains (with `expected`: some network has rules, so they should be there)
+    /// hold the rules weft makes, compared by content; and weft's tables hold nothing weft does
+    /// not make (chains, maps or sets of an older weft's layout, or anyone's).
+    pub(super) async fn check_base(
+        &self,
+        op: &mut Op,
+        expected: bool,
+        out: &mut Vec<Finding>,
+    ) -> Result<()> {
+        if expected && op.tx().firewall_base_intact().await? == Some(false) {
+            out.push(Finding {
+                kind: FindingKind::Missing,
+                object: "nftables base chains of weft's tables".into(),
+                detail: "rules missing or changed (guard, forward, nat, port lookups, ICC)".into(),
+                fix: Fix::ReassertBase,
+            });
+        }
+        for what in op.tx().firewall_strangers().await? {
+            out.push(Finding {
+                kind: FindingKind::Orphan,
+                object: format!("nftables {what}"),
+                detail: "weft does not make it (an older weft's, or someone else's)".into(),
+                fix: Fix::PurgeStrangers,
+            });
+        }
+        Ok(())
     }
 
     /// Records to kernel for `owned` (ownership records: key and undo steps): every object

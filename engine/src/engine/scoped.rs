@@ -2,12 +2,14 @@
 //! own the host links a change named (a deleted veth, a bridge set down, an address or route
 //! gone from it) and the networks whose chains it named (`nw-<id>-…` flushed or rewritten),
 //! checked against the kernel and mended under those objects' locks only — the network's, its
-//! sandboxes', and the lock on every network's names and pools when a network may be made again.
+//! sandboxes', and the lock on every network's names and pools when a network may be made again;
+//! a chain that is no network's (a base chain flushed, a chain weft does not make) gets the
+//! check of the base chains and of what weft's tables hold, under that last lock.
 //! The engine-wide lock stays shared, so operations on other networks go on meanwhile, and a
 //! long operation elsewhere (a plugin call of seconds) does not hold the mending up.
 //!
 //! What a scoped check cannot judge goes to the whole check ([`Engine::heal`]): a change that
-//! names nothing more precise (weft's table, a base chain, a map or its elements, an overrun),
+//! names nothing more precise (weft's table, a map or set, their elements, an overrun),
 //! a chain of a network no record has, global networks (whose check waits for the cluster
 //! view), a sandbox's own records, and sandboxes whose namespace is gone.
 
@@ -26,11 +28,13 @@ use crate::net::{NsRef, Step};
 use crate::store::{decode, list_json, ReadTxn, Table};
 
 /// What kernel changes touched, as far as their messages said: weft's host links by name,
-/// networks' chains by the 12 digits of the network id — or anything (`whole`).
+/// networks' chains by the 12 digits of the network id, a chain of weft's tables that is no
+/// network's (a base chain, or one weft does not make) — or anything (`whole`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct HealScope {
     links: BTreeSet<String>,
     chains: BTreeSet<String>,
+    base: bool,
     whole: bool,
 }
 
@@ -57,7 +61,7 @@ impl HealScope {
                 Some(id12) => {
                     self.chains.insert(id12.to_string());
                 }
-                None => self.whole = true,
+                None => self.base = true,
             },
             _ => self.whole = true,
         }
@@ -97,6 +101,8 @@ fn on_host_link(s: &Step, links: &BTreeSet<String>) -> bool {
 struct Concerned {
     /// The ownership records to check (key, undo steps).
     owned: Vec<(String, Vec<Step>)>,
+    /// Some network has nftables rules (so the base chains should be there).
+    has_rules: bool,
     /// The locks that keep every operation that could change them away.
     locks: BTreeSet<String>,
     /// The sandboxes whose kernel objects a mend could make again.
@@ -132,11 +138,23 @@ impl Engine {
         }
         let mut out = Concerned {
             owned: Vec::new(),
+            has_rules: false,
             locks: BTreeSet::new(),
             sandboxes: BTreeSet::new(),
         };
+        if scope.base {
+            // The base chains and what is in weft's tables: changed by network creates and
+            // removals (the table made, or removed with the last network), which hold this.
+            out.locks.insert(NETWORKS.to_string());
+        }
         for (k, v) in r.scan(Table::Owned, b"")? {
             let key = String::from_utf8_lossy(&k).into_owned();
+            if scope.base && !out.has_rules && key.starts_with("net/") {
+                out.has_rules = decode::<records::Owned>(&v)?
+                    .steps
+                    .iter()
+                    .any(|s| matches!(s, Step::Firewall { .. }));
+            }
             // Only records whose text holds a name are decoded (a thousand sandboxes' records
             // decoded cost ms, the search µs); the steps then say whether it is that link.
             let names_one = scope
@@ -196,7 +214,7 @@ impl Engine {
         let Some(want) = self.concerned(&*self.inner.store.read()?, scope)? else {
             return Ok(Scoped::Whole);
         };
-        if want.owned.is_empty() {
+        if want.owned.is_empty() && !scope.base {
             return Ok(Scoped::Healed(Vec::new()));
         }
         let locks: Vec<String> = want.locks.iter().cloned().collect();
@@ -245,6 +263,9 @@ impl Engine {
             let mut out = Vec::new();
             self.check_owned(&mut op, &now.owned, &world, &mut out)
                 .await?;
+            if scope.base {
+                self.check_base(&mut op, now.has_rules, &mut out).await?;
+            }
             Ok(Some(out))
         }
         .await;
@@ -277,15 +298,14 @@ mod tests {
             s.chains.iter().map(String::as_str).collect::<Vec<_>>(),
             ["0123456789ab"]
         );
-        // A base chain, a chain named like a network's but not one, or a change that names
-        // nothing: everything.
-        for c in [
-            Change::Firewall(Some("guard".into())),
-            Change::Firewall(Some("nw-xyz-in".into())),
-            Change::Firewall(None),
-            Change::Link(None),
-            Change::Lost,
-        ] {
+        // A base chain, or a chain named like a network's but not one: the base check.
+        for c in ["guard", "forward", "nw-xyz-in", "pt-0123456789ab"] {
+            let mut s = HealScope::default();
+            s.add(&Change::Firewall(Some(c.into())));
+            assert!(s.base && !s.is_whole(), "{c}");
+        }
+        // A change that names nothing: everything.
+        for c in [Change::Firewall(None), Change::Link(None), Change::Lost] {
             let mut s = HealScope::default();
             s.add(&c);
             assert!(s.is_whole(), "{c:?}");

@@ -5,9 +5,9 @@
 //! message). Changes to other links, other routes and other tables (Docker's, firewalld's,
 //! Kubernetes') are not reported, so a host where others churn does not keep weft checking.
 //! Each [`Change`] names what it touched when the kernel's message says: the link (by name),
-//! the network chain (`nw-<id>-…`); the daemon checks those objects' records against the
-//! kernel — or everything, when the change names nothing more precise (the table, a base
-//! chain, a map, a message that did not decode).
+//! the chain (a rule's or a chain's message); the daemon checks those objects against the
+//! records — or everything, when the change names nothing more precise (the table, a set or
+//! map, their elements, a message that did not decode).
 //! Messages are decoded with netlink-packet-route (rtnetlink) and netlink-packet-core's
 //! attribute iterator (nf_tables: no maintained crate decodes its notifications); a message
 //! that does not decode is reported, as a change that may be weft's.
