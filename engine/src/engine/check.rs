@@ -402,15 +402,11 @@ impl Engine {
             dead_ns: &dead_ns,
             global,
         };
-        self.check_owned(op, &owned, &world, &mut out).await?;
-        let mut add = |kind, object: String, detail: String, fix| {
-            out.push(Finding {
-                kind,
-                object,
-                detail,
-                fix,
-            })
-        };
+        let mut found = Vec::new();
+        self.check_owned(op, &owned, &world, &mut found).await?;
+        for f in found {
+            add(f.kind, f.object, f.detail, f.fix);
+        }
         let left_out = |net: &str| world.left_out(net);
 
         // Endpoints: dangling records (another host's endpoints on a global network are that
