@@ -71,6 +71,17 @@ pub struct Finding {
     fix: Fix,
 }
 
+impl Finding {
+    fn new(kind: FindingKind, object: String, detail: String, fix: Fix) -> Finding {
+        Finding {
+            kind,
+            object,
+            detail,
+            fix,
+        }
+    }
+}
+
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
@@ -309,12 +320,7 @@ impl Engine {
     async fn check_in(&self, op: &mut Op, global: bool) -> Result<Vec<Finding>> {
         let mut out = Vec::new();
         let mut add = |kind, object: String, detail: String, fix| {
-            out.push(Finding {
-                kind,
-                object,
-                detail,
-                fix,
-            })
+            out.push(Finding::new(kind, object, detail, fix))
         };
 
         // Interrupted operations (journals no live process holds).
@@ -655,20 +661,20 @@ impl Engine {
         out: &mut Vec<Finding>,
     ) -> Result<()> {
         if expected && op.tx().firewall_base_intact().await? == Some(false) {
-            out.push(Finding {
-                kind: FindingKind::Missing,
-                object: "nftables base chains of weft's tables".into(),
-                detail: "rules missing or changed (guard, forward, nat, port lookups, ICC)".into(),
-                fix: Fix::ReassertBase,
-            });
+            out.push(Finding::new(
+                FindingKind::Missing,
+                "nftables base chains of weft's tables".into(),
+                "rules missing or changed (guard, forward, nat, port lookups, ICC)".into(),
+                Fix::ReassertBase,
+            ));
         }
         for what in op.tx().firewall_strangers().await? {
-            out.push(Finding {
-                kind: FindingKind::Orphan,
-                object: format!("nftables {what}"),
-                detail: "weft does not make it (an older weft's, or someone else's)".into(),
-                fix: Fix::PurgeStrangers,
-            });
+            out.push(Finding::new(
+                FindingKind::Orphan,
+                format!("nftables {what}"),
+                "weft does not make it (an older weft's, or someone else's)".into(),
+                Fix::PurgeStrangers,
+            ));
         }
         Ok(())
     }
@@ -684,12 +690,7 @@ impl Engine {
         out: &mut Vec<Finding>,
     ) -> Result<()> {
         let mut add = |kind, object: String, detail: String, fix| {
-            out.push(Finding {
-                kind,
-                object,
-                detail,
-                fix,
-            })
+            out.push(Finding::new(kind, object, detail, fix))
         };
         let (nets_by_id, by_id, dead_ns) = (world.nets_by_id, world.by_id, world.dead_ns);
         let left_out = |net: &str| world.left_out(net);
